@@ -1,0 +1,3 @@
+from agw_fast.cli import main
+
+raise SystemExit(main())

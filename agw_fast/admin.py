@@ -1,0 +1,175 @@
+"""Stats (`/metrics`), readiness (`/healthz/ready`) and admin endpoints, in their own process.
+
+Forked by the supervisor beside the workers, so scraping never competes with the data plane
+for a worker's loop. `/metrics` sums what each worker published in shared memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+import dataclasses
+import json
+import os
+import signal
+from collections.abc import Callable
+
+import h11
+import uvloop
+
+from agw_fast.config.model import Config
+from agw_fast.log import logger
+from agw_fast.metrics import SharedSlots, render_prometheus
+
+__all__ = ["admin_child", "parse_address"]
+
+Handler = Callable[[str, str], tuple[int, bytes, bytes]]  # (method, path) -> status, type, body
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """`"[::]:15020"`, `"0.0.0.0:15020"`, `"localhost:15000"` -> (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "::", int(port)
+
+
+class _AdminProtocol(asyncio.Protocol):
+    """A deliberately plain h11 server: one response per request, then the next."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.conn = h11.Connection(h11.SERVER)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.conn.receive_data(data)
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError:
+                self.transport.close()
+                return
+            if isinstance(event, h11.Request):
+                target = event.target.decode("latin-1").split("?", 1)[0]
+                status, content_type, body = self.handler(event.method.decode(), target)
+                headers = [
+                    (b"content-type", content_type),
+                    (b"content-length", b"%d" % len(body)),
+                ]
+                out = self.conn.send(h11.Response(status_code=status, headers=headers))
+                out = (out or b"") + (self.conn.send(h11.Data(data=body)) or b"")
+                out += self.conn.send(h11.EndOfMessage()) or b""
+                self.transport.write(out)
+            elif isinstance(event, h11.EndOfMessage):
+                if self.conn.our_state is h11.MUST_CLOSE:
+                    self.transport.close()
+                    return
+                self.conn.start_next_cycle()
+            elif event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                self.transport.close()
+                return
+
+
+def _stats_handler(slots: SharedSlots) -> Handler:
+    def handle(method: str, path: str) -> tuple[int, bytes, bytes]:
+        if path in ("/metrics", "/stats/prometheus"):
+            body = render_prometheus(slots.read_all())
+            return 200, b"text/plain; version=0.0.4; charset=utf-8", body
+        return 404, b"text/plain", b"not found\n"
+
+    return handle
+
+
+def _readiness_handler(slots: SharedSlots) -> Handler:
+    def handle(method: str, path: str) -> tuple[int, bytes, bytes]:
+        if path != "/healthz/ready":
+            return 404, b"text/plain", b"not found\n"
+        if method != "GET":
+            return 405, b"text/plain", b"method not allowed\n"
+        pending = [str(i) for i in range(slots.n_slots) if slots.read(i) is None]
+        if pending:
+            return 500, b"text/plain", f"not ready, pending: workers {pending}\n".encode()
+        return 200, b"text/plain", b"ready\n"
+
+    return handle
+
+
+def _admin_handler(config: Config) -> Handler:
+    def handle(method: str, path: str) -> tuple[int, bytes, bytes]:
+        if path == "/config_dump":
+            dumped = dataclasses.asdict(config)
+            _redact(dumped)
+            return 200, b"application/json", json.dumps(dumped, default=repr).encode()
+        if path == "/quitquitquit":
+            if method != "POST":
+                return 405, b"text/plain", b"method not allowed\n"
+            os.kill(os.getppid(), signal.SIGTERM)
+            return 200, b"text/plain", b"OK\n"
+        return 404, b"text/plain", b"not found\n"
+
+    return handle
+
+
+def _redact(value: object) -> None:
+    """Secrets (backendAuth keys) never leave the process, not even on the admin port."""
+    if isinstance(value, dict):
+        for key in value:
+            if key == "key" and isinstance(value[key], str):
+                value[key] = "<redacted>"
+            else:
+                _redact(value[key])
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _redact(item)
+
+
+async def _serve(config: Config, slots: SharedSlots) -> int:
+    loop = asyncio.get_running_loop()
+    static = config.static
+    plan = [
+        (static.stats_addr, _stats_handler(slots)),
+        (static.readiness_addr, _readiness_handler(slots)),
+        (static.admin_addr, _admin_handler(config)),
+    ]
+    servers = []
+    for address, handler in plan:
+        if address is None:
+            continue
+        host, port = parse_address(address)
+        try:
+            servers.append(
+                await loop.create_server(
+                    lambda h=handler: _AdminProtocol(h),  # type: ignore[misc]
+                    host,
+                    port,
+                    reuse_address=True,
+                )
+            )
+        except OSError as error:
+            logger.error("cannot listen on %s: %s", address, error.strerror or error)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    for server in servers:
+        server.close()
+    return 0
+
+
+def admin_child(config: Config) -> Callable[[SharedSlots], int] | None:
+    """The supervisor's extra child serving the configured addresses, or None if all off."""
+    static = config.static
+    if static.stats_addr is None and static.readiness_addr is None and static.admin_addr is None:
+        return None
+
+    def run(slots: SharedSlots) -> int:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_serve(config, slots))
+
+    return run

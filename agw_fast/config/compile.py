@@ -1,0 +1,260 @@
+"""The one explicit compile step: declarative config -> runtime objects for the data plane.
+
+Everything a request needs that does not depend on the request is computed here: encoded
+header plans, prebuilt local responses, SSL contexts (one per distinct TLS setting), pool
+keys, cumulative backend weights and the route tables.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import ssl
+from bisect import bisect_right
+from dataclasses import dataclass, field
+
+from agw_fast.ai.openai import RouteTypeResolver
+from agw_fast.config.model import (
+    AIBackend,
+    AIPolicy,
+    BackendAuth,
+    BackendPolicies,
+    BackendTLS,
+    Bind,
+    Config,
+    HostBackend,
+    Listener,
+    RequestRedirect,
+    Route,
+    RouteBackend,
+    RoutePolicies,
+    UrlRewrite,
+)
+from agw_fast.policies import RequestHeaderPlan, ResponseHeaderPlan, local_response
+from agw_fast.proxy.tls import client_context
+from agw_fast.routing import RouteTable
+
+__all__ = [
+    "DEFAULT_LLM_BUFFER",
+    "AIRuntime",
+    "RuntimeBackend",
+    "RuntimeBind",
+    "RuntimeRoute",
+    "compile_config",
+]
+
+DEFAULT_LLM_BUFFER = 32 * 1024 * 1024
+OPENAI_HOST = "api.openai.com"
+
+PoolKey = tuple[str, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class AIRuntime:
+    provider_name: str  # `ai.name`
+    model_override: str | None
+    route_types: RouteTypeResolver
+    has_host_override: bool
+    path_prefix: str | None
+    path_override: bytes | None
+    max_body: int
+
+
+@dataclass(eq=False, slots=True)
+class RuntimeBackend:
+    name: str
+    weight: int
+    host: str
+    port: int
+    ssl: ssl.SSLContext | None
+    server_hostname: str | None
+    pool_key: PoolKey
+    auto_authority: bytes | None  # Host for auto-hostname; None keeps the client's
+    request_headers: RequestHeaderPlan
+    response_headers: ResponseHeaderPlan | None
+    redirect: RequestRedirect | None
+    backend_request_timeout: float | None
+    ai: AIRuntime | None
+
+
+@dataclass(eq=False, slots=True)
+class RuntimeRoute:
+    key: str
+    name: str
+    listener: str
+    direct_response: bytes | None
+    redirect: RequestRedirect | None
+    url_rewrite: UrlRewrite | None
+    request_timeout: float | None
+    backends: tuple[RuntimeBackend, ...]
+    _cumulative: list[int] = field(default_factory=list)
+    _total: int = 0
+
+    def __post_init__(self) -> None:
+        running = 0
+        for backend in self.backends:
+            running += backend.weight
+            self._cumulative.append(running)
+        self._total = running
+
+    def choose_backend(self) -> RuntimeBackend | None:
+        """Weighted random choice; None when no backend can take traffic."""
+        backends = self.backends
+        if len(backends) == 1:
+            return backends[0] if self._total > 0 else None
+        if self._total <= 0:
+            return None
+        return backends[bisect_right(self._cumulative, random.randrange(self._total))]
+
+
+@dataclass(eq=False, slots=True)
+class RuntimeBind:
+    port: int
+    listeners: dict[str, RouteTable[RuntimeRoute]]
+    single: RouteTable[RuntimeRoute] | None  # the only listener, when it matches any host
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _merged(
+    route_policies: RoutePolicies | None, *backend_policies: BackendPolicies | None
+) -> tuple[BackendTLS | None, BackendAuth | None, AIPolicy | None]:
+    """Backend-level values win over the route's copies (the more specific policy)."""
+    tls = route_policies.backend_tls if route_policies else None
+    auth = route_policies.backend_auth if route_policies else None
+    ai = route_policies.ai if route_policies else None
+    for policies in backend_policies:
+        if policies is None:
+            continue
+        tls = policies.backend_tls or tls
+        auth = policies.backend_auth or auth
+        ai = policies.ai or ai
+    return tls, auth, ai
+
+
+class _Compiler:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.contexts: dict[tuple[BackendTLS, bool], ssl.SSLContext] = {}
+        max_buffer = config.frontend.max_buffer_size
+        self.llm_buffer = DEFAULT_LLM_BUFFER if max_buffer is None else max_buffer
+
+    def context(self, tls: BackendTLS) -> ssl.SSLContext:
+        key = (tls, True)
+        found = self.contexts.get(key)
+        if found is None:
+            found = self.contexts[key] = client_context(tls)
+        return found
+
+    def backend(self, route: Route, declared: RouteBackend) -> RuntimeBackend:
+        target = declared.target
+        route_policies = route.policies
+        ai_runtime: AIRuntime | None = None
+        if isinstance(target, AIBackend):
+            tls, auth, ai_policy = _merged(route_policies, target.policies, declared.policies)
+            if target.host_override is not None:
+                host, port = target.host_override.host, target.host_override.port
+            else:
+                host, port = OPENAI_HOST, 443
+                # Without hostOverride the provider's defaults apply: TLS with public roots.
+                tls = tls or BackendTLS()
+            routes = ai_policy.routes if ai_policy is not None else ()
+            ai_runtime = AIRuntime(
+                provider_name=target.name,
+                model_override=target.model,
+                route_types=RouteTypeResolver(routes),
+                has_host_override=target.host_override is not None,
+                path_prefix=target.path_prefix,
+                path_override=(
+                    target.path_override.encode("latin-1")
+                    if target.path_override is not None
+                    else None
+                ),
+                max_body=self.llm_buffer,
+            )
+            name = target.name
+            own = [target.policies, declared.policies]
+        else:
+            assert isinstance(target, HostBackend)
+            tls, auth, _ = _merged(route_policies, declared.policies)
+            host, port = target.host, target.port
+            name = f"{host}:{port}"
+            own = [declared.policies]
+        context = self.context(tls) if tls is not None else None
+        server_hostname = None
+        if context is not None:
+            server_hostname = (tls.hostname if tls is not None else None) or host.strip("[]")
+        if _is_ip(host):
+            auto_authority = None
+        else:
+            default_port = 443 if context is not None else 80
+            auto_authority = (host if port == default_port else f"{host}:{port}").encode()
+        request_modifiers = [route_policies.request_header_modifier if route_policies else None]
+        response_modifiers = [route_policies.response_header_modifier if route_policies else None]
+        redirect: RequestRedirect | None = None
+        backend_timeout: float | None = None
+        for policies in own:
+            if policies is None:
+                continue
+            request_modifiers.append(policies.request_header_modifier)
+            response_modifiers.append(policies.response_header_modifier)
+            redirect = policies.request_redirect or redirect
+            backend_timeout = policies.backend_request_timeout or backend_timeout
+        if route_policies is not None and route_policies.timeout is not None:
+            backend_timeout = backend_timeout or route_policies.timeout.backend_request_timeout
+        return RuntimeBackend(
+            name=name,
+            weight=declared.weight,
+            host=host,
+            port=port,
+            ssl=context,
+            server_hostname=server_hostname,
+            pool_key=(host, port, id(context) if context is not None else 0),
+            auto_authority=auto_authority,
+            request_headers=RequestHeaderPlan.build(request_modifiers, auth),
+            response_headers=ResponseHeaderPlan.build(response_modifiers),
+            redirect=redirect,
+            backend_request_timeout=backend_timeout,
+            ai=ai_runtime,
+        )
+
+    def route(self, port: int, listener: Listener, route: Route) -> RuntimeRoute:
+        policies = route.policies
+        direct = None
+        if policies is not None and policies.direct_response is not None:
+            response = policies.direct_response
+            direct = local_response(response.status, response.body, content_type=None)
+        return RuntimeRoute(
+            key=f"bind/{port}/{listener.name}/default/{route.name}",
+            name=route.name,
+            listener=listener.name,
+            direct_response=direct,
+            redirect=policies.request_redirect if policies else None,
+            url_rewrite=policies.url_rewrite if policies else None,
+            request_timeout=(
+                policies.timeout.request_timeout if policies and policies.timeout else None
+            ),
+            backends=tuple(self.backend(route, b) for b in route.backends),
+        )
+
+    def bind(self, bind: Bind) -> RuntimeBind:
+        tables: dict[str, RouteTable[RuntimeRoute]] = {}
+        for listener in bind.listeners:
+            runtime = [(r.name, r, self.route(bind.port, listener, r)) for r in listener.routes]
+            keyed = [(rt.key, r, rt) for (_, r, rt) in runtime]
+            tables[listener.hostname.lower()] = RouteTable(keyed)
+        single = tables.get("") if len(tables) == 1 else None
+        return RuntimeBind(bind.port, tables, single)
+
+
+def compile_config(config: Config) -> list[RuntimeBind]:
+    """Runtime binds for the data plane (SSL contexts included, so call it per process
+    after fork only if contexts must not be shared; sharing read-only contexts is fine)."""
+    compiler = _Compiler(config)
+    return [compiler.bind(bind) for bind in config.binds]

@@ -1,0 +1,386 @@
+"""The client side: h11 parses every request; routing and local answers happen here.
+
+h11 owns request framing and its strictness (smuggling rules, 400/431 via
+`error_status_hint`). The response never passes through h11: it is relayed as framed bytes,
+so after each response a fresh `h11.Connection` takes over the bytes that were pipelined
+behind the request (performance.md §2.9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import cast, TYPE_CHECKING
+
+import h11
+
+from agw_fast.config.compile import RuntimeBind, RuntimeRoute
+from agw_fast.config.model import RequestRedirect
+from agw_fast.errors import ProxyError
+from agw_fast.policies import (
+    apply_authority_rewrite,
+    apply_path_rewrite,
+    local_response,
+    redirect_response,
+    split_target,
+)
+from agw_fast.proxy.exchange import Exchange
+from agw_fast.proxy.http1 import connection_tokens
+from agw_fast.routing import RequestView, host_without_port, select_listener
+
+if TYPE_CHECKING:
+    from agw_fast.worker import WorkerContext
+
+__all__ = ["DownstreamProtocol"]
+
+MAX_REQUEST_HEAD = 32 * 1024
+# Bytes of an unwanted request body we read and drop to keep a connection alive after a
+# local answer; a larger body costs more than a new connection, so we close instead.
+MAX_DISCARD = 1024 * 1024
+# Pipelined bytes buffered while a response is in flight before we stop reading.
+MAX_PIPELINED = 64 * 1024
+
+_REQUEST, _LOCAL, _DISCARD = 1, 2, 3
+
+
+class DownstreamProtocol(asyncio.Protocol):
+    PAUSE_PENDING = 1
+    PAUSE_UPSTREAM = 2
+    PAUSE_PIPELINE = 4
+
+    __slots__ = (
+        "ctx",
+        "bind",
+        "loop",
+        "transport",
+        "h11",
+        "exchange",
+        "mode",
+        "keep_alive",
+        "http11",
+        "closing",
+        "writing_paused",
+        "read_pauses",
+        "buffered",
+        "discarded",
+        "last_active",
+        "peer",
+    )
+
+    def __init__(self, ctx: WorkerContext, bind: RuntimeBind) -> None:
+        self.ctx = ctx
+        self.bind = bind
+        self.loop = ctx.loop
+        self.transport: asyncio.Transport | None = None
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        self.exchange: Exchange | None = None
+        self.mode = 0  # what the current request's events are for: _REQUEST/_LOCAL/_DISCARD
+        self.keep_alive = True
+        self.http11 = True
+        self.closing = False
+        self.writing_paused = False
+        self.read_pauses = 0
+        self.buffered = 0
+        self.discarded = 0
+        self.last_active = 0.0
+        self.peer = ""
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.last_active = self.loop.time()
+        self.ctx.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ctx.connections.discard(self)
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.abort()
+        self.transport = None
+
+    def eof_received(self) -> bool:
+        # A client that half-closes mid-exchange has gone away for our purposes (like nginx
+        # without proxy_ignore_client_abort): stop the upstream work and close.
+        return False
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.exchange is not None:
+            self.exchange.pause_response()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.exchange is not None:
+            self.exchange.resume_response()
+
+    def data_received(self, data: bytes) -> None:
+        self.h11.receive_data(data)
+        if self.mode == 0 or self.exchange is None or not self.exchange.request_done:
+            self._process()
+        else:
+            # Pipelined request bytes wait in h11's buffer until this response is done.
+            self.buffered += len(data)
+            if self.buffered > MAX_PIPELINED:
+                self.pause_reading(self.PAUSE_PIPELINE)
+
+    # -- helpers used by the exchange --------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.write(data)
+
+    def abort(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.read_pauses and self.transport is not None:
+            self.transport.pause_reading()
+        self.read_pauses |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.read_pauses & reason:
+            self.read_pauses &= ~reason
+            if not self.read_pauses and self.transport is not None:
+                self.transport.resume_reading()
+
+    def exchange_finished(self, keep_alive: bool) -> None:
+        """The response is complete (or failed locally): prepare for the next request."""
+        exchange = self.exchange
+        self.exchange = None
+        if self.read_pauses & (self.PAUSE_PENDING | self.PAUSE_UPSTREAM):
+            self.resume_reading(self.PAUSE_PENDING | self.PAUSE_UPSTREAM)
+        if exchange is not None and not exchange.request_done and keep_alive:
+            self.mode = _DISCARD
+            self.discarded = 0
+            if self.h11.they_are_waiting_for_100_continue:
+                keep_alive = False  # the body will never come: the connection is unusable
+        if not keep_alive or self.closing:
+            self._close()
+            return
+        if self.mode != _DISCARD:
+            self._next_cycle()
+
+    # -- request processing ------------------------------------------------------------------
+
+    def _close(self) -> None:
+        """Flush what was written, then close; nothing more is read or processed."""
+        self.mode = 0
+        transport = self.transport
+        if transport is not None:
+            self.transport = None
+            transport.close()
+
+    def _next_cycle(self) -> None:
+        self.mode = 0
+        self.last_active = self.loop.time()
+        old = self.h11
+        trailing, closed = old.trailing_data
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        self.buffered = 0
+        if self.read_pauses & self.PAUSE_PIPELINE:
+            self.resume_reading(self.PAUSE_PIPELINE)
+        if trailing or closed:
+            self.h11.receive_data(trailing)
+            if closed:
+                self.h11.receive_data(b"")
+            self._process()
+
+    def _process(self) -> None:
+        connection = self.h11
+        while self.transport is not None and connection is self.h11:
+            try:
+                event = connection.next_event()
+            except h11.RemoteProtocolError as error:
+                self._protocol_error(error)
+                return
+            kind = type(event)
+            if kind is h11.Data:
+                mode = self.mode
+                if mode == _REQUEST:
+                    assert self.exchange is not None
+                    self.exchange.on_request_body(event.data)  # type: ignore[union-attr]
+                elif mode == _DISCARD or mode == _LOCAL:
+                    self.discarded += len(event.data)  # type: ignore[union-attr]
+                    if self.discarded > MAX_DISCARD:
+                        self._close()
+                        return
+            elif kind is h11.Request:
+                self._on_request(event)  # type: ignore[arg-type]
+            elif kind is h11.EndOfMessage:
+                mode = self.mode
+                if mode == _REQUEST:
+                    assert self.exchange is not None
+                    self.exchange.on_request_end()
+                elif mode == _DISCARD or (mode == _LOCAL and self.exchange is None):
+                    if self.closing or not self.keep_alive:
+                        self._close()
+                        return
+                    self._next_cycle()
+                    return
+            elif event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            else:  # ConnectionClosed
+                self._close()
+                return
+
+    def _protocol_error(self, error: h11.RemoteProtocolError) -> None:
+        status = error.error_status_hint
+        self.ctx.log_protocol_error(self.peer_name(), status, str(error))
+        if self.exchange is not None:
+            # The request's framing broke mid-body: nothing sane can follow on either side.
+            self.exchange.abort()
+            self.abort()
+            return
+        self.write(local_response(status, str(error).encode(), close=True))
+        self._close()
+
+    def peer_name(self) -> str:
+        if not self.peer and self.transport is not None:
+            peer = self.transport.get_extra_info("peername")
+            self.peer = f"{peer[0]}:{peer[1]}" if peer else "-"
+        return self.peer
+
+    def _local(self, status: int, body: bytes, started: float, route: str = "") -> None:
+        self.mode = _LOCAL
+        keep_alive = self.keep_alive and not self.closing
+        self.write(local_response(status, body, close=not keep_alive))
+        self.ctx.record_local(self, status, started, route, body)
+        self._after_local()
+
+    def _after_local(self) -> None:
+        if self.h11.they_are_waiting_for_100_continue or not self.keep_alive:
+            # A client waiting for 100-continue will not send the body we must skip, and a
+            # non-keep-alive client is done: either way this connection ends here.
+            self._close()
+
+    def _on_request(self, request: h11.Request) -> None:
+        started = time.monotonic()
+        method = request.method
+        target = request.target
+        self.http11 = request.http_version == b"1.1"
+        keep_alive = self.http11
+        host = b""
+        length = 0
+        chunked = False
+        has_length = False
+        expect = False
+        content_encoding: bytes | None = None
+        headers: list[tuple[bytes, bytes]] = list(request.headers)
+        for name, value in headers:
+            if name == b"host":
+                host = value
+            elif name == b"content-length":
+                length = int(value)
+                has_length = True
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"connection":
+                tokens = connection_tokens(value)
+                if b"close" in tokens:
+                    keep_alive = False
+                elif b"keep-alive" in tokens:
+                    keep_alive = True
+            elif name == b"expect":
+                expect = True
+            elif name == b"content-encoding":
+                content_encoding = value
+        self.keep_alive = keep_alive
+        if chunked and has_length:
+            # RFC 9112 §6.1: both framings at once is the classic smuggling vector.
+            self.keep_alive = False
+            self._local(400, b"both transfer-encoding and content-length", started)
+            return
+        if not target.startswith(b"/"):
+            target = _origin_form(target)
+            if not target:
+                self._local(400, b"invalid request target", started)
+                return
+        host_name = host_without_port(host.decode("latin-1"))
+        bind = self.bind
+        table = bind.single or select_listener(bind.listeners, host_name)
+        if table is None:
+            self._local(404, b"listener not found", started)
+            return
+        path, query = split_target(target)
+        view = RequestView(
+            method.decode("ascii"), path.decode("latin-1"), query[1:].decode("latin-1"), headers
+        )
+        matched = table.select(host_name, view)
+        if matched is None:
+            self._local(404, b"route not found", started)
+            return
+        route = matched.route
+        prefix = matched.match.path.value if matched.match.path.kind == "prefix" else None
+        if route.direct_response is not None:
+            self.mode = _LOCAL
+            self.write(route.direct_response)
+            status = int(route.direct_response[9:12])
+            self.ctx.record_local(self, status, started, route.name, b"")
+            self._after_local()
+            return
+        if route.redirect is not None:
+            self._redirect(route, route.redirect, host, path, query, prefix, started)
+            return
+        backend = route.choose_backend()
+        if backend is None:
+            self._local(500, b"no valid backends", started, route.name)
+            return
+        if backend.redirect is not None:
+            self._redirect(route, backend.redirect, host, path, query, prefix, started)
+            return
+        authority = backend.auto_authority or host
+        rewrite = route.url_rewrite
+        if rewrite is not None:
+            try:
+                if rewrite.path is not None:
+                    target = apply_path_rewrite(rewrite.path, path, query, prefix)
+            except ProxyError as error:
+                self._local(error.status, error.body.encode(), started, route.name)
+                return
+            if rewrite.authority is not None:
+                kind = rewrite.authority.kind
+                if kind == "none":
+                    authority = host
+                elif kind != "auto":
+                    authority = apply_authority_rewrite(rewrite.authority, host)
+        self.mode = _REQUEST
+        exchange = Exchange(
+            self, route, backend, method, target, authority, headers,
+            length, chunked, content_encoding, started,
+        )
+        self.exchange = exchange
+        exchange.start(expect and self.h11.they_are_waiting_for_100_continue)
+
+    def _redirect(
+        self,
+        route: RuntimeRoute,
+        redirect: RequestRedirect,
+        host: bytes,
+        path: bytes,
+        query: bytes,
+        prefix: str | None,
+        started: float,
+    ) -> None:
+        try:
+            response = redirect_response(redirect, host, path, query, prefix)
+        except ProxyError as error:
+            self._local(error.status, error.body.encode(), started, route.name)
+            return
+        self.mode = _LOCAL
+        self.write(response)
+        self.ctx.record_local(self, redirect.status, started, route.name, b"")
+        self._after_local()
+
+
+def _origin_form(target: bytes) -> bytes:
+    """The path+query of an absolute-form target (RFC 9112 §3.2.2), or b"" if unusable."""
+    scheme_end = target.find(b"://")
+    if scheme_end == -1 or target[:scheme_end].lower() not in (b"http", b"https"):
+        return b""
+    slash = target.find(b"/", scheme_end + 3)
+    return target[slash:] if slash != -1 else b"/"

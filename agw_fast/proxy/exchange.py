@@ -1,0 +1,426 @@
+"""One proxied request/response: from the parsed downstream request to the relayed response.
+
+Lifecycle: `start()` builds the upstream head (or waits for the body on LLM routes), takes a
+pooled connection or opens one; request body bytes are re-framed to the upstream with
+backpressure; the upstream connection reports the response head, body bytes and end, which
+are written downstream as they arrive. Errors before the response head become a local error
+response; after it, the downstream connection is closed (never a truncated body framed as
+complete).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import TYPE_CHECKING
+
+from agw_fast.ai.llm import LLMRequestError, LLMResponseObserver, prepare_llm_request
+from agw_fast.policies import RESPONSE_HOP_BY_HOP, build_upstream_head, local_response
+from agw_fast.proxy.http1 import BODY_CHUNKED, BODY_CLOSE, ResponseHead
+from agw_fast.proxy.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from agw_fast.config.compile import RuntimeBackend, RuntimeRoute
+    from agw_fast.proxy.downstream import DownstreamProtocol
+
+__all__ = ["Exchange"]
+
+# Request body bytes held while the upstream connection opens; above this we stop reading
+# the client until the bytes are on their way (rule 3: never an unbounded body in memory).
+PENDING_BODY_HIGH_WATER = 64 * 1024
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CHUNKED_LINE = b"transfer-encoding: chunked\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class Exchange:
+    __slots__ = (
+        "down",
+        "route",
+        "backend",
+        "method",
+        "target",
+        "authority",
+        "headers",
+        "head_request",
+        "request_chunked",
+        "request_length",
+        "request_done",
+        "content_encoding",
+        "started",
+        "upstream",
+        "upstream_head",
+        "pending",
+        "pending_size",
+        "connecting",
+        "timer",
+        "status",
+        "response_started",
+        "response_close",
+        "dechunk",
+        "finished",
+        "upstream_reading_paused",
+        "body_parts",
+        "body_size",
+        "llm",
+        "replayable",
+        "error",
+    )
+
+    def __init__(
+        self,
+        down: DownstreamProtocol,
+        route: RuntimeRoute,
+        backend: RuntimeBackend,
+        method: bytes,
+        target: bytes,
+        authority: bytes,
+        headers: list[tuple[bytes, bytes]],
+        request_length: int,
+        request_chunked: bool,
+        content_encoding: bytes | None,
+        started: float,
+    ) -> None:
+        self.down = down
+        self.route = route
+        self.backend = backend
+        self.method = method
+        self.target = target
+        self.authority = authority
+        self.headers = headers
+        self.head_request = method == b"HEAD"
+        self.request_length = request_length
+        self.request_chunked = request_chunked
+        self.request_done = False
+        self.content_encoding = content_encoding
+        self.started = started
+        self.upstream: UpstreamConnection | None = None
+        self.upstream_head = b""
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.connecting: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.status = 0
+        self.response_started = False
+        self.response_close = False
+        self.dechunk = False
+        self.finished = False
+        self.upstream_reading_paused = False
+        self.body_parts: list[bytes] | None = None
+        self.body_size = 0
+        self.llm: LLMResponseObserver | None = None
+        self.replayable = not request_chunked and request_length == 0
+        self.error: str | None = None
+
+    # -- request side -----------------------------------------------------------------------
+
+    def start(self, expect_continue: bool) -> None:
+        route = self.route
+        backend = self.backend
+        timeout = route.request_timeout
+        message = "request timeout"
+        backend_timeout = backend.backend_request_timeout
+        if backend_timeout is not None and (timeout is None or backend_timeout < timeout):
+            timeout, message = backend_timeout, "upstream call timeout"
+        if timeout is not None:
+            self.timer = self.down.loop.call_later(timeout, self._timed_out, message)
+        if expect_continue:
+            self.down.write(_CONTINUE)
+        if backend.ai is not None:
+            self.body_parts = []  # LLM routes need the whole body before anything goes out
+            return
+        if self.request_chunked:
+            framing = _CHUNKED_LINE
+        elif self.request_length:
+            framing = b"content-length: %d\r\n" % self.request_length
+        else:
+            framing = b""
+        self.upstream_head = build_upstream_head(
+            self.method,
+            self.target,
+            self.authority,
+            self.headers,
+            backend.request_headers,
+            framing,
+        )
+        self._acquire()
+
+    def on_request_body(self, data: bytes) -> None:
+        if self.finished:
+            return
+        parts = self.body_parts
+        if parts is not None:
+            self.body_size += len(data)
+            if self.body_size > self.backend.ai.max_body:  # type: ignore[union-attr]
+                self.fail(413, "failed to process LLM request: request was too large")
+                return
+            parts.append(data)
+            return
+        if self.request_chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.write(data)
+            return
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size > PENDING_BODY_HIGH_WATER:
+            self.down.pause_reading(self.down.PAUSE_PENDING)
+
+    def on_request_end(self) -> None:
+        self.request_done = True
+        if self.finished:
+            return
+        if self.body_parts is not None:
+            self._send_llm_request()
+            return
+        if self.request_chunked:
+            if self.upstream is not None:
+                self.upstream.write(_LAST_CHUNK)
+            else:
+                self.pending.append(_LAST_CHUNK)
+
+    def _send_llm_request(self) -> None:
+        ai = self.backend.ai
+        assert ai is not None and self.body_parts is not None
+        body = b"".join(self.body_parts)
+        self.body_parts = None
+        try:
+            llm_request = prepare_llm_request(ai, self.target, body, self.content_encoding)
+        except LLMRequestError as error:
+            self.fail(error.status, error.body)
+            return
+        self.llm = LLMResponseObserver(llm_request, self.started)
+        self.target = llm_request.target
+        headers = self.headers
+        if self.content_encoding is not None:
+            # The body went out decoded and re-serialised: its old coding no longer applies.
+            headers = [h for h in headers if h[0] != b"content-encoding"]
+        self.upstream_head = build_upstream_head(
+            self.method,
+            self.target,
+            self.authority,
+            headers,
+            self.backend.request_headers,
+            b"content-length: %d\r\n" % len(llm_request.body),
+        )
+        self.pending = [llm_request.body]
+        self.replayable = True
+        self._acquire()
+
+    def _acquire(self) -> None:
+        down = self.down
+        connection = down.ctx.pool.take(self.backend.pool_key)
+        if connection is not None:
+            self._attach(connection)
+        else:
+            self.connecting = down.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        try:
+            connection = await self.down.ctx.pool.connect(self.backend)
+        except TimeoutError:
+            self.connecting = None
+            self.fail(504, "upstream call timeout")
+            return
+        except (OSError, ssl.SSLError, ssl.CertificateError) as error:
+            self.connecting = None
+            self.fail(503, f"upstream call failed: {_describe(error)}")
+            return
+        self.connecting = None
+        if self.finished:
+            self.down.ctx.pool.put(connection)
+            return
+        self._attach(connection)
+
+    def _attach(self, connection: UpstreamConnection) -> None:
+        self.upstream = connection
+        connection.attach(self)
+        pending = self.pending
+        if pending:
+            connection.write(self.upstream_head + b"".join(pending))
+            if not self.replayable:
+                self.pending = []
+            if self.pending_size > PENDING_BODY_HIGH_WATER:
+                self.down.resume_reading(self.down.PAUSE_PENDING)
+            self.pending_size = 0
+        else:
+            connection.write(self.upstream_head)
+        if self.down.writing_paused:
+            self.pause_response()
+
+    # -- backpressure (called by the two connections) ----------------------------------------
+
+    def pause_request_body(self) -> None:
+        self.down.pause_reading(self.down.PAUSE_UPSTREAM)
+
+    def resume_request_body(self) -> None:
+        self.down.resume_reading(self.down.PAUSE_UPSTREAM)
+
+    def pause_response(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and not self.upstream_reading_paused:
+            assert upstream.transport is not None
+            upstream.transport.pause_reading()
+            self.upstream_reading_paused = True
+
+    def resume_response(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and self.upstream_reading_paused:
+            assert upstream.transport is not None
+            upstream.transport.resume_reading()
+        self.upstream_reading_paused = False
+
+    # -- response side (ResponseSink) -------------------------------------------------------
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.response_started = True
+        self.status = head.status
+        down = self.down
+        plan = self.backend.response_headers
+        drop = RESPONSE_HOP_BY_HOP if plan is None else plan.drop
+        dechunk = head.framing == BODY_CHUNKED and not down.http11
+        close = (
+            not down.keep_alive
+            or down.closing
+            or not self.request_done
+            or head.framing == BODY_CLOSE
+            or dechunk
+        )
+        self.response_close = close
+        parts = [b"HTTP/1.1 %d " % head.status, head.reason, b"\r\n"]
+        content_type = b""
+        for name, value in head.headers:
+            if name in drop or (dechunk and name == b"transfer-encoding"):
+                continue
+            if name == b"content-type":
+                content_type = value
+            parts += (name, b": ", value, b"\r\n")
+        if plan is not None:
+            parts.append(plan.extra)
+        if close:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        down.write(b"".join(parts))
+        llm = self.llm
+        observe = llm is not None and llm.on_response_head(head.status, content_type)
+        if dechunk or (observe and head.framing == BODY_CHUNKED):
+            self.dechunk = dechunk
+            upstream = self.upstream
+            assert upstream is not None
+            upstream.set_payload_observer(self._on_payload)
+
+    def _on_payload(self, data: bytes) -> None:
+        if self.dechunk:
+            self.down.write(data)
+        if self.llm is not None:
+            self.llm.feed(data)
+
+    def on_response_body(self, data: bytes) -> None:
+        if not self.dechunk:
+            self.down.write(data)
+            llm = self.llm
+            if llm is not None and llm.observing and not llm.chunked:
+                llm.feed(data)
+
+    def on_response_end(self, reusable: bool) -> None:
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            if reusable and self.request_done and not self.finished:
+                upstream.detach()
+                if self.upstream_reading_paused:
+                    self.resume_response()
+                self.down.ctx.pool.put(upstream)
+            else:
+                upstream.close()
+        self.upstream_reading_paused = False
+        self._finish(keep_alive=not self.response_close)
+
+    def on_upstream_lost(self, message: str, response_started: bool) -> None:
+        upstream = self.upstream
+        self.upstream = None
+        if self.finished:
+            return
+        if response_started or self.response_started:
+            self.error = f"upstream call failed: {message}"
+            self.down.abort()
+            self._finish(keep_alive=False)
+            return
+        if upstream is not None and upstream.requests > 1 and self.replayable:
+            # A pooled connection the server closed as we reused it: nothing was answered,
+            # and the request can be sent again as a whole, so try once on a fresh one.
+            self.replayable = False
+            self.connecting = self.down.loop.create_task(self._connect())
+            return
+        self.fail(503, f"upstream call failed: {message}")
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def _timed_out(self, message: str) -> None:
+        self.timer = None
+        self.fail(504, message)
+
+    def fail(self, status: int, body: str) -> None:
+        """End the exchange with a local error (or a closed connection once answering)."""
+        if self.finished:
+            return
+        self._release_upstream()
+        self.error = body
+        if self.response_started:
+            self.down.abort()
+            self._finish(keep_alive=False)
+            return
+        self.status = status
+        keep_alive = self.down.keep_alive and not self.down.closing
+        self.down.write(local_response(status, body.encode(), close=not keep_alive))
+        self._finish(keep_alive=keep_alive)
+
+    def abort(self) -> None:
+        """The client went away: drop the upstream connection, never pool it."""
+        if self.finished:
+            return
+        self.error = "downstream closed"
+        self._release_upstream()
+        self._finish(keep_alive=False)
+
+    def _release_upstream(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.close()
+
+    def _finish(self, keep_alive: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        down = self.down
+        down.ctx.record(self)
+        down.exchange_finished(keep_alive)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS error: {error.reason or error}"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, ConnectionResetError):
+        return "connection reset"
+    text = str(error) or type(error).__name__
+    return text
+

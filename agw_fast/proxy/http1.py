@@ -1,0 +1,218 @@
+"""Sans-IO HTTP/1.1 pieces for the response side: head parsing, framing, chunk scanning.
+
+h11 parses every downstream *request*. Responses from upstream are relayed as framed bytes
+(performance.md §2.9): we find the head, decide the body framing once (RFC 9112 §6.3), and
+scan chunk sizes only to know where the message ends, so body bytes are forwarded untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = [
+    "BODY_CHUNKED",
+    "BODY_CLOSE",
+    "BODY_LENGTH",
+    "BODY_NONE",
+    "MAX_RESPONSE_HEAD",
+    "ChunkedScanner",
+    "ResponseHead",
+    "UpstreamProtocolError",
+    "connection_tokens",
+    "parse_response_head",
+    "reason_phrase",
+    "status_line",
+]
+
+MAX_RESPONSE_HEAD = 64 * 1024
+_MAX_CHUNK_LINE = 4 * 1024
+
+BODY_NONE = 0
+BODY_LENGTH = 1
+BODY_CHUNKED = 2
+BODY_CLOSE = 3
+
+
+class UpstreamProtocolError(Exception):
+    """The upstream sent something that is not valid HTTP/1.1 framing."""
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    http11: bool
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]  # lowercased names, values stripped
+    framing: int
+    content_length: int
+    keep_alive: bool
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+def parse_response_head(buf: bytes | bytearray, end: int, head_request: bool) -> ResponseHead:
+    """Parse the head in `buf[:end]` (end = index of the blank line's CRLFCRLF).
+
+    `head_request`: the request was HEAD, so there is no body whatever the headers say.
+    """
+    lines = bytes(buf[:end]).split(b"\r\n")
+    status_line_ = lines[0]
+    parts = status_line_.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3:
+        raise UpstreamProtocolError(f"bad status line {status_line_[:80]!r}")
+    try:
+        status = int(parts[1])
+    except ValueError:
+        raise UpstreamProtocolError(f"bad status code {parts[1]!r}") from None
+    if not 100 <= status <= 999:
+        raise UpstreamProtocolError(f"bad status code {status}")
+    http11 = parts[0] == b"HTTP/1.1"
+    reason = parts[2] if len(parts) == 3 else b""
+    headers: list[tuple[bytes, bytes]] = []
+    content_length = -1
+    chunked = False
+    keep_alive = http11
+    for line in lines[1:]:
+        colon = line.find(b":")
+        if colon <= 0 or line[0] in b" \t":
+            # Obsolete line folding and nameless fields are rejected (RFC 9112 §5.2).
+            raise UpstreamProtocolError(f"bad header line {line[:80]!r}")
+        name = line[:colon].lower()
+        if name[-1:] in b" \t":
+            raise UpstreamProtocolError("whitespace before colon in header name")
+        value = line[colon + 1 :].strip(b" \t")
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise UpstreamProtocolError(f"bad content-length {value[:40]!r}") from None
+            if length < 0 or (content_length != -1 and content_length != length):
+                raise UpstreamProtocolError("conflicting content-length")
+            content_length = length
+        elif name == b"transfer-encoding":
+            codings = [c.strip().lower() for c in value.split(b",")]
+            # Only a final "chunked" frames the body (RFC 9112 §6.3 item 4); anything else
+            # would mean reading until close, which we refuse as ambiguous.
+            if codings[-1] != b"chunked":
+                raise UpstreamProtocolError("transfer-encoding without final chunked")
+            chunked = True
+        elif name == b"connection":
+            tokens = connection_tokens(value)
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens and not http11:
+                keep_alive = True
+        headers.append((name, value))
+    if head_request or status < 200 or status in (204, 304):
+        framing = BODY_NONE
+    elif chunked:
+        if content_length != -1:
+            # Both present: a smuggling vector; RFC 9112 §6.3 says treat as an error upstream.
+            raise UpstreamProtocolError("both transfer-encoding and content-length")
+        framing = BODY_CHUNKED
+    elif content_length != -1:
+        framing = BODY_LENGTH if content_length else BODY_NONE
+    else:
+        framing = BODY_CLOSE
+        keep_alive = False
+    return ResponseHead(status, http11, reason, headers, framing, max(content_length, 0), keep_alive)
+
+
+class ChunkedScanner:
+    """Finds the end of a chunked body without copying it (RFC 9112 §7.1).
+
+    `feed(data)` returns -1 while the message continues, else the number of bytes of `data`
+    that belong to this message (the rest belongs to the next one). When `on_payload` is set
+    it receives each slice of de-chunked payload (used by the SSE observer and to de-chunk
+    for HTTP/1.0 clients).
+    """
+
+    __slots__ = ("_state", "_remaining", "_line", "on_payload")
+
+    _SIZE, _DATA, _DATA_CRLF, _TRAILER = 0, 1, 2, 3
+
+    def __init__(self, on_payload: Callable[[bytes], None] | None = None) -> None:
+        self._state = self._SIZE
+        self._remaining = 0
+        self._line = b""
+        self.on_payload = on_payload
+
+    def feed(self, data: bytes) -> int:
+        pos = 0
+        size = len(data)
+        while pos < size:
+            state = self._state
+            if state == self._DATA:
+                take = min(self._remaining, size - pos)
+                if self.on_payload is not None:
+                    self.on_payload(data[pos : pos + take])
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = self._DATA_CRLF
+                continue
+            newline = data.find(b"\n", pos)
+            if newline == -1:
+                self._line += data[pos:]
+                if len(self._line) > _MAX_CHUNK_LINE:
+                    raise UpstreamProtocolError("chunk line too long")
+                return -1
+            line = self._line + data[pos:newline]
+            self._line = b""
+            pos = newline + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if state == self._SIZE:
+                size_text = line.split(b";", 1)[0].strip()
+                try:
+                    chunk_size = int(size_text, 16)
+                except ValueError:
+                    raise UpstreamProtocolError(f"bad chunk size {size_text[:20]!r}") from None
+                if chunk_size < 0 or size_text[:1] in (b"+", b"-") or b"_" in size_text:
+                    raise UpstreamProtocolError("bad chunk size")
+                if chunk_size == 0:
+                    self._state = self._TRAILER
+                else:
+                    self._remaining = chunk_size
+                    self._state = self._DATA
+            elif state == self._DATA_CRLF:
+                if line:
+                    raise UpstreamProtocolError("missing CRLF after chunk data")
+                self._state = self._SIZE
+            elif not line:  # _TRAILER: an empty line ends the message
+                self._state = self._SIZE
+                return pos
+        return -1
+
+
+_REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    206: "Partial Content", 301: "Moved Permanently", 302: "Found", 303: "See Other",
+    304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
+    413: "Content Too Large", 415: "Unsupported Media Type", 417: "Expectation Failed",
+    421: "Misdirected Request", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+}
+
+
+def reason_phrase(status: int) -> bytes:
+    return _REASONS.get(status, "").encode()
+
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    """`HTTP/1.1 <status> <reason>\\r\\n`, cached per status."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))
+        _STATUS_LINES[status] = line
+    return line

@@ -1,0 +1,90 @@
+"""Per-worker pool of idle upstream connections, keyed by (host, port, TLS settings).
+
+The decisions (reuse, keep, evict) are synchronous and cheap; only opening a connection
+awaits. Idle connections are reused LIFO so the warmest one goes first and the coldest ones
+age out; one that the server closed has already removed itself (`forget`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING
+
+from agw_fast.proxy.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from agw_fast.config.compile import RuntimeBackend
+
+__all__ = ["UpstreamPool"]
+
+
+class UpstreamPool:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        connect_timeout: float,
+        idle_timeout: float,
+        max_idle: int | None,
+    ) -> None:
+        self.loop = loop
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.max_idle = max_idle
+        self.idle: dict[tuple[str, int, int], list[UpstreamConnection]] = {}
+        self.opened = 0  # connections ever opened: tests and benches read it
+
+    def __repr__(self) -> str:
+        idle = sum(len(v) for v in self.idle.values())
+        return f"<UpstreamPool idle={idle} opened={self.opened} keys={len(self.idle)}>"
+
+    def take(self, key: tuple[str, int, int]) -> UpstreamConnection | None:
+        connections = self.idle.get(key)
+        while connections:
+            connection = connections.pop()
+            if not connection.closed:
+                return connection
+        return None
+
+    def put(self, connection: UpstreamConnection) -> None:
+        if connection.closed:
+            return
+        connections = self.idle.setdefault(connection.key, [])
+        if self.max_idle is not None and len(connections) >= self.max_idle:
+            connection.close()
+            return
+        connection.idle_since = self.loop.time()
+        connections.append(connection)
+
+    def forget(self, connection: UpstreamConnection) -> None:
+        connections = self.idle.get(connection.key)
+        if connections and connection in connections:
+            connections.remove(connection)
+
+    def sweep(self) -> None:
+        """Close connections idle for longer than the idle timeout (oldest are first)."""
+        deadline = self.loop.time() - self.idle_timeout
+        for connections in self.idle.values():
+            while connections and connections[0].idle_since < deadline:
+                connections.pop(0).close()
+
+    def close_all(self) -> None:
+        for connections in self.idle.values():
+            while connections:
+                connections.pop().close()
+
+    async def connect(self, backend: RuntimeBackend) -> UpstreamConnection:
+        """Open a new connection (raises OSError / ssl.SSLError / TimeoutError)."""
+        key = backend.pool_key
+        async with asyncio.timeout(self.connect_timeout):
+            _, protocol = await self.loop.create_connection(
+                lambda: UpstreamConnection(self, key),
+                backend.host.strip("[]"),
+                backend.port,
+                ssl=backend.ssl,
+                server_hostname=backend.server_hostname if backend.ssl is not None else None,
+                family=socket.AF_UNSPEC,
+            )
+        self.opened += 1
+        return protocol

@@ -1,0 +1,244 @@
+"""Route selection with agentgateway's precedence, precomputed at load time.
+
+Order (reference §3.1): listener by hostname (exact, longest wildcard, any); then host tiers
+for routes (exact hostname, each parent wildcard, routes without hostnames) where the first
+tier with a matching route wins; inside a tier (route, match) pairs are sorted by Exact >
+Prefix > Regex, longer path, has method, more header matches, more query matches, route key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+from urllib.parse import parse_qsl
+
+from agw_fast.config.model import PathMatch, Route, RouteMatch, ValueMatch
+
+__all__ = ["MatchedRoute", "RequestView", "RouteTable", "host_without_port", "select_listener"]
+
+R = TypeVar("R")
+
+_KIND_RANK = {"exact": 0, "prefix": 1, "regex": 2}
+
+
+def host_without_port(host: str) -> str:
+    """Lowercased host of a Host header value, without the port (IPv6 brackets kept)."""
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1].lower() if end != -1 else host.lower()
+    colon = host.rfind(":")
+    return (host[:colon] if colon != -1 else host).lower()
+
+
+class RequestView:
+    """What matching may look at. Headers and query are decoded only if a match asks."""
+
+    __slots__ = ("method", "path", "query", "_raw_headers", "_headers", "_query")
+
+    def __init__(
+        self, method: str, path: str, query: str, raw_headers: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self._raw_headers = raw_headers
+        self._headers: dict[str, list[str]] | None = None
+        self._query: dict[str, list[str]] | None = None
+
+    def header_values(self, name: str) -> list[str]:
+        if self._headers is None:
+            headers: dict[str, list[str]] = {}
+            for raw_name, raw_value in self._raw_headers:
+                key = raw_name.decode("latin-1").lower()
+                headers.setdefault(key, []).append(raw_value.decode("latin-1"))
+            self._headers = headers
+        return self._headers.get(name, [])
+
+    def query_values(self, name: str) -> list[str]:
+        if self._query is None:
+            params: dict[str, list[str]] = {}
+            for key, value in parse_qsl(self.query, keep_blank_values=True):
+                params.setdefault(key, []).append(value)
+            self._query = params
+        return self._query.get(name, [])
+
+
+def _path_matcher(path: PathMatch) -> Callable[[str], bool]:
+    if path.kind == "exact":
+        exact = path.value
+        return lambda p: p == exact
+    if path.kind == "regex":
+        full = re.compile(path.value).fullmatch
+        return lambda p: full(p) is not None
+    # Prefix matches on segment boundaries with the trailing "/" ignored on both sides, so
+    # "/v1" matches "/v1", "/v1/" and "/v1/x" but not "/v1x".
+    prefix = path.value.rstrip("/")
+    if not prefix:
+        return lambda p: True
+    with_slash = prefix + "/"
+    return lambda p: p == prefix or p.startswith(with_slash)
+
+
+def _value_matcher(match: ValueMatch) -> Callable[[str], bool]:
+    if match.kind == "exact":
+        exact = match.value
+        return lambda v: v == exact
+    full = re.compile(match.value).fullmatch
+    return lambda v: full(v) is not None
+
+
+def _pseudo_header(request: RequestView, name: str) -> list[str]:
+    if name == ":method":
+        return [request.method]
+    if name == ":path":
+        return [request.path + ("?" + request.query if request.query else "")]
+    if name == ":authority":
+        return request.header_values("host")
+    if name == ":scheme":
+        return ["http"]
+    return []
+
+
+class _CompiledMatch:
+    __slots__ = ("path", "method", "headers", "query", "trivial")
+
+    def __init__(self, match: RouteMatch) -> None:
+        self.path = _path_matcher(match.path)
+        self.method = match.method
+        self.headers = [(h.name.lower(), _value_matcher(h)) for h in match.headers]
+        self.query = [(q.name, _value_matcher(q)) for q in match.query]
+        self.trivial = (
+            match.path == PathMatch("prefix", "/")
+            and match.method is None
+            and not match.headers
+            and not match.query
+        )
+
+    def __call__(self, request: RequestView) -> bool:
+        if self.method is not None and request.method != self.method:
+            return False
+        if not self.path(request.path):
+            return False
+        for name, value_ok in self.headers:
+            values = (
+                _pseudo_header(request, name)
+                if name.startswith(":")
+                else request.header_values(name)
+            )
+            if not any(value_ok(v) for v in values):
+                return False
+        for name, value_ok in self.query:
+            if not any(value_ok(v) for v in request.query_values(name)):
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedRoute(Generic[R]):
+    """The winning route's runtime object and the match that selected it."""
+
+    route: R
+    match: RouteMatch
+
+
+def _sort_key(route_key: str, match: RouteMatch) -> tuple[int, int, int, int, int, str]:
+    return (
+        _KIND_RANK[match.path.kind],
+        -len(match.path.value),
+        0 if match.method is not None else 1,
+        -len(match.headers),
+        -len(match.query),
+        route_key,
+    )
+
+
+class _Tier(Generic[R]):
+    __slots__ = ("entries", "always")
+
+    def __init__(self, pairs: list[tuple[R, RouteMatch, _CompiledMatch]]) -> None:
+        self.entries = pairs
+        # A first entry that matches every request makes the tier a constant: the common
+        # single catch-all route costs one attribute read per request.
+        first = pairs[0] if pairs else None
+        self.always: MatchedRoute[R] | None = (
+            MatchedRoute(first[0], first[1]) if first is not None and first[2].trivial else None
+        )
+
+    def select(self, request: RequestView) -> MatchedRoute[R] | None:
+        if self.always is not None:
+            return self.always
+        for route, match, compiled in self.entries:
+            if compiled(request):
+                return MatchedRoute(route, match)
+        return None
+
+
+class RouteTable(Generic[R]):
+    """The routes of one listener, arranged by host tier, each tier pre-sorted."""
+
+    def __init__(self, routes: Sequence[tuple[str, Route, R]]) -> None:
+        """`routes` holds (route key, declared route, runtime object) triples."""
+        exact: dict[str, list[tuple[str, R, RouteMatch]]] = {}
+        wildcard: dict[str, list[tuple[str, R, RouteMatch]]] = {}
+        anyhost: list[tuple[str, R, RouteMatch]] = []
+        for key, route, runtime in routes:
+            pairs = [(key, runtime, match) for match in route.matches]
+            if not route.hostnames:
+                anyhost.extend(pairs)
+            for hostname in route.hostnames:
+                name = hostname.lower()
+                if name.startswith("*."):
+                    wildcard.setdefault(name[2:], []).extend(pairs)
+                else:
+                    exact.setdefault(name, []).extend(pairs)
+        self._exact = {h: self._tier(p) for h, p in exact.items()}
+        self._wildcard = {h: self._tier(p) for h, p in wildcard.items()}
+        self._any = self._tier(anyhost)
+        self._host_free = not exact and not wildcard
+
+    @staticmethod
+    def _tier(pairs: list[tuple[str, R, RouteMatch]]) -> _Tier[R]:
+        pairs.sort(key=lambda p: _sort_key(p[0], p[2]))
+        return _Tier([(runtime, match, _CompiledMatch(match)) for _, runtime, match in pairs])
+
+    def select(self, host: str, request: RequestView) -> MatchedRoute[R] | None:
+        """The best route for a request to `host` (already lowercased, without port)."""
+        if self._host_free:
+            return self._any.select(request)
+        tier = self._exact.get(host)
+        if tier is not None:
+            found = tier.select(request)
+            if found is not None:
+                return found
+        if self._wildcard:
+            suffix = host
+            while True:
+                dot = suffix.find(".")
+                if dot == -1:
+                    break
+                suffix = suffix[dot + 1 :]
+                tier = self._wildcard.get(suffix)
+                if tier is not None:
+                    found = tier.select(request)
+                    if found is not None:
+                        return found
+        return self._any.select(request)
+
+
+def select_listener(listeners: Mapping[str, R], host: str) -> R | None:
+    """Listener choice by hostname: exact, then longest `*.` wildcard, then "" (any)."""
+    found = listeners.get(host)
+    if found is not None:
+        return found
+    suffix = host
+    while True:
+        dot = suffix.find(".")
+        if dot == -1:
+            break
+        suffix = suffix[dot + 1 :]
+        found = listeners.get("*." + suffix)
+        if found is not None:
+            return found
+    return listeners.get("")
