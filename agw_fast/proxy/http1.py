@@ -118,7 +118,8 @@ def parse_response_head(buf: bytes | bytearray, end: int, head_request: bool) ->
     else:
         framing = BODY_CLOSE
         keep_alive = False
-    return ResponseHead(status, http11, reason, headers, framing, max(content_length, 0), keep_alive)
+    length = max(content_length, 0)
+    return ResponseHead(status, http11, reason, headers, framing, length, keep_alive)
 
 
 class ChunkedScanner:

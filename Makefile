@@ -1,0 +1,58 @@
+# One entry point for people and CI. `make test` is what .ci/run calls.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: help venv test lint typecheck unit e2e demo bench bench-quick micro clean
+
+help:
+	@echo "make demo        start the gateway on config/demo.yaml with the bundled mock LLM"
+	@echo "make test        create .venv if needed, install, run ruff + mypy --strict + pytest"
+	@echo "make bench       full benchmark (installs wrk/nginx with apt-get when root)"
+	@echo "make bench-quick a few-second run of every scenario"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check agw_fast tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict agw_fast
+
+test: $(STAMP)
+	-@bash bench/ensure_tools.sh || true
+	$(BIN)/ruff check agw_fast tests bench
+	$(BIN)/mypy --strict agw_fast
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e
+
+demo: $(STAMP)
+	$(BIN)/agw-fast demo
+
+bench: $(STAMP)
+	bash bench/ensure_tools.sh
+	$(BIN)/python -m bench.run
+
+bench-quick: $(STAMP)
+	bash bench/ensure_tools.sh
+	$(BIN)/python -m bench.run --quick
+
+micro: $(STAMP)
+	$(BIN)/python -m bench.micro
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/.work

@@ -1,0 +1,407 @@
+"""Config text to `Config`: expand `$VARS`, parse YAML 1.2, validate, build the dataclasses.
+
+Every problem is a ConfigError carrying the path of the offending field, such as
+`binds[0].listeners[0].routes[1].backends[0].host`. Keys that agentgateway accepts but
+agw-fast does not implement are refused ("not supported: <path>"), never ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from agw_fast.config.durations import parse_duration
+from agw_fast.config.envsubst import expand_env
+from agw_fast.config.load_policies import parse_backend_policies, parse_route_policies
+from agw_fast.config.model import (
+    AIBackend,
+    BackendPoolConfig,
+    Bind,
+    Config,
+    FrontendPolicies,
+    Listener,
+    LoggingConfig,
+    PathMatch,
+    Route,
+    RouteBackend,
+    RouteMatch,
+    StaticConfig,
+    ValueMatch,
+)
+from agw_fast.config.validate import (
+    Obj,
+    as_str,
+    check_header_name,
+    check_hostname_pattern,
+    check_regex,
+    check_socket_addr,
+    check_url_path,
+    choice,
+    not_supported,
+    parse_host_port,
+)
+from agw_fast.config.yaml12 import parse_yaml
+from agw_fast.errors import ConfigError
+
+__all__ = ["load_config", "load_config_file"]
+
+_LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "off")
+_TUNNEL_PROTOCOLS = ("direct", "hboneWaypoint", "hboneGateway", "proxy", "connect")
+_LISTENER_PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "HBONE")
+_BACKEND_TARGETS = ("host", "ai")
+
+
+def load_config(text: str, env: Mapping[str, str], *, base_dir: Path) -> Config:
+    """Build a Config from config text; relative file paths resolve against base_dir."""
+    raw = parse_yaml(expand_env(text, env))
+    return _root(raw, env, base_dir)
+
+
+def load_config_file(
+    path: Path, env: Mapping[str, str], *, base_dir: Path | None = None
+) -> Config:
+    """Read and load a YAML or JSON config file.
+
+    Relative paths inside it (TLS files, key files) resolve against base_dir, by default the
+    working directory, as agentgateway resolves them.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError("", f"cannot read config file {path}: not valid UTF-8") from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
+    return load_config(text, env, base_dir=Path.cwd() if base_dir is None else base_dir)
+
+
+def _root(raw: object, env: Mapping[str, str], base_dir: Path) -> Config:
+    # An empty file is a valid config with nothing to serve.
+    o = Obj({} if raw is None else raw, "", "Root")
+    static = _static(o.get("config"), o.child("config"), env)
+    frontend = _frontend(o.get("frontendPolicies"), o.child("frontendPolicies"))
+    binds = tuple(_bind(item, p, base_dir) for p, item in o.items("binds"))
+    o.close()
+    seen: dict[int, int] = {}
+    for i, bind in enumerate(binds):
+        if bind.port == 0:
+            continue  # each port-0 bind gets its own free port
+        if bind.port in seen:
+            raise ConfigError(
+                f"binds[{i}].port", f"port {bind.port} is already used by binds[{seen[bind.port]}]"
+            )
+        seen[bind.port] = i
+    return Config(binds=binds, static=static, frontend=frontend)
+
+
+def _static(raw: object | None, path: str, env: Mapping[str, str]) -> StaticConfig:
+    """`config:`; as in agentgateway, some environment variables take precedence over it."""
+    default = StaticConfig()
+    o = Obj({} if raw is None else raw, path, "RawConfig")
+
+    def addr(key: str, var: str, fallback: str | None) -> str | None:
+        value = o.get(key)
+        configured = fallback if value is None else check_socket_addr(value, o.child(key))
+        return check_socket_addr(env[var], f"${var}") if var in env else configured
+
+    backend_raw = o.get("backend")
+    logging_raw = o.get("logging")
+    result = StaticConfig(
+        admin_addr=addr("adminAddr", "ADMIN_ADDR", default.admin_addr),
+        stats_addr=addr("statsAddr", "STATS_ADDR", default.stats_addr),
+        readiness_addr=addr("readinessAddr", "READINESS_ADDR", default.readiness_addr),
+        backend=default.backend
+        if backend_raw is None
+        else _backend_pool(backend_raw, o.child("backend")),
+        connection_termination_deadline=_termination_deadline(o, env),
+        logging=default.logging
+        if logging_raw is None
+        else _logging(logging_raw, o.child("logging")),
+    )
+    o.close()
+    return result
+
+
+def _termination_deadline(o: Obj, env: Mapping[str, str]) -> float:
+    configured = o.opt_duration("connectionTerminationDeadline")
+    var = "CONNECTION_TERMINATION_DEADLINE"
+    if var in env:
+        return parse_duration(env[var], f"${var}")
+    if configured is not None:
+        return configured
+    grace = env.get("TERMINATION_GRACE_PERIOD_SECONDS")
+    if grace is None:
+        return StaticConfig().connection_termination_deadline
+    if not grace.isascii() or not grace.isdigit():
+        raise ConfigError("$TERMINATION_GRACE_PERIOD_SECONDS", f"expected seconds, got {grace!r}")
+    # Finish draining a little before Kubernetes' SIGKILL, as agentgateway does.
+    seconds = int(grace)
+    return float(max(seconds - 5 if seconds > 10 else seconds - 1, 1))
+
+
+def _backend_pool(raw: object, path: str) -> BackendPoolConfig:
+    default = BackendPoolConfig()
+    o = Obj(raw, path, "BackendConfig")
+    keepalives = o.get("keepalives")
+    if keepalives is not None:
+        # Validated so typos fail, but not stored: agw-fast leaves OS keepalive defaults.
+        k = Obj(keepalives, o.child("keepalives"), "KeepaliveConfig")
+        k.opt_bool("enabled")
+        k.opt_duration("time")
+        k.opt_duration("interval")
+        k.opt_int("retries", 0, 2**32 - 1)
+        k.close()
+    connect = o.opt_duration("connectTimeout")
+    idle = o.opt_duration("poolIdleTimeout")
+    result = BackendPoolConfig(
+        connect_timeout=default.connect_timeout if connect is None else connect,
+        pool_idle_timeout=default.pool_idle_timeout if idle is None else idle,
+        pool_max_size=o.opt_int("poolMaxSize", 0),
+    )
+    o.close()
+    return result
+
+
+def _logging(raw: object, path: str) -> LoggingConfig:
+    o = Obj(raw, path, "RawLogging")
+    level = "info"
+    level_raw = o.get("level")
+    if level_raw is not None:
+        level = _log_level(level_raw, o.child("level"))
+    fmt = o.get("format")
+    o.close()
+    if fmt is None or choice(fmt, o.child("format"), ("text", "json")) == "text":
+        return LoggingConfig(level=level, format="text")
+    return LoggingConfig(level=level, format="json")
+
+
+def _log_level(raw: object, path: str) -> str:
+    """The global level out of a tracing filter such as `info,agent_core=trace`.
+
+    Per-module directives name agentgateway's Rust modules, which do not exist here; they
+    only tune debug output, so they are accepted and have no effect.
+    """
+    if isinstance(raw, list):
+        parts = [as_str(item, f"{path}[{i}]") for i, item in enumerate(raw)]
+    else:
+        parts = [as_str(raw, path)]
+    directives = [p.strip() for part in parts for p in part.split(",") if p.strip()]
+    for directive in directives:
+        if "=" not in directive:
+            return choice(directive.lower(), path, _LOG_LEVELS)
+    return "info"
+
+
+def _frontend(raw: object | None, path: str) -> FrontendPolicies:
+    default = FrontendPolicies()
+    if raw is None:
+        return default
+    o = Obj(raw, path, "LocalFrontendPolicies")
+    http_raw = o.get("http")
+    o.close()
+    if http_raw is None:
+        return default
+    h = Obj(http_raw, o.child("http"), "FrontendHTTP")
+    idle = h.opt_duration("http1IdleTimeout")
+    result = FrontendPolicies(
+        max_buffer_size=h.opt_int("maxBufferSize", 0),
+        http1_idle_timeout=default.http1_idle_timeout if idle is None else idle,
+    )
+    h.close()
+    return result
+
+
+def _bind(raw: object, path: str, base_dir: Path) -> Bind:
+    o = Obj(raw, path, "LocalBind")
+    mode = o.get("mode")
+    if mode is not None and choice(mode, o.child("mode"), ("standard", "internal")) != "standard":
+        raise not_supported(o.child("mode"), "internal binds")
+    tunnel = o.get("tunnelProtocol")
+    if tunnel is not None:
+        name = choice(tunnel, o.child("tunnelProtocol"), _TUNNEL_PROTOCOLS)
+        if name != "direct":
+            raise not_supported(o.child("tunnelProtocol"), name)
+    port = o.opt_int("port", 0, 65535)  # 0: a free port, logged at start
+    if port is None:
+        raise ConfigError(
+            o.child("port"),
+            "a bind without a port must set mode: internal, which agw-fast does not support",
+        )
+    o.require("listeners")
+    listeners = tuple(
+        _listener(item, p, i, base_dir) for i, (p, item) in enumerate(o.items("listeners"))
+    )
+    o.close()
+    return Bind(port=port, listeners=listeners)
+
+
+def _listener(raw: object, path: str, idx: int, base_dir: Path) -> Listener:
+    o = Obj(raw, path, "LocalListener")
+    name = o.opt_str("name")
+    o.opt_str("namespace")  # only names things in agentgateway's own telemetry
+    hostname = o.get("hostname")
+    protocol = o.get("protocol")
+    if protocol is not None:
+        proto = choice(protocol, o.child("protocol"), _LISTENER_PROTOCOLS)
+        if proto != "HTTP":
+            raise not_supported(o.child("protocol"), proto)
+    if not o.has("routes"):
+        raise ConfigError(path, "HTTP listener requires routes")
+    routes = tuple(_route(item, p, i, base_dir) for i, (p, item) in enumerate(o.items("routes")))
+    o.close()
+    return Listener(
+        name=f"listener{idx}" if name is None else name,
+        hostname="" if hostname is None else check_hostname_pattern(hostname, o.child("hostname")),
+        protocol="HTTP",
+        routes=routes,
+    )
+
+
+def _route(raw: object, path: str, idx: int, base_dir: Path) -> Route:
+    o = Obj(raw, path, "LocalRoute")
+    name = o.opt_str("name")
+    o.opt_str("namespace")
+    rule_name = o.opt_str("ruleName")
+    hostnames = tuple(check_hostname_pattern(h, p) for p, h in o.items("hostnames"))
+    matches: tuple[RouteMatch, ...] = (RouteMatch(),)
+    if o.has("matches"):
+        matches = tuple(_match(item, p) for p, item in o.items("matches"))
+    policies_raw = o.get("policies")
+    policies = (
+        None
+        if policies_raw is None
+        else parse_route_policies(policies_raw, o.child("policies"), base_dir)
+    )
+    backends = tuple(_backend(item, p, base_dir) for p, item in o.items("backends"))
+    o.close()
+    return Route(
+        name=f"route{idx}" if name is None else name,
+        hostnames=hostnames,
+        matches=matches,
+        policies=policies,
+        backends=backends,
+        rule_name=rule_name,
+    )
+
+
+def _match(raw: object, path: str) -> RouteMatch:
+    o = Obj(raw, path, "RouteMatch")
+    path_raw = o.get("path")
+    method = o.get("method")
+    headers = tuple(_value_match(item, p, header=True) for p, item in o.items("headers"))
+    query = tuple(_value_match(item, p, header=False) for p, item in o.items("query"))
+    o.close()
+    return RouteMatch(
+        path=RouteMatch().path if path_raw is None else _path_match(path_raw, o.child("path")),
+        method=None if method is None else check_header_name(method, o.child("method")),
+        headers=headers,
+        query=query,
+    )
+
+
+def _one_key(o: Obj, options: tuple[str, ...]) -> str:
+    present = [k for k in options if o.has(k)]
+    if len(present) != 1:
+        found = f" (found {', '.join(present)})" if present else ""
+        raise ConfigError(o.path, f"expected exactly one of: {', '.join(options)}{found}")
+    return present[0]
+
+
+def _path_match(raw: object, path: str) -> PathMatch:
+    o = Obj(raw, path, "PathMatch")
+    key = _one_key(o, ("exact", "pathPrefix", "regex"))
+    value = o.get(key)
+    o.close()
+    if key == "regex":
+        return PathMatch("regex", check_regex(value, o.child(key)))
+    text = check_url_path(value, o.child(key))
+    return PathMatch("exact", text) if key == "exact" else PathMatch("prefix", text)
+
+
+def _value_match(raw: object, path: str, *, header: bool) -> ValueMatch:
+    o = Obj(raw, path, "HeaderMatch" if header else "QueryMatch")
+    name_path = o.child("name")
+    name_raw = o.require("name")
+    # Header names compare case-insensitively (RFC 9110 §5.1): stored lowercase. Query
+    # parameter names are case-sensitive and kept as written.
+    name = (
+        check_header_name(name_raw, name_path, allow_pseudo=True).lower()
+        if header
+        else as_str(name_raw, name_path)
+    )
+    value_spec = "HeaderValueMatch" if header else "QueryValueMatch"
+    v = Obj(o.require("value"), o.child("value"), value_spec)
+    o.close()
+    key = _one_key(v, ("exact", "regex"))
+    value_path = v.child(key)
+    text = check_regex(v.get(key), value_path) if key == "regex" else as_str(v.get(key), value_path)
+    v.close()
+    return ValueMatch(name, "regex", text) if key == "regex" else ValueMatch(name, "exact", text)
+
+
+def _backend(raw: object, path: str, base_dir: Path) -> RouteBackend:
+    o = Obj(raw, path, "LocalRouteBackend")
+    present = [k for k in _BACKEND_TARGETS if o.has(k)]
+    if len(present) != 1:
+        what = "both host and ai are set" if present else "one of host, ai is required"
+        raise ConfigError(path, f"a backend needs exactly one target: {what}")
+    target = (
+        parse_host_port(o.get("host"), o.child("host"))
+        if present[0] == "host"
+        else _ai(o.get("ai"), o.child("ai"), base_dir)
+    )
+    weight = o.opt_int("weight", 0)
+    policies_raw = o.get("policies")
+    o.close()
+    return RouteBackend(
+        target=target,
+        weight=1 if weight is None else weight,
+        policies=None
+        if policies_raw is None
+        else parse_backend_policies(policies_raw, o.child("policies"), base_dir),
+    )
+
+
+def _ai(raw: object, path: str, base_dir: Path) -> AIBackend:
+    o = Obj(raw, path, "LocalAIBackend")
+    name = o.req_str("name")
+    provider_path = o.child("provider")
+    model = _provider(o.require("provider"), provider_path)
+    host_override = o.get("hostOverride")
+    path_override = o.get("pathOverride")
+    path_prefix = o.get("pathPrefix")
+    if o.opt_bool("tokenize"):
+        raise not_supported(o.child("tokenize"), "token counting")
+    policies_raw = o.get("policies")
+    o.close()
+    return AIBackend(
+        name=name,
+        provider="openAI",
+        model=model,
+        host_override=None
+        if host_override is None
+        else parse_host_port(host_override, o.child("hostOverride")),
+        path_override=None
+        if path_override is None
+        else check_url_path(path_override, o.child("pathOverride")),
+        path_prefix=None
+        if path_prefix is None
+        else check_url_path(path_prefix, o.child("pathPrefix")),
+        policies=None
+        if policies_raw is None
+        else parse_backend_policies(policies_raw, o.child("policies"), base_dir),
+    )
+
+
+def _provider(raw: object, path: str) -> str | None:
+    """The `openAI` provider's model (None: keep the client's); other providers are refused."""
+    o = Obj(raw, path, "AIProvider")
+    openai = o.get("openAI")
+    o.close()
+    if openai is None:
+        if isinstance(raw, dict) and "openAI" in raw:
+            return None  # `openAI:` with an empty block: no model override
+        raise ConfigError(path, "a provider is required (agw-fast supports openAI)")
+    p = Obj(openai, o.child("openAI"), "OpenAIProvider")
+    model = p.opt_str("model")
+    p.close()
+    return model

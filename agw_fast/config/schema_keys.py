@@ -1,0 +1,122 @@
+"""Which keys of each agentgateway config object agw-fast implements, and which it refuses.
+
+A key that agentgateway accepts but agw-fast does not implement must fail the load with
+"not supported: <path>", never be skipped: a skipped `jwtAuth` or `localRateLimit` would
+silently open what the operator meant to close. The second column was generated once from
+agentgateway's JSON schema (`$defs`, all `oneOf`/`anyOf` variants merged) minus the first;
+tests/unit/test_config_schema_keys.py re-derives it from the schema file to catch drift.
+
+Names are `$defs` entries; "Root" is the top level and "Def/prop" the inline object under
+property `prop` of `Def`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SPECS", "ObjectSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSpec:
+    name: str
+    implemented: frozenset[str]
+    unsupported: frozenset[str]
+
+
+# object: ("implemented keys", "keys valid in agentgateway that agw-fast refuses")
+_TABLE: dict[str, tuple[str, str]] = {
+    "Root": (
+        "config binds frontendPolicies",
+        "backends gateways llm mcp policies routeGroups routes services tcpRoutes ui "
+        "workloads",
+    ),
+    "RawConfig": (
+        "adminAddr statsAddr readinessAddr backend connectionTerminationDeadline logging",
+        "additionalTrustDomains caAddress caAuthToken clusterId "
+        "connectionMinTerminationDeadline customFunctions database dns enableIpv6 gateway "
+        "hbone histograms localXdsPath mcp metrics modelCatalog namespace network "
+        "sensitiveHeaders serviceAccount session skipValidateTrustDomain spiffe "
+        "standardAttributes storage tracing trustDomain workerThreads xdsAddress "
+        "xdsAuthToken",
+    ),
+    "BackendConfig": ("keepalives connectTimeout poolIdleTimeout poolMaxSize", ""),
+    "KeepaliveConfig": ("enabled time interval retries", ""),
+    "RawLogging": ("level format", "database fields filter"),
+    "LocalFrontendPolicies": (
+        "http",
+        "accessLog connect logging networkAuthorization networkExtAuthz proxy "
+        "proxyProtocol tcp tls tracing",
+    ),
+    "FrontendHTTP": (
+        "maxBufferSize http1IdleTimeout",
+        "http1HeaderCase http1MaxHeaders http2ConnectionWindowSize http2FrameSize "
+        "http2KeepaliveInterval http2KeepaliveTimeout http2MaxHeaderSize http2WindowSize "
+        "maxConnectionDuration",
+    ),
+    "LocalBind": ("port listeners tunnelProtocol mode", ""),
+    "LocalListener": ("name namespace hostname protocol routes", "policies tcpRoutes tls"),
+    "LocalRoute": ("name namespace ruleName hostnames matches policies backends", ""),
+    "RouteMatch": ("headers path method query", ""),
+    "PathMatch": ("exact pathPrefix regex", ""),
+    "HeaderMatch": ("name value", ""),
+    "HeaderValueMatch": ("exact regex", ""),
+    "QueryMatch": ("name value", ""),
+    "QueryValueMatch": ("exact regex", ""),
+    "FilterOrPolicy": (
+        "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
+        "directResponse backendTLS backendAuth timeout ai",
+        "a2a apiKey authorization backendTunnel basicAuth buffer cors csrf delay extAuthz "
+        "extProc jwtAuth localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
+        "oidc remoteRateLimit requestMirror retry transformations",
+    ),
+    "UrlRewrite": ("authority path", ""),
+    "HostRedirect": ("full host port", ""),
+    "PathRedirect": ("full prefix", ""),
+    "HeaderModifier": ("add set remove", ""),
+    "RequestRedirect": ("scheme authority path status", ""),
+    "LocalExplicitOrConditional_DirectResponse": (
+        "status body",
+        "bodyExpression conditional headers",
+    ),
+    "LocalBackendTLS": (
+        "cert key root hostname insecure insecureHost alpn",
+        "keyExchangeGroups spiffe subjectAltNames",
+    ),
+    "BackendAuthCompat": (
+        "key",
+        "aws azure credentials crossAppAccess gcp jwtSign oauthTokenExchange passthrough",
+    ),
+    "BackendAuth/key": ("value location", ""),
+    "FileOrInline": ("file", ""),
+    "AuthorizationLocation": ("header", "cookie expression queryParameter"),
+    "AuthorizationLocation/header": ("name prefix", ""),
+    "TimeoutPolicy": ("requestTimeout backendRequestTimeout", ""),
+    "Policy": (
+        "routes",
+        "defaults finalTransformations modelAliases overrides promptCaching promptGuard "
+        "prompts transformations",
+    ),
+    "LocalRouteBackend": (
+        "weight policies host ai",
+        "aws backend dynamic internal invalid mcp routeGroup service",
+    ),
+    "LocalAIBackend": (
+        "name provider hostOverride pathOverride pathPrefix tokenize policies",
+        "groups",
+    ),
+    "AIProvider": ("openAI", "anthropic azure bedrock copilot custom gemini vertex"),
+    "OpenAIProvider": ("model", "moderation"),
+    "LocalBackendPolicies": (
+        "requestHeaderModifier responseHeaderModifier requestRedirect backendTLS "
+        "backendAuth http ai",
+        "a2a authorization backendTunnel extAuthz health inferenceRouting "
+        "mcpAuthorization mcpGuardrails sessionAffinity tcp transformations",
+    ),
+    "HTTP": ("version requestTimeout", ""),
+}
+
+SPECS: dict[str, ObjectSpec] = {
+    name: ObjectSpec(name, frozenset(impl.split()), frozenset(unsupported.split()))
+    for name, (impl, unsupported) in _TABLE.items()
+}
