@@ -7,12 +7,12 @@ for a worker's loop. `/metrics` sums what each worker published in shared memory
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 import dataclasses
 import json
 import os
 import signal
 from collections.abc import Callable
+from typing import cast
 
 import h11
 import uvloop
@@ -92,7 +92,7 @@ def _readiness_handler(slots: SharedSlots) -> Handler:
             return 404, b"text/plain", b"not found\n"
         if method != "GET":
             return 405, b"text/plain", b"method not allowed\n"
-        pending = [str(i) for i in range(slots.n_slots) if slots.read(i) is None]
+        pending = [str(i) for i in range(slots.n_slots) if not slots.is_published(i)]
         if pending:
             return 500, b"text/plain", f"not ready, pending: workers {pending}\n".encode()
         return 200, b"text/plain", b"ready\n"
@@ -133,24 +133,25 @@ async def _serve(config: Config, slots: SharedSlots) -> int:
     loop = asyncio.get_running_loop()
     static = config.static
     plan = [
-        (static.stats_addr, _stats_handler(slots)),
-        (static.readiness_addr, _readiness_handler(slots)),
-        (static.admin_addr, _admin_handler(config)),
+        ("stats", static.stats_addr, _stats_handler(slots)),
+        ("readiness", static.readiness_addr, _readiness_handler(slots)),
+        ("admin", static.admin_addr, _admin_handler(config)),
     ]
     servers = []
-    for address, handler in plan:
+    for name, address, handler in plan:
         if address is None:
             continue
         host, port = parse_address(address)
         try:
-            servers.append(
-                await loop.create_server(
-                    lambda h=handler: _AdminProtocol(h),  # type: ignore[misc]
-                    host,
-                    port,
-                    reuse_address=True,
-                )
+            server = await loop.create_server(
+                lambda h=handler: _AdminProtocol(h),  # type: ignore[misc]
+                host,
+                port,
+                reuse_address=True,
             )
+            servers.append(server)
+            bound = server.sockets[0].getsockname()
+            logger.warning("%s listening on %s port %d", name, bound[0], bound[1])
         except OSError as error:
             logger.error("cannot listen on %s: %s", address, error.strerror or error)
     stop = asyncio.Event()

@@ -1,0 +1,165 @@
+"""Token usage of an LLM response: the value object and the non-streaming extraction.
+
+Streaming responses are observed by `agw_fast.ai.sse`; this module covers the buffered
+JSON case and the field mapping both share. Nothing here raises on malformed input: usage is
+telemetry, and a response must never fail because its accounting could not be read.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "JSONBodyCollector",
+    "Usage",
+    "usage_from_json_body",
+    "usage_from_mapping",
+]
+
+_loads = json.loads
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts reported by the provider; `None` where the provider said nothing."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+def _count(value: object) -> int | None:
+    # `type(...) is int` rejects bool (a subclass of int) without an isinstance chain.
+    if type(value) is int:
+        return value if value >= 0 else None
+    if type(value) is float and value.is_integer() and value >= 0:
+        return int(value)
+    return None
+
+
+def _detail(details: object, key: str) -> int | None:
+    if type(details) is dict:
+        return _count(details.get(key))
+    return None
+
+
+def usage_from_mapping(usage: Mapping[str, object]) -> Usage:
+    """Map an OpenAI `usage` object to `Usage`.
+
+    Chat Completions names (`prompt_tokens`, `completion_tokens`, `*_tokens_details`) come
+    first; the Responses API names (`input_tokens`, `output_tokens`) are the fallback so a
+    `responses` route reports usage too.
+    """
+    get = usage.get
+    input_tokens = _count(get("prompt_tokens"))
+    if input_tokens is None:
+        input_tokens = _count(get("input_tokens"))
+    output_tokens = _count(get("completion_tokens"))
+    if output_tokens is None:
+        output_tokens = _count(get("output_tokens"))
+    in_details = get("prompt_tokens_details")
+    if in_details is None:
+        in_details = get("input_tokens_details")
+    out_details = get("completion_tokens_details")
+    if out_details is None:
+        out_details = get("output_tokens_details")
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=_count(get("total_tokens")),
+        cached_input_tokens=_detail(in_details, "cached_tokens"),
+        reasoning_tokens=_detail(out_details, "reasoning_tokens"),
+    )
+
+
+def usage_from_json_body(body: bytes) -> tuple[Usage | None, str | None]:
+    """Usage and response model of a buffered (non-streaming) JSON response; never raises."""
+    try:
+        obj = _loads(body)
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and UnicodeDecodeError; deep nesting recurses.
+        return None, None
+    if type(obj) is not dict:
+        return None, None
+    model = obj.get("model")
+    usage = obj.get("usage")
+    return (
+        usage_from_mapping(usage) if type(usage) is dict else None,
+        model if type(model) is str else None,
+    )
+
+
+def _decoder_for(content_encoding: str | None) -> tuple[bool, zlib._Decompress | None]:
+    """(supported, decompressor) for a response `Content-Encoding`."""
+    if content_encoding is None:
+        return True, None
+    coding = content_encoding.strip().lower()
+    if coding in ("", "identity"):
+        return True, None
+    if coding in ("gzip", "x-gzip"):
+        return True, zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if coding == "deflate":
+        # RFC 9110 §8.4.1.2: "deflate" is the zlib container; servers send that form.
+        return True, zlib.decompressobj(zlib.MAX_WBITS)
+    # br, zstd and stacked codings: no usage rather than a dependency or a guess.
+    return False, None
+
+
+class JSONBodyCollector:
+    """Copies a non-streaming response body, up to `limit` decoded bytes, to read usage.
+
+    The proxy relays the body unchanged and feeds each chunk here as well (the HTTP chunked
+    framing already removed). Past `limit` the collector drops what it holds and stops: the
+    response goes on, it just reports no usage. With a gzip or deflate `content_encoding` the
+    chunks are inflated incrementally, and the limit bounds the *inflated* size.
+    """
+
+    __slots__ = ("_collecting", "_decoder", "_limit", "_parts", "_size")
+
+    def __init__(self, limit: int, content_encoding: str | None = None) -> None:
+        self._limit = max(limit, 0)
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._collecting, self._decoder = _decoder_for(content_encoding)
+
+    @property
+    def collecting(self) -> bool:
+        """False once the body went over the limit or its encoding is unsupported."""
+        return self._collecting
+
+    def feed(self, chunk: bytes) -> None:
+        if not self._collecting or not chunk:
+            return
+        decoder = self._decoder
+        if decoder is not None:
+            try:
+                # One byte over the remaining budget is enough to detect an overflow, and
+                # max_length keeps a compression bomb from inflating past it.
+                chunk = decoder.decompress(chunk, self._limit - self._size + 1)
+            except zlib.error:
+                self._stop()
+                return
+        self._size += len(chunk)
+        if self._size > self._limit:
+            self._stop()
+            return
+        self._parts.append(chunk)
+
+    def finish(self) -> tuple[Usage | None, str | None]:
+        """Usage and response model of what was collected; (None, None) if nothing usable."""
+        if not self._collecting:
+            return None, None
+        parts = self._parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._parts = []
+        return usage_from_json_body(body)
+
+    def _stop(self) -> None:
+        self._collecting = False
+        self._parts = []
+        self._decoder = None
