@@ -198,6 +198,14 @@ class RouteTable(Generic[R]):
         self._any = self._tier(anyhost)
         self._host_free = not exact and not wildcard
 
+    def routes(self) -> list[R]:
+        """Every runtime route in the table, once each (for introspection and tests)."""
+        seen: dict[int, R] = {}
+        for tier in [self._any, *self._exact.values(), *self._wildcard.values()]:
+            for runtime, _, _ in tier.entries:
+                seen.setdefault(id(runtime), runtime)
+        return list(seen.values())
+
     @staticmethod
     def _tier(pairs: list[tuple[str, R, RouteMatch]]) -> _Tier[R]:
         pairs.sort(key=lambda p: _sort_key(p[0], p[2]))

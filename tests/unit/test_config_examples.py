@@ -1,0 +1,42 @@
+"""Every shipped example config loads (with the environment variables it documents)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agw_fast.config import load_config_file
+from agw_fast.config.compile import compile_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+ENV = {"COHERE_API_KEY": "test-key", "OPENAI_API_KEY": "test-key", "HOME": "/root"}
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_example_config_loads_and_compiles(path: Path) -> None:
+    config = load_config_file(path, ENV)
+    assert config.binds
+    runtime = compile_config(config)
+    assert all(bind.listeners for bind in runtime)
+
+
+def test_seed_config_targets_cohere_over_tls() -> None:
+    config = load_config_file(CONFIG_DIR / "cohere.yaml", ENV)
+    (bind,) = compile_config(config)
+    assert bind.port == 3000 and bind.single is not None
+    (route,) = bind.single.routes()
+    (backend,) = route.backends
+    assert (backend.host, backend.port) == ("api.cohere.ai", 443)
+    assert backend.ssl is not None and backend.server_hostname == "api.cohere.ai"
+    assert b"authorization: Bearer test-key\r\n" in backend.request_headers.extra
+    assert backend.ai is not None and backend.ai.model_override == "command"
+    assert backend.ai.has_host_override and backend.ai.path_prefix is None
+    assert route.url_rewrite is not None and route.url_rewrite.path is not None
+    assert route.url_rewrite.path.value == "/compatibility/v1/chat/completions"
+
+
+def test_demo_config_needs_no_secrets() -> None:
+    config = load_config_file(CONFIG_DIR / "demo.yaml", {})
+    (bind,) = compile_config(config)
+    assert bind.port == 3000
