@@ -197,6 +197,9 @@ class RouteTable(Generic[R]):
         self._wildcard = {h: self._tier(p) for h, p in wildcard.items()}
         self._any = self._tier(anyhost)
         self._host_free = not exact and not wildcard
+        # The route every request gets when the table is one catch-all: callers skip
+        # building a RequestView at all.
+        self.constant: MatchedRoute[R] | None = self._any.always if self._host_free else None
 
     def routes(self) -> list[R]:
         """Every runtime route in the table, once each (for introspection and tests)."""

@@ -113,14 +113,17 @@ class Supervisor:
         reuseport = self.listen_mode == "reuseport"
         per_bind = self.workers if reuseport else 1
         for bind in self.runtime:
-            socks = [
-                open_listen_socket(self.bind_address, bind.port, reuseport)
-                for _ in range(per_bind)
+            first = open_listen_socket(self.bind_address, bind.port, reuseport)
+            # Port 0 picks a free port once; every worker's socket then shares that port.
+            port = first.getsockname()[1]
+            socks = [first]
+            socks += [
+                open_listen_socket(self.bind_address, port, reuseport) for _ in range(per_bind - 1)
             ]
             self.sockets.append(socks)
-            logger.info(
+            logger.warning(
                 "listening on %s port %d (%d workers, %s)",
-                self.bind_address, bind.port, self.workers, self.listen_mode,
+                self.bind_address, port, self.workers, self.listen_mode,
             )
 
     def _worker_binds(self, index: int) -> list[tuple[socket.socket, RuntimeBind]]:

@@ -51,8 +51,11 @@ class Exchange:
         "started",
         "upstream",
         "upstream_head",
-        "pending",
-        "pending_size",
+        "out",
+        "out_size",
+        "corked",
+        "replay",
+        "head_out",
         "connecting",
         "timer",
         "status",
@@ -97,8 +100,11 @@ class Exchange:
         self.started = started
         self.upstream: UpstreamConnection | None = None
         self.upstream_head = b""
-        self.pending: list[bytes] = []
-        self.pending_size = 0
+        self.out: list[bytes] = []  # upstream bytes not yet written (see `uncork`)
+        self.out_size = 0
+        self.corked = True  # created inside the downstream's event loop: see `uncork`
+        self.replay: bytes | None = None  # the whole request, kept while it may be resent
+        self.head_out: bytes | None = None  # response head waiting to go out with its body
         self.connecting: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.status = 0
@@ -144,6 +150,7 @@ class Exchange:
             backend.request_headers,
             framing,
         )
+        self.out.append(self.upstream_head)
         self._acquire()
 
     def on_request_body(self, data: bytes) -> None:
@@ -159,13 +166,12 @@ class Exchange:
             return
         if self.request_chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
-        upstream = self.upstream
-        if upstream is not None:
-            upstream.write(data)
+        if not self.corked and self.upstream is not None:
+            self.upstream.write(data)
             return
-        self.pending.append(data)
-        self.pending_size += len(data)
-        if self.pending_size > PENDING_BODY_HIGH_WATER:
+        self.out.append(data)
+        self.out_size += len(data)
+        if self.out_size > PENDING_BODY_HIGH_WATER and self.upstream is None:
             self.down.pause_reading(self.down.PAUSE_PENDING)
 
     def on_request_end(self) -> None:
@@ -176,10 +182,10 @@ class Exchange:
             self._send_llm_request()
             return
         if self.request_chunked:
-            if self.upstream is not None:
+            if not self.corked and self.upstream is not None:
                 self.upstream.write(_LAST_CHUNK)
             else:
-                self.pending.append(_LAST_CHUNK)
+                self.out.append(_LAST_CHUNK)
 
     def _send_llm_request(self) -> None:
         ai = self.backend.ai
@@ -205,7 +211,7 @@ class Exchange:
             self.backend.request_headers,
             b"content-length: %d\r\n" % len(llm_request.body),
         )
-        self.pending = [llm_request.body]
+        self.out = [self.upstream_head, llm_request.body]
         self.replayable = True
         self._acquire()
 
@@ -237,18 +243,30 @@ class Exchange:
     def _attach(self, connection: UpstreamConnection) -> None:
         self.upstream = connection
         connection.attach(self)
-        pending = self.pending
-        if pending:
-            connection.write(self.upstream_head + b"".join(pending))
-            if not self.replayable:
-                self.pending = []
-            if self.pending_size > PENDING_BODY_HIGH_WATER:
-                self.down.resume_reading(self.down.PAUSE_PENDING)
-            self.pending_size = 0
-        else:
-            connection.write(self.upstream_head)
         if self.down.writing_paused:
             self.pause_response()
+        if not self.corked:
+            self.uncork()
+
+    def uncork(self) -> None:
+        """Write what the request side produced as one write (one syscall), then go direct.
+
+        The downstream keeps the exchange corked while it processes the events of one read,
+        so a small request's head and body reach the upstream together.
+        """
+        self.corked = False
+        upstream = self.upstream
+        out = self.out
+        if upstream is None or not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.out = []
+        if self.replayable and self.replay is None:
+            self.replay = data
+        upstream.write(data)
+        if self.out_size > PENDING_BODY_HIGH_WATER:
+            self.down.resume_reading(self.down.PAUSE_PENDING)
+        self.out_size = 0
 
     # -- backpressure (called by the two connections) ----------------------------------------
 
@@ -305,29 +323,48 @@ class Exchange:
         if close:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
-        down.write(b"".join(parts))
+        # Held back so that a body arriving in the same read leaves in the same write.
+        self.head_out = b"".join(parts)
         llm = self.llm
         observe = llm is not None and llm.on_response_head(head.status, content_type)
         if dechunk or (observe and head.framing == BODY_CHUNKED):
             self.dechunk = dechunk
+            if llm is not None:
+                llm.chunked = True
             upstream = self.upstream
             assert upstream is not None
             upstream.set_payload_observer(self._on_payload)
 
     def _on_payload(self, data: bytes) -> None:
         if self.dechunk:
+            self.flush_response_head()
             self.down.write(data)
         if self.llm is not None:
             self.llm.feed(data)
 
+    def flush_response_head(self) -> None:
+        head = self.head_out
+        if head is not None:
+            self.head_out = None
+            self.down.write(head)
+
     def on_response_body(self, data: bytes) -> None:
-        if not self.dechunk:
+        head = self.head_out
+        if head is not None:
+            self.head_out = None
+            if self.dechunk:
+                self.down.write(head)
+            else:
+                self.down.writelines(head, data)
+        elif not self.dechunk:
             self.down.write(data)
+        if not self.dechunk:
             llm = self.llm
             if llm is not None and llm.observing and not llm.chunked:
                 llm.feed(data)
 
     def on_response_end(self, reusable: bool) -> None:
+        self.flush_response_head()
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
@@ -347,6 +384,7 @@ class Exchange:
         if self.finished:
             return
         if response_started or self.response_started:
+            self.flush_response_head()  # what was relayed so far, then the cut
             self.error = f"upstream call failed: {message}"
             self.down.abort()
             self._finish(keep_alive=False)
@@ -355,6 +393,8 @@ class Exchange:
             # A pooled connection the server closed as we reused it: nothing was answered,
             # and the request can be sent again as a whole, so try once on a fresh one.
             self.replayable = False
+            if self.replay is not None:
+                self.out = [self.replay]
             self.connecting = self.down.loop.create_task(self._connect())
             return
         self.fail(503, f"upstream call failed: {message}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import cast, Protocol, TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 from agw_fast.proxy.http1 import (
     BODY_CHUNKED,
@@ -34,6 +34,7 @@ class ResponseSink(Protocol):
     head_request: bool
 
     def on_response_head(self, head: ResponseHead) -> None: ...
+    def flush_response_head(self) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_end(self, reusable: bool) -> None: ...
     def on_upstream_lost(self, message: str, response_started: bool) -> None: ...
@@ -113,7 +114,13 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self._head is None:
             data = self._read_head(data)
-            if not data or self.sink is None:
+            sink = self.sink
+            if sink is None:
+                return
+            if not data:
+                # Only the head so far (an SSE stream's first event may be far away).
+                if self._head is not None:
+                    sink.flush_response_head()
                 return
         self._relay(data)
 
