@@ -82,8 +82,10 @@ class WorkerContext:
             "route": route.name,
             "endpoint": f"{backend.host}:{backend.port}",
             "http.method": method,
-            "http.host": exchange.authority.decode("latin-1"),
-            "http.path": exchange.target.split(b"?", 1)[0].decode("latin-1"),
+            # The client's view, as agentgateway logs it; the query is left out because
+            # some clients put credentials there.
+            "http.host": exchange.client_host().decode("latin-1"),
+            "http.path": exchange.client_path.decode("latin-1"),
             "http.status": status,
         }
         if outcome is not None:

@@ -42,6 +42,7 @@ class LLMRequest:
     stream: bool
     temperature: float | None = None
     max_tokens: int | None = None
+    decoded: bool = False  # the body was content-decoded: its Content-Encoding no longer holds
 
 
 def _split(target: bytes) -> tuple[bytes, bytes]:
@@ -94,6 +95,7 @@ def prepare_llm_request(
         rewritten.stream,
         rewritten.temperature,
         rewritten.max_tokens,
+        content_encoding is not None,
     )
 
 

@@ -372,7 +372,7 @@ class DownstreamProtocol(asyncio.Protocol):
                     authority = apply_authority_rewrite(rewrite.authority, host)
         self.mode = _REQUEST
         exchange = Exchange(
-            self, route, backend, method, target, authority, headers,
+            self, route, backend, method, target, path, authority, headers,
             length, chunked, content_encoding, started,
         )
         self.exchange = exchange

@@ -41,6 +41,7 @@ class Exchange:
         "backend",
         "method",
         "target",
+        "client_path",
         "authority",
         "headers",
         "head_request",
@@ -78,6 +79,7 @@ class Exchange:
         backend: RuntimeBackend,
         method: bytes,
         target: bytes,
+        client_path: bytes,
         authority: bytes,
         headers: list[tuple[bytes, bytes]],
         request_length: int,
@@ -90,6 +92,7 @@ class Exchange:
         self.backend = backend
         self.method = method
         self.target = target
+        self.client_path = client_path  # as the client sent it (logs), before any rewrite
         self.authority = authority
         self.headers = headers
         self.head_request = method == b"HEAD"
@@ -200,8 +203,8 @@ class Exchange:
         self.llm = LLMResponseObserver(llm_request, self.started)
         self.target = llm_request.target
         headers = self.headers
-        if self.content_encoding is not None:
-            # The body went out decoded and re-serialised: its old coding no longer applies.
+        if llm_request.decoded:
+            # The body goes out decoded and re-serialised: its old coding no longer applies.
             headers = [h for h in headers if h[0] != b"content-encoding"]
         self.upstream_head = build_upstream_head(
             self.method,
@@ -439,6 +442,13 @@ class Exchange:
         self.upstream = None
         if upstream is not None:
             upstream.close()
+
+    def client_host(self) -> bytes:
+        """The Host the client sent (for logs; the upstream may have seen another)."""
+        for name, value in self.headers:
+            if name == b"host":
+                return value
+        return b""
 
     def _finish(self, keep_alive: bool) -> None:
         if self.finished:
