@@ -143,6 +143,8 @@ def apply_path_rewrite(
     prefix = matched_prefix.rstrip("/").encode("latin-1")
     replacement = rewrite.value.encode("latin-1")
     rest = path[len(prefix) :]
+    if not prefix and rest == b"/":
+        rest = b""  # matched "/" on "/": the replacement alone, as agentgateway does
     if replacement.endswith(b"/") and rest.startswith(b"/"):
         rest = rest[1:]
     new_path = replacement + rest
@@ -153,15 +155,27 @@ def apply_path_rewrite(
     return new_path + query
 
 
-def apply_authority_rewrite(rewrite: AuthorityRewrite, authority: bytes) -> bytes:
-    """Rewrite a Host value. `auto`/`none` leave it to the caller (returns it unchanged)."""
+_DEFAULT_PORTS = {b"http": b"80", b"https": b"443"}
+
+
+def apply_authority_rewrite(
+    rewrite: AuthorityRewrite, authority: bytes, scheme: bytes = b"http"
+) -> bytes:
+    """Rewrite a Host value. `auto`/`none` leave it to the caller (returns it unchanged).
+
+    Like agentgateway: `host` drops the port for http/https, and `port` leaves out the
+    scheme's default port.
+    """
     if rewrite.kind == "full":
         return rewrite.value.encode("latin-1")
-    host, port = _split_authority(authority)
+    host, _ = _split_authority(authority)
     if rewrite.kind == "host":
-        return rewrite.value.encode("latin-1") + port
+        return rewrite.value.encode("latin-1")
     if rewrite.kind == "port":
-        return host + b":" + rewrite.value.encode("latin-1")
+        port = rewrite.value.encode("latin-1")
+        if _DEFAULT_PORTS.get(scheme) == port:
+            return host
+        return host + b":" + port
     return authority
 
 
@@ -189,18 +203,20 @@ def build_upstream_head(
     """The upstream request head. `framing` is a complete content-length or
     transfer-encoding line (or b"" for a bodiless request)."""
     drop = plan.drop
-    connection_value: bytes | None = None
+    connection_values: list[bytes] | None = None
     parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", authority, b"\r\n"]
     for name, value in headers:
         if name in drop:
             if name == b"connection":
-                connection_value = value
+                if connection_values is None:
+                    connection_values = []
+                connection_values.append(value)
             continue
         parts += (name, b": ", value, b"\r\n")
-    if connection_value is not None:
+    if connection_values is not None:
         # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1): rare, so the
         # common path stays one pass and this one simply starts again with a wider plan.
-        listed = connection_tokens(connection_value) - drop
+        listed = connection_tokens(b",".join(connection_values)) - drop
         if listed:
             wider = RequestHeaderPlan(drop | listed, plan.extra)
             return build_upstream_head(method, target, authority, headers, wider, framing)
@@ -221,7 +237,10 @@ def local_response(
     if content_type is not None and body:
         parts += (b"content-type: ", content_type, b"\r\n")
     parts.append(extra_headers)
-    parts.append(b"content-length: %d\r\n" % len(body))
+    if status in (204, 304) or status < 200:
+        body = b""  # these end at the head (RFC 9110 §8.6, RFC 9112 §6.3)
+    else:
+        parts.append(b"content-length: %d\r\n" % len(body))
     if close:
         parts.append(b"connection: close\r\n")
     parts += (b"\r\n", body)
@@ -238,7 +257,7 @@ def redirect_response(
     """The Location-bearing response of `requestRedirect`."""
     scheme = (redirect.scheme or "http").encode("latin-1")
     if redirect.authority is not None and redirect.authority.kind not in ("auto", "none"):
-        authority = apply_authority_rewrite(redirect.authority, authority)
+        authority = apply_authority_rewrite(redirect.authority, authority, scheme)
     if redirect.path is not None:
         target = apply_path_rewrite(redirect.path, path, query, matched_prefix)
     else:

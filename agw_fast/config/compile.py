@@ -229,6 +229,7 @@ class _Compiler:
         direct = None
         if policies is not None and policies.direct_response is not None:
             response = policies.direct_response
+            # local_response leaves the body out for 204/304, which end at the head.
             direct = local_response(response.status, response.body, content_type=None)
         return RuntimeRoute(
             key=f"bind/{port}/{listener.name}/default/{route.name}",

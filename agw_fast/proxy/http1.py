@@ -27,6 +27,7 @@ __all__ = [
 
 MAX_RESPONSE_HEAD = 64 * 1024
 _MAX_CHUNK_LINE = 4 * 1024
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 BODY_NONE = 0
 BODY_LENGTH = 1
@@ -85,11 +86,11 @@ def parse_response_head(buf: bytes | bytearray, end: int, head_request: bool) ->
             raise UpstreamProtocolError("whitespace before colon in header name")
         value = line[colon + 1 :].strip(b" \t")
         if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                raise UpstreamProtocolError(f"bad content-length {value[:40]!r}") from None
-            if length < 0 or (content_length != -1 and content_length != length):
+            # Digits only: int() would also take "+5", "1_000" and surrounding space.
+            if not value.isdigit():
+                raise UpstreamProtocolError(f"bad content-length {value[:40]!r}")
+            length = int(value)
+            if content_length != -1 and content_length != length:
                 raise UpstreamProtocolError("conflicting content-length")
             content_length = length
         elif name == b"transfer-encoding":
@@ -167,13 +168,11 @@ class ChunkedScanner:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if state == self._SIZE:
-                size_text = line.split(b";", 1)[0].strip()
-                try:
-                    chunk_size = int(size_text, 16)
-                except ValueError:
-                    raise UpstreamProtocolError(f"bad chunk size {size_text[:20]!r}") from None
-                if chunk_size < 0 or size_text[:1] in (b"+", b"-") or b"_" in size_text:
-                    raise UpstreamProtocolError("bad chunk size")
+                size_text = line.split(b";", 1)[0].rstrip(b" \t")
+                # Hex digits only: int(x, 16) would also take "0x5", "+5" and "5_0".
+                if not size_text or size_text.strip(_HEX_DIGITS) or len(size_text) > 16:
+                    raise UpstreamProtocolError(f"bad chunk size {size_text[:20]!r}")
+                chunk_size = int(size_text, 16)
                 if chunk_size == 0:
                     self._state = self._TRAILER
                 else:

@@ -1,0 +1,550 @@
+"""DownstreamProtocol + Exchange + UpstreamConnection driven through fake transports.
+
+No sockets and no running loop: the upstream connection is pre-made and pooled, so every
+step is a synchronous callback and each test sees exactly which writes happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import h11
+import pytest
+import uvloop
+
+from agw_fast.config.compile import RuntimeBackend, RuntimeBind, compile_config
+from agw_fast.config.model import (
+    Bind,
+    Config,
+    HostBackend,
+    Listener,
+    PathMatch,
+    Route,
+    RouteBackend,
+    RouteMatch,
+)
+from agw_fast.metrics import MetricsRegistry
+from agw_fast.policies import local_response
+from agw_fast.proxy.downstream import DownstreamProtocol, _header_pairs
+from agw_fast.proxy.http1 import ChunkedScanner
+from agw_fast.proxy.upstream import UpstreamConnection
+from agw_fast.worker import WorkerContext
+
+
+class FakeTransport:
+    """Records what a protocol does to its transport; `writelines` is one write (syscall)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+        self.reading_paused = False
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.writes)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closed, "write after close"
+        self.writes.append(bytes(data))
+
+    def writelines(self, parts: Iterator[bytes] | tuple[bytes, ...] | list[bytes]) -> None:
+        assert not self.closed, "write after close"
+        self.writes.append(b"".join(bytes(p) for p in parts))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+
+@dataclass
+class Harness:
+    ctx: WorkerContext
+    bind: RuntimeBind
+    backend: RuntimeBackend
+    down: DownstreamProtocol
+    client: FakeTransport
+
+    def upstream(self) -> tuple[UpstreamConnection, FakeTransport]:
+        """A fresh idle upstream connection, put in the pool for the backend."""
+        connection = UpstreamConnection(self.ctx.pool, self.backend.pool_key)
+        transport = FakeTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        self.ctx.pool.put(connection)
+        return connection, transport
+
+    def idle(self) -> list[UpstreamConnection]:
+        return self.ctx.pool.idle.get(self.backend.pool_key, [])
+
+    def feed(self, data: bytes, *, bytewise: bool = False) -> None:
+        if bytewise:
+            for index in range(len(data)):
+                self.down.data_received(data[index : index + 1])
+        else:
+            self.down.data_received(data)
+
+
+_CONFIG = Config(
+    binds=(
+        Bind(
+            8080,
+            (
+                Listener(
+                    "main",
+                    routes=(
+                        Route(
+                            name="api",
+                            matches=(RouteMatch(PathMatch("prefix", "/v1")),),
+                            backends=(RouteBackend(HostBackend("up.example", 9000)),),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+    )
+)
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
+    # Never run: the loop only provides time() and call_later() for the context.
+    new = uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop()
+    yield new
+    new.close()
+
+
+@pytest.fixture
+def harness(loop: asyncio.AbstractEventLoop) -> Harness:
+    (bind,) = compile_config(_CONFIG)
+    ctx = WorkerContext(loop, _CONFIG, MetricsRegistry(), None)
+    ctx.access_log = None  # the access log would schedule a flush on the (idle) loop
+    assert bind.single is not None
+    (route,) = bind.single.routes()
+    (backend,) = route.backends
+    down = DownstreamProtocol(ctx, bind)
+    client = FakeTransport()
+    down.connection_made(client)  # type: ignore[arg-type]
+    return Harness(ctx, bind, backend, down, client)
+
+
+POST = b"POST /v1/chat?x=1 HTTP/1.1\r\nHost: gw.local:8080\r\nContent-Length: 5\r\n\r\nhello"
+POST_UPSTREAM = (
+    b"POST /v1/chat?x=1 HTTP/1.1\r\nhost: up.example:9000\r\ncontent-length: 5\r\n\r\nhello"
+)
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+RESPONSE_DOWN = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+
+
+def _get(path: bytes) -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\nHost: gw.local\r\n\r\n"
+
+
+def _get_upstream(path: bytes) -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\nhost: up.example:9000\r\n\r\n"
+
+
+def _reply(body: bytes, *headers: bytes) -> bytes:
+    extra = b"".join(h + b"\r\n" for h in headers)
+    return b"HTTP/1.1 200 OK\r\n" + extra + b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+
+
+def _reply_down(body: bytes, *headers: bytes) -> bytes:
+    extra = b"".join(h.lower() + b"\r\n" for h in headers)
+    return b"HTTP/1.1 200 OK\r\n" + extra + b"content-length: %d\r\n\r\n%b" % (len(body), body)
+
+
+# -- one request, one write each way -----------------------------------------------------------
+
+
+def test_request_in_one_piece_is_one_upstream_write(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(POST)
+    assert server.writes == [POST_UPSTREAM]
+    assert harness.idle() == []
+    assert harness.client.writes == []
+
+    upstream.data_received(RESPONSE)
+    assert harness.client.writes == [RESPONSE_DOWN]
+    assert harness.idle() == [upstream]
+    assert not harness.client.closed
+    assert harness.down.exchange is None
+
+
+@pytest.mark.parametrize("response_bytewise", [False, True])
+def test_request_byte_at_a_time(harness: Harness, response_bytewise: bool) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(POST, bytewise=True)
+    assert server.data == POST_UPSTREAM
+    assert harness.client.writes == []
+
+    if response_bytewise:
+        for index in range(len(RESPONSE)):
+            upstream.data_received(RESPONSE[index : index + 1])
+    else:
+        upstream.data_received(RESPONSE)
+    assert harness.client.data == RESPONSE_DOWN
+    if not response_bytewise:
+        assert harness.client.writes == [RESPONSE_DOWN]
+    assert harness.idle() == [upstream]
+    assert not harness.client.closed
+
+
+@pytest.mark.parametrize("split", range(1, len(RESPONSE)))
+def test_response_split_anywhere(harness: Harness, split: int) -> None:
+    upstream, _ = harness.upstream()
+    harness.feed(POST)
+    upstream.data_received(RESPONSE[:split])
+    upstream.data_received(RESPONSE[split:])
+    assert harness.client.data == RESPONSE_DOWN
+    assert harness.idle() == [upstream]
+
+
+def test_connection_is_reused_for_the_next_request(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    for number in range(3):
+        harness.feed(_get(b"/v1/n%d" % number))
+        assert server.writes[-1] == _get_upstream(b"/v1/n%d" % number)
+        upstream.data_received(_reply(b"%d" % number))
+        assert harness.client.writes[-1] == _reply_down(b"%d" % number)
+    assert len(server.writes) == 3
+    assert upstream.requests == 3
+    assert harness.idle() == [upstream]
+
+
+# -- pipelining --------------------------------------------------------------------------------
+
+
+def test_pipelined_request_waits_for_the_first_response(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(_get(b"/v1/first") + _get(b"/v1/second"))
+    assert server.writes == [_get_upstream(b"/v1/first")]
+
+    upstream.data_received(_reply(b"one"))
+    assert harness.client.writes == [_reply_down(b"one")]
+    # The first response is complete: now, and only now, the second request goes out.
+    assert server.writes == [_get_upstream(b"/v1/first"), _get_upstream(b"/v1/second")]
+
+    upstream.data_received(_reply(b"two"))
+    assert harness.client.writes == [_reply_down(b"one"), _reply_down(b"two")]
+    assert harness.idle() == [upstream]
+    assert not harness.client.closed
+
+
+def test_pipelined_bytes_arriving_during_the_response(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(_get(b"/v1/first"))
+    harness.feed(_get(b"/v1/second")[:10])
+    harness.feed(_get(b"/v1/second")[10:])
+    assert server.writes == [_get_upstream(b"/v1/first")]
+    upstream.data_received(_reply(b"one"))
+    assert server.writes[1:] == [_get_upstream(b"/v1/second")]
+    upstream.data_received(_reply(b"two"))
+    assert harness.client.data == _reply_down(b"one") + _reply_down(b"two")
+
+
+# -- local answers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_unknown_route_is_404_and_keeps_the_connection(harness: Harness, bytewise: bool) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(_get(b"/nope"), bytewise=bytewise)
+    assert harness.client.writes == [local_response(404, b"route not found")]
+    assert harness.client.writes == [
+        b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n"
+        b"content-length: 15\r\n\r\nroute not found"
+    ]
+    assert not harness.client.closed
+    assert server.writes == []
+
+    harness.feed(_get(b"/v1/ok"), bytewise=bytewise)
+    assert server.writes == [_get_upstream(b"/v1/ok")]
+    upstream.data_received(_reply(b"ok"))
+    assert harness.client.writes[1:] == [_reply_down(b"ok")]
+    assert not harness.client.closed
+
+
+def test_404_with_body_then_pipelined_request(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    bad = b"POST /nope HTTP/1.1\r\nHost: gw.local\r\nContent-Length: 3\r\n\r\nabc"
+    harness.feed(bad + _get(b"/v1/next"))
+    assert harness.client.writes == [local_response(404, b"route not found")]
+    assert server.writes == [_get_upstream(b"/v1/next")]
+    upstream.data_received(_reply(b"n"))
+    assert harness.client.writes[1:] == [_reply_down(b"n")]
+
+
+def test_content_length_with_transfer_encoding_is_400_and_close(harness: Harness) -> None:
+    _, server = harness.upstream()
+    harness.feed(
+        b"POST /v1/x HTTP/1.1\r\nHost: gw.local\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + _get(b"/v1/smuggled")
+    )
+    assert harness.client.writes == [
+        local_response(400, b"both transfer-encoding and content-length", close=True)
+    ]
+    assert harness.client.writes == [
+        b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 41\r\n"
+        b"connection: close\r\n\r\nboth transfer-encoding and content-length"
+    ]
+    assert harness.client.closed
+    assert server.writes == []
+
+
+def test_malformed_request_is_400_and_close(harness: Harness) -> None:
+    harness.feed(b"GET /v1/x HTTP/1.1\r\nBad Header\r\n\r\n")
+    assert len(harness.client.writes) == 1
+    assert harness.client.writes[0].startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"connection: close\r\n" in harness.client.writes[0]
+    assert harness.client.closed
+
+
+# -- request bodies ----------------------------------------------------------------------------
+
+CHUNKED_POST = (
+    b"POST /v1/up HTTP/1.1\r\nHost: gw.local\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5;ext=x\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+)
+CHUNKED_HEAD = (
+    b"POST /v1/up HTTP/1.1\r\nhost: up.example:9000\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+
+
+def test_chunked_request_is_rechunked(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(CHUNKED_POST)
+    assert server.writes == [CHUNKED_HEAD + b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"]
+    upstream.data_received(_reply(b"ok"))
+    assert harness.client.writes == [_reply_down(b"ok")]
+    assert harness.idle() == [upstream]
+
+
+def test_chunked_request_byte_at_a_time(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(CHUNKED_POST, bytewise=True)
+    sent = server.data
+    assert sent.startswith(CHUNKED_HEAD)
+    payload: list[bytes] = []
+    body = sent[len(CHUNKED_HEAD) :]
+    # The re-chunked body is valid chunked framing that ends exactly at the last byte.
+    assert ChunkedScanner(payload.append).feed(body) == len(body)
+    assert b"".join(payload) == b"hello world"
+    upstream.data_received(_reply(b"ok"))
+    assert harness.client.data == _reply_down(b"ok")
+
+
+def test_body_split_across_reads(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    head, body = POST[: -len(b"hello")], b"hello"
+    harness.feed(head + body[:2])
+    assert server.writes == [POST_UPSTREAM[:-3]]
+    harness.feed(body[2:])
+    assert server.data == POST_UPSTREAM
+    upstream.data_received(RESPONSE)
+    assert harness.client.writes == [RESPONSE_DOWN]
+
+
+# -- upstream connection fate ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        _reply(b"ok", b"Connection: close"),
+        # Read-until-close framing can never be reused.
+        b"HTTP/1.1 200 OK\r\n\r\nok",
+        # Bytes after the response: the connection is out of step.
+        _reply(b"ok") + b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ],
+)
+def test_non_reusable_upstream_is_not_pooled(harness: Harness, response: bytes) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(_get(b"/v1/x"))
+    upstream.data_received(response)
+    if b"Content-Length" in response:
+        assert harness.client.writes == [_reply_down(b"ok")]
+        assert not harness.client.closed
+    else:
+        upstream.connection_lost(None)  # the server closes: that ends the body
+        assert harness.client.data == b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nok"
+        assert harness.client.closed
+    assert harness.idle() == []
+    assert upstream.closed
+    assert harness.ctx.pool.take(harness.backend.pool_key) is None
+
+
+def test_connection_close_from_upstream_keeps_the_client_connection(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(_get(b"/v1/x"))
+    upstream.data_received(_reply(b"ok", b"Connection: close"))
+    assert server.aborted  # closed on our side too, never pooled
+    assert harness.idle() == []
+    assert not harness.client.closed
+    # The next request needs a new upstream connection.
+    second, second_server = harness.upstream()
+    harness.feed(_get(b"/v1/y"))
+    assert second_server.writes == [_get_upstream(b"/v1/y")]
+    second.data_received(_reply(b"2"))
+    assert harness.client.writes[-1] == _reply_down(b"2")
+
+
+def test_upstream_lost_mid_body_aborts_the_client(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(_get(b"/v1/x"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    assert harness.client.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"]
+    upstream.connection_lost(ConnectionResetError("reset"))
+    assert harness.client.aborted
+    assert harness.idle() == []
+    assert harness.down.exchange is None
+
+
+def test_upstream_lost_after_head_only_aborts_the_client(harness: Harness) -> None:
+    upstream, _ = harness.upstream()
+    harness.feed(_get(b"/v1/x"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert harness.client.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]
+    upstream.connection_lost(None)
+    assert harness.client.aborted
+
+
+def test_upstream_lost_before_the_head_is_503(harness: Harness) -> None:
+    upstream, _ = harness.upstream()
+    harness.feed(_get(b"/v1/x"))
+    upstream.connection_lost(None)
+    assert harness.client.writes == [
+        local_response(503, b"upstream call failed: connection closed")
+    ]
+    assert not harness.client.closed
+
+
+def test_invalid_upstream_response_is_503(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(_get(b"/v1/x"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    assert harness.client.writes == [
+        local_response(503, b"upstream call failed: invalid response: conflicting content-length")
+    ]
+    assert server.aborted
+    assert harness.idle() == []
+
+
+def test_chunked_response_relayed_untouched(harness: Harness) -> None:
+    upstream, _ = harness.upstream()
+    harness.feed(_get(b"/v1/x"))
+    body = b"3\r\nabc\r\n0\r\n\r\n"
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    assert harness.client.writes == [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + body
+    ]
+    assert harness.idle() == [upstream]
+
+
+def test_client_gone_mid_response_closes_upstream(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(_get(b"/v1/x"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    harness.down.connection_lost(None)
+    assert server.aborted
+    assert upstream.closed
+    assert harness.idle() == []
+
+
+def test_head_request_response_has_no_body(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(b"HEAD /v1/x HTTP/1.1\r\nHost: gw.local\r\n\r\n")
+    assert server.writes == [b"HEAD /v1/x HTTP/1.1\r\nhost: up.example:9000\r\n\r\n"]
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    assert harness.client.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n"]
+    assert harness.idle() == [upstream]
+    assert not harness.client.closed
+
+
+def test_http10_client_gets_dechunked_body_and_close(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(b"GET /v1/x HTTP/1.0\r\n\r\n")
+    assert server.writes == [_get_upstream(b"/v1/x")]
+    upstream.data_received(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    assert harness.client.data == b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nabcde"
+    assert harness.client.closed
+    # The upstream side was a complete keep-alive exchange.
+    assert harness.idle() == [upstream]
+
+
+def test_client_connection_close_is_honoured(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(b"GET /v1/x HTTP/1.1\r\nHost: gw.local\r\nConnection: close\r\n\r\n")
+    assert server.writes == [_get_upstream(b"/v1/x")]
+    upstream.data_received(_reply(b"ok"))
+    assert harness.client.writes == [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+    ]
+    assert harness.client.closed
+    assert harness.idle() == [upstream]
+
+
+def test_expect_100_continue(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(
+        b"POST /v1/x HTTP/1.1\r\nHost: gw.local\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 2\r\n\r\n"
+    )
+    assert harness.client.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    head = b"POST /v1/x HTTP/1.1\r\nhost: up.example:9000\r\ncontent-length: 2\r\n\r\n"
+    assert server.writes == [head]
+    harness.feed(b"hi")
+    assert server.data == head + b"hi"
+    upstream.data_received(_reply(b"ok"))
+    assert harness.client.writes[1:] == [_reply_down(b"ok")]
+
+
+# -- the h11 fast path -------------------------------------------------------------------------
+
+
+def _parsed(raw: bytes) -> h11.Request:
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(raw)
+    event = connection.next_event()
+    assert isinstance(event, h11.Request)
+    return event
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        _parsed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        _parsed(
+            b"POST /a HTTP/1.1\r\nHOST: x\r\nX-Mixed-Case: V\r\nx-mixed-case: W\r\n"
+            b"Content-Length: 0\r\nAuthorization: Bearer T\r\n\r\n"
+        ),
+        h11.Request(method="GET", target="/", headers=[("Host", "x"), ("X-A", "1")]),
+        h11.Request(method="GET", target="/", headers=[], http_version="1.0"),
+    ],
+)
+def test_header_pairs_matches_public_api(request_: h11.Request) -> None:
+    # `_header_pairs` reads h11's private `_full_items`; if h11 changes it, this fails.
+    assert hasattr(request_.headers, "_full_items")
+    pairs = _header_pairs(request_.headers)
+    assert pairs == list(request_.headers)
+    assert all(isinstance(n, bytes) and isinstance(v, bytes) for n, v in pairs)
+    assert all(n == n.lower() for n, _ in pairs)
