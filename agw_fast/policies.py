@@ -159,23 +159,31 @@ _DEFAULT_PORTS = {b"http": b"80", b"https": b"443"}
 
 
 def apply_authority_rewrite(
-    rewrite: AuthorityRewrite, authority: bytes, scheme: bytes = b"http"
+    rewrite: AuthorityRewrite,
+    authority: bytes,
+    scheme: bytes | None = b"http",
+    new_scheme: bytes = b"http",
 ) -> bytes:
-    """Rewrite a Host value. `auto`/`none` leave it to the caller (returns it unchanged).
+    """Rewrite a Host value as agentgateway does. `auto`/`none` return it unchanged.
 
-    Like agentgateway: `host` drops the port for http/https, and `port` leaves out the
-    scheme's default port.
+    `scheme` is the scheme in force (the request's for urlRewrite, the configured one, if any,
+    for a redirect): with http/https, `host` drops the port; without, the original port is
+    kept unless it is `new_scheme`'s default. `port` leaves out `new_scheme`'s default port.
     """
     if rewrite.kind == "full":
         return rewrite.value.encode("latin-1")
-    host, _ = _split_authority(authority)
+    host, port = _split_authority(authority)
+    default = _DEFAULT_PORTS.get(new_scheme)
     if rewrite.kind == "host":
-        return rewrite.value.encode("latin-1")
+        new_host = rewrite.value.encode("latin-1")
+        if scheme in _DEFAULT_PORTS or not port or port[1:] == default:
+            return new_host
+        return new_host + port
     if rewrite.kind == "port":
-        port = rewrite.value.encode("latin-1")
-        if _DEFAULT_PORTS.get(scheme) == port:
+        new_port = rewrite.value.encode("latin-1")
+        if new_port == default:
             return host
-        return host + b":" + port
+        return host + b":" + new_port
     return authority
 
 
@@ -257,7 +265,8 @@ def redirect_response(
     """The Location-bearing response of `requestRedirect`."""
     scheme = (redirect.scheme or "http").encode("latin-1")
     if redirect.authority is not None and redirect.authority.kind not in ("auto", "none"):
-        authority = apply_authority_rewrite(redirect.authority, authority, scheme)
+        configured = redirect.scheme.encode("latin-1") if redirect.scheme else None
+        authority = apply_authority_rewrite(redirect.authority, authority, configured, scheme)
     if redirect.path is not None:
         target = apply_path_rewrite(redirect.path, path, query, matched_prefix)
     else:

@@ -290,7 +290,9 @@ class DownstreamProtocol(asyncio.Protocol):
         expect = False
         content_encoding: bytes | None = None
         headers = _header_pairs(request.headers)
+        head_size = len(target)
         for name, value in headers:
+            head_size += len(name) + len(value) + 4
             if name == b"host":
                 host = value
             elif name == b"content-length":
@@ -309,6 +311,12 @@ class DownstreamProtocol(asyncio.Protocol):
             elif name == b"content-encoding":
                 content_encoding = value
         self.keep_alive = keep_alive
+        if head_size > MAX_REQUEST_HEAD:
+            # h11 bounds only heads that arrive incomplete; one that came whole in a single
+            # read is measured here, so the limit holds however the bytes were split.
+            self.keep_alive = False
+            self._local(431, b"request header fields too large", started)
+            return
         if chunked and has_length:
             # RFC 9112 §6.1: both framings at once is the classic smuggling vector.
             self.keep_alive = False

@@ -463,7 +463,7 @@ def test_local_204_has_no_content_length() -> None:
             b"/",
             b"",
             None,
-            b"http://b.example/",
+            b"http://b.example:8080/",
             302,
         ),
         (
