@@ -45,11 +45,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	bash bench/ensure_tools.sh
-	$(BIN)/python -m bench.run
+	$(BIN)/python bench/run.py
 
 bench-quick: $(STAMP)
 	bash bench/ensure_tools.sh
-	$(BIN)/python -m bench.run --quick
+	$(BIN)/python bench/run.py --quick
 
 micro: $(STAMP)
 	$(BIN)/python -m bench.micro

@@ -70,11 +70,15 @@ class WorkerContext:
         method = exchange.method.decode("ascii", "replace")
         status = exchange.status
         self.registry.record_request(route.name, backend.name, method, status, duration)
+        access_log = self.access_log
         llm = exchange.llm
-        outcome = llm.finish(self.registry, route.name) if llm is not None else None
+        outcome = (
+            llm.finish(self.registry, route.name, access_log is not None)
+            if llm is not None
+            else None
+        )
         if not self.publish_scheduled and self.publisher is not None:
             self._schedule_publish()
-        access_log = self.access_log
         if access_log is None:
             return
         fields: dict[str, object] = {

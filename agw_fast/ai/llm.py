@@ -129,8 +129,10 @@ class LLMResponseObserver:
         elif self._json is not None:
             self._json.feed(data)
 
-    def finish(self, registry: MetricsRegistry, route: str) -> dict[str, object]:
-        """Record token metrics; return the access-log fields of this LLM exchange."""
+    def finish(
+        self, registry: MetricsRegistry, route: str, log: bool
+    ) -> dict[str, object] | None:
+        """Record token metrics; return the access-log fields (when `log`) of this exchange."""
         request = self.request
         usage: Usage | None = None
         response_model: str | None = None
@@ -153,6 +155,8 @@ class LLMResponseObserver:
             cached_input_tokens=usage.cached_input_tokens if usage else None,
             system=PROVIDER,
         )
+        if not log:
+            return None
         fields: dict[str, object] = {
             "protocol": "llm",
             "gen_ai.operation.name": "chat",

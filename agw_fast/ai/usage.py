@@ -77,8 +77,48 @@ def usage_from_mapping(usage: Mapping[str, object]) -> Usage:
     )
 
 
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _value_after(text: str, key: str) -> object:
+    """The JSON value of the last `"key":` in `text`, decoded on its own, or None.
+
+    Inside JSON strings quotes are escaped, so an unescaped `"usage":` is a key; OpenAI puts
+    the top-level `usage` and `model` where `rfind` meets them first in practice, and the
+    caller falls back to a full parse when the value is not what it expects.
+    """
+    at = text.rfind(key)
+    if at == -1:
+        return None
+    start = at + len(key)
+    while start < len(text) and text[start] in " \t\r\n":
+        start += 1
+    try:
+        return _raw_decode(text, start)[0]
+    except ValueError:
+        return None
+
+
 def usage_from_json_body(body: bytes) -> tuple[Usage | None, str | None]:
-    """Usage and response model of a buffered (non-streaming) JSON response; never raises."""
+    """Usage and response model of a buffered (non-streaming) JSON response; never raises.
+
+    Fast path: decode only the `usage` object and the `model` string rather than the whole
+    response (choices can be kilobytes); anything unexpected takes the full parse.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, None
+    stripped = text.rstrip()
+    if stripped.startswith("{") and stripped.endswith("}"):
+        usage = _value_after(text, '"usage":')
+        model = _value_after(text, '"model":')
+        if type(usage) is dict and type(model) is str:
+            return usage_from_mapping(usage), model
+    return _full_parse(body)
+
+
+def _full_parse(body: bytes) -> tuple[Usage | None, str | None]:
     try:
         obj = _loads(body)
     except (ValueError, RecursionError):
