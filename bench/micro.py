@@ -1,0 +1,184 @@
+"""Micro-benchmarks of agw-fast's pure hot-path pieces, in µs per operation.
+
+    python -m bench.micro [--quick] [--json]
+
+Each case imports what it needs lazily: a piece that does not exist (yet) prints
+`skipped: <name> not available` instead of failing. To add a case, write a setup function that
+returns `(callable, operations per call)` and decorate it with `@case("name")`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+from bench.payloads import (
+    REQUEST_BODY,
+    RESPONSE_BODY,
+    STREAM_REQUEST_BODY,
+    sse_event,
+    sse_final_events,
+)
+
+__all__ = ["CASES", "case", "run_micro"]
+
+Setup = Callable[[], tuple[Callable[[], object], int]]
+CASES: dict[str, Setup] = {}
+
+
+def case(name: str) -> Callable[[Setup], Setup]:
+    def register(setup: Setup) -> Setup:
+        CASES[name] = setup
+        return setup
+
+    return register
+
+
+def _attr(module: str, name: str) -> Any:
+    """`module.name`, raising ImportError (→ skipped) if either is missing."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except AttributeError as exc:
+        raise ImportError(f"{module}.{name}") from exc
+
+
+# Headers as the downstream parser hands them over: lowercased names, wire values.
+_HEADERS = [
+    (b"host", b"api.example.com"),
+    (b"user-agent", b"OpenAI/Python 1.54.0"),
+    (b"accept", b"application/json"),
+    (b"content-type", b"application/json"),
+    (b"authorization", b"Bearer sk-client-000000000000000000000000"),
+    (b"x-stainless-lang", b"python"),
+    (b"x-stainless-retry-count", b"0"),
+    (b"content-length", b"292"),
+    (b"connection", b"keep-alive"),
+]
+
+
+def _route_table(routes: int) -> tuple[Any, Any]:
+    model = importlib.import_module("agw_fast.config.model")
+    table_cls = _attr("agw_fast.routing", "RouteTable")
+    view_cls = _attr("agw_fast.routing", "RequestView")
+    declared = []
+    for i in range(routes - 1):
+        match = model.RouteMatch(
+            path=model.PathMatch("prefix", f"/svc{i}/"),
+            headers=(model.ValueMatch("x-tenant", "exact", f"t{i}"),),
+        )
+        declared.append((f"r{i}", model.Route(name=f"r{i}", matches=(match,)), i))
+    last = model.RouteMatch(path=model.PathMatch("prefix", "/v1/"))
+    declared.append(("llm", model.Route(name="llm", matches=(last,)), routes))
+    table = table_cls(declared)
+    request = view_cls("POST", "/v1/chat/completions", "", _HEADERS)
+    return table, request
+
+
+@case("route match: 1 catch-all route")
+def _route_catch_all() -> tuple[Callable[[], object], int]:
+    model = importlib.import_module("agw_fast.config.model")
+    table = _attr("agw_fast.routing", "RouteTable")([("r0", model.Route(name="r0"), 0)])
+    view = _attr("agw_fast.routing", "RequestView")
+    return lambda: table.select(
+        "api.example.com", view("POST", "/v1/chat/completions", "", _HEADERS)
+    ), 1
+
+
+@case("route match: 10 routes, header matches, last wins")
+def _route_ten() -> tuple[Callable[[], object], int]:
+    table, _ = _route_table(10)
+    view = _attr("agw_fast.routing", "RequestView")
+    return lambda: table.select(
+        "api.example.com", view("POST", "/v1/chat/completions", "", _HEADERS)
+    ), 1
+
+
+@case("header rewrite: upstream head (set, remove, backendAuth)")
+def _header_rewrite() -> tuple[Callable[[], object], int]:
+    model = importlib.import_module("agw_fast.config.model")
+    plan = _attr("agw_fast.policies", "RequestHeaderPlan").build(
+        [model.HeaderModifier(set=(("x-team", "bench"),), remove=("x-stainless-lang",))],
+        model.BackendAuth(key="sk-upstream-0000000000000000"),
+    )
+    build = _attr("agw_fast.policies", "build_upstream_head")
+    framing = b"content-length: 292\r\n"
+    return lambda: build(
+        b"POST", b"/v1/chat/completions", b"api.openai.com", _HEADERS, plan, framing
+    ), 1
+
+
+@case("body rewrite: model override (300 B JSON)")
+def _body_rewrite() -> tuple[Callable[[], object], int]:
+    rewrite = _attr("agw_fast.ai.openai", "rewrite_request_body")
+    return lambda: rewrite(REQUEST_BODY, model_override="bench-model"), 1
+
+
+@case("body rewrite: stream, add stream_options")
+def _body_rewrite_stream() -> tuple[Callable[[], object], int]:
+    rewrite = _attr("agw_fast.ai.openai", "rewrite_request_body")
+    body = STREAM_REQUEST_BODY.replace(b',"stream_options":{"include_usage":true}', b"")
+    return lambda: rewrite(body, model_override=None), 1
+
+
+@case("SSE usage parse: per event (50-event stream)")
+def _sse_usage() -> tuple[Callable[[], object], int]:
+    observer_cls = _attr("agw_fast.ai.sse", "SSEUsageObserver")
+    events = [sse_event(i) for i in range(50)] + [sse_final_events(50)]
+
+    def stream() -> object:
+        observer = observer_cls()
+        for event in events:
+            observer.feed(event)
+        observer.close()
+        return observer.usage
+
+    return stream, len(events)
+
+
+@case("usage parse: non-streaming 345 B response")
+def _json_usage() -> tuple[Callable[[], object], int]:
+    parse = _attr("agw_fast.ai.usage", "usage_from_json_body")
+    return lambda: parse(RESPONSE_BODY), 1
+
+
+def run_micro(*, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Time every case: best of N repeats of an auto-sized loop; µs per operation."""
+    min_time, repeats = (0.05, 3) if quick else (0.2, 5)
+    results: dict[str, Any] = {}
+    for name, setup in CASES.items():
+        try:
+            fn, ops = setup()
+            fn()  # fail fast (and warm caches) before timing
+        except (ImportError, TypeError, ValueError, AttributeError) as exc:
+            log(f"  skipped: {name} not available ({type(exc).__name__}: {exc})")
+            results[name] = {"skipped": f"{type(exc).__name__}: {exc}"}
+            continue
+        timer = timeit.Timer(fn)
+        number = 1
+        while True:
+            if timer.timeit(number) >= min_time:
+                break
+            number *= 2
+        best = min(timer.repeat(repeats, number)) / number
+        us = best / ops * 1e6
+        results[name] = {"us_per_op": us, "ops_per_call": ops, "loops": number}
+        log(f"  {name:<58} {us:9.2f} µs/op")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    results = run_micro(quick=args.quick)
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

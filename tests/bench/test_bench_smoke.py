@@ -1,0 +1,92 @@
+"""The bench's quickest mode runs end to end and writes a complete result file.
+
+No timing is asserted: on a shared 2-core machine any threshold would be flaky. The test only
+proves that the harness starts everything, measures, and reports (`make bench-quick` in CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NGINX = shutil.which("nginx") or next(
+    (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None
+)
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)"
+)
+
+
+def test_quick_bench_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    argv = [
+        sys.executable,
+        str(REPO / "bench" / "run.py"),
+        "--quick",
+        "--saturation",
+        "--latency",
+        "--sse",
+        "--memory",
+        "--micro",
+        "--targets",
+        "nginx,nginx-sse,agw-1w,agw-sse",
+        "--idle-conns",
+        "100",
+        "--no-chart",
+        "--out",
+        str(out),
+        "--work",
+        str(tmp_path / "work"),
+    ]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    files = list(out.glob("*.json"))
+    assert len(files) == 1, proc.stdout[-2000:]
+    data = json.loads(files[0].read_text())
+
+    for key in (
+        "schema",
+        "date",
+        "commit_short",
+        "mode",
+        "machine",
+        "settings",
+        "scenarios",
+        "key_figures",
+        "micro",
+    ):
+        assert key in data, key
+    assert data["mode"] == "quick"
+    for key in ("cpu_model", "cores", "kernel", "python", "packages"):
+        assert key in data["machine"], key
+    assert set(data["scenarios"]) == {"saturation", "latency", "sse", "memory"}
+    assert (out / "HISTORY.md").read_text().count("| quick |") == 1
+    assert "figure" in proc.stdout and "agw-fast" in proc.stdout
+
+    saturation = data["scenarios"]["saturation"]["targets"]
+    direct = saturation["direct"]
+    assert direct["error"] is None and direct["summary"]["rps"]["median"] > 0
+    if NGINX is None:
+        print("nginx not installed: nginx targets skipped")
+    else:
+        nginx = saturation["nginx"]
+        assert nginx["error"] is None, nginx["error"]
+        assert nginx["summary"]["req_per_cpu_s"]["median"] > 0
+    agw = saturation["agw-1w"]
+    assert agw["error"] is None, f"agw-fast failed in the bench: {agw['error']}"
+    assert agw["summary"]["req_per_cpu_s"]["median"] > 0
+    assert "p50_us" in data["scenarios"]["latency"]["targets"]["agw-1w"]["summary"]
+    ttfb = data["scenarios"]["sse"]["ttfb"]["targets"]
+    assert "p50_us" in ttfb["agw-sse"]["summary"], ttfb["agw-sse"]["error"]
+    idle = data["scenarios"]["memory"]["idle"]["targets"]["agw-1w"]
+    assert "bytes_per_conn" in idle["summary"], idle["error"]
+    figures = {row["figure"] for row in data["key_figures"]}
+    assert "req per proxy CPU-s, 1 worker, plain" in figures
