@@ -19,7 +19,8 @@ import uvloop
 
 from agw_fast.config.model import Config
 from agw_fast.log import logger
-from agw_fast.metrics import SharedSlots, render_prometheus
+from agw_fast.metrics import render_prometheus
+from agw_fast.shared_slots import SharedSlots
 
 __all__ = ["admin_child", "parse_address"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from agw_fast.config.compile import RuntimeBind, compile_config
 from agw_fast.config.model import Config
 from agw_fast.log import logger
-from agw_fast.metrics import SharedSlots
+from agw_fast.shared_slots import SharedSlots
 
 __all__ = ["ListenMode", "Supervisor", "open_listen_socket"]
 

@@ -19,9 +19,10 @@ import uvloop
 from agw_fast.config.compile import RuntimeBind
 from agw_fast.config.model import Config
 from agw_fast.log import AccessLog, logger
-from agw_fast.metrics import MetricsRegistry, Publisher, SharedSlots
+from agw_fast.metrics import MetricsRegistry
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
+from agw_fast.shared_slots import Publisher, SharedSlots
 
 if TYPE_CHECKING:
     from agw_fast.proxy.exchange import Exchange

@@ -13,16 +13,14 @@ import pytest
 from agw_fast.metrics import (
     DEFAULT_MAX_LLM_SERIES,
     DEFAULT_MAX_REQUEST_SERIES,
-    DEFAULT_SLOT_SIZE,
     MAX_LABEL_LENGTH,
     REQUEST_DURATION_BUCKETS,
     TOKEN_BUCKETS,
     MetricsRegistry,
-    Publisher,
-    SharedSlots,
     Snapshot,
     render_prometheus,
 )
+from agw_fast.shared_slots import DEFAULT_SLOT_SIZE, Publisher, SharedSlots
 
 Sample = tuple[str, dict[str, str], float]
 
