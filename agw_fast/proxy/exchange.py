@@ -368,17 +368,18 @@ class Exchange:
 
     def on_response_end(self, reusable: bool) -> None:
         self.flush_response_head()
+        if self.upstream_reading_paused:
+            # Before the connection leaves us: a pooled connection must be reading, or it
+            # would never see its next response (nor the server closing it).
+            self.resume_response()
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
             if reusable and self.request_done and not self.finished:
                 upstream.detach()
-                if self.upstream_reading_paused:
-                    self.resume_response()
                 self.down.ctx.pool.put(upstream)
             else:
                 upstream.close()
-        self.upstream_reading_paused = False
         self._finish(keep_alive=not self.response_close)
 
     def on_upstream_lost(self, message: str, response_started: bool) -> None:

@@ -1,0 +1,264 @@
+"""Upstream failures as the client sees them (reference §3.2): 503 `upstream call failed: …`,
+504 `upstream call timeout` / `request timeout`; a response cut short upstream is cut short
+downstream (never framed as complete); a client that goes away releases the upstream."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from agw_fast.mockllm import pseudo_random_bytes
+from tests.e2e.conftest import (
+    DEADLINE,
+    QUIET,
+    BufferedSocket,
+    GatewayFactory,
+    Process,
+    RawClient,
+    Upstream,
+    UpstreamConnection,
+    echo_json,
+    http_request,
+    http_response,
+    unused_port,
+)
+
+ANNOUNCED = 100_000
+
+
+class Misbehaving:
+    """One upstream whose behaviour depends on the request target."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()  # the gateway closed a connection we were holding
+        self.upstream = Upstream(self.handle)
+
+    def handle(self, conn: UpstreamConnection) -> None:
+        while (request := conn.read_request()) is not None:
+            target = request.target
+            if target.startswith("/silent"):
+                # Never answers; reports when the gateway gives up on the connection.
+                if conn.wait_peer_closed(DEADLINE * 3):
+                    self.released.set()
+                return
+            if target.startswith("/die-mid-body"):
+                conn.send(http_response(200, b"", [("Content-Length", str(ANNOUNCED))],
+                                        content_length=False))
+                conn.send(pseudo_random_bytes(ANNOUNCED // 2))
+                return
+            if target.startswith("/die-mid-chunked"):
+                conn.send(http_response(200, b"", [("Transfer-Encoding", "chunked")],
+                                        content_length=False))
+                for _ in range(3):
+                    conn.send(b"400\r\n" + pseudo_random_bytes(1024) + b"\r\n")
+                return
+            if target.startswith("/slow-body"):
+                # The head at once, the body over ~1 s: longer than the route's timeouts.
+                conn.send(http_response(200, b"", [("Transfer-Encoding", "chunked")],
+                                        content_length=False))
+                for i in range(10):
+                    time.sleep(0.1)
+                    conn.send(b"%x\r\n%s\r\n" % (len(b"part%d;" % i), b"part%d;" % i))
+                conn.send(b"0\r\n\r\n")
+                continue
+            if target.startswith("/endless"):
+                conn.send(http_response(200, b"", [("Transfer-Encoding", "chunked")],
+                                        content_length=False))
+                block = b"4000\r\n" + pseudo_random_bytes(0x4000) + b"\r\n"
+                try:
+                    while not conn.wait_peer_closed(0.005):
+                        conn.send(block)
+                except OSError:
+                    pass  # reset by the gateway
+                self.released.set()
+                return
+            conn.send(http_response(200, echo_json(request)))
+
+
+@pytest.fixture(scope="module")
+def misbehaving() -> Iterator[Misbehaving]:
+    behaviour = Misbehaving()
+    with behaviour.upstream:
+        yield behaviour
+
+
+@pytest.fixture(scope="module")
+def gw(module_gateway: GatewayFactory, misbehaving: Misbehaving) -> Process:
+    port = misbehaving.upstream.port
+    return module_gateway(QUIET + f"""binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: refused
+      matches: [{{path: {{pathPrefix: /refused}}}}]
+      backends: [{{host: "127.0.0.1:{unused_port()}"}}]
+    - name: backend-timeout
+      matches: [{{path: {{pathPrefix: /silent/backend}}}}]
+      policies:
+        timeout: {{backendRequestTimeout: 300ms}}
+      backends: [{{host: "127.0.0.1:{port}"}}]
+    - name: request-timeout
+      matches: [{{path: {{pathPrefix: /silent/request}}}}]
+      policies:
+        timeout: {{requestTimeout: 300ms}}
+      backends: [{{host: "127.0.0.1:{port}"}}]
+    - name: backend-http-timeout
+      matches: [{{path: {{pathPrefix: /silent/backend-http}}}}]
+      backends:
+      - host: "127.0.0.1:{port}"
+        policies:
+          http: {{requestTimeout: 300ms}}
+    - name: both-timeouts
+      matches: [{{path: {{pathPrefix: /slow-body}}}}]
+      policies:
+        timeout: {{requestTimeout: 300ms, backendRequestTimeout: 300ms}}
+      backends: [{{host: "127.0.0.1:{port}"}}]
+    - name: default
+      backends: [{{host: "127.0.0.1:{port}"}}]
+""")
+
+
+@pytest.fixture
+def client(gw: Process) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{gw.port}", timeout=DEADLINE, trust_env=False
+    ) as c:
+        yield c
+
+
+def assert_local_error(response: httpx.Response, status: int, body: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text.startswith(body), response.text
+
+
+def assert_still_serving(client: httpx.Client) -> None:
+    response = client.get("/still/serving")
+    assert response.status_code == 200
+    assert response.json()["target"] == "/still/serving"
+
+
+def test_connection_refused_is_503(client: httpx.Client) -> None:
+    assert_local_error(client.get("/refused"), 503, "upstream call failed: ")
+    assert_local_error(client.post("/refused", content=b"body"), 503, "upstream call failed: ")
+    assert_still_serving(client)
+
+
+def test_connect_timeout_is_504(gateway: GatewayFactory) -> None:
+    # A listening socket with a full accept queue: Linux drops further SYNs, so a connect
+    # neither succeeds nor fails until the client's own timeout.
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        fillers = [socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)]
+        try:
+            probe = socket.socket()
+            probe.settimeout(0.3)
+            try:
+                probe.connect(("127.0.0.1", port))
+                pytest.skip("this kernel completes connects beyond a full accept queue")
+            except TimeoutError:
+                pass
+            finally:
+                probe.close()
+            gw = gateway(QUIET + f"""  backend:
+    connectTimeout: 300ms
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - backends: [{{host: "127.0.0.1:{port}"}}]
+""")
+            started = time.monotonic()
+            response = httpx.get(f"http://127.0.0.1:{gw.port}/", timeout=DEADLINE,
+                                 trust_env=False)
+            elapsed = time.monotonic() - started
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert_local_error(response, 504, "upstream call timeout")
+    assert response.text == "upstream call timeout"
+    assert 0.25 <= elapsed < DEADLINE / 2, elapsed
+
+
+@pytest.mark.parametrize(
+    ("target", "body"),
+    [
+        ("/silent/backend", "upstream call timeout"),
+        ("/silent/backend-http", "upstream call timeout"),
+        ("/silent/request", "request timeout"),
+    ],
+)
+def test_timeouts_are_504(
+    client: httpx.Client, misbehaving: Misbehaving, target: str, body: str
+) -> None:
+    misbehaving.released.clear()
+    started = time.monotonic()
+    response = client.get(target)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504, response.text
+    assert response.text == body
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 0.25 <= elapsed < DEADLINE / 2, elapsed
+    # The gateway does not keep the abandoned upstream connection.
+    assert misbehaving.released.wait(DEADLINE)
+    assert_still_serving(client)
+
+
+def test_timeouts_do_not_cut_a_streaming_body(client: httpx.Client) -> None:
+    # Both timeouts bound the wait for the response head only (reference §1.4 `timeout`).
+    response = client.get("/slow-body")
+    assert response.status_code == 200
+    assert response.content == b"".join(b"part%d;" % i for i in range(10))
+
+
+def test_upstream_dying_mid_body_is_not_a_complete_response(
+    client: httpx.Client, gw: Process
+) -> None:
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        client.get("/die-mid-body")
+    with RawClient(gw.port) as raw:
+        raw.send(http_request("GET", "/die-mid-body"))
+        data = raw.reader.read_until_close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data[:200]
+    assert f"content-length: {ANNOUNCED}".encode() in head.lower()
+    assert len(body) < ANNOUNCED
+    assert body == pseudo_random_bytes(len(body))  # what came is what was sent
+    assert_still_serving(client)
+
+
+def test_upstream_dying_mid_chunked_body_is_not_a_complete_response(
+    client: httpx.Client, gw: Process
+) -> None:
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        client.get("/die-mid-chunked")
+    with RawClient(gw.port) as raw:
+        raw.send(http_request("GET", "/die-mid-chunked"))
+        data = raw.reader.read_until_close()
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert b"transfer-encoding: chunked" in data.lower()
+    assert not data.endswith(b"0\r\n\r\n"), "a truncated body was framed as complete"
+    assert_still_serving(client)
+
+
+def test_client_vanishing_mid_download_releases_the_upstream(
+    client: httpx.Client, gw: Process, misbehaving: Misbehaving
+) -> None:
+    misbehaving.released.clear()
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=DEADLINE)
+    try:
+        sock.sendall(http_request("GET", "/endless"))
+        reader = BufferedSocket(sock)
+        reader.read_until(b"\r\n\r\n")
+        reader.read_exact(256 * 1024)  # the download is under way
+    finally:
+        sock.close()  # gone mid-body, with unread data: the kernel resets the connection
+    assert misbehaving.released.wait(DEADLINE), "the upstream connection was never closed"
+    assert_still_serving(client)
