@@ -22,6 +22,7 @@ from agw_fast.proxy.http1 import connection_tokens, status_line
 
 __all__ = [
     "HOP_BY_HOP",
+    "RESPONSE_HOP_BY_HOP",
     "RequestHeaderPlan",
     "ResponseHeaderPlan",
     "apply_authority_rewrite",

@@ -30,7 +30,12 @@ from agw_fast.config.model import (
     RoutePolicies,
     UrlRewrite,
 )
-from agw_fast.policies import RequestHeaderPlan, ResponseHeaderPlan, local_response
+from agw_fast.policies import (
+    RESPONSE_HOP_BY_HOP,
+    RequestHeaderPlan,
+    ResponseHeaderPlan,
+    local_response,
+)
 from agw_fast.proxy.tls import client_context
 from agw_fast.routing import RouteTable
 
@@ -71,7 +76,8 @@ class RuntimeBackend:
     pool_key: PoolKey
     auto_authority: bytes | None  # Host for auto-hostname; None keeps the client's
     request_headers: RequestHeaderPlan
-    response_headers: ResponseHeaderPlan | None
+    response_drop: frozenset[bytes]  # response fields never relayed (hop-by-hop + policy)
+    response_extra: bytes  # response lines the policy adds
     redirect: RequestRedirect | None
     backend_request_timeout: float | None
     ai: AIRuntime | None
@@ -208,6 +214,7 @@ class _Compiler:
             backend_timeout = policies.backend_request_timeout or backend_timeout
         if route_policies is not None and route_policies.timeout is not None:
             backend_timeout = backend_timeout or route_policies.timeout.backend_request_timeout
+        response_plan = ResponseHeaderPlan.build(response_modifiers)
         return RuntimeBackend(
             name=name,
             weight=declared.weight,
@@ -218,7 +225,8 @@ class _Compiler:
             pool_key=(host, port, id(context) if context is not None else 0),
             auto_authority=auto_authority,
             request_headers=RequestHeaderPlan.build(request_modifiers, auth),
-            response_headers=ResponseHeaderPlan.build(response_modifiers),
+            response_drop=response_plan.drop if response_plan else RESPONSE_HOP_BY_HOP,
+            response_extra=response_plan.extra if response_plan else b"",
             redirect=redirect,
             backend_request_timeout=backend_timeout,
             ai=ai_runtime,

@@ -15,7 +15,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from agw_fast.ai.llm import LLMRequestError, LLMResponseObserver, prepare_llm_request
-from agw_fast.policies import RESPONSE_HOP_BY_HOP, build_upstream_head, local_response
+from agw_fast.policies import build_upstream_head, local_response
 from agw_fast.proxy.http1 import BODY_CHUNKED, BODY_CLOSE, ResponseHead
 from agw_fast.proxy.upstream import UpstreamConnection
 
@@ -45,6 +45,7 @@ class Exchange:
         "authority",
         "headers",
         "head_request",
+        "response_drop",
         "request_chunked",
         "request_length",
         "request_done",
@@ -96,6 +97,7 @@ class Exchange:
         self.authority = authority
         self.headers = headers
         self.head_request = method == b"HEAD"
+        self.response_drop = backend.response_drop
         self.request_length = request_length
         self.request_chunked = request_chunked
         self.request_done = False
@@ -302,8 +304,6 @@ class Exchange:
         self.response_started = True
         self.status = head.status
         down = self.down
-        plan = self.backend.response_headers
-        drop = RESPONSE_HOP_BY_HOP if plan is None else plan.drop
         dechunk = head.framing == BODY_CHUNKED and not down.http11
         close = (
             not down.keep_alive
@@ -313,23 +313,23 @@ class Exchange:
             or dechunk
         )
         self.response_close = close
-        parts = [b"HTTP/1.1 %d " % head.status, head.reason, b"\r\n"]
-        content_type = b""
-        for name, value in head.headers:
-            if name in drop or (dechunk and name == b"transfer-encoding"):
-                continue
-            if name == b"content-type":
-                content_type = value
-            parts += (name, b": ", value, b"\r\n")
-        if plan is not None:
-            parts.append(plan.extra)
-        if close:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
+        lines = head.lines
+        if dechunk:
+            # An HTTP/1.0 client gets the payload itself, delimited by the close.
+            lines = [line for line in lines if not _is_transfer_encoding(line)]
         # Held back so that a body arriving in the same read leaves in the same write.
-        self.head_out = b"".join(parts)
+        self.head_out = b"".join(
+            (
+                head.status_line,
+                b"\r\n",
+                b"\r\n".join(lines),
+                b"\r\n" if lines else b"",
+                self.backend.response_extra,
+                b"connection: close\r\n\r\n" if close else b"\r\n",
+            )
+        )
         llm = self.llm
-        observe = llm is not None and llm.on_response_head(head.status, content_type)
+        observe = llm is not None and llm.on_response_head(head.status, head.content_type)
         if dechunk or (observe and head.framing == BODY_CHUNKED):
             self.dechunk = dechunk
             if llm is not None:
@@ -461,6 +461,10 @@ class Exchange:
         down = self.down
         down.ctx.record(self)
         down.exchange_finished(keep_alive)
+
+
+def _is_transfer_encoding(line: bytes) -> bool:
+    return line.split(b":", 1)[0].lower() == b"transfer-encoding"
 
 
 def _describe(error: BaseException) -> str:

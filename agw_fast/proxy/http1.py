@@ -43,70 +43,84 @@ class UpstreamProtocolError(Exception):
 class ResponseHead:
     status: int
     http11: bool
-    reason: bytes
-    headers: list[tuple[bytes, bytes]]  # lowercased names, values stripped
+    lines: list[bytes]  # the field lines to relay: lowercase name, value as received
+    content_type: bytes
     framing: int
     content_length: int
     keep_alive: bool
+    status_line: bytes  # "HTTP/1.1 <code> <reason>": we answer in HTTP/1.1 whatever came in
 
 
 def connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
-def parse_response_head(buf: bytes | bytearray, end: int, head_request: bool) -> ResponseHead:
+# Fields that decide framing or that the caller needs; only these have their value parsed.
+_INTERESTING = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"content-type"}
+)
+_WHITESPACE = b" \t"
+
+
+def parse_response_head(
+    buf: bytes | bytearray, end: int, head_request: bool, drop: frozenset[bytes]
+) -> ResponseHead:
     """Parse the head in `buf[:end]` (end = index of the blank line's CRLFCRLF).
 
     `head_request`: the request was HEAD, so there is no body whatever the headers say.
+    `drop`: lowercase names of fields not to relay (hop-by-hop, response header policy).
+    The kept lines are returned ready to relay, so the relayed head costs one join.
     """
     lines = bytes(buf[:end]).split(b"\r\n")
-    status_line_ = lines[0]
-    parts = status_line_.split(b" ", 2)
+    first = lines[0]
+    parts = first.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3:
-        raise UpstreamProtocolError(f"bad status line {status_line_[:80]!r}")
-    try:
-        status = int(parts[1])
-    except ValueError:
-        raise UpstreamProtocolError(f"bad status code {parts[1]!r}") from None
-    if not 100 <= status <= 999:
-        raise UpstreamProtocolError(f"bad status code {status}")
+        raise UpstreamProtocolError(f"bad status line {first[:80]!r}")
+    code = parts[1]
+    if not code.isdigit() or code[0] == 48:  # 48 = "0": status codes are 100..999
+        raise UpstreamProtocolError(f"bad status code {code!r}")
+    status = int(code)
     http11 = parts[0] == b"HTTP/1.1"
-    reason = parts[2] if len(parts) == 3 else b""
-    headers: list[tuple[bytes, bytes]] = []
+    kept: list[bytes] = []
     content_length = -1
     chunked = False
     keep_alive = http11
+    content_type = b""
     for line in lines[1:]:
         colon = line.find(b":")
-        if colon <= 0 or line[0] in b" \t":
-            # Obsolete line folding and nameless fields are rejected (RFC 9112 §5.2).
+        # Nameless fields, obsolete line folding and whitespace before the colon are all
+        # rejected (RFC 9112 §5.1, §5.2).
+        if colon <= 0 or line[0] in _WHITESPACE or line[colon - 1] in _WHITESPACE:
             raise UpstreamProtocolError(f"bad header line {line[:80]!r}")
         name = line[:colon].lower()
-        if name[-1:] in b" \t":
-            raise UpstreamProtocolError("whitespace before colon in header name")
-        value = line[colon + 1 :].strip(b" \t")
-        if name == b"content-length":
-            # Digits only: int() would also take "+5", "1_000" and surrounding space.
-            if not value.isdigit():
-                raise UpstreamProtocolError(f"bad content-length {value[:40]!r}")
-            length = int(value)
-            if content_length != -1 and content_length != length:
-                raise UpstreamProtocolError("conflicting content-length")
-            content_length = length
-        elif name == b"transfer-encoding":
-            codings = [c.strip().lower() for c in value.split(b",")]
-            # Only a final "chunked" frames the body (RFC 9112 §6.3 item 4); anything else
-            # would mean reading until close, which we refuse as ambiguous.
-            if codings[-1] != b"chunked":
-                raise UpstreamProtocolError("transfer-encoding without final chunked")
-            chunked = True
-        elif name == b"connection":
-            tokens = connection_tokens(value)
-            if b"close" in tokens:
-                keep_alive = False
-            elif b"keep-alive" in tokens and not http11:
-                keep_alive = True
-        headers.append((name, value))
+        if name in _INTERESTING:
+            value = line[colon + 1 :].strip(_WHITESPACE)
+            if name == b"content-length":
+                # Digits only: int() would also take "+5", "1_000" and surrounding space.
+                if not value.isdigit():
+                    raise UpstreamProtocolError(f"bad content-length {value[:40]!r}")
+                length = int(value)
+                if content_length != -1 and content_length != length:
+                    raise UpstreamProtocolError("conflicting content-length")
+                content_length = length
+            elif name == b"transfer-encoding":
+                codings = [c.strip().lower() for c in value.split(b",")]
+                # Only a final "chunked" frames the body (RFC 9112 §6.3 item 4); anything
+                # else would mean reading until close, which we refuse as ambiguous.
+                if codings[-1] != b"chunked":
+                    raise UpstreamProtocolError("transfer-encoding without final chunked")
+                chunked = True
+            elif name == b"content-type":
+                content_type = value
+            elif value != b"keep-alive" or not http11:
+                tokens = connection_tokens(value)
+                if b"close" in tokens:
+                    keep_alive = False
+                elif b"keep-alive" in tokens:
+                    keep_alive = True
+        if name not in drop:
+            # Lowercase names, as agentgateway sends them (http1HeaderCase: lowercase).
+            kept.append(name + line[colon:])
     if head_request or status < 200 or status in (204, 304):
         framing = BODY_NONE
     elif chunked:
@@ -119,8 +133,15 @@ def parse_response_head(buf: bytes | bytearray, end: int, head_request: bool) ->
     else:
         framing = BODY_CLOSE
         keep_alive = False
+    reason = parts[2] if len(parts) == 3 else b""
+    if parts[0] == b"HTTP/1.1" and len(parts) == 3:
+        status_line_ = first
+    else:  # an HTTP/1.0 upstream, or no reason phrase (its SP is still required: RFC 9112 §4)
+        status_line_ = b"HTTP/1.1 " + code + b" " + reason
     length = max(content_length, 0)
-    return ResponseHead(status, http11, reason, headers, framing, length, keep_alive)
+    return ResponseHead(
+        status, http11, kept, content_type, framing, length, keep_alive, status_line_
+    )
 
 
 class ChunkedScanner:

@@ -32,6 +32,7 @@ class ResponseSink(Protocol):
     """What an upstream connection reports to (the exchange using it)."""
 
     head_request: bool
+    response_drop: frozenset[bytes]
 
     def on_response_head(self, head: ResponseHead) -> None: ...
     def flush_response_head(self) -> None: ...
@@ -140,7 +141,7 @@ class UpstreamConnection(asyncio.Protocol):
             sink = self.sink
             assert sink is not None
             try:
-                head = parse_response_head(buffer, end, sink.head_request)
+                head = parse_response_head(buffer, end, sink.head_request, sink.response_drop)
             except UpstreamProtocolError as error:
                 self._fail(str(error))
                 return b""

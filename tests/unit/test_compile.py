@@ -36,6 +36,7 @@ from agw_fast.config.model import (
     RoutePolicies,
     TimeoutPolicy,
 )
+from agw_fast.policies import RESPONSE_HOP_BY_HOP
 
 
 def _compile(*routes: Route, frontend: FrontendPolicies | None = None) -> RuntimeBind:
@@ -194,13 +195,14 @@ def test_header_modifiers_route_then_backend() -> None:
         ),
     )
     assert backend.request_headers.extra == b"x-env: backend\r\n"
-    assert backend.response_headers is not None
-    assert backend.response_headers.extra == b"x-r: route\r\n"
+    assert backend.response_extra == b"x-r: route\r\n"
+    assert b"x-r" in backend.response_drop and b"connection" in backend.response_drop
 
 
 def test_no_response_plan_without_response_modifiers() -> None:
     backend = _backend(HostBackend("up.example", 80))
-    assert backend.response_headers is None
+    assert backend.response_extra == b""
+    assert backend.response_drop == RESPONSE_HOP_BY_HOP
     assert backend.redirect is None
     assert backend.backend_request_timeout is None
     assert backend.ai is None

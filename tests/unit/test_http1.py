@@ -19,10 +19,12 @@ from agw_fast.proxy.http1 import (
 )
 
 
-def _parse(raw: bytes, head_request: bool = False) -> ResponseHead:
+def _parse(
+    raw: bytes, head_request: bool = False, drop: frozenset[bytes] = frozenset()
+) -> ResponseHead:
     end = raw.index(b"\r\n\r\n")
     # Bytes after the head (a body) must not influence parsing.
-    return parse_response_head(raw + b"BODY", end, head_request)
+    return parse_response_head(raw + b"BODY", end, head_request, drop)
 
 
 # -- status line and headers -------------------------------------------------------------------
@@ -36,15 +38,12 @@ def test_parse_basic_head() -> None:
     assert head == ResponseHead(
         status=200,
         http11=True,
-        reason=b"OK",
-        headers=[
-            (b"content-type", b"text/plain"),
-            (b"x-mixed", b"v a l"),
-            (b"content-length", b"5"),
-        ],
+        lines=[b"content-type: text/plain", b"x-mixed:   v a l  ", b"content-length: 5"],
+        content_type=b"text/plain",
         framing=BODY_LENGTH,
         content_length=5,
         keep_alive=True,
+        status_line=b"HTTP/1.1 200 OK",
     )
 
 
@@ -61,26 +60,39 @@ def test_parse_basic_head() -> None:
 )
 def test_status_line(line: bytes, status: int, reason: bytes, http11: bool) -> None:
     head = _parse(line + b"\r\nContent-Length: 0\r\n\r\n")
-    assert (head.status, head.reason, head.http11) == (status, reason, http11)
+    assert (head.status, head.http11) == (status, http11)
+    # The relayed status line is always HTTP/1.1 with the upstream's code and reason.
+    assert head.status_line == b"HTTP/1.1 %d " % status + reason
 
 
-def test_header_names_lowercased_values_stripped_order_kept() -> None:
+def test_header_lines_relayed_lowercase_in_order() -> None:
     head = _parse(
         b"HTTP/1.1 200 OK\r\nX-B: 2\r\nSet-Cookie: a=1\r\nx-a:1\r\nSET-COOKIE: \tb=2\t\r\n"
-        b"Content-Length: 0\r\n\r\n"
+        b"Content-Type: text/plain; x=1\r\nContent-Length: 0\r\n\r\n"
     )
-    assert head.headers == [
-        (b"x-b", b"2"),
-        (b"set-cookie", b"a=1"),
-        (b"x-a", b"1"),
-        (b"set-cookie", b"b=2"),
-        (b"content-length", b"0"),
+    assert head.lines == [
+        b"x-b: 2",
+        b"set-cookie: a=1",
+        b"x-a:1",
+        b"set-cookie: \tb=2\t",
+        b"content-type: text/plain; x=1",
+        b"content-length: 0",
     ]
+    assert head.content_type == b"text/plain; x=1"
+
+
+def test_dropped_names_compare_lowercase() -> None:
+    head = _parse(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nServer: x\r\nKeep-Alive: t=5\r\n"
+        b"Content-Length: 0\r\n\r\n",
+        drop=frozenset({b"connection", b"keep-alive", b"server"}),
+    )
+    assert head.lines == [b"content-length: 0"]
 
 
 def test_head_without_headers() -> None:
     head = _parse(b"HTTP/1.1 204 No Content\r\n\r\n")
-    assert head.headers == []
+    assert head.lines == []
     assert head.framing == BODY_NONE
     assert head.keep_alive is True
 
@@ -246,8 +258,8 @@ def test_content_length_is_digits_only(value: bytes) -> None:
 
 def test_parse_stops_at_end() -> None:
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    head = parse_response_head(bytearray(raw), raw.index(b"\r\n\r\n"), False)
-    assert head.headers == [(b"content-length", b"2")]
+    head = parse_response_head(bytearray(raw), raw.index(b"\r\n\r\n"), False, frozenset())
+    assert head.lines == [b"content-length: 2"]
 
 
 @pytest.mark.parametrize(
