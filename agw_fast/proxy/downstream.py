@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 import h11
@@ -41,6 +42,16 @@ MAX_DISCARD = 1024 * 1024
 MAX_PIPELINED = 64 * 1024
 
 _REQUEST, _LOCAL, _DISCARD = 1, 2, 3
+
+_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CONTENT_ENCODING = range(6)
+_SPECIAL_FIELDS = {
+    b"host": _HOST,
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+    b"expect": _EXPECT,
+    b"content-encoding": _CONTENT_ENCODING,
+}
 
 
 class DownstreamProtocol(asyncio.Protocol):
@@ -289,26 +300,33 @@ class DownstreamProtocol(asyncio.Protocol):
         has_length = False
         expect = False
         content_encoding: bytes | None = None
-        headers = _header_pairs(request.headers)
+        headers: list[tuple[bytes, bytes]] = []
+        append = headers.append
         head_size = len(target)
-        for name, value in headers:
+        # One pass over h11's (raw name, lowercase name, value) triples builds the pairs we
+        # forward and picks out the few fields that matter here (one dict probe each).
+        for _, name, value in _header_triples(request.headers):
+            append((name, value))
             head_size += len(name) + len(value) + 4
-            if name == b"host":
+            field = _SPECIAL_FIELDS.get(name)
+            if field is None:
+                continue
+            if field == _HOST:
                 host = value
-            elif name == b"content-length":
+            elif field == _CONTENT_LENGTH:
                 length = int(value)
                 has_length = True
-            elif name == b"transfer-encoding":
+            elif field == _TRANSFER_ENCODING:
                 chunked = True
-            elif name == b"connection":
+            elif field == _CONNECTION:
                 tokens = connection_tokens(value)
                 if b"close" in tokens:
                     keep_alive = False
                 elif b"keep-alive" in tokens:
                     keep_alive = True
-            elif name == b"expect":
+            elif field == _EXPECT:
                 expect = True
-            elif name == b"content-encoding":
+            else:
                 content_encoding = value
         self.keep_alive = keep_alive
         if head_size > MAX_REQUEST_HEAD:
@@ -327,15 +345,17 @@ class DownstreamProtocol(asyncio.Protocol):
             if not target:
                 self._local(400, b"invalid request target", started)
                 return
-        host_name = host_without_port(host.decode("latin-1"))
         bind = self.bind
-        table = bind.single or select_listener(bind.listeners, host_name)
-        if table is None:
-            self._local(404, b"listener not found", started)
-            return
         path, query = split_target(target)
-        matched = table.constant
+        table = bind.single
+        # The common single catch-all route needs neither the host nor a RequestView.
+        matched = table.constant if table is not None else None
         if matched is None:
+            host_name = host_without_port(host.decode("latin-1"))
+            table = table or select_listener(bind.listeners, host_name)
+            if table is None:
+                self._local(404, b"listener not found", started)
+                return
             view = RequestView(
                 method.decode("ascii"), path.decode("latin-1"), query[1:].decode("latin-1"),
                 headers,
@@ -407,17 +427,24 @@ class DownstreamProtocol(asyncio.Protocol):
         self._after_local()
 
 
-def _header_pairs(headers: h11._headers.Headers) -> list[tuple[bytes, bytes]]:
-    """(lowercase name, value) pairs of a parsed request.
+def _header_triples(
+    headers: h11._headers.Headers,
+) -> Sequence[tuple[bytes, bytes, bytes]]:
+    """(raw name, lowercase name, value) triples of a parsed request.
 
-    h11 keeps (raw name, lowercase name, value) triples; reading them directly avoids the
-    Sequence protocol's per-item `__getitem__` (~2 µs a request). The structure is checked
-    by a unit test, and `list(headers)` is the public fallback.
+    h11 keeps exactly these; reading them directly avoids the Sequence protocol's per-item
+    `__getitem__` (~2 µs a request). A unit test checks the structure, and the public
+    iteration is the fallback should h11 change it.
     """
     triples = getattr(headers, "_full_items", None)
     if triples is None:
-        return list(headers)
-    return [(name, value) for _, name, value in triples]
+        return [(name, name, value) for name, value in headers]
+    return triples  # type: ignore[no-any-return]
+
+
+def _header_pairs(headers: h11._headers.Headers) -> list[tuple[bytes, bytes]]:
+    """(lowercase name, value) pairs, as the rest of the proxy uses them."""
+    return [(name, value) for _, name, value in _header_triples(headers)]
 
 
 def _origin_form(target: bytes) -> bytes:
