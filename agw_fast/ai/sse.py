@@ -158,6 +158,22 @@ class SSEUsageObserver:
             _log.debug("SSE usage observer failed at close", exc_info=True)
 
     def _feed(self, chunk: bytes) -> None:
+        if (
+            self.model is not None
+            and self.first_data_at is not None
+            and not self._tail
+            and not self._lines
+            and not self._skip_event
+            and not self._cr_pending
+            and not self._discarding_line
+            and chunk.endswith(b"\n\n")
+            and b'"usage"' not in chunk
+            and b"[DONE]" not in chunk
+        ):
+            # Whole events, at an event boundary, with nothing left to learn from them
+            # (model and first token known, no usage, no end marker): parsing them would
+            # change nothing, so the common mid-stream event costs a few byte scans.
+            return
         if self._cr_pending:
             self._cr_pending = False
             if chunk[0] == _LF:
