@@ -7,6 +7,7 @@ wait for with a deadline.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -106,7 +107,15 @@ def _start(
             stderr=subprocess.STDOUT,
             env=full_env,
             start_new_session=True,
+            preexec_fn=_die_with_test_run,
         )
+
+
+def _die_with_test_run() -> None:
+    """In the child: SIGTERM it if pytest dies, however abruptly, so no server outlives the
+    run (PR_SET_PDEATHSIG survives exec)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)
 
 
 def start_mock(tmp: Path, *extra: str, tls: Certs | None = None, name: str = "mock") -> Process:
