@@ -62,6 +62,31 @@ def _header_line(name: str, value: str) -> bytes:
     return name.lower().encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
 
 
+def _fold(
+    modifiers: Iterable[HeaderModifier | None], drop: set[bytes]
+) -> tuple[dict[bytes, bytes], list[bytes], bool]:
+    """Fold header modifiers in order into `drop` (names never forwarded as received), the
+    lines that replace them (`set`) and the lines appended (`add`); and whether any applied."""
+    set_lines: dict[bytes, bytes] = {}
+    add_lines: list[bytes] = []
+    touched = False
+    for modifier in modifiers:
+        if modifier is None:
+            continue
+        touched = True
+        for name in modifier.remove:
+            key = name.lower().encode("latin-1")
+            drop.add(key)
+            set_lines.pop(key, None)
+        for name, value in modifier.set:
+            key = name.lower().encode("latin-1")
+            drop.add(key)
+            set_lines[key] = _header_line(name, value)
+        for name, value in modifier.add:
+            add_lines.append(_header_line(name, value))
+    return set_lines, add_lines, touched
+
+
 @dataclass(frozen=True, slots=True)
 class RequestHeaderPlan:
     drop: frozenset[bytes]
@@ -72,21 +97,7 @@ class RequestHeaderPlan:
         cls, modifiers: Iterable[HeaderModifier | None], auth: BackendAuth | None
     ) -> RequestHeaderPlan:
         drop = set(HOP_BY_HOP)
-        set_lines: dict[bytes, bytes] = {}
-        add_lines: list[bytes] = []
-        for modifier in modifiers:
-            if modifier is None:
-                continue
-            for name in modifier.remove:
-                key = name.lower().encode("latin-1")
-                drop.add(key)
-                set_lines.pop(key, None)
-            for name, value in modifier.set:
-                key = name.lower().encode("latin-1")
-                drop.add(key)
-                set_lines[key] = _header_line(name, value)
-            for name, value in modifier.add:
-                add_lines.append(_header_line(name, value))
+        set_lines, add_lines, _ = _fold(modifiers, drop)
         if auth is not None:
             key = auth.header_name.lower().encode("latin-1")
             drop.add(key)
@@ -103,23 +114,7 @@ class ResponseHeaderPlan:
     @classmethod
     def build(cls, modifiers: Iterable[HeaderModifier | None]) -> ResponseHeaderPlan | None:
         drop = set(RESPONSE_HOP_BY_HOP)
-        set_lines: dict[bytes, bytes] = {}
-        add_lines: list[bytes] = []
-        touched = False
-        for modifier in modifiers:
-            if modifier is None:
-                continue
-            touched = True
-            for name in modifier.remove:
-                key = name.lower().encode("latin-1")
-                drop.add(key)
-                set_lines.pop(key, None)
-            for name, value in modifier.set:
-                key = name.lower().encode("latin-1")
-                drop.add(key)
-                set_lines[key] = _header_line(name, value)
-            for name, value in modifier.add:
-                add_lines.append(_header_line(name, value))
+        set_lines, add_lines, touched = _fold(modifiers, drop)
         if not touched:
             return None
         return cls(frozenset(drop), b"".join([*set_lines.values(), *add_lines]))

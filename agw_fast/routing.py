@@ -9,7 +9,7 @@ Prefix > Regex, longer path, has method, more header matches, more query matches
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 from urllib.parse import parse_qsl
@@ -224,12 +224,7 @@ class RouteTable(Generic[R]):
             if found is not None:
                 return found
         if self._wildcard:
-            suffix = host
-            while True:
-                dot = suffix.find(".")
-                if dot == -1:
-                    break
-                suffix = suffix[dot + 1 :]
+            for suffix in _parent_suffixes(host):
                 tier = self._wildcard.get(suffix)
                 if tier is not None:
                     found = tier.select(request)
@@ -238,17 +233,21 @@ class RouteTable(Generic[R]):
         return self._any.select(request)
 
 
+def _parent_suffixes(host: str) -> Iterator[str]:
+    """`a.b.c` -> `b.c`, `c`: the wildcard tiers a host falls in, most specific first."""
+    dot = host.find(".")
+    while dot != -1:
+        host = host[dot + 1 :]
+        yield host
+        dot = host.find(".")
+
+
 def select_listener(listeners: Mapping[str, R], host: str) -> R | None:
     """Listener choice by hostname: exact, then longest `*.` wildcard, then "" (any)."""
     found = listeners.get(host)
     if found is not None:
         return found
-    suffix = host
-    while True:
-        dot = suffix.find(".")
-        if dot == -1:
-            break
-        suffix = suffix[dot + 1 :]
+    for suffix in _parent_suffixes(host):
         found = listeners.get("*." + suffix)
         if found is not None:
             return found

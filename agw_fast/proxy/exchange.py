@@ -52,7 +52,6 @@ class Exchange:
         "content_encoding",
         "started",
         "upstream",
-        "upstream_head",
         "out",
         "out_size",
         "corked",
@@ -104,7 +103,6 @@ class Exchange:
         self.content_encoding = content_encoding
         self.started = started
         self.upstream: UpstreamConnection | None = None
-        self.upstream_head = b""
         self.out: list[bytes] = []  # upstream bytes not yet written (see `uncork`)
         self.out_size = 0
         self.corked = True  # created inside the downstream's event loop: see `uncork`
@@ -147,15 +145,16 @@ class Exchange:
             framing = b"content-length: %d\r\n" % self.request_length
         else:
             framing = b""
-        self.upstream_head = build_upstream_head(
-            self.method,
-            self.target,
-            self.authority,
-            self.headers,
-            backend.request_headers,
-            framing,
+        self.out.append(
+            build_upstream_head(
+                self.method,
+                self.target,
+                self.authority,
+                self.headers,
+                backend.request_headers,
+                framing,
+            )
         )
-        self.out.append(self.upstream_head)
         self._acquire()
 
     def on_request_body(self, data: bytes) -> None:
@@ -208,7 +207,7 @@ class Exchange:
         if llm_request.decoded:
             # The body goes out decoded and re-serialised: its old coding no longer applies.
             headers = [h for h in headers if h[0] != b"content-encoding"]
-        self.upstream_head = build_upstream_head(
+        head = build_upstream_head(
             self.method,
             self.target,
             self.authority,
@@ -216,7 +215,7 @@ class Exchange:
             self.backend.request_headers,
             b"content-length: %d\r\n" % len(llm_request.body),
         )
-        self.out = [self.upstream_head, llm_request.body]
+        self.out = [head, llm_request.body]
         self.replayable = True
         self._acquire()
 
