@@ -309,7 +309,8 @@ def listen_socket_count(port: int) -> int:
     return sum(1 for lport, state, _ in _tcp_table() if lport == port and state == _TCP_LISTEN)
 
 
-def _socket_inodes(pid: int) -> set[int]:
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process `pid` holds open (shared with the e2e tests)."""
     inodes: set[int] = set()
     fd_dir = f"/proc/{pid}/fd"
     try:
@@ -331,4 +332,4 @@ def sockets_per_pid(pids: Sequence[int], port: int) -> dict[int, int]:
     accepted = {
         inode for lport, state, inode in _tcp_table() if lport == port and state == _TCP_ESTABLISHED
     }
-    return {pid: len(_socket_inodes(pid) & accepted) for pid in pids}
+    return {pid: len(socket_inodes(pid) & accepted) for pid in pids}

@@ -642,24 +642,6 @@ def tcp_connections() -> dict[int, tuple[int, int]]:
     return table
 
 
-def socket_inodes(pid: int) -> set[int]:
-    """Inodes of the sockets process `pid` holds open."""
-    inodes = set()
-    fd_dir = f"/proc/{pid}/fd"
-    try:
-        names = os.listdir(fd_dir)
-    except OSError:
-        return inodes
-    for name in names:
-        try:
-            link = os.readlink(f"{fd_dir}/{name}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(int(link[8:-1]))
-    return inodes
-
-
 # -- Helpers for the test_llm_*.py suites --------------------------------------------------------
 #
 # Config builders for `ai` backends (YAML written with PyYAML from plain dicts), a Prometheus

@@ -6,6 +6,7 @@ import json
 
 import httpx
 
+from bench.procs import socket_inodes
 from tests.e2e.conftest import (
     DEADLINE,
     UPSTREAM_KEY,
@@ -20,7 +21,6 @@ from tests.e2e.conftest import (
     metric_total,
     parse_prometheus,
     poll,
-    socket_inodes,
     tcp_connections,
 )
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from bench.procs import socket_inodes
 from tests.e2e.conftest import (
     DEADLINE,
     QUIET,
@@ -22,7 +23,6 @@ from tests.e2e.conftest import (
     echo_json,
     http_request,
     http_response,
-    socket_inodes,
     tcp_connections,
     wait_until,
 )
