@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agw_fast.ai.jsonbytes import loads as _loads
 from agw_fast.errors import ProxyError
 
 __all__ = [
@@ -42,7 +43,6 @@ _SUFFIX_BY_ROUTE_TYPE = {
 }
 _CHAT_SUFFIX = "/chat/completions"
 
-_loads = json.loads
 # Built once: json.dumps with non-default arguments constructs a new encoder on every call.
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_ascii = json.JSONEncoder(separators=(",", ":")).encode

@@ -13,17 +13,16 @@ when `include_usage` is on, so the cheap pre-check looks past the colon.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 
+from agw_fast.ai.jsonbytes import loads as _loads
 from agw_fast.ai.usage import Usage, usage_from_mapping
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEUsageObserver"]
 
 _log = logging.getLogger(__name__)
-_loads = json.loads
 
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024  # an event's data beyond this is skipped, not buffered
 

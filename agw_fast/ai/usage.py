@@ -12,6 +12,8 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agw_fast.ai.jsonbytes import loads as _loads
+
 __all__ = [
     "JSONBodyCollector",
     "Usage",
@@ -19,7 +21,6 @@ __all__ = [
     "usage_from_mapping",
 ]
 
-_loads = json.loads
 
 
 @dataclass(frozen=True, slots=True)
