@@ -9,13 +9,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agw_fast.config.compile import compile_config
 from agw_fast.config.load import load_config, load_config_file
 from agw_fast.config.model import Config
 from agw_fast.errors import ConfigError
 from agw_fast.log import configure_logging, logger
+
+if TYPE_CHECKING:
+    from agw_fast.shared_slots import SharedSlots
 
 __all__ = ["main"]
 
@@ -107,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     return supervisor.run()
 
 
-def _aux_children(config: Config) -> list:  # type: ignore[type-arg]
+def _aux_children(config: Config) -> list[Callable[[SharedSlots], int]]:
+    """The stats/readiness/admin process, unless every address is off."""
     from agw_fast.admin import admin_child
 
     child = admin_child(config)
