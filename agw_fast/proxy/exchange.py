@@ -67,6 +67,7 @@ class Exchange:
         "upstream_reading_paused",
         "body_parts",
         "body_size",
+        "body_limit",
         "llm",
         "replayable",
         "error",
@@ -118,6 +119,7 @@ class Exchange:
         self.upstream_reading_paused = False
         self.body_parts: list[bytes] | None = None
         self.body_size = 0
+        self.body_limit = 0
         self.llm: LLMResponseObserver | None = None
         self.replayable = not request_chunked and request_length == 0
         self.error: str | None = None
@@ -138,6 +140,7 @@ class Exchange:
             self.down.write(_CONTINUE)
         if backend.ai is not None:
             self.body_parts = []  # LLM routes need the whole body before anything goes out
+            self.body_limit = backend.ai.max_body
             return
         if self.request_chunked:
             framing = _CHUNKED_LINE
@@ -163,7 +166,7 @@ class Exchange:
         parts = self.body_parts
         if parts is not None:
             self.body_size += len(data)
-            if self.body_size > self.backend.ai.max_body:  # type: ignore[union-attr]
+            if self.body_size > self.body_limit:
                 self.fail(413, "failed to process LLM request: request was too large")
                 return
             parts.append(data)
