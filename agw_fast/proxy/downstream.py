@@ -18,6 +18,7 @@ import h11
 from agw_fast.config.compile import RuntimeBind, RuntimeRoute
 from agw_fast.config.model import RequestRedirect
 from agw_fast.errors import ProxyError
+from agw_fast.log import logger
 from agw_fast.policies import (
     apply_authority_rewrite,
     apply_path_rewrite,
@@ -127,6 +128,17 @@ class DownstreamProtocol(asyncio.Protocol):
             self.exchange.resume_response()
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._data_received(data)
+        except Exception:
+            # A bug must cost one connection, not the worker: log it and cut this one.
+            logger.exception("internal error on a client connection; closing it")
+            exchange = self.exchange
+            if exchange is not None:
+                exchange.abort()
+            self.abort()
+
+    def _data_received(self, data: bytes) -> None:
         self.h11.receive_data(data)
         if self.mode == 0 or self.exchange is None or not self.exchange.request_done:
             self._process()

@@ -10,6 +10,7 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING, Protocol, cast
 
+from agw_fast.log import logger
 from agw_fast.proxy.http1 import (
     BODY_CHUNKED,
     BODY_CLOSE,
@@ -109,6 +110,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.resume_request_body()
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._data_received(data)
+        except Exception:
+            # A bug must cost this exchange, not the worker: log it, end both sides.
+            logger.exception("internal error on an upstream connection; closing it")
+            self._fail("internal error")
+
+    def _data_received(self, data: bytes) -> None:
         if self.sink is None:
             # Bytes on an idle connection: the server is not speaking HTTP/1.1 to us.
             self.close()

@@ -7,6 +7,7 @@ step is a synchronous callback and each test sees exactly which writes happened.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -548,3 +549,51 @@ def test_header_pairs_matches_public_api(request_: h11.Request) -> None:
     assert pairs == list(request_.headers)
     assert all(isinstance(n, bytes) and isinstance(v, bytes) for n, v in pairs)
     assert all(n == n.lower() for n, _ in pairs)
+
+
+def test_internal_error_costs_only_that_connection(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream, server = harness.upstream()
+    broken = harness.down
+
+    original = DownstreamProtocol._on_request
+
+    def explode(self: DownstreamProtocol, request: h11.Request) -> None:
+        if self is broken:
+            raise RuntimeError("a bug")
+        original(self, request)
+
+    monkeypatch.setattr(DownstreamProtocol, "_on_request", explode)
+    caplog.set_level(logging.ERROR, logger="agw_fast")
+    harness.feed(_get(b"/v1/x"))
+    assert harness.client.aborted
+    assert "internal error on a client connection" in caplog.text
+    assert broken not in harness.ctx.connections or harness.client.closed
+
+    # Another client of the same worker is served normally.
+    other = DownstreamProtocol(harness.ctx, harness.bind)
+    client = FakeTransport()
+    other.connection_made(client)  # type: ignore[arg-type]
+    other.data_received(_get(b"/v1/ok"))
+    assert server.writes == [_get_upstream(b"/v1/ok")]
+    upstream.data_received(_reply(b"ok"))
+    assert client.writes == [_reply_down(b"ok")]
+
+
+def test_internal_error_on_the_upstream_side_closes_both(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream, _ = harness.upstream()
+    harness.feed(_get(b"/v1/x"))
+
+    def explode(self: UpstreamConnection, data: bytes) -> bytes:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(UpstreamConnection, "_read_head", explode)
+    caplog.set_level(logging.ERROR, logger="agw_fast")
+    upstream.data_received(_reply(b"ok"))
+    assert "internal error on an upstream connection" in caplog.text
+    assert upstream.closed
+    # Nothing was relayed yet, so the client gets a clean 503 rather than a cut.
+    assert harness.client.writes[-1].startswith(b"HTTP/1.1 503 ")
