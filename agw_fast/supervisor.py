@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import signal
 import socket
 import time
@@ -166,6 +167,7 @@ class Supervisor:
     # -- main loop ------------------------------------------------------------------------------
 
     def run(self) -> int:
+        _raise_fd_limit()
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         if not self.sockets:
             self.open_sockets()
@@ -224,6 +226,16 @@ class Supervisor:
             _kill(pid, signal.SIGTERM)
 
     handle_sigint = handle_sigterm
+
+
+def _raise_fd_limit() -> None:
+    """Each proxied request holds two sockets: allow as many as the hard limit permits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            logger.warning("could not raise the open-file limit from %d to %d", soft, hard)
 
 
 def _kill(pid: int, signum: int) -> None:
