@@ -331,11 +331,10 @@ class DownstreamProtocol(asyncio.Protocol):
             elif field == _TRANSFER_ENCODING:
                 chunked = True
             elif field == _CONNECTION:
-                tokens = connection_tokens(value)
-                if b"close" in tokens:
+                # HTTP/1.0 clients are answered and closed even if they ask to keep alive,
+                # as h11 does: that keeps `ab -k` correct (it reads until the close).
+                if b"close" in connection_tokens(value):
                     keep_alive = False
-                elif b"keep-alive" in tokens:
-                    keep_alive = True
             elif field == _EXPECT:
                 expect = True
             else:

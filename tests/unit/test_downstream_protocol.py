@@ -597,3 +597,15 @@ def test_internal_error_on_the_upstream_side_closes_both(
     assert upstream.closed
     # Nothing was relayed yet, so the client gets a clean 503 rather than a cut.
     assert harness.client.writes[-1].startswith(b"HTTP/1.1 503 ")
+
+
+def test_http10_keep_alive_request_is_answered_then_closed(harness: Harness) -> None:
+    # `ab -k` sends HTTP/1.0 with Connection: keep-alive and reads until the close when the
+    # answer does not confirm keep-alive: closing keeps such clients correct.
+    upstream, server = harness.upstream()
+    harness.feed(b"GET /v1/x HTTP/1.0\r\nHost: gw.local\r\nConnection: keep-alive\r\n\r\n")
+    assert b"keep-alive" not in server.writes[0].lower()  # hop-by-hop: not forwarded
+    upstream.data_received(_reply(b"ok"))
+    assert harness.client.writes[-1].endswith(b"ok")
+    assert b"connection: close\r\n" in harness.client.writes[-1]
+    assert harness.client.closed
