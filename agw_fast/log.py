@@ -11,9 +11,10 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 
-__all__ = ["AccessLog", "configure_logging", "logger"]
+__all__ = ["AccessLog", "configure_logging", "format_fields", "logger", "text_value"]
 
 logger = logging.getLogger("agw_fast")
 
@@ -39,11 +40,23 @@ def configure_logging(level: str) -> int:
     return numeric
 
 
-def _text_value(value: object) -> str:
-    text = str(value)
-    if not text or any(c in text for c in ' "=\n'):
+# Values with whitespace, quotes or "=" (or empty) are quoted so a line stays parseable.
+_NEEDS_QUOTES = re.compile(r'[\s"=]|^$').search
+
+
+def text_value(value: object) -> str:
+    """A value as it appears after `key=` in a text line (quoted when it must be)."""
+    text = value if type(value) is str else str(value)
+    if _NEEDS_QUOTES(text):
         return json.dumps(text)
     return text
+
+
+def format_fields(fields: dict[str, object]) -> str:
+    """`key=value` pairs of a text line; None values are left out."""
+    return " ".join(
+        f"{key}={text_value(value)}" for key, value in fields.items() if value is not None
+    )
 
 
 class AccessLog:
@@ -59,9 +72,10 @@ class AccessLog:
         if self.json:
             line = json.dumps({"level": "info", "message": "request", **fields})
         else:
-            line = "info request " + " ".join(
-                f"{key}={_text_value(value)}" for key, value in fields.items() if value is not None
-            )
+            line = "info request " + format_fields(fields)
+        self.emit_line(line)
+
+    def emit_line(self, line: str) -> None:
         if not self.lines:
             self.loop.call_soon(self.flush)
         self.lines.append(line)

@@ -18,7 +18,7 @@ import uvloop
 
 from agw_fast.config.compile import RuntimeBind
 from agw_fast.config.model import Config
-from agw_fast.log import AccessLog, logger
+from agw_fast.log import AccessLog, format_fields, logger, text_value
 from agw_fast.metrics import MetricsRegistry
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
@@ -82,22 +82,37 @@ class WorkerContext:
             self._schedule_publish()
         if access_log is None:
             return
+        # The client's view, as agentgateway logs it; the query is left out because some
+        # clients put credentials there.
+        host = exchange.client_host().decode("latin-1")
+        path = exchange.client_path.decode("latin-1")
+        millis = f"{duration * 1000:.0f}ms"
+        if not access_log.json:
+            # The common text line is one f-string; config-defined parts are preformatted.
+            line = (
+                f"{backend.log_prefix} http.method={method} http.host={text_value(host)} "
+                f"http.path={text_value(path)} http.status={status}"
+            )
+            if outcome is not None:
+                line += " " + format_fields(outcome)
+            if exchange.error is not None:
+                line += " error=" + text_value(exchange.error)
+            access_log.emit_line(f"{line} duration={millis}")
+            return
         fields: dict[str, object] = {
             "listener": route.listener,
             "route": route.name,
-            "endpoint": f"{backend.host}:{backend.port}",
+            "endpoint": backend.endpoint,
             "http.method": method,
-            # The client's view, as agentgateway logs it; the query is left out because
-            # some clients put credentials there.
-            "http.host": exchange.client_host().decode("latin-1"),
-            "http.path": exchange.client_path.decode("latin-1"),
+            "http.host": host,
+            "http.path": path,
             "http.status": status,
         }
         if outcome is not None:
             fields.update(outcome)
         if exchange.error is not None:
             fields["error"] = exchange.error
-        fields["duration"] = f"{duration * 1000:.0f}ms"
+        fields["duration"] = millis
         access_log.emit(fields)
 
     def record_local(

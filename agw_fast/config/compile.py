@@ -30,6 +30,7 @@ from agw_fast.config.model import (
     RoutePolicies,
     UrlRewrite,
 )
+from agw_fast.log import text_value
 from agw_fast.policies import (
     RESPONSE_HOP_BY_HOP,
     RequestHeaderPlan,
@@ -71,6 +72,8 @@ class RuntimeBackend:
     weight: int
     host: str
     port: int
+    endpoint: str  # "host:port" as logged
+    log_prefix: str  # the access line's start: "info request listener=… route=… endpoint=…"
     ssl: ssl.SSLContext | None
     server_hostname: str | None
     pool_key: PoolKey
@@ -158,7 +161,7 @@ class _Compiler:
             found = self.contexts[key] = client_context(tls)
         return found
 
-    def backend(self, route: Route, declared: RouteBackend) -> RuntimeBackend:
+    def backend(self, listener: str, route: Route, declared: RouteBackend) -> RuntimeBackend:
         target = declared.target
         route_policies = route.policies
         ai_runtime: AIRuntime | None = None
@@ -215,11 +218,17 @@ class _Compiler:
         if route_policies is not None and route_policies.timeout is not None:
             backend_timeout = backend_timeout or route_policies.timeout.backend_request_timeout
         response_plan = ResponseHeaderPlan.build(response_modifiers)
+        endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return RuntimeBackend(
             name=name,
             weight=declared.weight,
             host=host,
             port=port,
+            endpoint=endpoint,
+            log_prefix=(
+                f"info request listener={text_value(listener)} route={text_value(route.name)} "
+                f"endpoint={endpoint}"
+            ),
             ssl=context,
             server_hostname=server_hostname,
             pool_key=(host, port, id(context) if context is not None else 0),
@@ -249,7 +258,7 @@ class _Compiler:
             request_timeout=(
                 policies.timeout.request_timeout if policies and policies.timeout else None
             ),
-            backends=tuple(self.backend(route, b) for b in route.backends),
+            backends=tuple(self.backend(listener.name, route, b) for b in route.backends),
         )
 
     def bind(self, bind: Bind) -> RuntimeBind:
