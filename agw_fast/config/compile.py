@@ -30,6 +30,7 @@ from agw_fast.config.model import (
     RoutePolicies,
     UrlRewrite,
 )
+from agw_fast.errors import ConfigError
 from agw_fast.log import text_value
 from agw_fast.policies import (
     RESPONSE_HOP_BY_HOP,
@@ -154,14 +155,23 @@ class _Compiler:
         max_buffer = config.frontend.max_buffer_size
         self.llm_buffer = DEFAULT_LLM_BUFFER if max_buffer is None else max_buffer
 
-    def context(self, tls: BackendTLS) -> ssl.SSLContext:
+    def context(self, tls: BackendTLS, where: str) -> ssl.SSLContext:
         key = (tls, True)
         found = self.contexts.get(key)
         if found is None:
-            found = self.contexts[key] = client_context(tls)
+            try:
+                found = self.contexts[key] = client_context(tls)
+            except (ssl.SSLError, OSError, ValueError) as error:
+                # Files exist (the loader checked); this is a bad PEM or a key that does not
+                # match its certificate: still a config error, never a traceback.
+                reason = getattr(error, "reason", None) or error
+                raise ConfigError(where, f"backendTLS: cannot load TLS files: {reason}") from None
         return found
 
-    def backend(self, listener: str, route: Route, declared: RouteBackend) -> RuntimeBackend:
+    def backend(
+        self, path: str, listener: str, route: Route, declared: RouteBackend
+    ) -> RuntimeBackend:
+        """`path` locates the backend in the file, for errors (`binds[0]...backends[1]`)."""
         target = declared.target
         route_policies = route.policies
         ai_runtime: AIRuntime | None = None
@@ -195,7 +205,7 @@ class _Compiler:
             host, port = target.host, target.port
             name = f"{host}:{port}"
             own = [declared.policies]
-        context = self.context(tls) if tls is not None else None
+        context = self.context(tls, path) if tls is not None else None
         server_hostname = None
         if context is not None:
             server_hostname = (tls.hostname if tls is not None else None) or host.strip("[]")
@@ -241,7 +251,7 @@ class _Compiler:
             ai=ai_runtime,
         )
 
-    def route(self, port: int, listener: Listener, route: Route) -> RuntimeRoute:
+    def route(self, path: str, port: int, listener: Listener, route: Route) -> RuntimeRoute:
         policies = route.policies
         direct = None
         if policies is not None and policies.direct_response is not None:
@@ -258,15 +268,21 @@ class _Compiler:
             request_timeout=(
                 policies.timeout.request_timeout if policies and policies.timeout else None
             ),
-            backends=tuple(self.backend(listener.name, route, b) for b in route.backends),
+            backends=tuple(
+                self.backend(f"{path}.backends[{i}]", listener.name, route, b)
+                for i, b in enumerate(route.backends)
+            ),
         )
 
-    def bind(self, bind: Bind) -> RuntimeBind:
+    def bind(self, path: str, bind: Bind) -> RuntimeBind:
         tables: dict[str, RouteTable[RuntimeRoute]] = {}
-        for listener in bind.listeners:
-            runtime = [(r.name, r, self.route(bind.port, listener, r)) for r in listener.routes]
-            keyed = [(rt.key, r, rt) for (_, r, rt) in runtime]
-            tables[listener.hostname.lower()] = RouteTable(keyed)
+        for li, listener in enumerate(bind.listeners):
+            routes = []
+            for ri, route in enumerate(listener.routes):
+                where = f"{path}.listeners[{li}].routes[{ri}]"
+                runtime = self.route(where, bind.port, listener, route)
+                routes.append((runtime.key, route, runtime))
+            tables[listener.hostname.lower()] = RouteTable(routes)
         single = tables.get("") if len(tables) == 1 else None
         return RuntimeBind(bind.port, tables, single)
 
@@ -275,4 +291,4 @@ def compile_config(config: Config) -> list[RuntimeBind]:
     """Runtime binds for the data plane (SSL contexts included, so call it per process
     after fork only if contexts must not be shared; sharing read-only contexts is fine)."""
     compiler = _Compiler(config)
-    return [compiler.bind(bind) for bind in config.binds]
+    return [compiler.bind(f"binds[{i}]", bind) for i, bind in enumerate(config.binds)]

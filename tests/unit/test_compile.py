@@ -6,6 +6,7 @@ import dataclasses
 import math
 import ssl
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,7 @@ from agw_fast.config.model import (
     RoutePolicies,
     TimeoutPolicy,
 )
+from agw_fast.errors import ConfigError
 from agw_fast.policies import RESPONSE_HOP_BY_HOP
 
 
@@ -476,3 +478,18 @@ def test_choice_is_roughly_proportional(weights: tuple[int, ...]) -> None:
         # Eight standard deviations of a binomial count: a flake is practically impossible.
         slack = 8 * math.sqrt(draws * share * (1 - share))
         assert abs(observed - draws * share) <= slack
+
+
+def test_unloadable_tls_file_is_a_config_error_with_its_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    route = Route(
+        name="r",
+        policies=RoutePolicies(backend_tls=BackendTLS(root=str(bad))),
+        backends=(RouteBackend(HostBackend("example.com", 443)),),
+    )
+    config = Config(binds=(Bind(3000, (Listener("l", routes=(route,)),)),))
+    with pytest.raises(ConfigError) as caught:
+        compile_config(config)
+    assert caught.value.path == "binds[0].listeners[0].routes[0].backends[0]"
+    assert "cannot load TLS files" in str(caught.value)
