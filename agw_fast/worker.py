@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING
 
 import uvloop
@@ -61,6 +62,13 @@ class WorkerContext:
         )
         self.stopping = False
         self.publish_scheduled = False
+        self.tasks: set[asyncio.Task[None]] = set()  # upstream connections being opened
+
+    def spawn(self, work: Coroutine[object, object, None]) -> None:
+        """Run `work` as a Task held here: the loop keeps only weak references to tasks."""
+        task = self.loop.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # -- per request (called once each request ends) -----------------------------------------
 

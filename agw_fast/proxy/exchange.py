@@ -57,7 +57,6 @@ class Exchange:
         "corked",
         "replay",
         "head_out",
-        "connecting",
         "timer",
         "status",
         "response_started",
@@ -109,7 +108,6 @@ class Exchange:
         self.corked = True  # created inside the downstream's event loop: see `uncork`
         self.replay: bytes | None = None  # the whole request, kept while it may be resent
         self.head_out: bytes | None = None  # response head waiting to go out with its body
-        self.connecting: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.status = 0
         self.response_started = False
@@ -228,20 +226,17 @@ class Exchange:
         if connection is not None:
             self._attach(connection)
         else:
-            self.connecting = down.loop.create_task(self._connect())
+            down.ctx.spawn(self._connect())
 
     async def _connect(self) -> None:
         try:
             connection = await self.down.ctx.pool.connect(self.backend)
         except TimeoutError:
-            self.connecting = None
             self.fail(504, "upstream call timeout")
             return
         except (OSError, ssl.SSLError, ssl.CertificateError) as error:
-            self.connecting = None
             self.fail(503, f"upstream call failed: {_describe(error)}")
             return
-        self.connecting = None
         if self.finished:
             self.down.ctx.pool.put(connection)
             return
@@ -401,7 +396,7 @@ class Exchange:
             self.replayable = False
             if self.replay is not None:
                 self.out = [self.replay]
-            self.connecting = self.down.loop.create_task(self._connect())
+            self.down.ctx.spawn(self._connect())
             return
         self.fail(503, f"upstream call failed: {message}")
 
@@ -438,9 +433,8 @@ class Exchange:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
+        # A connection being opened is left to finish: `_connect` sees the exchange is over
+        # and pools it, where cancelling could drop a socket that had just connected.
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
