@@ -157,8 +157,11 @@ class WorkerContext:
         """Once a second: expire idle upstream and client connections, publish metrics."""
         self.pool.sweep()
         deadline = self.loop.time() - self.idle_timeout
-        for connection in [c for c in self.connections if c.exchange is None]:
-            if connection.last_active < deadline and connection.mode == 0:
+        for connection in [c for c in self.connections if c.last_active < deadline]:
+            exchange = connection.exchange
+            # Only a connection we are waiting on (idle, or a request not fully received)
+            # expires; one waiting for its upstream is bounded by the timeout policies.
+            if exchange is None or not exchange.request_done:
                 connection.abort()
         if not self.stopping:
             self.loop.call_later(HOUSEKEEPING_INTERVAL, self.housekeeping)

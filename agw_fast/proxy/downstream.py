@@ -139,6 +139,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self.abort()
 
     def _data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
         self.h11.receive_data(data)
         if self.mode == 0 or self.exchange is None or not self.exchange.request_done:
             self._process()
@@ -164,6 +165,10 @@ class DownstreamProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is not None:
             transport.abort()
+
+    def close(self) -> None:
+        """Flush what was written, then close (used to cut a response mid-body)."""
+        self._close()
 
     def pause_reading(self, reason: int) -> None:
         if not self.read_pauses and self.transport is not None:
@@ -205,6 +210,7 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def _next_cycle(self) -> None:
         self.mode = 0
+        self.discarded = 0
         self.last_active = self.loop.time()
         old = self.h11
         trailing, closed = old.trailing_data
@@ -288,13 +294,30 @@ class DownstreamProtocol(asyncio.Protocol):
         return self.peer
 
     def _local(self, status: int, body: bytes, started: float, route: str = "") -> None:
-        self.mode = _LOCAL
-        keep_alive = self.keep_alive and not self.closing
-        self.write(local_response(status, body, close=not keep_alive))
-        self.ctx.record_local(self, status, started, route, body)
-        self._after_local()
+        closing = not self.keep_alive or self.closing
+        response = local_response(status, body, close=closing)
+        self._answer(response, status, started, route, body, marked=True)
 
-    def _after_local(self) -> None:
+    def _answer(
+        self,
+        response: bytes,
+        status: int,
+        started: float,
+        route: str,
+        body: bytes = b"",
+        marked: bool = False,
+    ) -> None:
+        """Send a response the gateway makes itself (error, direct response, redirect).
+
+        `marked`: the response already says `connection: close` when it must; a prebuilt one
+        gets the line here.
+        """
+        self.mode = _LOCAL
+        if not marked and (not self.keep_alive or self.closing):
+            line_end = response.index(b"\r\n") + 2
+            response = response[:line_end] + b"connection: close\r\n" + response[line_end:]
+        self.write(response)
+        self.ctx.record_local(self, status, started, route, body)
         if self.h11.they_are_waiting_for_100_continue or not self.keep_alive:
             # A client waiting for 100-continue will not send the body we must skip, and a
             # non-keep-alive client is done: either way this connection ends here.
@@ -307,9 +330,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.http11 = request.http_version == b"1.1"
         keep_alive = self.http11
         host = b""
-        length = 0
+        length = -1
         chunked = False
-        has_length = False
         expect = False
         content_encoding: bytes | None = None
         headers: list[tuple[bytes, bytes]] = []
@@ -327,7 +349,6 @@ class DownstreamProtocol(asyncio.Protocol):
                 host = value
             elif field == _CONTENT_LENGTH:
                 length = int(value)
-                has_length = True
             elif field == _TRANSFER_ENCODING:
                 chunked = True
             elif field == _CONNECTION:
@@ -346,7 +367,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self.keep_alive = False
             self._local(431, b"request header fields too large", started)
             return
-        if chunked and has_length:
+        if chunked and length >= 0:
             # RFC 9112 §6.1: both framings at once is the classic smuggling vector.
             self.keep_alive = False
             self._local(400, b"both transfer-encoding and content-length", started)
@@ -378,11 +399,8 @@ class DownstreamProtocol(asyncio.Protocol):
         route = matched.route
         prefix = matched.match.path.value if matched.match.path.kind == "prefix" else None
         if route.direct_response is not None:
-            self.mode = _LOCAL
-            self.write(route.direct_response)
-            status = int(route.direct_response[9:12])
-            self.ctx.record_local(self, status, started, route.name, b"")
-            self._after_local()
+            response = route.direct_response
+            self._answer(response, int(response[9:12]), started, route.name)
             return
         if route.redirect is not None:
             self._redirect(route, route.redirect, host, path, query, prefix, started)
@@ -432,10 +450,7 @@ class DownstreamProtocol(asyncio.Protocol):
         except ProxyError as error:
             self._local(error.status, error.body.encode(), started, route.name)
             return
-        self.mode = _LOCAL
-        self.write(response)
-        self.ctx.record_local(self, redirect.status, started, route.name, b"")
-        self._after_local()
+        self._answer(response, redirect.status, started, route.name)
 
 
 def _header_triples(

@@ -119,7 +119,8 @@ class Exchange:
         self.body_size = 0
         self.body_limit = 0
         self.llm: LLMResponseObserver | None = None
-        self.replayable = not request_chunked and request_length == 0
+        # -1: no Content-Length header (a bodiless request); 0 is forwarded as sent.
+        self.replayable = not request_chunked and request_length <= 0
         self.error: str | None = None
 
     # -- request side -----------------------------------------------------------------------
@@ -142,7 +143,7 @@ class Exchange:
             return
         if self.request_chunked:
             framing = _CHUNKED_LINE
-        elif self.request_length:
+        elif self.request_length >= 0:
             framing = b"content-length: %d\r\n" % self.request_length
         else:
             framing = b""
@@ -379,7 +380,7 @@ class Exchange:
                 upstream.close()
         self._finish(keep_alive=not self.response_close)
 
-    def on_upstream_lost(self, message: str, response_started: bool) -> None:
+    def on_upstream_lost(self, message: str, response_started: bool, retryable: bool) -> None:
         upstream = self.upstream
         self.upstream = None
         if self.finished:
@@ -387,13 +388,16 @@ class Exchange:
         if response_started or self.response_started:
             self.flush_response_head()  # what was relayed so far, then the cut
             self.error = f"upstream call failed: {message}"
-            self.down.abort()
+            # A close, not an abort: the bytes already relayed still reach the client, and
+            # the missing end of the framing tells it the body is incomplete.
+            self.down.close()
             self._finish(keep_alive=False)
             return
-        if upstream is not None and upstream.requests > 1 and self.replayable:
+        if retryable and upstream is not None and upstream.requests > 1 and self.replayable:
             # A pooled connection the server closed as we reused it: nothing was answered,
             # and the request can be sent again as a whole, so try once on a fresh one.
             self.replayable = False
+            self.upstream_reading_paused = False
             if self.replay is not None:
                 self.out = [self.replay]
             self.down.ctx.spawn(self._connect())
@@ -413,7 +417,7 @@ class Exchange:
         self._release_upstream()
         self.error = body
         if self.response_started:
-            self.down.abort()
+            self.down.close()
             self._finish(keep_alive=False)
             return
         self.status = status
@@ -455,8 +459,11 @@ class Exchange:
             self.timer.cancel()
             self.timer = None
         down = self.down
-        down.ctx.record(self)
-        down.exchange_finished(keep_alive)
+        try:
+            down.ctx.record(self)
+        finally:
+            # Even if telemetry failed, the connection must move on (or close).
+            down.exchange_finished(keep_alive)
 
 
 def _is_transfer_encoding(line: bytes) -> bool:

@@ -39,7 +39,8 @@ class ResponseSink(Protocol):
     def flush_response_head(self) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_end(self, reusable: bool) -> None: ...
-    def on_upstream_lost(self, message: str, response_started: bool) -> None: ...
+    def on_upstream_lost(self, message: str, response_started: bool, retryable: bool) -> None:
+        ...
     def pause_request_body(self) -> None: ...
     def resume_request_body(self) -> None: ...
 
@@ -99,7 +100,8 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_response_end(False)
             return
         reason = f"connection closed: {exc}" if exc is not None else "connection closed"
-        sink.on_upstream_lost(reason, head is not None)
+        # Resending is safe only if the server closed before answering anything at all.
+        sink.on_upstream_lost(reason, head is not None, head is None and not self._buffer)
 
     def pause_writing(self) -> None:
         if self.sink is not None:
@@ -232,7 +234,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = None
         self.close()
         if sink is not None:
-            sink.on_upstream_lost(f"invalid response: {message}", self._head is not None)
+            # The server did answer, however badly: never resend (it may have acted on it).
+            sink.on_upstream_lost(f"invalid response: {message}", self._head is not None, False)
 
     # -- used by the exchange and the pool ------------------------------------------------
 

@@ -407,24 +407,26 @@ def test_connection_close_from_upstream_keeps_the_client_connection(harness: Har
     assert harness.client.writes[-1] == _reply_down(b"2")
 
 
-def test_upstream_lost_mid_body_aborts_the_client(harness: Harness) -> None:
+def test_upstream_lost_mid_body_closes_the_client(harness: Harness) -> None:
     upstream, server = harness.upstream()
     harness.feed(_get(b"/v1/x"))
     upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     assert harness.client.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"]
     upstream.connection_lost(ConnectionResetError("reset"))
-    assert harness.client.aborted
+    # Closed after what was relayed (a flushing close, not an abort): the client keeps the
+    # bytes and sees the body end short of its Content-Length.
+    assert harness.client.closed and not harness.client.aborted
     assert harness.idle() == []
     assert harness.down.exchange is None
 
 
-def test_upstream_lost_after_head_only_aborts_the_client(harness: Harness) -> None:
+def test_upstream_lost_after_head_only_closes_the_client(harness: Harness) -> None:
     upstream, _ = harness.upstream()
     harness.feed(_get(b"/v1/x"))
     upstream.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert harness.client.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]
     upstream.connection_lost(None)
-    assert harness.client.aborted
+    assert harness.client.closed and not harness.client.aborted  # no terminating chunk
 
 
 def test_upstream_lost_before_the_head_is_503(harness: Harness) -> None:
@@ -609,3 +611,32 @@ def test_http10_keep_alive_request_is_answered_then_closed(harness: Harness) -> 
     assert harness.client.writes[-1].endswith(b"ok")
     assert b"connection: close\r\n" in harness.client.writes[-1]
     assert harness.client.closed
+
+
+def test_discarded_bodies_are_counted_per_request(harness: Harness) -> None:
+    # Three 404s whose bodies are each under the discard limit keep the connection open.
+    body = b"x" * 400_000
+    for _ in range(3):
+        harness.feed(b"POST /nope HTTP/1.1\r\nHost: gw.local\r\nContent-Length: 400000\r\n\r\n")
+        harness.feed(body)
+    assert not harness.client.closed
+    assert len(harness.client.writes) == 3
+
+
+def test_an_invalid_answer_on_a_reused_connection_is_not_resent(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(_get(b"/v1/a"))
+    upstream.data_received(_reply(b"ok"))
+    harness.feed(_get(b"/v1/b"))  # reuses the pooled connection (its second request)
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n")
+    assert harness.client.writes[-1].startswith(b"HTTP/1.1 503 ")
+    assert harness.ctx.tasks == set()  # no second attempt was started
+    assert server.writes == [_get_upstream(b"/v1/a"), _get_upstream(b"/v1/b")]
+
+
+def test_content_length_zero_is_forwarded(harness: Harness) -> None:
+    _, server = harness.upstream()
+    harness.feed(b"POST /v1/x HTTP/1.1\r\nHost: gw.local\r\nContent-Length: 0\r\n\r\n")
+    assert server.writes == [
+        b"POST /v1/x HTTP/1.1\r\nhost: up.example:9000\r\ncontent-length: 0\r\n\r\n"
+    ]
