@@ -158,20 +158,21 @@ class _Tier(Generic[R]):
     __slots__ = ("entries", "always")
 
     def __init__(self, pairs: list[tuple[R, RouteMatch, _CompiledMatch]]) -> None:
-        self.entries = pairs
+        # Results are built once here, not per request.
+        self.entries = [(compiled, MatchedRoute(route, match)) for route, match, compiled in pairs]
         # A first entry that matches every request makes the tier a constant: the common
         # single catch-all route costs one attribute read per request.
-        first = pairs[0] if pairs else None
+        first = self.entries[0] if self.entries else None
         self.always: MatchedRoute[R] | None = (
-            MatchedRoute(first[0], first[1]) if first is not None and first[2].trivial else None
+            first[1] if first is not None and first[0].trivial else None
         )
 
     def select(self, request: RequestView) -> MatchedRoute[R] | None:
         if self.always is not None:
             return self.always
-        for route, match, compiled in self.entries:
+        for compiled, matched in self.entries:
             if compiled(request):
-                return MatchedRoute(route, match)
+                return matched
         return None
 
 
@@ -205,8 +206,8 @@ class RouteTable(Generic[R]):
         """Every runtime route in the table, once each (for introspection and tests)."""
         seen: dict[int, R] = {}
         for tier in [self._any, *self._exact.values(), *self._wildcard.values()]:
-            for runtime, _, _ in tier.entries:
-                seen.setdefault(id(runtime), runtime)
+            for _, matched in tier.entries:
+                seen.setdefault(id(matched.route), matched.route)
         return list(seen.values())
 
     @staticmethod

@@ -24,6 +24,7 @@ from agw_fast.metrics import MetricsRegistry
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
 from agw_fast.shared_slots import Publisher, SharedSlots
+from agw_fast.supervisor import LISTEN_BACKLOG
 
 if TYPE_CHECKING:
     from agw_fast.proxy.exchange import Exchange
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["WorkerContext", "run_worker"]
 
 HOUSEKEEPING_INTERVAL = 1.0
-LISTEN_BACKLOG = 4096
 PUBLISH_DELAY = 0.1
 
 
@@ -195,7 +195,7 @@ async def _serve(
             await loop.create_server(
                 lambda bind=bind: DownstreamProtocol(ctx, bind),  # type: ignore[misc]
                 sock=sock,
-                backlog=LISTEN_BACKLOG,
+                backlog=LISTEN_BACKLOG,  # create_server calls listen() again with it
             )
         )
     stop = asyncio.Event()

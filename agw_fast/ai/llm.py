@@ -18,6 +18,7 @@ from agw_fast.ai.openai import (
 )
 from agw_fast.ai.sse import SSEUsageObserver
 from agw_fast.ai.usage import JSONBodyCollector, Usage
+from agw_fast.policies import split_target
 
 if TYPE_CHECKING:
     from agw_fast.config.compile import AIRuntime
@@ -45,11 +46,6 @@ class LLMRequest:
     decoded: bool = False  # the body was content-decoded: its Content-Encoding no longer holds
 
 
-def _split(target: bytes) -> tuple[bytes, bytes]:
-    question = target.find(b"?")
-    return (target, b"") if question == -1 else (target[:question], target[question:])
-
-
 def prepare_llm_request(
     ai: AIRuntime, target: bytes, body: bytes, content_encoding: bytes | None
 ) -> LLMRequest:
@@ -57,7 +53,7 @@ def prepare_llm_request(
 
     Raises `LLMRequestError` (400 invalid JSON / missing model, 413, 415, 501).
     """
-    path, query = _split(target)
+    path, query = split_target(target)
     route_type = ai.route_types(path.decode("latin-1"))
     if route_type == "models":
         raise LLMRequestError("route type 'models' is not implemented", 501)

@@ -151,16 +151,15 @@ def _merged(
 class _Compiler:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.contexts: dict[tuple[BackendTLS, bool], ssl.SSLContext] = {}
+        self.contexts: dict[BackendTLS, ssl.SSLContext] = {}
         max_buffer = config.frontend.max_buffer_size
         self.llm_buffer = DEFAULT_LLM_BUFFER if max_buffer is None else max_buffer
 
     def context(self, tls: BackendTLS, where: str) -> ssl.SSLContext:
-        key = (tls, True)
-        found = self.contexts.get(key)
+        found = self.contexts.get(tls)
         if found is None:
             try:
-                found = self.contexts[key] = client_context(tls)
+                found = self.contexts[tls] = client_context(tls)
             except (ssl.SSLError, OSError, ValueError) as error:
                 # Files exist (the loader checked); this is a bad PEM or a key that does not
                 # match its certificate: still a config error, never a traceback.

@@ -468,10 +468,6 @@ def _header_triples(
     return triples  # type: ignore[no-any-return]
 
 
-def _header_pairs(headers: h11._headers.Headers) -> list[tuple[bytes, bytes]]:
-    """(lowercase name, value) pairs, as the rest of the proxy uses them."""
-    return [(name, value) for _, name, value in _header_triples(headers)]
-
 
 def _origin_form(target: bytes) -> bytes:
     """The path+query of an absolute-form target (RFC 9112 §3.2.2), or b"" if unusable."""

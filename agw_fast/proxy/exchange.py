@@ -28,6 +28,8 @@ __all__ = ["Exchange"]
 # Request body bytes held while the upstream connection opens; above this we stop reading
 # the client until the bytes are on their way (rule 3: never an unbounded body in memory).
 PENDING_BODY_HIGH_WATER = 64 * 1024
+# Below this, the request head and body are joined into one bytes object for the write.
+JOIN_LIMIT = 64 * 1024
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CHUNKED_LINE = b"transfer-encoding: chunked\r\n"
@@ -106,7 +108,7 @@ class Exchange:
         self.out: list[bytes] = []  # upstream bytes not yet written (see `uncork`)
         self.out_size = 0
         self.corked = True  # created inside the downstream's event loop: see `uncork`
-        self.replay: bytes | None = None  # the whole request, kept while it may be resent
+        self.replay: list[bytes] | None = None  # the request's parts, kept while resendable
         self.head_out: bytes | None = None  # response head waiting to go out with its body
         self.timer: asyncio.TimerHandle | None = None
         self.status = 0
@@ -171,12 +173,19 @@ class Exchange:
             parts.append(data)
             return
         if self.request_chunked:
-            data = b"%x\r\n%b\r\n" % (len(data), data)
-        if not self.corked and self.upstream is not None:
+            # Framed as a chunk around the data, which itself is not copied.
+            parts = [b"%x\r\n" % len(data), data, b"\r\n"]
+            if not self.corked and self.upstream is not None:
+                self.upstream.writelines(parts)
+                return
+            self.out += parts
+            self.out_size += len(data)
+        elif not self.corked and self.upstream is not None:
             self.upstream.write(data)
             return
-        self.out.append(data)
-        self.out_size += len(data)
+        else:
+            self.out.append(data)
+            self.out_size += len(data)
         if self.out_size > PENDING_BODY_HIGH_WATER and self.upstream is None:
             self.down.pause_reading(self.down.PAUSE_PENDING)
 
@@ -262,11 +271,15 @@ class Exchange:
         out = self.out
         if upstream is None or not out:
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
         self.out = []
         if self.replayable and self.replay is None:
-            self.replay = data
-        upstream.write(data)
+            self.replay = out  # the parts themselves: keeping them costs no copy
+        if len(out) == 1:
+            upstream.write(out[0])
+        elif sum(map(len, out)) < JOIN_LIMIT:
+            upstream.write(b"".join(out))  # small: one copy beats a gather list
+        else:
+            upstream.writelines(out)  # a large LLM body is not copied to be sent
         if self.out_size > PENDING_BODY_HIGH_WATER:
             self.down.resume_reading(self.down.PAUSE_PENDING)
         self.out_size = 0
@@ -399,7 +412,7 @@ class Exchange:
             self.replayable = False
             self.upstream_reading_paused = False
             if self.replay is not None:
-                self.out = [self.replay]
+                self.out = list(self.replay)
             self.down.ctx.spawn(self._connect())
             return
         self.fail(503, f"upstream call failed: {message}")

@@ -255,6 +255,11 @@ class UpstreamConnection(asyncio.Protocol):
         assert transport is not None
         transport.write(data)
 
+    def writelines(self, parts: list[bytes]) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.writelines(parts)
+
     def close(self) -> None:
         """Close without ever returning to the pool (abort: unsent bytes are dropped)."""
         self.sink = None

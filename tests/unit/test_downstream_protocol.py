@@ -28,7 +28,7 @@ from agw_fast.config.model import (
 )
 from agw_fast.metrics import MetricsRegistry
 from agw_fast.policies import local_response
-from agw_fast.proxy.downstream import DownstreamProtocol, _header_pairs
+from agw_fast.proxy.downstream import DownstreamProtocol, _header_triples
 from agw_fast.proxy.http1 import ChunkedScanner
 from agw_fast.proxy.upstream import UpstreamConnection
 from agw_fast.worker import WorkerContext
@@ -544,10 +544,10 @@ def _parsed(raw: bytes) -> h11.Request:
         h11.Request(method="GET", target="/", headers=[], http_version="1.0"),
     ],
 )
-def test_header_pairs_matches_public_api(request_: h11.Request) -> None:
-    # `_header_pairs` reads h11's private `_full_items`; if h11 changes it, this fails.
+def test_header_triples_match_public_api(request_: h11.Request) -> None:
+    # `_header_triples` reads h11's private `_full_items`; if h11 changes it, this fails.
     assert hasattr(request_.headers, "_full_items")
-    pairs = _header_pairs(request_.headers)
+    pairs = [(name, value) for _, name, value in _header_triples(request_.headers)]
     assert pairs == list(request_.headers)
     assert all(isinstance(n, bytes) and isinstance(v, bytes) for n, v in pairs)
     assert all(n == n.lower() for n, _ in pairs)
