@@ -58,7 +58,6 @@ PoolKey = tuple[str, int, int]
 
 @dataclass(frozen=True, slots=True)
 class AIRuntime:
-    provider_name: str  # `ai.name`
     model_override: str | None
     route_types: RouteTypeResolver
     has_host_override: bool
@@ -184,7 +183,6 @@ class _Compiler:
                 tls = tls or BackendTLS()
             routes = ai_policy.routes if ai_policy is not None else ()
             ai_runtime = AIRuntime(
-                provider_name=target.name,
                 model_override=target.model,
                 route_types=RouteTypeResolver(routes),
                 has_host_override=target.host_override is not None,

@@ -86,7 +86,6 @@ def test_ai_backend_defaults_to_openai_over_tls() -> None:
     assert backend.pool_key == ("api.openai.com", 443, id(backend.ssl))
     assert backend.name == "openai"
     assert backend.ai is not None
-    assert backend.ai.provider_name == "openai"
     assert backend.ai.model_override == "gpt-4o-mini"
     assert backend.ai.has_host_override is False
     assert backend.ai.path_override is None
