@@ -41,6 +41,8 @@ MAX_REQUEST_HEAD = 32 * 1024
 MAX_DISCARD = 1024 * 1024
 # Pipelined bytes buffered while a response is in flight before we stop reading.
 MAX_PIPELINED = 64 * 1024
+# How long a closing connection keeps reading (and dropping) what the client still sends.
+LINGER_SECONDS = 2.0
 
 _REQUEST, _LOCAL, _DISCARD = 1, 2, 3
 
@@ -77,6 +79,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "discarded",
         "last_active",
         "peer",
+        "lingering",
     )
 
     def __init__(self, ctx: WorkerContext, bind: RuntimeBind) -> None:
@@ -96,6 +99,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.discarded = 0
         self.last_active = 0.0
         self.peer = ""
+        self.lingering = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -139,6 +143,8 @@ class DownstreamProtocol(asyncio.Protocol):
             self.abort()
 
     def _data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # the answer is out and the connection is closing: drop what comes in
         self.last_active = self.loop.time()
         self.h11.receive_data(data)
         if self.mode == 0 or self.exchange is None or not self.exchange.request_done:
@@ -193,7 +199,10 @@ class DownstreamProtocol(asyncio.Protocol):
             if self.h11.they_are_waiting_for_100_continue:
                 keep_alive = False  # the body will never come: the connection is unusable
         if not keep_alive or self.closing:
-            self._close()
+            if exchange is not None and not exchange.request_done:
+                self._linger()
+            else:
+                self._close()
             return
         if self.mode != _DISCARD:
             self._next_cycle()
@@ -207,6 +216,23 @@ class DownstreamProtocol(asyncio.Protocol):
         if transport is not None:
             self.transport = None
             transport.close()
+
+    def _linger(self) -> None:
+        """Close after an answer the client may still be sending a body to.
+
+        Closing a socket with unread bytes makes the kernel send RST, which can destroy the
+        answer before the client reads it (an early 413, say). So: half-close (FIN after the
+        answer), keep reading and dropping for a while, then close (nginx's lingering close).
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing() or not transport.can_write_eof():
+            self._close()
+            return
+        self.mode = 0
+        self.lingering = True
+        self.transport = None  # nothing more is written or processed
+        transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def _next_cycle(self) -> None:
         self.mode = 0
@@ -252,7 +278,7 @@ class DownstreamProtocol(asyncio.Protocol):
                 elif mode == _DISCARD or mode == _LOCAL:
                     self.discarded += len(event.data)  # type: ignore[union-attr]
                     if self.discarded > MAX_DISCARD:
-                        self._close()
+                        self._linger()
                         return
             elif kind is h11.Request:
                 self._on_request(event)  # type: ignore[arg-type]
@@ -285,7 +311,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self.abort()
             return
         self.write(local_response(status, str(error).encode(), close=True))
-        self._close()
+        self._linger()
 
     def peer_name(self) -> str:
         if not self.peer and self.transport is not None:
@@ -321,7 +347,7 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.h11.they_are_waiting_for_100_continue or not self.keep_alive:
             # A client waiting for 100-continue will not send the body we must skip, and a
             # non-keep-alive client is done: either way this connection ends here.
-            self._close()
+            self._linger()
 
     def _on_request(self, request: h11.Request) -> None:
         started = time.monotonic()

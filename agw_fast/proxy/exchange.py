@@ -434,7 +434,9 @@ class Exchange:
             self._finish(keep_alive=False)
             return
         self.status = status
-        keep_alive = self.down.keep_alive and not self.down.closing
+        # With the request body still coming, the connection ends after this answer (with a
+        # lingering close): skipping an unknown amount of body is not worth keeping it.
+        keep_alive = self.down.keep_alive and not self.down.closing and self.request_done
         self.down.write(local_response(status, body.encode(), close=not keep_alive))
         self._finish(keep_alive=keep_alive)
 

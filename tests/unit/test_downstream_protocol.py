@@ -41,6 +41,7 @@ class FakeTransport:
         self.writes: list[bytes] = []
         self.closed = False
         self.aborted = False
+        self.eof = False  # write_eof(): the half-close of a lingering close
         self.reading_paused = False
 
     @property
@@ -57,6 +58,18 @@ class FakeTransport:
 
     def close(self) -> None:
         self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        assert not self.closed, "write_eof after close"
+        self.eof = True
+
+    @property
+    def ending(self) -> bool:
+        """Closed, or half-closed and lingering (the loop's timer closes it later)."""
+        return self.closed or self.eof
 
     def abort(self) -> None:
         self.closed = True
@@ -305,7 +318,7 @@ def test_content_length_with_transfer_encoding_is_400_and_close(harness: Harness
         b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 41\r\n"
         b"connection: close\r\n\r\nboth transfer-encoding and content-length"
     ]
-    assert harness.client.closed
+    assert harness.client.ending and not harness.client.aborted  # a lingering close
     assert server.writes == []
 
 
@@ -314,7 +327,7 @@ def test_malformed_request_is_400_and_close(harness: Harness) -> None:
     assert len(harness.client.writes) == 1
     assert harness.client.writes[0].startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b"connection: close\r\n" in harness.client.writes[0]
-    assert harness.client.closed
+    assert harness.client.ending and not harness.client.aborted  # a lingering close
 
 
 # -- request bodies ----------------------------------------------------------------------------
@@ -640,3 +653,22 @@ def test_content_length_zero_is_forwarded(harness: Harness) -> None:
     assert server.writes == [
         b"POST /v1/x HTTP/1.1\r\nhost: up.example:9000\r\ncontent-length: 0\r\n\r\n"
     ]
+
+
+
+def test_lingering_close_drops_late_bytes_then_closes(
+    harness: Harness, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An early answer to a client still uploading: FIN after the answer, what keeps coming
+    # is read and dropped (no RST that could destroy the answer), and the socket closes soon.
+    monkeypatch.setattr("agw_fast.proxy.downstream.LINGER_SECONDS", 0.01)
+    _, server = harness.upstream()
+    harness.feed(
+        b"POST /v1/x HTTP/1.1\r\nHost: gw.local\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    assert harness.client.eof and not harness.client.closed
+    harness.feed(b"5\r\nhello\r\n0\r\n\r\n" + _get(b"/v1/smuggled"))
+    assert len(harness.client.writes) == 1 and server.writes == []
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert harness.client.closed and not harness.client.aborted
