@@ -672,3 +672,22 @@ def test_lingering_close_drops_late_bytes_then_closes(
     assert len(harness.client.writes) == 1 and server.writes == []
     loop.run_until_complete(asyncio.sleep(0.05))
     assert harness.client.closed and not harness.client.aborted
+
+
+def test_stalled_requests_expire_but_a_wait_on_the_upstream_does_not(harness: Harness) -> None:
+    # A client that sent a head and then nothing more expires with the idle timeout; one whose
+    # request is complete and waits for its upstream is left to the timeout policies.
+    harness.upstream()
+    harness.feed(b"POST /v1/x HTTP/1.1\r\nHost: gw.local\r\nContent-Length: 9\r\n\r\n")
+    stalled = harness.down
+    waiting = DownstreamProtocol(harness.ctx, harness.bind)
+    waiting_client = FakeTransport()
+    waiting.connection_made(waiting_client)  # type: ignore[arg-type]
+    harness.upstream()  # a second pooled connection for the second client
+    waiting.data_received(_get(b"/v1/slow"))
+    assert waiting.exchange is not None and waiting.exchange.request_done
+    long_ago = harness.ctx.loop.time() - harness.ctx.idle_timeout - 1
+    stalled.last_active = waiting.last_active = long_ago
+    harness.ctx.housekeeping()
+    assert harness.client.aborted
+    assert not waiting_client.closed
