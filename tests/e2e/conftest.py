@@ -205,6 +205,17 @@ QUIET = """config:
 """A `config:` block that opens no extra ports (tests run many gateways)."""
 
 
+def proxy_config(port: int, extra: str = "") -> str:
+    """A quiet gateway with one catch-all route to `127.0.0.1:port`; `extra` goes on inside
+    the `config:` block (indented two spaces)."""
+    return QUIET + extra + f"""binds:
+- port: 0
+  listeners:
+  - routes:
+    - backends: [{{host: "127.0.0.1:{port}"}}]
+"""
+
+
 def raw_request(port: int, data: bytes, *, timeout: float = 10.0, until_close: bool = True
                 ) -> bytes:
     """Send raw bytes, return everything the gateway answers until it closes."""

@@ -11,7 +11,6 @@ import pytest
 
 from tests.e2e.conftest import (
     DEADLINE,
-    QUIET,
     BufferedSocket,
     GatewayFactory,
     Process,
@@ -19,6 +18,7 @@ from tests.e2e.conftest import (
     RawMessage,
     Upstream,
     http_request,
+    proxy_config,
 )
 
 
@@ -30,12 +30,7 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture(scope="module")
 def gw(module_gateway: GatewayFactory, upstream: Upstream) -> Process:
-    return module_gateway(QUIET + f"""binds:
-- port: 0
-  listeners:
-  - routes:
-    - backends: [{{host: "127.0.0.1:{upstream.port}"}}]
-""")
+    return module_gateway(proxy_config(upstream.port))
 
 
 def send_bad(

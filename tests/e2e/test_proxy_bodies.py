@@ -14,11 +14,11 @@ import pytest
 from agw_fast.mockllm import pseudo_random_bytes
 from tests.e2e.conftest import (
     DEADLINE,
-    QUIET,
     GatewayFactory,
     Process,
     RawClient,
     http_request,
+    proxy_config,
 )
 
 MiB = 1024 * 1024
@@ -28,12 +28,7 @@ DOWNLOAD_SIZE = 20 * MiB
 
 @pytest.fixture(scope="module")
 def gw(module_gateway: GatewayFactory, plain_upstream: Process) -> Process:
-    return module_gateway(QUIET + f"""binds:
-- port: 0
-  listeners:
-  - routes:
-    - backends: [{{host: "127.0.0.1:{plain_upstream.port}"}}]
-""")
+    return module_gateway(proxy_config(plain_upstream.port))
 
 
 @pytest.fixture(scope="module")

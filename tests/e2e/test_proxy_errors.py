@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     echo_json,
     http_request,
     http_response,
+    proxy_config,
     unused_port,
 )
 
@@ -167,14 +168,7 @@ def test_connect_timeout_is_504(gateway: GatewayFactory) -> None:
                 pass
             finally:
                 probe.close()
-            gw = gateway(QUIET + f"""  backend:
-    connectTimeout: 300ms
-binds:
-- port: 0
-  listeners:
-  - routes:
-    - backends: [{{host: "127.0.0.1:{port}"}}]
-""")
+            gw = gateway(proxy_config(port, "  backend:\n    connectTimeout: 300ms\n"))
             started = time.monotonic()
             response = httpx.get(f"http://127.0.0.1:{gw.port}/", timeout=DEADLINE,
                                  trust_env=False)

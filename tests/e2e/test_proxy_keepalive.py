@@ -15,7 +15,6 @@ import httpx
 from agw_fast.mockllm import pseudo_random_bytes
 from tests.e2e.conftest import (
     DEADLINE,
-    QUIET,
     BufferedSocket,
     GatewayFactory,
     Process,
@@ -25,16 +24,8 @@ from tests.e2e.conftest import (
     echo_json,
     http_request,
     http_response,
+    proxy_config,
 )
-
-
-def proxy_config(port: int, extra: str = "") -> str:
-    return QUIET + extra + f"""binds:
-- port: 0
-  listeners:
-  - routes:
-    - backends: [{{host: "127.0.0.1:{port}"}}]
-"""
 
 
 def get_all(port: int, targets: list[str], *, fresh_connections: bool = False) -> list[str]:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import (
-    QUIET,
     GatewayFactory,
     Process,
     RawClient,
@@ -29,6 +28,7 @@ from tests.e2e.conftest import (
     echo_json,
     http_request,
     http_response,
+    proxy_config,
     wait_until,
 )
 
@@ -64,12 +64,7 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture(scope="module")
 def gw(module_gateway: GatewayFactory, upstream: Upstream) -> Process:
-    return module_gateway(QUIET + f"""binds:
-- port: 0
-  listeners:
-  - routes:
-    - backends: [{{host: "127.0.0.1:{upstream.port}"}}]
-""")
+    return module_gateway(proxy_config(upstream.port))
 
 
 def worker_tcp_sockets(pid: int) -> Iterator[socket.socket]:

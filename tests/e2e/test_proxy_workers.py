@@ -14,7 +14,6 @@ import httpx
 from bench.procs import socket_inodes
 from tests.e2e.conftest import (
     DEADLINE,
-    QUIET,
     GatewayFactory,
     RawClient,
     Upstream,
@@ -23,18 +22,10 @@ from tests.e2e.conftest import (
     echo_json,
     http_request,
     http_response,
+    proxy_config,
     tcp_connections,
     wait_until,
 )
-
-
-def proxy_config(port: int) -> str:
-    return QUIET + f"""binds:
-- port: 0
-  listeners:
-  - routes:
-    - backends: [{{host: "127.0.0.1:{port}"}}]
-"""
 
 
 def fresh_connection_requests(port: int, count: int, tag: str) -> None:
