@@ -13,14 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agw_fast.config.compile import compile_config
 from agw_fast.config.load import load_config, load_config_file
 from agw_fast.config.model import Config
+from agw_fast.core.plan import compile_config
 from agw_fast.errors import ConfigError
 from agw_fast.log import configure_logging, logger
 
 if TYPE_CHECKING:
-    from agw_fast.shared_slots import SharedSlots
+    from agw_fast.telemetry.shared_slots import SharedSlots
 
 __all__ = ["main"]
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(config.static.logging.level)
     if not config.binds:
         logger.warning("the config has no binds: nothing to serve")
-    from agw_fast.supervisor import Supervisor
+    from agw_fast.server.supervisor import Supervisor
 
     try:
         supervisor = Supervisor(
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _aux_children(config: Config) -> list[Callable[[SharedSlots], int]]:
     """The stats/readiness/admin process, unless every address is off."""
-    from agw_fast.admin import admin_child
+    from agw_fast.server.admin import admin_child
 
     child = admin_child(config)
     return [child] if child is not None else []

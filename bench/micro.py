@@ -62,8 +62,8 @@ _HEADERS = [
 
 def _route_table(routes: int) -> tuple[Any, Any]:
     model = importlib.import_module("agw_fast.config.model")
-    table_cls = _attr("agw_fast.routing", "RouteTable")
-    view_cls = _attr("agw_fast.routing", "RequestView")
+    table_cls = _attr("agw_fast.core.routing", "RouteTable")
+    view_cls = _attr("agw_fast.core.routing", "RequestView")
     declared = []
     for i in range(routes - 1):
         match = model.RouteMatch(
@@ -81,8 +81,8 @@ def _route_table(routes: int) -> tuple[Any, Any]:
 @case("route match: 1 catch-all route")
 def _route_catch_all() -> tuple[Callable[[], object], int]:
     model = importlib.import_module("agw_fast.config.model")
-    table = _attr("agw_fast.routing", "RouteTable")([("r0", model.Route(name="r0"), 0)])
-    view = _attr("agw_fast.routing", "RequestView")
+    table = _attr("agw_fast.core.routing", "RouteTable")([("r0", model.Route(name="r0"), 0)])
+    view = _attr("agw_fast.core.routing", "RequestView")
     return lambda: table.select(
         "api.example.com", view("POST", "/v1/chat/completions", "", _HEADERS)
     ), 1
@@ -91,7 +91,7 @@ def _route_catch_all() -> tuple[Callable[[], object], int]:
 @case("route match: 10 routes, header matches, last wins")
 def _route_ten() -> tuple[Callable[[], object], int]:
     table, _ = _route_table(10)
-    view = _attr("agw_fast.routing", "RequestView")
+    view = _attr("agw_fast.core.routing", "RequestView")
     return lambda: table.select(
         "api.example.com", view("POST", "/v1/chat/completions", "", _HEADERS)
     ), 1
@@ -100,11 +100,11 @@ def _route_ten() -> tuple[Callable[[], object], int]:
 @case("header rewrite: upstream head (set, remove, backendAuth)")
 def _header_rewrite() -> tuple[Callable[[], object], int]:
     model = importlib.import_module("agw_fast.config.model")
-    plan = _attr("agw_fast.policies", "RequestHeaderPlan").build(
+    plan = _attr("agw_fast.core.rewrite", "RequestHeaderPlan").build(
         [model.HeaderModifier(set=(("x-team", "bench"),), remove=("x-stainless-lang",))],
         model.BackendAuth(key="sk-upstream-0000000000000000"),
     )
-    build = _attr("agw_fast.policies", "build_upstream_head")
+    build = _attr("agw_fast.core.rewrite", "build_upstream_head")
     framing = b"content-length: 292\r\n"
     return lambda: build(
         b"POST", b"/v1/chat/completions", b"api.openai.com", _HEADERS, plan, framing
@@ -113,20 +113,20 @@ def _header_rewrite() -> tuple[Callable[[], object], int]:
 
 @case("body rewrite: model override (300 B JSON)")
 def _body_rewrite() -> tuple[Callable[[], object], int]:
-    rewrite = _attr("agw_fast.ai.openai", "rewrite_request_body")
+    rewrite = _attr("agw_fast.llm.providers.openai", "rewrite_request_body")
     return lambda: rewrite(REQUEST_BODY, model_override="bench-model"), 1
 
 
 @case("body rewrite: stream, add stream_options")
 def _body_rewrite_stream() -> tuple[Callable[[], object], int]:
-    rewrite = _attr("agw_fast.ai.openai", "rewrite_request_body")
+    rewrite = _attr("agw_fast.llm.providers.openai", "rewrite_request_body")
     body = STREAM_REQUEST_BODY.replace(b',"stream_options":{"include_usage":true}', b"")
     return lambda: rewrite(body, model_override=None), 1
 
 
 @case("SSE usage parse: per event (50-event stream)")
 def _sse_usage() -> tuple[Callable[[], object], int]:
-    observer_cls = _attr("agw_fast.ai.sse", "SSEUsageObserver")
+    observer_cls = _attr("agw_fast.llm.sse", "SSEUsageObserver")
     events = [sse_event(i) for i in range(50)] + [sse_final_events(50)]
 
     def stream() -> object:
@@ -141,7 +141,7 @@ def _sse_usage() -> tuple[Callable[[], object], int]:
 
 @case("usage parse: non-streaming 345 B response")
 def _json_usage() -> tuple[Callable[[], object], int]:
-    parse = _attr("agw_fast.ai.usage", "usage_from_json_body")
+    parse = _attr("agw_fast.llm.usage", "usage_from_json_body")
     return lambda: parse(RESPONSE_BODY), 1
 
 

@@ -15,23 +15,23 @@ from typing import TYPE_CHECKING, cast
 
 import h11
 
-from agw_fast.config.compile import RuntimeBind, RuntimeRoute
 from agw_fast.config.model import RequestRedirect
-from agw_fast.errors import ProxyError
-from agw_fast.log import logger
-from agw_fast.policies import (
+from agw_fast.core.http1 import connection_tokens
+from agw_fast.core.plan import RuntimeBind, RuntimeRoute
+from agw_fast.core.rewrite import (
     apply_authority_rewrite,
     apply_path_rewrite,
     local_response,
     redirect_response,
     split_target,
 )
+from agw_fast.core.routing import RequestView, host_without_port, select_listener
+from agw_fast.errors import ProxyError
+from agw_fast.log import logger
 from agw_fast.proxy.exchange import Exchange
-from agw_fast.proxy.http1 import connection_tokens
-from agw_fast.routing import RequestView, host_without_port, select_listener
 
 if TYPE_CHECKING:
-    from agw_fast.worker import WorkerContext
+    from agw_fast.server.worker import WorkerContext
 
 __all__ = ["DownstreamProtocol"]
 

@@ -14,13 +14,13 @@ import asyncio
 import ssl
 from typing import TYPE_CHECKING
 
-from agw_fast.ai.llm import LLMRequestError, LLMResponseObserver, prepare_llm_request
-from agw_fast.policies import build_upstream_head, local_response
-from agw_fast.proxy.http1 import BODY_CHUNKED, BODY_CLOSE, ResponseHead
+from agw_fast.core.http1 import BODY_CHUNKED, BODY_CLOSE, ResponseHead
+from agw_fast.core.rewrite import build_upstream_head, local_response
+from agw_fast.llm.exchange import LLMRequestError, LLMResponseObserver, prepare_llm_request
 from agw_fast.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
-    from agw_fast.config.compile import RuntimeBackend, RuntimeRoute
+    from agw_fast.core.plan import RuntimeBackend, RuntimeRoute
     from agw_fast.proxy.downstream import DownstreamProtocol
 
 __all__ = ["Exchange"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from agw_fast.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
-    from agw_fast.config.compile import RuntimeBackend
+    from agw_fast.core.plan import RuntimeBackend
 
 __all__ = ["UpstreamPool"]
 

@@ -10,8 +10,7 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING, Protocol, cast
 
-from agw_fast.log import logger
-from agw_fast.proxy.http1 import (
+from agw_fast.core.http1 import (
     BODY_CHUNKED,
     BODY_CLOSE,
     BODY_LENGTH,
@@ -22,6 +21,7 @@ from agw_fast.proxy.http1 import (
     UpstreamProtocolError,
     parse_response_head,
 )
+from agw_fast.log import logger
 
 if TYPE_CHECKING:
     from agw_fast.proxy.pool import UpstreamPool

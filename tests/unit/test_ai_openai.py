@@ -6,7 +6,8 @@ import zlib
 
 import pytest
 
-from agw_fast.ai.openai import (
+from agw_fast.errors import ProxyError
+from agw_fast.llm.providers.openai import (
     LLMRequestError,
     RouteTypeResolver,
     decode_request_body,
@@ -14,7 +15,6 @@ from agw_fast.ai.openai import (
     resolve_route_type,
     rewrite_request_body,
 )
-from agw_fast.errors import ProxyError
 
 CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 

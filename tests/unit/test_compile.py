@@ -10,13 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from agw_fast.config.compile import (
-    DEFAULT_LLM_BUFFER,
-    RuntimeBackend,
-    RuntimeBind,
-    RuntimeRoute,
-    compile_config,
-)
 from agw_fast.config.model import (
     AIBackend,
     BackendAuth,
@@ -37,8 +30,15 @@ from agw_fast.config.model import (
     RoutePolicies,
     TimeoutPolicy,
 )
+from agw_fast.core.plan import (
+    DEFAULT_LLM_BUFFER,
+    RuntimeBackend,
+    RuntimeBind,
+    RuntimeRoute,
+    compile_config,
+)
+from agw_fast.core.rewrite import RESPONSE_HOP_BY_HOP
 from agw_fast.errors import ConfigError
-from agw_fast.policies import RESPONSE_HOP_BY_HOP
 
 
 def _compile(*routes: Route, frontend: FrontendPolicies | None = None) -> RuntimeBind:

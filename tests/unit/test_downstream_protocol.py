@@ -15,7 +15,6 @@ import h11
 import pytest
 import uvloop
 
-from agw_fast.config.compile import RuntimeBackend, RuntimeBind, compile_config
 from agw_fast.config.model import (
     Bind,
     Config,
@@ -26,12 +25,13 @@ from agw_fast.config.model import (
     RouteBackend,
     RouteMatch,
 )
-from agw_fast.metrics import MetricsRegistry
-from agw_fast.policies import local_response
+from agw_fast.core.http1 import ChunkedScanner
+from agw_fast.core.plan import RuntimeBackend, RuntimeBind, compile_config
+from agw_fast.core.rewrite import local_response
 from agw_fast.proxy.downstream import DownstreamProtocol, _header_triples
-from agw_fast.proxy.http1 import ChunkedScanner
 from agw_fast.proxy.upstream import UpstreamConnection
-from agw_fast.worker import WorkerContext
+from agw_fast.server.worker import WorkerContext
+from agw_fast.telemetry.metrics import MetricsRegistry
 
 
 class FakeTransport:

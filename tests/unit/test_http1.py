@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agw_fast.proxy.http1 import (
+from agw_fast.core.http1 import (
     BODY_CHUNKED,
     BODY_CLOSE,
     BODY_LENGTH,

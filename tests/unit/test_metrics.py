@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from agw_fast.metrics import (
+from agw_fast.telemetry.metrics import (
     DEFAULT_MAX_LLM_SERIES,
     DEFAULT_MAX_REQUEST_SERIES,
     MAX_LABEL_LENGTH,
@@ -20,7 +20,7 @@ from agw_fast.metrics import (
     Snapshot,
     render_prometheus,
 )
-from agw_fast.shared_slots import DEFAULT_SLOT_SIZE, Publisher, SharedSlots
+from agw_fast.telemetry.shared_slots import DEFAULT_SLOT_SIZE, Publisher, SharedSlots
 
 Sample = tuple[str, dict[str, str], float]
 

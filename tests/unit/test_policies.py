@@ -11,8 +11,7 @@ from agw_fast.config.model import (
     PathRewrite,
     RequestRedirect,
 )
-from agw_fast.errors import ProxyError
-from agw_fast.policies import (
+from agw_fast.core.rewrite import (
     HOP_BY_HOP,
     RESPONSE_HOP_BY_HOP,
     RequestHeaderPlan,
@@ -24,6 +23,7 @@ from agw_fast.policies import (
     redirect_response,
     split_target,
 )
+from agw_fast.errors import ProxyError
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 
 from agw_fast.config.model import PathMatch, Route, RouteMatch, ValueMatch
-from agw_fast.routing import (
+from agw_fast.core.routing import (
     MatchedRoute,
     RequestView,
     RouteTable,

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from agw_fast.ai.sse import SSEUsageObserver
-from agw_fast.ai.usage import Usage
+from agw_fast.llm.sse import SSEUsageObserver
+from agw_fast.llm.usage import Usage
 
 
 def _chunk(content: str, model: str = "gpt-4o-mini-2024-07-18") -> str:
@@ -113,7 +113,7 @@ def test_mixed_line_endings() -> None:
 
 
 def test_usage_null_chunks_are_not_parsed_after_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agw_fast.ai.sse as sse
+    import agw_fast.llm.sse as sse
 
     parsed: list[bytes] = []
     real = sse._parse_object

@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from agw_fast.ai.usage import JSONBodyCollector, Usage, usage_from_json_body, usage_from_mapping
+from agw_fast.llm.usage import JSONBodyCollector, Usage, usage_from_json_body, usage_from_mapping
 
 COMPLETION = json.dumps(
     {

@@ -19,8 +19,8 @@ import uvloop
 
 from agw_fast.config.model import Config
 from agw_fast.log import logger
-from agw_fast.metrics import render_prometheus
-from agw_fast.shared_slots import SharedSlots
+from agw_fast.telemetry.metrics import render_prometheus
+from agw_fast.telemetry.shared_slots import SharedSlots
 
 __all__ = ["admin_child", "parse_address"]
 

@@ -1,6 +1,6 @@
 """Token usage of an LLM response: the value object and the non-streaming extraction.
 
-Streaming responses are observed by `agw_fast.ai.sse`; this module covers the buffered
+Streaming responses are observed by `agw_fast.llm.sse`; this module covers the buffered
 JSON case and the field mapping both share. Nothing here raises on malformed input: usage is
 telemetry, and a response must never fail because its accounting could not be read.
 """
@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agw_fast.ai.jsonbytes import loads as _loads
+from agw_fast.llm.jsonbytes import loads as _loads
 
 __all__ = [
     "JSONBodyCollector",

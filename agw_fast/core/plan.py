@@ -13,7 +13,6 @@ import ssl
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from agw_fast.ai.openai import RouteTypeResolver
 from agw_fast.config.model import (
     AIBackend,
     AIPolicy,
@@ -30,16 +29,17 @@ from agw_fast.config.model import (
     RoutePolicies,
     UrlRewrite,
 )
-from agw_fast.errors import ConfigError
-from agw_fast.log import text_value
-from agw_fast.policies import (
+from agw_fast.core.rewrite import (
     RESPONSE_HOP_BY_HOP,
     RequestHeaderPlan,
     ResponseHeaderPlan,
     local_response,
 )
-from agw_fast.proxy.tls import client_context
-from agw_fast.routing import RouteTable
+from agw_fast.core.routing import RouteTable
+from agw_fast.core.tls import client_context
+from agw_fast.errors import ConfigError
+from agw_fast.llm.providers.openai import RouteTypeResolver
+from agw_fast.log import text_value
 
 __all__ = [
     "DEFAULT_LLM_BUFFER",

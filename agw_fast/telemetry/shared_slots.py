@@ -15,7 +15,7 @@ import time
 import zlib
 from collections.abc import Callable
 
-from agw_fast.metrics import MetricsRegistry, Snapshot
+from agw_fast.telemetry.metrics import MetricsRegistry, Snapshot
 
 __all__ = ["DEFAULT_SLOT_SIZE", "Publisher", "SharedSlots"]
 

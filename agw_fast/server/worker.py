@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
-from agw_fast.config.compile import RuntimeBind
 from agw_fast.config.model import Config
-from agw_fast.log import AccessLog, format_fields, logger, text_value
-from agw_fast.metrics import MetricsRegistry
+from agw_fast.core.plan import RuntimeBind
+from agw_fast.log import format_fields, logger, text_value
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
-from agw_fast.shared_slots import Publisher, SharedSlots
-from agw_fast.supervisor import LISTEN_BACKLOG
+from agw_fast.server.sockets import LISTEN_BACKLOG
+from agw_fast.telemetry.access_log import AccessLog
+from agw_fast.telemetry.metrics import MetricsRegistry
+from agw_fast.telemetry.shared_slots import Publisher, SharedSlots
 
 if TYPE_CHECKING:
     from agw_fast.proxy.exchange import Exchange

@@ -10,19 +10,19 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agw_fast.ai.openai import (
+from agw_fast.core.rewrite import split_target
+from agw_fast.llm.providers.openai import (
     LLMRequestError,
     decode_request_body,
     default_path,
     rewrite_request_body,
 )
-from agw_fast.ai.sse import SSEUsageObserver
-from agw_fast.ai.usage import JSONBodyCollector, Usage
-from agw_fast.policies import split_target
+from agw_fast.llm.sse import SSEUsageObserver
+from agw_fast.llm.usage import JSONBodyCollector, Usage
 
 if TYPE_CHECKING:
-    from agw_fast.config.compile import AIRuntime
-    from agw_fast.metrics import MetricsRegistry
+    from agw_fast.core.plan import AIRuntime
+    from agw_fast.telemetry.metrics import MetricsRegistry
 
 __all__ = ["LLMRequest", "LLMRequestError", "LLMResponseObserver", "prepare_llm_request"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agw_fast.ai.openai import (
+from agw_fast.llm.providers.openai import (
     COMPLETIONS,
     DEFAULT_BASE_PATH,
     WILDCARD_ROUTE,
@@ -14,8 +14,8 @@ from agw_fast.ai.openai import (
     resolve_route_type,
     rewrite_request_body,
 )
-from agw_fast.ai.sse import DEFAULT_MAX_EVENT_SIZE, SSEUsageObserver
-from agw_fast.ai.usage import (
+from agw_fast.llm.sse import DEFAULT_MAX_EVENT_SIZE, SSEUsageObserver
+from agw_fast.llm.usage import (
     JSONBodyCollector,
     Usage,
     usage_from_json_body,

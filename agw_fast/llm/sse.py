@@ -17,8 +17,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from agw_fast.ai.jsonbytes import loads as _loads
-from agw_fast.ai.usage import Usage, usage_from_mapping
+from agw_fast.llm.jsonbytes import loads as _loads
+from agw_fast.llm.usage import Usage, usage_from_mapping
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEUsageObserver"]
 

@@ -21,53 +21,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agw_fast.config.compile import RuntimeBind, compile_config
 from agw_fast.config.model import Config
+from agw_fast.core.plan import RuntimeBind, compile_config
 from agw_fast.log import logger
-from agw_fast.shared_slots import SharedSlots
+from agw_fast.server.sockets import default_bind_address, open_listen_socket
+from agw_fast.telemetry.shared_slots import SharedSlots
 
-__all__ = ["ListenMode", "Supervisor", "open_listen_socket"]
+__all__ = ["ListenMode", "Supervisor"]
 
 ListenMode = str  # "reuseport" | "shared"
-LISTEN_BACKLOG = 4096
 RESPAWN_DELAY = 1.0  # a worker that dies within this of starting waits this long to return
 _HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)
-
-
-def open_listen_socket(address: str, port: int, reuseport: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    # proto=IPPROTO_TCP matters: stdlib asyncio only sets TCP_NODELAY on accepted sockets
-    # when it sees it; we also set NODELAY here, which Linux copies to accepted sockets.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuseport:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((address, port))
-        sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def default_bind_address() -> str:
-    """`[::]` dual-stack like agentgateway, or 0.0.0.0 where IPv6 is unavailable."""
-    try:
-        probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    except OSError:
-        return "0.0.0.0"
-    try:
-        probe.bind(("::", 0))
-    except OSError:
-        return "0.0.0.0"
-    finally:
-        probe.close()
-    return "::"
 
 
 def _die_with_parent() -> None:
@@ -154,7 +118,7 @@ class Supervisor:
     def _child_main(self, index: int) -> int:
         if index >= self.workers:
             return self.extra_children[index - self.workers](self.slots)
-        from agw_fast.worker import run_worker
+        from agw_fast.server.worker import run_worker
 
         mine = self._worker_binds(index)
         keep = {id(sock) for sock, _ in mine}

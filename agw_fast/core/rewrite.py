@@ -17,8 +17,8 @@ from agw_fast.config.model import (
     PathRewrite,
     RequestRedirect,
 )
+from agw_fast.core.http1 import connection_tokens, status_line
 from agw_fast.errors import ProxyError
-from agw_fast.proxy.http1 import connection_tokens, status_line
 
 __all__ = [
     "HOP_BY_HOP",

@@ -13,8 +13,8 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agw_fast.ai.jsonbytes import loads as _loads
 from agw_fast.errors import ProxyError
+from agw_fast.llm.jsonbytes import loads as _loads
 
 __all__ = [
     "COMPLETIONS",

@@ -1,0 +1,1 @@
+"""LLM providers: each knows its paths, request rewriting and usage shape."""

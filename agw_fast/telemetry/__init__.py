@@ -1,0 +1,1 @@
+"""What the gateway reports: metrics shared across workers and the access log."""
