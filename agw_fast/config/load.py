@@ -113,12 +113,23 @@ def _static(raw: object | None, path: str, env: Mapping[str, str]) -> StaticConf
         if backend_raw is None
         else _backend_pool(backend_raw, o.child("backend")),
         connection_termination_deadline=_termination_deadline(o, env),
+        connection_min_termination_deadline=_duration_or_env(
+            o, "connectionMinTerminationDeadline", env, "CONNECTION_MIN_TERMINATION_DEADLINE"
+        ),
         logging=default.logging
         if logging_raw is None
         else _logging(logging_raw, o.child("logging")),
     )
     o.close()
     return result
+
+
+def _duration_or_env(o: Obj, key: str, env: Mapping[str, str], var: str) -> float:
+    """A `config:` duration that an environment variable, if set, overrides; default 0."""
+    configured = o.opt_duration(key)
+    if var in env:
+        return parse_duration(env[var], f"${var}")
+    return 0.0 if configured is None else configured
 
 
 def _termination_deadline(o: Obj, env: Mapping[str, str]) -> float:

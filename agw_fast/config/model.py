@@ -241,6 +241,9 @@ class StaticConfig:
     readiness_addr: str | None = "[::]:15021"
     backend: BackendPoolConfig = BackendPoolConfig()
     connection_termination_deadline: float = 5 * SECONDS
+    # On SIGTERM, new connections are still accepted (and answered with `connection: close`)
+    # for this long, then the listening sockets close; agentgateway's default is zero.
+    connection_min_termination_deadline: float = 0 * SECONDS
     logging: LoggingConfig = LoggingConfig()
 
 

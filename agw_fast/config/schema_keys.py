@@ -32,9 +32,10 @@ _TABLE: dict[str, tuple[str, str]] = {
         "workloads",
     ),
     "RawConfig": (
-        "adminAddr statsAddr readinessAddr backend connectionTerminationDeadline logging",
+        "adminAddr statsAddr readinessAddr backend connectionTerminationDeadline "
+        "connectionMinTerminationDeadline logging",
         "additionalTrustDomains caAddress caAuthToken clusterId "
-        "connectionMinTerminationDeadline customFunctions database dns enableIpv6 gateway "
+        "customFunctions database dns enableIpv6 gateway "
         "hbone histograms localXdsPath mcp metrics modelCatalog namespace network "
         "sensitiveHeaders serviceAccount session skipValidateTrustDomain spiffe "
         "standardAttributes storage tracing trustDomain workerThreads xdsAddress "

@@ -533,6 +533,20 @@ def test_termination_grace_period(grace: str, configured: str | None, expected: 
     assert config.static.connection_termination_deadline == expected
 
 
+def test_min_termination_deadline_from_config_or_env() -> None:
+    assert load("{}").static.connection_min_termination_deadline == 0.0
+    raw = json.dumps({"config": {"connectionMinTerminationDeadline": "1.5s"}})
+    assert load(raw).static.connection_min_termination_deadline == 1.5
+    env = {"CONNECTION_MIN_TERMINATION_DEADLINE": "250ms"}
+    assert load(raw, env).static.connection_min_termination_deadline == 0.25
+    with pytest.raises(ConfigError) as error:
+        load(raw, {"CONNECTION_MIN_TERMINATION_DEADLINE": "soon"})
+    assert error.value.path == "$CONNECTION_MIN_TERMINATION_DEADLINE"
+    with pytest.raises(ConfigError) as error:
+        load(json.dumps({"config": {"connectionMinTerminationDeadline": "-1s"}}))
+    assert error.value.path == "config.connectionMinTerminationDeadline"
+
+
 def test_port_zero_binds_are_not_duplicates() -> None:
     bind = {"port": 0, "listeners": []}
     config = load(json.dumps({"binds": [bind, bind]}))
