@@ -1,7 +1,8 @@
 """Command line: `agw-fast -f FILE [--workers N] [--validate-only]`, plus `mock-llm` and `demo`.
 
-Library code raises; this is the only place that turns errors into exit codes and one-line
-messages (`config error: <path>: <problem>`), never a traceback.
+Library code raises; the entry points (this module, `agw_fast.serve`, `agw_fast.demo`) turn
+errors into exit codes and one-line messages (`config error: <path>: <problem>`), never a
+traceback.
 """
 
 from __future__ import annotations
@@ -9,18 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agw_fast.config.load import load_config, load_config_file
 from agw_fast.config.model import Config
 from agw_fast.core.plan import compile_config
 from agw_fast.errors import ConfigError
-from agw_fast.log import configure_logging, logger
-
-if TYPE_CHECKING:
-    from agw_fast.telemetry.shared_slots import SharedSlots
 
 __all__ = ["main"]
 
@@ -92,29 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.validate_only:
         print("config ok", file=sys.stderr)
         return 0
-    configure_logging(config.static.logging.level)
-    if not config.binds:
-        logger.warning("the config has no binds: nothing to serve")
-    from agw_fast.server.supervisor import Supervisor
+    from agw_fast.serve import serve
 
-    try:
-        supervisor = Supervisor(
-            config,
-            args.workers,
-            listen_mode=args.listen_mode,
-            bind_address=args.bind_address,
-            extra_children=_aux_children(config),
-        )
-        supervisor.open_sockets()
-    except OSError as error:
-        print(f"agw-fast: cannot listen: {error.strerror or error}", file=sys.stderr)
-        return 1
-    return supervisor.run()
-
-
-def _aux_children(config: Config) -> list[Callable[[SharedSlots], int]]:
-    """The stats/readiness/admin process, unless every address is off."""
-    from agw_fast.server.admin import admin_child
-
-    child = admin_child(config)
-    return [child] if child is not None else []
+    return serve(
+        config,
+        workers=args.workers,
+        listen_mode=args.listen_mode,
+        bind_address=args.bind_address,
+    )

@@ -13,6 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from agw_fast.config.load import load_config_file
+from agw_fast.errors import ConfigError
+from agw_fast.serve import serve
+
 __all__ = ["DEMO_CONFIG", "run_demo"]
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
@@ -39,6 +43,9 @@ def run_demo(argv: list[str]) -> int:
     )
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        print("agw-fast demo: --workers must be at least 1", file=sys.stderr)
+        return 2
     mock = subprocess.Popen(
         [
             sys.executable, "-m", "agw_fast", "mock-llm",
@@ -69,11 +76,15 @@ def run_demo(argv: list[str]) -> int:
             "Stop with Ctrl-C.",
             flush=True,
         )
-        from agw_fast.cli import main
-
-        return main(
-            ["-f", str(args.file), "--workers", str(args.workers), "--bind-address", "127.0.0.1"]
-        )
+        try:
+            config = load_config_file(args.file, os.environ)
+        except ConfigError as error:
+            print(f"config error: {error}", file=sys.stderr)
+            return 1
+        except OSError as error:
+            print(f"agw-fast demo: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+            return 1
+        return serve(config, workers=args.workers, bind_address="127.0.0.1")
     finally:
         mock.terminate()
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["LISTEN_BACKLOG", "default_bind_address", "open_listen_socket"]
+__all__ = ["LISTEN_BACKLOG", "default_bind_address", "open_listen_socket", "open_listen_sockets"]
 
 # Connections the kernel queues per listening socket before the workers accept them.
 LISTEN_BACKLOG = 4096
@@ -29,6 +29,23 @@ def open_listen_socket(address: str, port: int, reuseport: bool) -> socket.socke
         sock.close()
         raise
     return sock
+
+
+def open_listen_sockets(
+    address: str, port: int, count: int, reuseport: bool
+) -> list[socket.socket]:
+    """`count` SO_REUSEPORT sockets on one port (port 0 picks a free port once), or one."""
+    first = open_listen_socket(address, port, reuseport)
+    sockets = [first]
+    try:
+        port = first.getsockname()[1]
+        for _ in range(count - 1 if reuseport else 0):
+            sockets.append(open_listen_socket(address, port, reuseport))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def default_bind_address() -> str:

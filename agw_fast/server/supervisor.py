@@ -1,13 +1,7 @@
-"""The parent process: binds every port once, forks the workers, replaces the ones that die.
+"""The pre-fork parent: forks the children, replaces the ones that die, stops them on SIGTERM.
 
-The parent never runs an event loop: forking from a process with a live loop would hand its
-epoll state to the children. It blocks the signals it cares about and takes them one at a
-time with `sigtimedwait`, dispatching to `handle_<signal>()` (uvicorn's supervisor shape).
-
-Listen modes: `reuseport` gives each worker its own SO_REUSEPORT socket, so the kernel
-spreads connections evenly (performance.md §TL;DR measured 50/50 vs up to 100/0 for one
-shared socket). The parent keeps every socket open, so connections that arrive for a dead
-worker wait in its socket's backlog for the replacement instead of being reset.
+Used by the gateway (`agw_fast.serve`: N workers plus the stats/admin process) and by the
+mock LLM's `--workers`; what a child runs is the caller's business.
 """
 
 from __future__ import annotations
@@ -18,86 +12,79 @@ import resource
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agw_fast.config.model import Config
-from agw_fast.core.plan import RuntimeBind, compile_config
 from agw_fast.log import logger
-from agw_fast.server.sockets import default_bind_address, open_listen_socket
-from agw_fast.telemetry.shared_slots import SharedSlots
 
-__all__ = ["ListenMode", "Supervisor"]
+__all__ = ["ChildSpec", "Supervisor"]
 
-ListenMode = str  # "reuseport" | "shared"
-RESPAWN_DELAY = 1.0  # a worker that dies within this of starting waits this long to return
+RESPAWN_DELAY = 1.0  # a child that dies within this of starting waits this long to return
+KILL_SLACK = 1.0  # after the stop deadline, children get this long before SIGKILL
 _HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this worker if the supervisor dies (no orphaned workers)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+@dataclass(frozen=True)
+class ChildSpec:
+    """One child process: `main()` runs in it and returns its exit code.
 
+    `keeps` are the listening sockets it serves; the child closes every other socket the
+    supervisor holds right after the fork, so only the parent and the children that serve a
+    socket keep it open.
+    """
 
-@dataclass
-class _Child:
-    index: int
-    started: float
+    name: str
+    main: Callable[[], int]
+    keeps: tuple[socket.socket, ...] = ()
 
 
 class Supervisor:
+    """Runs `children` as forked processes until SIGTERM or SIGINT, then stops them.
+
+    Lifecycle:
+
+    * start: the caller binds and listens on every socket before `run()`, so connections
+      queue in the kernel from the first moment and port 0 resolves once for everyone. `run()`
+      raises the open-file limit to its hard limit and forks one process per `ChildSpec`.
+    * respawn: a child that exits while the supervisor is running is forked again (after
+      `RESPAWN_DELAY` if it died young). The parent keeps every listening socket open, so
+      connections that arrive for a dead worker wait in the backlog for its replacement.
+    * drain: on SIGTERM/SIGINT the parent sends SIGTERM to every child. Workers keep accepting
+      for `stop_window` seconds (`connectionMinTerminationDeadline`), answering with
+      `connection: close`; then each worker shuts its listening sockets down and the parent
+      closes its copies, so a new connection is refused instead of queued with nobody to
+      accept it. Requests in flight get `stop_deadline` more seconds
+      (`connectionTerminationDeadline`).
+    * stop: children still alive `KILL_SLACK` after that are killed; `run()` returns 0 once
+      every child has exited.
+
+    The parent never runs an event loop (forking from a process with a live loop would hand
+    its epoll state to the children). It blocks the signals it handles and takes them one at
+    a time with `sigtimedwait`, dispatching to `handle_<signal>()` (uvicorn's shape).
+    """
+
     def __init__(
         self,
-        config: Config,
-        workers: int,
+        children: Sequence[ChildSpec],
+        listening: Sequence[socket.socket],
         *,
-        listen_mode: ListenMode = "reuseport",
-        bind_address: str | None = None,
-        extra_children: list[Callable[[SharedSlots], int]] | None = None,
+        stop_window: float = 0.0,
+        stop_deadline: float = 5.0,
     ) -> None:
-        self.config = config
-        self.workers = workers
-        self.listen_mode = listen_mode
-        self.bind_address = bind_address or default_bind_address()
-        self.runtime = compile_config(config)
-        self.extra_children = extra_children or []
-        self.slots = SharedSlots(workers)
-        self.sockets: list[list[socket.socket]] = []  # per bind: one, or one per worker
-        self.children: dict[int, _Child] = {}  # pid -> child
-        self.respawn_at: dict[int, float] = {}  # index -> monotonic time
+        self.specs = list(children)
+        self.listening = list(listening)
+        self.stop_window = stop_window
+        self.stop_deadline = stop_deadline
+        self.children: dict[int, tuple[int, float]] = {}  # pid -> (spec index, started)
+        self.respawn_at: dict[int, float] = {}  # spec index -> monotonic time
         self.stopping = False
+        self.close_listening_at: float | None = None
+        self.kill_at: float | None = None
 
-    # -- setup --------------------------------------------------------------------------------
-
-    def open_sockets(self) -> None:
-        reuseport = self.listen_mode == "reuseport"
-        per_bind = self.workers if reuseport else 1
-        for bind in self.runtime:
-            first = open_listen_socket(self.bind_address, bind.port, reuseport)
-            # Port 0 picks a free port once; every worker's socket then shares that port.
-            port = first.getsockname()[1]
-            socks = [first]
-            socks += [
-                open_listen_socket(self.bind_address, port, reuseport) for _ in range(per_bind - 1)
-            ]
-            self.sockets.append(socks)
-            logger.warning(
-                "listening on %s port %d (%d workers, %s)",
-                self.bind_address, port, self.workers, self.listen_mode,
-            )
-
-    def _worker_binds(self, index: int) -> list[tuple[socket.socket, RuntimeBind]]:
-        return [
-            (socks[index] if len(socks) > 1 else socks[0], bind)
-            for socks, bind in zip(self.sockets, self.runtime, strict=True)
-        ]
+    # -- children -----------------------------------------------------------------------------
 
     def _spawn(self, index: int) -> None:
+        spec = self.specs[index]
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -106,62 +93,61 @@ class Supervisor:
                 for signum in _HANDLED:
                     signal.signal(signum, signal.SIG_DFL)
                 _die_with_parent()
-                code = self._child_main(index)
+                keep = {sock.fileno() for sock in spec.keeps}
+                for sock in self.listening:
+                    if sock.fileno() not in keep:
+                        sock.close()
+                code = spec.main()
             except KeyboardInterrupt:
                 code = 0
             except BaseException:
-                logger.exception("worker %d crashed", index)
+                logger.exception("%s crashed", spec.name)
             finally:
                 os._exit(code)
-        self.children[pid] = _Child(index, time.monotonic())
-
-    def _child_main(self, index: int) -> int:
-        if index >= self.workers:
-            return self.extra_children[index - self.workers](self.slots)
-        from agw_fast.server.worker import run_worker
-
-        mine = self._worker_binds(index)
-        keep = {id(sock) for sock, _ in mine}
-        for socks in self.sockets:
-            for sock in socks:
-                if id(sock) not in keep:
-                    sock.close()
-        return run_worker(index, self.config, mine, self.slots)
+        self.children[pid] = (index, time.monotonic())
 
     # -- main loop ------------------------------------------------------------------------------
 
     def run(self) -> int:
         _raise_fd_limit()
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
-        if not self.sockets:
-            self.open_sockets()
-        for index in range(self.workers + len(self.extra_children)):
+        for index in range(len(self.specs)):
             self._spawn(index)
-        deadline: float | None = None
         while True:
-            timeout = 1.0
-            if self.respawn_at:
-                timeout = max(0.01, min(self.respawn_at.values()) - time.monotonic())
-            info = signal.sigtimedwait(_HANDLED, timeout)
+            info = signal.sigtimedwait(_HANDLED, self._next_wakeup())
             if info is not None:
                 handler = getattr(self, f"handle_{signal.Signals(info.si_signo).name.lower()}")
                 handler()
-            if self.stopping:
-                if deadline is None:
-                    grace = self.config.static.connection_termination_deadline
-                    deadline = time.monotonic() + grace + 1.0
-                if not self.children:
-                    return 0
-                if time.monotonic() > deadline:
-                    for pid in list(self.children):
-                        _kill(pid, signal.SIGKILL)
-                    deadline = time.monotonic() + 5.0
-                continue
             now = time.monotonic()
-            for index, when in list(self.respawn_at.items()):
-                if when <= now:
-                    del self.respawn_at[index]
-                    self._spawn(index)
+            if not self.stopping:
+                for index, when in list(self.respawn_at.items()):
+                    if when <= now:
+                        del self.respawn_at[index]
+                        self._spawn(index)
+                continue
+            if self.close_listening_at is not None and (
+                now >= self.close_listening_at or not self.children
+            ):
+                self.close_listening()
+            if not self.children:
+                return 0
+            if self.kill_at is not None and now >= self.kill_at:
+                for pid in list(self.children):
+                    _kill(pid, signal.SIGKILL)
+                self.kill_at = None  # SIGCHLD reaps them
+
+    def _next_wakeup(self) -> float:
+        events = list(self.respawn_at.values()) if not self.stopping else []
+        events += [t for t in (self.close_listening_at, self.kill_at) if t is not None]
+        if not events:
+            return 1.0
+        return min(1.0, max(0.001, min(events) - time.monotonic()))
+
+    def close_listening(self) -> None:
+        """Drop the parent's copies of the listening sockets (the workers drop theirs)."""
+        for sock in self.listening:
+            sock.close()
+        self.close_listening_at = None
 
     def handle_sigchld(self) -> None:
         while True:
@@ -174,22 +160,40 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is None or self.stopping:
                 continue
+            index, started = child
             logger.warning(
-                "worker %d (pid %d) exited with %s; replacing it",
-                child.index, pid, _describe_status(status),
+                "%s (pid %d) exited with %s; replacing it",
+                self.specs[index].name, pid, _describe_status(status),
             )
-            quick_death = time.monotonic() - child.started < RESPAWN_DELAY
-            self.respawn_at[child.index] = time.monotonic() + (RESPAWN_DELAY if quick_death else 0)
+            quick_death = time.monotonic() - started < RESPAWN_DELAY
+            self.respawn_at[index] = time.monotonic() + (RESPAWN_DELAY if quick_death else 0)
 
     def handle_sigterm(self) -> None:
         if self.stopping:
             return
         self.stopping = True
-        logger.info("stopping: draining %d workers", len(self.children))
+        self.respawn_at.clear()
+        now = time.monotonic()
+        self.close_listening_at = now + self.stop_window
+        self.kill_at = now + self.stop_window + self.stop_deadline + KILL_SLACK
+        logger.info(
+            "stopping: draining %d child processes; new connections accepted for %gs more",
+            len(self.children), self.stop_window,
+        )
         for pid in self.children:
             _kill(pid, signal.SIGTERM)
 
     handle_sigint = handle_sigterm
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this child if the supervisor dies (no orphaned workers)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def _raise_fd_limit() -> None:

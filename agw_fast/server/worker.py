@@ -1,8 +1,19 @@
-"""One pre-forked worker: a uvloop event loop serving the inherited listening sockets.
+"""One pre-forked worker: a uvloop event loop serving the listening sockets it inherited.
 
 Everything per-request lives in the protocol classes; this module owns what a worker has
 once: the upstream pool, the set of client connections (for idle expiry and draining), the
-access log and the metrics publisher, and the graceful-stop sequence.
+access log and the metrics publisher, and the worker's side of the lifecycle that
+`agw_fast.server.supervisor.Supervisor` describes:
+
+* start: `run_worker` publishes the worker's metrics slot (so readiness turns green), starts
+  a `Listener` per bind and serves until SIGTERM/SIGINT.
+* drain (`_drain`): idle client connections close; busy ones answer with `connection: close`
+  and close. For `connectionMinTerminationDeadline` the listeners keep accepting, and what they
+  accept is answered the same way; then each listener takes what the kernel still has queued
+  and shuts its socket down, so later connections are refused.
+* stop: once no connection is left, or `connectionTerminationDeadline` later, the rest are
+  cut, idle upstream connections closed, the access log flushed and the metrics published
+  one last time; the exit code is 0.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING
 
 import uvloop
@@ -22,7 +33,7 @@ from agw_fast.core.plan import RuntimeBind
 from agw_fast.log import format_fields, logger, text_value
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
-from agw_fast.server.sockets import LISTEN_BACKLOG
+from agw_fast.server.listener import DescriptorBudget, Listener
 from agw_fast.telemetry.access_log import AccessLog
 from agw_fast.telemetry.metrics import MetricsRegistry
 from agw_fast.telemetry.shared_slots import Publisher, SharedSlots
@@ -34,6 +45,7 @@ __all__ = ["WorkerContext", "run_worker"]
 
 HOUSEKEEPING_INTERVAL = 1.0
 PUBLISH_DELAY = 0.1
+DRAIN_POLL = 0.05  # seconds between looks at what is left while draining
 
 
 class WorkerContext:
@@ -168,12 +180,33 @@ class WorkerContext:
             self.loop.call_later(HOUSEKEEPING_INTERVAL, self.housekeeping)
 
     def begin_stop(self) -> None:
-        """Stop taking requests on idle connections; busy ones close after their response."""
+        """Close idle connections; every other one (and every one accepted from now on, see
+        `_protocol_factory`) closes after its current response, sent with `connection: close`."""
         self.stopping = True
         for connection in list(self.connections):
             connection.closing = True
             if connection.exchange is None and connection.mode == 0:
                 connection.abort()
+
+
+def _protocol_factory(
+    ctx: WorkerContext, bind: RuntimeBind, budget: DescriptorBudget
+) -> Callable[[], DownstreamProtocol]:
+    connections = ctx.connections
+
+    def make() -> DownstreamProtocol:
+        protocol = DownstreamProtocol(ctx, bind)
+        if ctx.stopping:
+            protocol.closing = True  # accepted in the drain window: one answer, then close
+        if len(connections) >= budget.guard_at:
+            budget.guard_soon()
+        return protocol
+
+    return make
+
+
+def _idle_upstream(pool: UpstreamPool) -> int:
+    return sum(len(idle) for idle in pool.idle.values())
 
 
 async def _serve(
@@ -190,34 +223,50 @@ async def _serve(
         publisher = Publisher(registry, slots, index)
         publisher.publish_now()
     ctx = WorkerContext(loop, config, registry, publisher)
-    servers = []
-    for sock, bind in binds:
-        servers.append(
-            await loop.create_server(
-                lambda bind=bind: DownstreamProtocol(ctx, bind),  # type: ignore[misc]
-                sock=sock,
-                backlog=LISTEN_BACKLOG,  # create_server calls listen() again with it
-            )
-        )
+    budget = DescriptorBudget(loop, ctx.connections, lambda: _idle_upstream(ctx.pool))
+    listeners = [
+        Listener(loop, sock, _protocol_factory(ctx, bind, budget), budget, ctx.spawn)
+        for sock, bind in binds
+    ]
+    for listener in listeners:
+        await listener.start()
+    budget.start()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.call_later(HOUSEKEEPING_INTERVAL, ctx.housekeeping)
     await stop.wait()
-    for server in servers:
-        server.close()
-    ctx.begin_stop()
-    deadline = time.monotonic() + config.static.connection_termination_deadline
-    while ctx.connections and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    for connection in list(ctx.connections):
-        connection.abort()
+    await _drain(index, config, ctx, listeners)
+    budget.close()
     ctx.pool.close_all()
     if ctx.access_log is not None:
         ctx.access_log.flush()
     if publisher is not None:
         publisher.publish_now()
     return 0
+
+
+async def _drain(
+    index: int, config: Config, ctx: WorkerContext, listeners: list[Listener]
+) -> None:
+    """The worker's part of a stop (see `Supervisor` for the whole sequence)."""
+    window = config.static.connection_min_termination_deadline
+    ctx.begin_stop()
+    logger.info(
+        "worker %d draining: %d connections open; new connections accepted for %gs",
+        index, len(ctx.connections), window,
+    )
+    if window > 0:
+        await asyncio.sleep(window)
+    for listener in listeners:
+        listener.close()
+    loop = ctx.loop
+    deadline = loop.time() + config.static.connection_termination_deadline
+    # ctx.tasks: connections the listeners took at the end are still being set up.
+    while (ctx.connections or ctx.tasks) and loop.time() < deadline:
+        await asyncio.sleep(DRAIN_POLL)
+    for connection in list(ctx.connections):
+        connection.abort()
 
 
 def run_worker(
