@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import select
+import functools
 import signal
 import socket
 import ssl
 import sys
-import traceback
 from collections.abc import Callable
 
 import uvloop
+
+from agw_fast.server.sockets import LISTEN_BACKLOG
+from agw_fast.server.supervisor import ChildSpec, Supervisor
 
 from .responses import MockLLMConfig
 from .server import bind_socket, create_mock_server
@@ -21,7 +22,6 @@ from .server import bind_socket, create_mock_server
 __all__ = ["run_mock_llm"]
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_READY_POLL = 0.2  # seconds between liveness checks while workers start
 
 
 _DEFAULTS = MockLLMConfig()
@@ -81,7 +81,7 @@ def run_mock_llm(argv: list[str]) -> int:
 
     try:
         if args.workers == 1:
-            return _run_worker(args.host, args.port, config, context, False, announce)
+            return _run_worker(args.host, args.port, config, context, None, announce)
         return _run_workers(args.host, args.port, config, context, args.workers, announce)
     except OSError as exc:
         print(f"mock-llm: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -100,11 +100,11 @@ def _run_worker(
     port: int,
     config: MockLLMConfig,
     context: ssl.SSLContext | None,
-    reuse_port: bool,
-    ready: Callable[[int], None],
+    sock: socket.socket | None,
+    ready: Callable[[int], None] | None,
 ) -> int:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve_until_signal(host, port, config, context, reuse_port, ready))
+        return runner.run(_serve_until_signal(host, port, config, context, sock, ready))
 
 
 async def _serve_until_signal(
@@ -112,15 +112,16 @@ async def _serve_until_signal(
     port: int,
     config: MockLLMConfig,
     context: ssl.SSLContext | None,
-    reuse_port: bool,
-    ready: Callable[[int], None],
+    sock: socket.socket | None,
+    ready: Callable[[int], None] | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    server = await create_mock_server(host, port, config, context, reuse_port=reuse_port)
-    ready(server.sockets[0].getsockname()[1])
+    server = await create_mock_server(host, port, config, context, sock=sock)
+    if ready is not None:
+        ready(server.sockets[0].getsockname()[1])
     await stop.wait()
     server.close()
     return 0
@@ -134,104 +135,20 @@ def _run_workers(
     workers: int,
     ready: Callable[[int], None],
 ) -> int:
-    # The parent binds first (without listening) so that port 0 resolves once for every worker;
-    # each worker then listens on its own SO_REUSEPORT socket and the kernel spreads connections
-    # evenly, which one inherited socket does not.
-    reservation = bind_socket(host, port, reuse_port=True)
-    port = reservation.getsockname()[1]
-    read_end, write_end = os.pipe()
-    # Stop signals stay blocked in the parent from here on and are collected with sigwait();
-    # children unblock them before installing their own handlers.
-    watched = {*_STOP_SIGNALS, signal.SIGCHLD}
-    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
-    pids: list[int] = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            _worker_child(host, port, config, context, reservation, read_end, write_end)
-        pids.append(pid)
-    os.close(write_end)
-    try:
-        if not _await_ready(read_end, workers, pids):
-            print("mock-llm: a worker failed to start", file=sys.stderr)
-            return 1
-        ready(port)
-        while True:
-            signum = signal.sigwait(watched)
-            if signum != signal.SIGCHLD:
-                return 0
-            if _reap(pids):
-                print("mock-llm: a worker exited unexpectedly", file=sys.stderr)
-                return 1
-    finally:
-        os.close(read_end)
-        _stop_children(pids)
-        reservation.close()
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
-
-
-def _worker_child(
-    host: str,
-    port: int,
-    config: MockLLMConfig,
-    context: ssl.SSLContext | None,
-    reservation: socket.socket,
-    read_end: int,
-    write_end: int,
-) -> None:
-    code = 1
-    try:
-        os.close(read_end)
-        reservation.close()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {*_STOP_SIGNALS, signal.SIGCHLD})
-
-        def ready(_: int) -> None:
-            os.write(write_end, b"r")
-            os.close(write_end)
-
-        code = _run_worker(host, port, config, context, True, ready)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        os._exit(code)
-
-
-def _await_ready(read_end: int, workers: int, pids: list[int]) -> bool:
-    """Wait for one byte from each worker; False as soon as any worker has died."""
-    got = 0
-    while got < workers:
-        readable, _, _ = select.select([read_end], [], [], _READY_POLL)
-        if readable:
-            data = os.read(read_end, workers - got)
-            if not data:
-                return False
-            got += len(data)
-        elif _reap(pids):
-            return False
-    return True
-
-
-def _reap(pids: list[int]) -> bool:
-    """Collect exited workers; True if any had exited."""
-    exited = False
-    for pid in list(pids):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            pids.remove(pid)
-            exited = True
-    return exited
-
-
-def _stop_children(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for pid in pids:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    pids.clear()
+    """The gateway's pre-fork supervisor, with a SO_REUSEPORT socket per worker: the kernel
+    spreads connections evenly, which one inherited socket does not."""
+    sockets = [bind_socket(host, port, reuse_port=True)]
+    port = sockets[0].getsockname()[1]  # port 0 resolves once, for every worker
+    sockets += [bind_socket(host, port, reuse_port=True) for _ in range(workers - 1)]
+    for sock in sockets:
+        sock.listen(LISTEN_BACKLOG)  # connections queue from now, before the workers start
+    children = [
+        ChildSpec(
+            f"mock-llm worker {index}",
+            functools.partial(_run_worker, host, port, config, context, sock, None),
+            (sock,),
+        )
+        for index, sock in enumerate(sockets)
+    ]
+    ready(port)
+    return Supervisor(children, sockets).run()

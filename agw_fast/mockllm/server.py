@@ -268,12 +268,14 @@ async def create_mock_server(
     config: MockLLMConfig,
     ssl: SSLContext | None = None,
     *,
-    reuse_port: bool = False,
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
-    """`serve_mock_llm` with SO_REUSEPORT as an option (used by `--workers`)."""
+    """`serve_mock_llm`, or with `sock`, on a socket already bound (as `--workers` hands each
+    worker its own SO_REUSEPORT socket); `host` and `port` are then unused."""
     loop = asyncio.get_running_loop()
     app = MockApp(config)
-    sock = bind_socket(host, port, reuse_port=reuse_port)
+    if sock is None:
+        sock = bind_socket(host, port)
     try:
         server = await loop.create_server(
             lambda: MockLLMProtocol(app, loop), sock=sock, ssl=ssl, backlog=_BACKLOG

@@ -165,7 +165,7 @@ class DescriptorBudget:
             return
         logger.warning(
             "out of file descriptors (open-file limit %d, %d client connections open): "
-            "dropped %d new connections%s",
+            "dropped %d new connection(s)%s",
             self.limit, len(self.connections), self.dropped,
             "; others wait in the listen queue" if self.stalled else "",
         )

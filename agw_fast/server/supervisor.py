@@ -6,11 +6,13 @@ mock LLM's `--workers`; what a child runs is the caller's business.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -103,6 +105,10 @@ class Supervisor:
             except BaseException:
                 logger.exception("%s crashed", spec.name)
             finally:
+                # os._exit skips the interpreter's cleanup, buffered output included.
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):
+                        stream.flush()
                 os._exit(code)
         self.children[pid] = (index, time.monotonic())
 
