@@ -260,9 +260,11 @@ class Listener:
                         self._unwatch()
                         self.loop.call_later(RETRY_DELAY, self._watch)
                     return
-                if not self.closed:  # EINVAL: another worker shut the shared socket down
+                # EINVAL: another worker ended its drain window and shut the shared socket
+                # down (listen mode "shared"); anything else is unexpected.
+                if error.errno != errno.EINVAL and not self.closed:
                     logger.warning("accept failed: %s; this listener stops", error)
-                    self._unwatch()
+                self._unwatch()
                 return
             self.spawn(self._connect(conn))
 

@@ -43,22 +43,27 @@ class ChildSpec:
 class Supervisor:
     """Runs `children` as forked processes until SIGTERM or SIGINT, then stops them.
 
-    Lifecycle:
+    The lifecycle of the gateway's processes, told once here:
 
     * start: the caller binds and listens on every socket before `run()`, so connections
       queue in the kernel from the first moment and port 0 resolves once for everyone. `run()`
-      raises the open-file limit to its hard limit and forks one process per `ChildSpec`.
-    * respawn: a child that exits while the supervisor is running is forked again (after
+      raises the open-file limit to the hard limit and forks one process per `ChildSpec`;
+      each child closes the listening sockets it does not serve. A gateway worker publishes
+      its metrics slot (readiness turns green once all have) and serves its sockets.
+    * respawn: a child that exits while the supervisor runs is forked again (after
       `RESPAWN_DELAY` if it died young). The parent keeps every listening socket open, so
       connections that arrive for a dead worker wait in the backlog for its replacement.
-    * drain: on SIGTERM/SIGINT the parent sends SIGTERM to every child. Workers keep accepting
-      for `stop_window` seconds (`connectionMinTerminationDeadline`), answering with
-      `connection: close`; then each worker shuts its listening sockets down and the parent
-      closes its copies, so a new connection is refused instead of queued with nobody to
-      accept it. Requests in flight get `stop_deadline` more seconds
-      (`connectionTerminationDeadline`).
-    * stop: children still alive `KILL_SLACK` after that are killed; `run()` returns 0 once
-      every child has exited.
+    * drain: on SIGTERM/SIGINT the parent sends SIGTERM to every child. A worker closes its
+      idle client connections; busy ones get their response with `connection: close`, then
+      close. For `stop_window` seconds (`connectionMinTerminationDeadline`, default 0) the
+      workers keep accepting, and answer new connections the same way. Then each worker
+      takes what the kernel has queued, shuts its listening sockets down and the parent
+      closes its copies: a later connection is refused, never accepted with nobody to
+      answer it.
+    * stop: requests in flight get `stop_deadline` more seconds
+      (`connectionTerminationDeadline`); a worker then cuts what is left, flushes its access
+      log and publishes its metrics once more, and exits 0. Children still alive
+      `KILL_SLACK` after that are killed; `run()` returns 0 once every child has exited.
 
     The parent never runs an event loop (forking from a process with a live loop would hand
     its epoll state to the children). It blocks the signals it handles and takes them one at

@@ -2,18 +2,10 @@
 
 Everything per-request lives in the protocol classes; this module owns what a worker has
 once: the upstream pool, the set of client connections (for idle expiry and draining), the
-access log and the metrics publisher, and the worker's side of the lifecycle that
-`agw_fast.server.supervisor.Supervisor` describes:
-
-* start: `run_worker` publishes the worker's metrics slot (so readiness turns green), starts
-  a `Listener` per bind and serves until SIGTERM/SIGINT.
-* drain (`_drain`): idle client connections close; busy ones answer with `connection: close`
-  and close. For `connectionMinTerminationDeadline` the listeners keep accepting, and what they
-  accept is answered the same way; then each listener takes what the kernel still has queued
-  and shuts its socket down, so later connections are refused.
-* stop: once no connection is left, or `connectionTerminationDeadline` later, the rest are
-  cut, idle upstream connections closed, the access log flushed and the metrics published
-  one last time; the exit code is 0.
+access log and the metrics publisher. The lifecycle (start, respawn, drain, stop) is told
+once, on `agw_fast.server.supervisor.Supervisor`; the worker's part is `_serve` (start),
+`_drain` with `WorkerContext.begin_stop` and `_protocol_factory` (drain and stop), and
+`agw_fast.server.listener` (who accepts, and how a listener closes).
 """
 
 from __future__ import annotations

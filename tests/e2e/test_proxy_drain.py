@@ -89,8 +89,9 @@ def listening_inodes(port: int) -> set[int]:
             if local == port and remote == 0}
 
 
-def gateway_pids(gw: Process) -> list[int]:
-    wait_until(lambda: len(child_pids(gw.proc.pid)) == 2, what="the worker and stats processes")
+def gateway_pids(gw: Process, workers: int = 1) -> list[int]:
+    wait_until(lambda: len(child_pids(gw.proc.pid)) == workers + 1,
+               what="the workers and the stats process")
     return [gw.proc.pid, *child_pids(gw.proc.pid)]
 
 
@@ -116,12 +117,20 @@ def connect_outcome(port: int) -> str:
         return f"accepted, answered {data[:40]!r}"
 
 
+@pytest.mark.parametrize(
+    ("workers", "listen_mode"), [(1, "reuseport"), (2, "reuseport"), (2, "shared")]
+)
 def test_after_sigterm_new_connections_are_refused_in_every_process(
-    gateway: GatewayFactory,
+    gateway: GatewayFactory, workers: int, listen_mode: str
 ) -> None:
     with slow_upstream() as (upstream, arrived, release):
-        gw = gateway(drain_config(upstream.port, None), expect_stats=True)
-        pids = gateway_pids(gw)
+        gw = gateway(
+            drain_config(upstream.port, None),
+            workers=workers,
+            extra_args=["--listen-mode", listen_mode],
+            expect_stats=True,
+        )
+        pids = gateway_pids(gw, workers)
         listening = listening_inodes(gw.port)
         assert listening and not nobody_holds(pids, listening)
         outcome: dict[str, Any] = {}
