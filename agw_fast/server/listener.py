@@ -59,9 +59,7 @@ class DescriptorBudget:
         self.loop = loop
         self.connections = connections
         self.idle_upstream = idle_upstream
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        self.limit = sys.maxsize if soft == resource.RLIM_INFINITY else soft
-        self.margin = 16 + self.limit // 64
+        self.limit = _open_file_limit()
         self.base = 0
         self.listeners: list[Listener] = []
         self.guarded = False
@@ -87,12 +85,14 @@ class DescriptorBudget:
             self.reserve = -1
 
     def threshold(self) -> int:
-        spare = self.limit - self.base - self.margin - self.idle_upstream()
+        margin = 16 + self.limit // 64
+        spare = self.limit - self.base - margin - self.idle_upstream()
         return spare // 2
 
     def check(self) -> None:
         """Once a second: re-estimate, and switch who accepts if that changed."""
         self.timer = self.loop.call_later(CHECK_INTERVAL, self.check)
+        self.limit = _open_file_limit()  # `prlimit` may have changed it
         threshold = self.threshold()
         open_now = len(self.connections)
         if not self.guarded:
@@ -291,6 +291,11 @@ class Listener:
         except OSError:
             pass
         self.sock.close()
+
+
+def _open_file_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return sys.maxsize if soft == resource.RLIM_INFINITY else soft
 
 
 def _open_reserve() -> int:

@@ -101,11 +101,10 @@ def test_guarded_listener_accepts_itself_and_hands_back_to_uvloop() -> None:
     run(test())
 
 
-def test_a_tiny_descriptor_budget_guards_from_the_start() -> None:
+def test_a_worker_short_of_descriptors_guards_from_the_start() -> None:
     async def test() -> None:
         loop = asyncio.get_running_loop()
-        budget = DescriptorBudget(loop, set(), lambda: 0)
-        budget.limit = 20  # fewer than the margin alone
+        budget = DescriptorBudget(loop, set(), lambda: 1_000_000)  # more than any limit
         sock = open_listen_socket("127.0.0.1", 0, False)
         listener = Listener(loop, sock, Greeter, budget, lambda work: None)
         await listener.start()
