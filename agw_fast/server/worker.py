@@ -171,9 +171,7 @@ class WorkerContext:
         """Stop taking requests on idle connections; busy ones close after their response."""
         self.stopping = True
         for connection in list(self.connections):
-            connection.closing = True
-            if connection.exchange is None and connection.mode == 0:
-                connection.abort()
+            connection.stop_taking_requests()
 
 
 async def _serve(
