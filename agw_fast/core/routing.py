@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 from urllib.parse import parse_qsl
 
 from agw_fast.config.model import PathMatch, Route, RouteMatch, ValueMatch
+from agw_fast.core.authority import split_authority
 
 __all__ = ["MatchedRoute", "RequestView", "RouteTable", "host_without_port", "select_listener"]
 
@@ -23,13 +24,9 @@ R = TypeVar("R")
 _KIND_RANK = {"exact": 0, "prefix": 1, "regex": 2}
 
 
-def host_without_port(host: str) -> str:
+def host_without_port(host: bytes) -> str:
     """Lowercased host of a Host header value, without the port (IPv6 brackets kept)."""
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1].lower() if end != -1 else host.lower()
-    colon = host.rfind(":")
-    return (host[:colon] if colon != -1 else host).lower()
+    return split_authority(host)[0].decode("latin-1").lower()
 
 
 class RequestView:

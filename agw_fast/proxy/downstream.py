@@ -426,7 +426,7 @@ class DownstreamProtocol(asyncio.Protocol):
         # The common single catch-all route needs neither the host nor a RequestView.
         matched = table.constant if table is not None else None
         if matched is None:
-            host_name = host_without_port(host.decode("latin-1"))
+            host_name = host_without_port(host)
             table = table or select_listener(bind.listeners, host_name)
             if table is None:
                 self._local(404, b"listener not found", started)
