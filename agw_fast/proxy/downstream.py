@@ -28,6 +28,7 @@ from agw_fast.core.rewrite import (
 from agw_fast.core.routing import RequestView, host_without_port, select_listener
 from agw_fast.errors import ProxyError
 from agw_fast.log import logger
+from agw_fast.policies import PolicyRequest, run_steps
 from agw_fast.proxy.exchange import Exchange, ReadPause, Services
 
 __all__ = ["ConnectionServices", "DownstreamProtocol"]
@@ -441,13 +442,13 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         route = matched.route
         prefix = matched.match.path.value if matched.match.path.kind == "prefix" else None
-        if route.direct_response is not None:
-            response = route.direct_response
-            self._answer(response, int(response[9:12]), started, route.name)
-            return
-        if route.redirect is not None:
-            self._redirect(route, route.redirect, host, path, query, prefix, started)
-            return
+        steps = route.request_steps
+        if steps:
+            policy_request = PolicyRequest(method, host, path, query, headers, prefix)
+            answer = run_steps(steps, policy_request)
+            if answer is not None:
+                self._answer(answer, int(answer[9:12]), started, route.name)
+                return
         backend = route.choose_backend()
         if backend is None:
             self._local(500, b"no valid backends", started, route.name)
