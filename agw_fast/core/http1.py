@@ -1,8 +1,9 @@
 """Sans-IO HTTP/1.1 pieces for the response side: head parsing, framing, chunk scanning.
 
 h11 parses every downstream *request*. Responses from upstream are relayed as framed bytes
-(performance.md §2.9): we find the head, decide the body framing once (RFC 9112 §6.3), and
-scan chunk sizes only to know where the message ends, so body bytes are forwarded untouched.
+(h11 would re-check every field we relay): we find the head, decide the body framing once
+(RFC 9112 §6.3), and scan chunk sizes only to know where the message ends, so body bytes are
+forwarded untouched.
 """
 
 from __future__ import annotations

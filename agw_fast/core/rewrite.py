@@ -102,7 +102,7 @@ class RequestHeaderPlan:
         if auth is not None:
             key = auth.header_name.lower().encode("latin-1")
             drop.add(key)
-            # The credential replaces any client value (reference §1.4 backendAuth).
+            # The credential replaces any client value (agentgateway's backendAuth).
             set_lines[key] = _header_line(auth.header_name, auth.prefix + auth.key)
         return cls(frozenset(drop), b"".join([*set_lines.values(), *add_lines]))
 

@@ -1,6 +1,6 @@
 """Route selection with agentgateway's precedence, precomputed at load time.
 
-Order (reference §3.1): listener by hostname (exact, longest wildcard, any); then host tiers
+Order, as agentgateway selects: listener by hostname (exact, longest wildcard, any); then host tiers
 for routes (exact hostname, each parent wildcard, routes without hostnames) where the first
 tier with a matching route wins; inside a tier (route, match) pairs are sorted by Exact >
 Prefix > Regex, longer path, has method, more header matches, more query matches, route key.

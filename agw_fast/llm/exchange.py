@@ -49,7 +49,7 @@ class LLMRequest:
 def prepare_llm_request(
     ai: AIRuntime, target: bytes, body: bytes, content_encoding: bytes | None
 ) -> LLMRequest:
-    """The upstream target and body for an `ai` backend (reference §2.3 and §7).
+    """The upstream target and body for an `ai` backend (agentgateway's `ai` backend semantics).
 
     Raises `LLMRequestError` (400 invalid JSON / missing model, 413, 415, 501).
     """
@@ -60,7 +60,7 @@ def prepare_llm_request(
     if route_type not in _OBSERVED_TYPES and route_type != "passthrough":
         raise LLMRequestError(f"route type '{route_type}' is not supported by agw-fast", 501)
     if ai.path_override is not None:
-        new_target = ai.path_override  # replaces path and query (reference §2.1)
+        new_target = ai.path_override  # path and query, as agentgateway's pathOverride
     elif route_type in _JSON_TYPES and (not ai.has_host_override or ai.path_prefix is not None):
         new_target = default_path(route_type, ai.path_prefix).encode("latin-1") + query
     else:

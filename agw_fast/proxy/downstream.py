@@ -3,7 +3,8 @@
 h11 owns request framing and its strictness (smuggling rules, 400/431 via
 `error_status_hint`). The response never passes through h11: it is relayed as framed bytes,
 so after each response a fresh `h11.Connection` takes over the bytes that were pipelined
-behind the request (performance.md §2.9).
+behind the request (h11 would re-validate every header of a response it writes, a
+measured ~10 µs a request we do not need: the upstream's framing is checked in core/http1).
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            # Nagle would hold small request heads for up to 40 ms (performance.md TL;DR).
+            # Nagle would hold small request heads for up to 40 ms (the delayed-ACK interaction).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:

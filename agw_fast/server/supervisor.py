@@ -5,9 +5,10 @@ epoll state to the children. It blocks the signals it cares about and takes them
 time with `sigtimedwait`, dispatching to `handle_<signal>()` (uvicorn's supervisor shape).
 
 Listen modes: `reuseport` gives each worker its own SO_REUSEPORT socket, so the kernel
-spreads connections evenly (performance.md §TL;DR measured 50/50 vs up to 100/0 for one
-shared socket). The parent keeps every socket open, so connections that arrive for a dead
-worker wait in its socket's backlog for the replacement instead of being reset.
+spreads connections evenly (measured here: 50/50 between two workers, where one shared
+socket gave splits up to 100/0, because the busiest worker keeps winning accept). The parent
+keeps every socket open, so connections that arrive for a dead worker wait in its socket's
+backlog for the replacement instead of being reset.
 """
 
 from __future__ import annotations

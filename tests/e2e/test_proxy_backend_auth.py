@@ -1,4 +1,4 @@
-"""`backendAuth` (reference §1.4): the gateway's credential replaces the client's Authorization;
+"""`backendAuth`: the gateway's credential replaces the client's Authorization;
 without it the client's header passes unchanged; secrets never reach the gateway's output."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`backendTLS` (reference §1.4): trust roots, `{}` (public roots), `insecure`, `insecureHost`,
+"""`backendTLS`: trust roots, `{}` (public roots), `insecure`, `insecureHost`,
 `hostname` (SNI and verification name) and client certificates (mTLS).
 
 The TLS upstreams are certified by the session's trustme CA for localhost, 127.0.0.1,

@@ -1,4 +1,4 @@
-"""What the upstream receives after the route's rewrites (reference §1.4), seen through the mock's
+"""What the upstream receives after the route's rewrites, seen through the mock's
 `/echo` (target and headers in wire order), and what the client receives from response-side
 policies, redirects and direct responses.
 """

@@ -1,4 +1,4 @@
-"""Route selection as a client sees it (reference §1.3, §3.1): which route answers a request,
+"""Route selection as a client sees it (agentgateway's precedence): which route answers a request,
 404 `route not found`, 500 `no valid backends`, and weighted backend choice.
 
 Most routes answer with a `directResponse` whose body names the route, so the winner is visible

@@ -1,4 +1,4 @@
-"""Route selection: agentgateway's precedence (reference §1.3, §3.1), tier by tier."""
+"""Route selection: agentgateway's precedence, tier by tier."""
 
 from __future__ import annotations
 
