@@ -27,11 +27,13 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict agw_fast
+	$(BIN)/lint-imports
 
 test: $(STAMP)
 	-@bash bench/ensure_tools.sh || true
 	$(BIN)/ruff check agw_fast tests bench
 	$(BIN)/mypy --strict agw_fast
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
