@@ -1,11 +1,25 @@
-"""One proxied request/response: from the parsed downstream request to the relayed response.
+"""One proxied request/response: from the routed request head to the relayed response.
 
-Lifecycle: `start()` builds the upstream head (or waits for the body on LLM routes), takes a
-pooled connection or opens one; request body bytes are re-framed to the upstream with
-backpressure; the upstream connection reports the response head, body bytes and end, which
-are written downstream as they arrive. Errors before the response head become a local error
-response; after it, the downstream connection is closed (never a truncated body framed as
-complete).
+The lifecycle, written down once:
+
+1. `start()`: arm the timeout; on a plain route build the upstream head now (the body is
+   streamed behind it); on an LLM route collect the body first (`on_request_body`), since the
+   model and usage logic need all of it, then build head and body (`_send_llm_request`).
+2. `_acquire()`: take an idle pooled connection, or open one in a Task (`_connect`, the only
+   await). Until attached, request bytes wait in `out` (bounded: past 64 KiB the client stops
+   being read). While the client connection processes one read the exchange is "corked", so a
+   small request's head and body leave in one write (`uncork`).
+3. Attached (`_attach`), the exchange is the connection's `ResponseSink`: `on_response_head`,
+   `on_response_body`, `on_response_end` relay the response as it arrives; backpressure runs
+   both ways through `pause_*`/`resume_*`.
+4. `_finish()` runs exactly once, whatever the ending (response complete, `fail` with a local
+   error, `abort` because the client left, upstream lost): telemetry records the exchange, then
+   the client connection is told whether it may keep the connection alive.
+
+Errors before the response head become a local error response; after it, the client
+connection is closed (never a truncated body framed as complete). A reused pooled connection
+that the server had closed is retried once on a fresh one when nothing was answered and the
+request can be sent again whole.
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ __all__ = ["UpstreamPool"]
 
 
 class UpstreamPool:
+    """A worker's idle upstream connections, keyed by (host, port, TLS context).
+
+    `take` and `put` are synchronous and O(1); `connect` opens a new connection; `sweep`
+    (once a second) drops closed and expired ones; `close_all` at stop.
+    """
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
