@@ -655,8 +655,9 @@ def tcp_connections() -> dict[int, tuple[int, int]]:
 
 # -- Helpers for the test_llm_*.py suites --------------------------------------------------------
 #
-# Config builders for `ai` backends (YAML written with PyYAML from plain dicts), a Prometheus
-# text-exposition parser, an access-log line parser and a polling helper that returns a value.
+# Config builders for `ai` backends (YAML written with PyYAML from plain dicts), Prometheus
+# scraping (prometheus_client's parser), an access-log line parser and a polling helper that
+# returns a value.
 
 UPSTREAM_KEY = "sk-upstream-secret-e2e-7f3a"
 """The provider key the LLM suites put in `$UPSTREAM_KEY`; it must never reach a log line."""
@@ -760,42 +761,27 @@ class Sample:
     value: float
 
 
-_METRIC_LINE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?")
-_LABEL_PAIR = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*')
-_LABEL_ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+def parse_metrics(text: str) -> list[Sample]:
+    """The samples of a Prometheus text exposition, read by `prometheus_client`'s parser (the
+    reference implementation: a malformed exposition raises ValueError)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        Sample(sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
 
 
-def parse_prometheus(text: str) -> list[Sample]:
-    """Parse the text exposition format (version 0.0.4) strictly: a malformed line raises."""
-    samples = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith("#"):
-            parts = line.split(None, 3)
-            if len(parts) >= 2 and parts[1] in ("TYPE", "HELP"):
-                assert len(parts) >= 3, f"bad {parts[1]} line {line!r}"
-            continue
-        match = _METRIC_LINE.fullmatch(line)
-        assert match is not None, f"bad sample line {line!r}"
-        name, raw_labels, raw_value = match.groups()
-        labels: dict[str, str] = {}
-        rest = raw_labels or ""
-        while rest:
-            pair = _LABEL_PAIR.match(rest)
-            assert pair is not None, f"bad labels in {line!r}"
-            key, value = pair.groups()
-            assert key not in labels, f"label {key} repeated in {line!r}"
-            labels[key] = re.sub(r"\\.", lambda m: _LABEL_ESCAPES.get(m.group(0), m.group(0)),
-                                 value)
-            rest = rest[pair.end():]
-            if rest.startswith(","):
-                rest = rest[1:]
-            else:
-                assert not rest.strip(), f"bad labels in {line!r}"
-                break
-        samples.append(Sample(name, labels, float(raw_value)))
-    return samples
+def scrape_metrics(stats_port: int) -> list[Sample]:
+    """GET `/metrics` on a gateway's stats port and parse it; the exposition's content type
+    is checked on the way."""
+    import httpx
+
+    response = httpx.get(f"http://127.0.0.1:{stats_port}/metrics", timeout=DEADLINE)
+    assert response.status_code == 200, response.text[:500]
+    assert response.headers["content-type"].startswith("text/plain")
+    return parse_metrics(response.text)
 
 
 def metric_total(samples: list[Sample], name: str, **labels: str) -> float:
