@@ -259,7 +259,7 @@ FRAGMENTS = [
 ]
 
 
-@settings(max_examples=500, deadline=None, derandomize=True)
+@settings(max_examples=500)
 @given(
     pieces=st.lists(st.sampled_from(FRAGMENTS), max_size=60),
     cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8),
