@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 import trustme
 
+from agw_fast.core.http1 import ChunkedScanner, UpstreamProtocolError
+
 STARTUP_TIMEOUT = 20.0
 _LISTEN_RE = re.compile(r"listening on \S+ port (\d+)")
 _STATS_RE = re.compile(r"stats listening on \S+ port (\d+)")
@@ -348,6 +350,26 @@ class BufferedSocket:
         except ConnectionResetError:
             return True
 
+    def read_chunked(self) -> tuple[bytes, bytes]:
+        """A chunked body (RFC 9112 §7.1): (payload, its bytes on the wire). Read with the
+        gateway's own ChunkedScanner; bad framing raises ValueError, like other bad input."""
+        parts: list[bytes] = []
+        scanner = ChunkedScanner(parts.append)
+        wire = bytearray()
+        while True:
+            data = self._take(len(self.buffer))
+            try:
+                used = scanner.feed(data)
+            except UpstreamProtocolError as exc:
+                raise ValueError(f"bad chunked body: {exc}") from None
+            if used != -1:
+                wire += data[:used]
+                self.buffer[:0] = data[used:]
+                return b"".join(parts), bytes(wire)
+            wire += data
+            if not self._fill():
+                raise EOFError(f"closed inside a chunked body after {len(wire)} bytes")
+
     def read_message(self, *, request: bool, head_request: bool = False) -> RawMessage | None:
         """The next request or response; None on a clean close before its first byte."""
         if not self.buffer:
@@ -377,23 +399,8 @@ class BufferedSocket:
         if not request and (head_request or status < 200 or status in (204, 304)):
             body = b""
         elif chunked:
-            pieces = []
-            while True:
-                size_line = self.read_until(b"\r\n")
-                raw.append(size_line)
-                size = int(size_line[:-2].split(b";", 1)[0], 16)
-                if size == 0:
-                    trailer = self.read_until(b"\r\n")
-                    while trailer != b"\r\n":
-                        raw.append(trailer)
-                        trailer = self.read_until(b"\r\n")
-                    raw.append(trailer)
-                    break
-                data = self.read_exact(size + 2)
-                assert data.endswith(b"\r\n"), "chunk data not followed by CRLF"
-                raw.append(data)
-                pieces.append(data[:-2])
-            body = b"".join(pieces)
+            body, chunks = self.read_chunked()
+            raw.append(chunks)
         elif lengths:
             body = self.read_exact(int(lengths.pop()))
             raw.append(body)

@@ -27,6 +27,7 @@ import pytest
 import trustme
 import uvloop
 
+from agw_fast.core.http1 import ChunkedScanner, decode_chunked
 from agw_fast.mockllm import (
     MockLLMConfig,
     pseudo_random_bytes,
@@ -96,12 +97,12 @@ def read_response(reader: BinaryIO) -> tuple[int, list[tuple[str, str]], bytes]:
     if status in (100, 204, 304):
         return status, headers, b""
     if fields.get("transfer-encoding") == "chunked":
-        body = b""
-        while (size := int(reader.readline().split(b";")[0], 16)) > 0:
-            body += reader.read(size)
-            assert reader.read(2) == b"\r\n"
-        assert reader.readline() == b"\r\n"
-        return status, headers, body
+        # Line by line: the last line read is the one that ends the body, nothing past it.
+        parts: list[bytes] = []
+        scanner = ChunkedScanner(parts.append)
+        while scanner.feed(line := reader.readline()) == -1:
+            assert line, "closed inside a chunked body"
+        return status, headers, b"".join(parts)
     if "content-length" in fields:
         return status, headers, reader.read(int(fields["content-length"]))
     return status, headers, reader.read()
@@ -515,14 +516,8 @@ def test_chunked_body_respects_backpressure() -> None:
     assert rounds > 5
     head, _, body = bytes(received).partition(b"\r\n\r\n")
     assert b"transfer-encoding: chunked" in head
-    decoded = bytearray()
-    while True:
-        line, _, body = body.partition(b"\r\n")
-        length = int(line, 16)
-        if length == 0:
-            break
-        decoded += body[:length]
-        body = body[length + 2 :]
+    decoded, end = decode_chunked(body)
+    assert end == len(body)
     assert decoded == pseudo_random_bytes(size)
 
 
