@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 
@@ -262,6 +263,20 @@ def wait_until(predicate: Callable[[], object], timeout: float = DEADLINE, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(0.01)
+
+
+def gateway_client(port: int, timeout: float = DEADLINE, **options: Any) -> httpx.Client:
+    """An httpx client for the gateway on `port` (base URL set, proxy variables ignored)."""
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=timeout, trust_env=False, **options
+    )
+
+
+def ok_json(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a 200 response (the response text shows when it is not a 200)."""
+    assert response.status_code == 200, response.text
+    doc: dict[str, Any] = response.json()
+    return doc
 
 
 @dataclass
@@ -783,8 +798,6 @@ def parse_metrics(text: str) -> list[Sample]:
 def scrape_metrics(stats_port: int) -> list[Sample]:
     """GET `/metrics` on a gateway's stats port and parse it; the exposition's content type
     is checked on the way."""
-    import httpx
-
     response = httpx.get(f"http://127.0.0.1:{stats_port}/metrics", timeout=DEADLINE)
     assert response.status_code == 200, response.text[:500]
     assert response.headers["content-type"].startswith("text/plain")
