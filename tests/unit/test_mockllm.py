@@ -7,6 +7,7 @@ result or a process's output, never on a sleep.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import select
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -582,3 +584,44 @@ def test_cli_tls_requires_cert_and_key(capsys: pytest.CaptureFixture[str]) -> No
     assert "--tls needs --cert FILE and --key FILE" in capsys.readouterr().err
     assert run_mock_llm(["--chunks", "-1"]) == 2
     assert "chunks must be >= 0" in capsys.readouterr().err
+
+
+# -- gzip (as the OpenAI API answers the SDK) -------------------------------------------------
+
+
+def _handle(app: MockApp, body: dict[str, Any], *headers: bytes) -> Any:
+    data = json.dumps(body).encode()
+    parser = RequestParser()
+    parser.feed(b"POST /v1/chat/completions HTTP/1.1\r\nHost: m\r\n%sContent-Length: %d\r\n\r\n%s"
+                % (b"".join(h + b"\r\n" for h in headers if h), len(data), data))
+    request = parser.next_request()
+    assert request is not None
+    return app.handle(request)
+
+
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [(b"accept-encoding: gzip, deflate", True), (b"Accept-Encoding: br;q=1, *", True),
+     (b"accept-encoding: gzip;q=0", False), (b"accept-encoding: identity", False), (b"", False)],
+)
+def test_gzip_when_the_request_accepts_it(accept: bytes, gzipped: bool) -> None:
+    app = MockApp(MockLLMConfig(gzip=True))
+    for _ in range(2):  # and the cached reply is the same
+        reply = _handle(app, BODY, accept)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert (b"content-encoding: gzip" in head) == gzipped
+        doc = json.loads(gzip.decompress(body) if gzipped else body)
+        assert doc["usage"]["completion_tokens"] == 5
+
+
+def test_gzip_stream_is_flushed_per_event() -> None:
+    app = MockApp(MockLLMConfig(gzip=True))
+    reply = _handle(app, {**BODY, "stream": True}, b"accept-encoding: gzip")
+    assert b"content-encoding: gzip" in reply.head
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    for event in reply.events:
+        payload, _ = decode_chunked(event if event.endswith(b"0\r\n\r\n") else event + b"0\r\n\r\n")
+        # Each event decodes on its own: nothing is held back in the compressor.
+        assert decoder.decompress(payload).startswith(b"data: ")
+    assert decoder.eof
+    assert not MockApp(MockLLMConfig()).config.gzip  # off unless asked for
