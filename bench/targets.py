@@ -53,7 +53,7 @@ class Tools:
         if self.nginx is None:
             lines.append(
                 "nginx (Debian package `nginx-light`): the nginx reference and upstream are "
-                "skipped; a Python upstream stands in"
+                "skipped; the mock LLM stands in as origin"
             )
         if self.openssl is None:
             lines.append("openssl (Debian package `openssl`): the TLS upstream is skipped")
