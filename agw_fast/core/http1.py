@@ -21,6 +21,7 @@ __all__ = [
     "ResponseHead",
     "UpstreamProtocolError",
     "connection_tokens",
+    "decode_chunked",
     "parse_response_head",
     "reason_phrase",
     "status_line",
@@ -208,6 +209,15 @@ class ChunkedScanner:
                 self._state = self._SIZE
                 return pos
         return -1
+
+
+def decode_chunked(data: bytes) -> tuple[bytes, int]:
+    """The payload of the chunked body at the start of `data`, and how many bytes of `data` it
+    spans (-1 while incomplete). For tests, tools and the mock: it copies the payload, which
+    the relay never does. Raises `UpstreamProtocolError` on invalid framing."""
+    parts: list[bytes] = []
+    end = ChunkedScanner(parts.append).feed(data)
+    return b"".join(parts), end
 
 
 _REASONS = {

@@ -399,7 +399,9 @@ class Exchange:
             )
         )
         llm = self.llm
-        observe = llm is not None and llm.on_response_head(head.status, head.content_type)
+        observe = llm is not None and llm.on_response_head(
+            head.status, head.content_type, head.lines
+        )
         if dechunk or (observe and head.framing == BODY_CHUNKED):
             self.dechunk = dechunk
             if llm is not None:

@@ -23,6 +23,7 @@ from tests.e2e.conftest import (
     Upstream,
     UpstreamConnection,
     echo_json,
+    gateway_client,
     http_request,
     http_response,
     proxy_config,
@@ -126,9 +127,7 @@ def gw(module_gateway: GatewayFactory, misbehaving: Misbehaving) -> Process:
 
 @pytest.fixture
 def client(gw: Process) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{gw.port}", timeout=DEADLINE, trust_env=False
-    ) as c:
+    with gateway_client(gw.port) as c:
         yield c
 
 
