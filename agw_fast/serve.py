@@ -34,8 +34,9 @@ def serve(
     a port cannot be bound, with one line on stderr).
 
     Listen modes: `reuseport` gives each worker its own SO_REUSEPORT socket, so the kernel
-    spreads connections evenly (performance.md §TL;DR measured 50/50 vs up to 100/0 for one
-    shared socket); `shared` is one socket all workers accept from.
+    spreads connections evenly (measured here: 50/50 between two workers, where one shared
+    socket gave splits up to 100/0, because the busiest worker keeps winning accept);
+    `shared` is one socket all workers accept from.
     """
     try:
         runtime = compile_config(config)  # TLS files, regexes: everything that can fail

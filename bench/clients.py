@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from agw_fast.core.http1 import ChunkedScanner, UpstreamProtocolError
 from bench.payloads import CHAT_PATH, REQUEST_BODY, STREAM_REQUEST_BODY, request_bytes
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "sse_ttfb",
 ]
 
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _TRAILERS, _UNTIL_CLOSE = range(6)
+_HEAD, _LENGTH, _CHUNKED_BODY, _UNTIL_CLOSE = range(4)
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]+)[ \t]*\r?$")
 _CHUNKED = re.compile(rb"(?im)^transfer-encoding:[^\r\n]*chunked")
 _STATUS = re.compile(rb"HTTP/1\.[01] ([0-9]{3})")
@@ -44,12 +45,13 @@ class ResponseFramer:
     skipped. A response without a length (close-delimited) completes on `eof()`.
     """
 
-    __slots__ = ("_buf", "_remaining", "_state", "status")
+    __slots__ = ("_buf", "_chunks", "_remaining", "_state", "status")
 
     def __init__(self) -> None:
         self._buf = b""
         self._state = _HEAD
         self._remaining = 0
+        self._chunks = ChunkedScanner()  # the gateway's own chunk scanner (RFC 9112 §7.1)
         self.status = 0
 
     def feed(self, data: bytes) -> int:
@@ -70,7 +72,7 @@ class ResponseFramer:
                     continue
                 length = _CONTENT_LENGTH.search(head)
                 if _CHUNKED.search(head):
-                    self._state = _CHUNK_SIZE
+                    self._state = _CHUNKED_BODY
                 elif length is not None:
                     self._state, self._remaining = _LENGTH, int(length.group(1))
                 elif self.status in (204, 304):
@@ -85,31 +87,17 @@ class ResponseFramer:
                     return done
                 self._state = _HEAD
                 done += 1
-            elif self._state == _CHUNK_SIZE:
-                end = self._buf.find(b"\r\n")
-                if end < 0:
+            elif self._state == _CHUNKED_BODY:
+                try:
+                    used = self._chunks.feed(self._buf)
+                except UpstreamProtocolError as exc:
+                    raise ClientError(f"bad chunked body: {exc}") from None
+                if used == -1:
+                    self._buf = b""
                     return done
-                size = int(self._buf[:end].split(b";", 1)[0], 16)
-                self._buf = self._buf[end + 2 :]
-                if size == 0:
-                    self._state = _TRAILERS
-                else:
-                    self._state, self._remaining = _CHUNK_DATA, size + 2  # data + CRLF
-            elif self._state == _CHUNK_DATA:
-                take = min(self._remaining, len(self._buf))
-                self._remaining -= take
-                self._buf = self._buf[take:]
-                if self._remaining:
-                    return done
-                self._state = _CHUNK_SIZE
-            elif self._state == _TRAILERS:
-                end = self._buf.find(b"\r\n")
-                if end < 0:
-                    return done
-                self._buf = self._buf[end + 2 :]
-                if end == 0:  # the empty line after the (usually absent) trailers
-                    self._state = _HEAD
-                    done += 1
+                self._buf = self._buf[used:]
+                self._state = _HEAD
+                done += 1
             else:  # _UNTIL_CLOSE
                 self._buf = b""
                 return done

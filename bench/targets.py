@@ -53,7 +53,7 @@ class Tools:
         if self.nginx is None:
             lines.append(
                 "nginx (Debian package `nginx-light`): the nginx reference and upstream are "
-                "skipped; a Python upstream stands in"
+                "skipped; the mock LLM stands in as origin"
             )
         if self.openssl is None:
             lines.append("openssl (Debian package `openssl`): the TLS upstream is skipped")
@@ -199,13 +199,17 @@ class Stack:
 
     # -- upstreams ------------------------------------------------------------------------
     def upstream(self) -> Target:
-        """`direct`: the origin itself (nginx `return 200`, else the Python fallback)."""
+        """`direct`: the origin itself (nginx `return 200`, else the mock LLM)."""
         return self.cached("direct", self._start_upstream)
 
     def _start_upstream(self) -> Target:
         port = free_port()
         if self.tools.nginx is None:
-            return self._python_upstream("direct", port, "Python fallback upstream (no nginx)")
+            # The reply the nginx upstream would give, near enough (the mock's own JSON, ~350 B).
+            return self._mock_upstream(
+                "direct", port, "agw_fast mock-llm upstream (no nginx)",
+                "--model", "gpt-4o-mini-2024-07-18", "--content", "Reuse skips TCP+TLS handshake",
+            )
         cert = None
         if self.tools.openssl is not None:
             try:
@@ -229,51 +233,31 @@ class Stack:
         # `direct` has no proxy: its procs stay empty, the upstream CPU is recorded apart.
         return Target("direct", "direct", "nginx `return 200` upstream (1 worker)", port)
 
-    def _python_upstream(self, name: str, port: int, description: str, *extra: str) -> Target:
-        argv = [self.python, "-m", "bench.upstream", "--port", str(port), *extra]
-        proc = self._proc(name, argv, cpu=CPU_LOAD)
+    def _mock_upstream(self, name: str, port: int, description: str, *flags: str) -> Target:
+        """The project's mock LLM (`python -m agw_fast mock-llm`): one upstream for the tests
+        and the bench."""
+        argv = [
+            self.python, "-m", "agw_fast", "mock-llm", "--host", "127.0.0.1", "--port", str(port),
+            *flags,
+        ]
+        proc = self._proc(f"{name}-mock-llm", argv, cpu=CPU_LOAD)
         try:
-            proc.start().wait_ready(port)
+            proc.start().wait_ready(port, timeout=10 * SECONDS)
         except ProcStartError as exc:
             return Target(name, "direct", description, error=str(exc))
         self._upstream_procs.append(proc)
         return Target(name, "direct", description, port)
 
-    def sse_upstream(self, chunks: int, delay: float, *, prefer_mock: bool = True) -> Target:
+    def sse_upstream(self, chunks: int, delay: float) -> Target:
         """`direct-sse-N`: the project's mock LLM streaming N events, `delay` s apart."""
         name = f"direct-sse-{chunks}"
-        return self.cached(name, lambda: self._start_sse_upstream(name, chunks, delay, prefer_mock))
-
-    def _start_sse_upstream(
-        self, name: str, chunks: int, delay: float, prefer_mock: bool
-    ) -> Target:
-        port = free_port()
+        self.notes["sse_upstream"] = "agw_fast mock-llm"
         flags = ["--chunks", str(chunks), "--chunk-delay", f"{delay:g}"]
-        if prefer_mock:
-            argv = [
-                self.python,
-                "-m",
-                "agw_fast",
-                "mock-llm",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                *flags,
-            ]
-            proc = self._proc(f"{name}-mock-llm", argv, cpu=CPU_LOAD)
-            try:
-                proc.start().wait_ready(port, timeout=10 * SECONDS)
-                self._upstream_procs.append(proc)
-                self.notes["sse_upstream"] = "agw_fast mock-llm"
-                return Target(name, "direct", f"agw_fast mock-llm ({chunks} events)", port)
-            except ProcStartError as exc:
-                self.notes["sse_upstream"] = (
-                    f"bench/upstream.py fallback (mock-llm unavailable: {exc})"
-                )
-                self.log(f"  ! mock-llm unavailable, using bench/upstream.py: {exc}")
-        return self._python_upstream(
-            name, free_port(), f"bench fallback SSE upstream ({chunks} events)", *flags
+        return self.cached(
+            name,
+            lambda: self._mock_upstream(
+                name, free_port(), f"agw_fast mock-llm ({chunks} events)", *flags
+            ),
         )
 
     # -- proxies --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`$VAR` expansion over the whole config text, before YAML parsing.
 
 agentgateway runs Rust's `shellexpand::full` on the raw file, so this mirrors its rules exactly
-(see reference §2.7) rather than POSIX shell rules:
+rather than POSIX shell rules (a config must expand the same under both gateways):
 
 - `$NAME` takes the longest run of alphanumerics and `_` (so `$1` is a variable named "1");
 - `${...}` ends at the *first* `}` anywhere after it, even on a later line; inside, the first

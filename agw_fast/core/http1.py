@@ -1,8 +1,9 @@
 """Sans-IO HTTP/1.1 pieces for the response side: head parsing, framing, chunk scanning.
 
 h11 parses every downstream *request*. Responses from upstream are relayed as framed bytes
-(performance.md §2.9): we find the head, decide the body framing once (RFC 9112 §6.3), and
-scan chunk sizes only to know where the message ends, so body bytes are forwarded untouched.
+(h11 would re-check every field we relay): we find the head, decide the body framing once
+(RFC 9112 §6.3), and scan chunk sizes only to know where the message ends, so body bytes are
+forwarded untouched.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "ResponseHead",
     "UpstreamProtocolError",
     "connection_tokens",
+    "decode_chunked",
     "parse_response_head",
     "reason_phrase",
     "status_line",
@@ -207,6 +209,15 @@ class ChunkedScanner:
                 self._state = self._SIZE
                 return pos
         return -1
+
+
+def decode_chunked(data: bytes) -> tuple[bytes, int]:
+    """The payload of the chunked body at the start of `data`, and how many bytes of `data` it
+    spans (-1 while incomplete). For tests, tools and the mock: it copies the payload, which
+    the relay never does. Raises `UpstreamProtocolError` on invalid framing."""
+    parts: list[bytes] = []
+    end = ChunkedScanner(parts.append).feed(data)
+    return b"".join(parts), end
 
 
 _REASONS = {

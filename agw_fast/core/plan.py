@@ -33,13 +33,13 @@ from agw_fast.core.rewrite import (
     RESPONSE_HOP_BY_HOP,
     RequestHeaderPlan,
     ResponseHeaderPlan,
-    local_response,
 )
 from agw_fast.core.routing import RouteTable
 from agw_fast.core.tls import client_context
 from agw_fast.errors import ConfigError
 from agw_fast.llm.providers.openai import RouteTypeResolver
 from agw_fast.log import text_value
+from agw_fast.policies import RequestStep, compile_request_steps
 
 __all__ = [
     "DEFAULT_LLM_BUFFER",
@@ -91,8 +91,7 @@ class RuntimeRoute:
     key: str
     name: str
     listener: str
-    direct_response: bytes | None
-    redirect: RequestRedirect | None
+    request_steps: tuple[RequestStep, ...]  # the route's policy pipeline (agw_fast.policies)
     url_rewrite: UrlRewrite | None
     request_timeout: float | None
     backends: tuple[RuntimeBackend, ...]
@@ -250,17 +249,11 @@ class _Compiler:
 
     def route(self, path: str, port: int, listener: Listener, route: Route) -> RuntimeRoute:
         policies = route.policies
-        direct = None
-        if policies is not None and policies.direct_response is not None:
-            response = policies.direct_response
-            # local_response leaves the body out for 204/304, which end at the head.
-            direct = local_response(response.status, response.body, content_type=None)
         return RuntimeRoute(
             key=f"bind/{port}/{listener.name}/default/{route.name}",
             name=route.name,
             listener=listener.name,
-            direct_response=direct,
-            redirect=policies.request_redirect if policies else None,
+            request_steps=compile_request_steps(policies),
             url_rewrite=policies.url_rewrite if policies else None,
             request_timeout=(
                 policies.timeout.request_timeout if policies and policies.timeout else None

@@ -17,6 +17,7 @@ from agw_fast.config.model import (
     PathRewrite,
     RequestRedirect,
 )
+from agw_fast.core.authority import split_authority
 from agw_fast.core.http1 import connection_tokens, status_line
 from agw_fast.errors import ProxyError
 
@@ -101,7 +102,7 @@ class RequestHeaderPlan:
         if auth is not None:
             key = auth.header_name.lower().encode("latin-1")
             drop.add(key)
-            # The credential replaces any client value (reference §1.4 backendAuth).
+            # The credential replaces any client value (agentgateway's backendAuth).
             set_lines[key] = _header_line(auth.header_name, auth.prefix + auth.key)
         return cls(frozenset(drop), b"".join([*set_lines.values(), *add_lines]))
 
@@ -168,7 +169,7 @@ def apply_authority_rewrite(
     """
     if rewrite.kind == "full":
         return rewrite.value.encode("latin-1")
-    host, port = _split_authority(authority)
+    host, port = split_authority(authority)
     default = _DEFAULT_PORTS.get(new_scheme)
     if rewrite.kind == "host":
         new_host = rewrite.value.encode("latin-1")
@@ -181,19 +182,6 @@ def apply_authority_rewrite(
             return host
         return host + b":" + new_port
     return authority
-
-
-def _split_authority(authority: bytes) -> tuple[bytes, bytes]:
-    """(host, ":port" or b"") of a Host value, IPv6 literals included."""
-    if authority.startswith(b"["):
-        end = authority.find(b"]")
-        if end != -1:
-            return authority[: end + 1], authority[end + 1 :]
-        return authority, b""
-    colon = authority.rfind(b":")
-    if colon == -1:
-        return authority, b""
-    return authority[:colon], authority[colon:]
 
 
 def build_upstream_head(

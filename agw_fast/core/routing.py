@@ -1,6 +1,6 @@
 """Route selection with agentgateway's precedence, precomputed at load time.
 
-Order (reference §3.1): listener by hostname (exact, longest wildcard, any); then host tiers
+Order, as agentgateway selects: listener by hostname (exact, longest wildcard, any); then host tiers
 for routes (exact hostname, each parent wildcard, routes without hostnames) where the first
 tier with a matching route wins; inside a tier (route, match) pairs are sorted by Exact >
 Prefix > Regex, longer path, has method, more header matches, more query matches, route key.
@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 from urllib.parse import parse_qsl
 
 from agw_fast.config.model import PathMatch, Route, RouteMatch, ValueMatch
+from agw_fast.core.authority import split_authority
 
 __all__ = ["MatchedRoute", "RequestView", "RouteTable", "host_without_port", "select_listener"]
 
@@ -23,13 +24,9 @@ R = TypeVar("R")
 _KIND_RANK = {"exact": 0, "prefix": 1, "regex": 2}
 
 
-def host_without_port(host: str) -> str:
+def host_without_port(host: bytes) -> str:
     """Lowercased host of a Host header value, without the port (IPv6 brackets kept)."""
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1].lower() if end != -1 else host.lower()
-    colon = host.rfind(":")
-    return (host[:colon] if colon != -1 else host).lower()
+    return split_authority(host)[0].decode("latin-1").lower()
 
 
 class RequestView:

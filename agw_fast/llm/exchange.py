@@ -7,10 +7,12 @@ relaying anyway; nothing here touches a socket or changes a response byte.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agw_fast.core.rewrite import split_target
+from agw_fast.llm.codings import CodingError, Inflater, UnsupportedCoding, parse_codings
 from agw_fast.llm.providers.openai import (
     LLMRequestError,
     decode_request_body,
@@ -31,7 +33,12 @@ _JSON_TYPES = frozenset({"completions", "responses", "embeddings"})
 _OBSERVED_TYPES = _JSON_TYPES | {"detect"}
 PROVIDER = "openai"
 # Non-streaming responses are copied for usage up to this size; past it usage goes unread.
+# With a content coding the limit bounds the decoded size (the relayed bytes stay encoded).
 RESPONSE_COLLECT_LIMIT = 8 * 1024 * 1024
+# An encoded event stream is decoded for the observer up to this many bytes in all: memory is
+# bounded anyway (pieces of codings.STEP), this bounds the work a compression bomb can cause.
+STREAM_DECODE_LIMIT = 64 * 1024 * 1024
+_CONTENT_ENCODING = b"content-encoding:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +56,7 @@ class LLMRequest:
 def prepare_llm_request(
     ai: AIRuntime, target: bytes, body: bytes, content_encoding: bytes | None
 ) -> LLMRequest:
-    """The upstream target and body for an `ai` backend (reference §2.3 and §7).
+    """The upstream target and body for an `ai` backend (agentgateway's `ai` backend semantics).
 
     Raises `LLMRequestError` (400 invalid JSON / missing model, 413, 415, 501).
     """
@@ -60,7 +67,7 @@ def prepare_llm_request(
     if route_type not in _OBSERVED_TYPES and route_type != "passthrough":
         raise LLMRequestError(f"route type '{route_type}' is not supported by agw-fast", 501)
     if ai.path_override is not None:
-        new_target = ai.path_override  # replaces path and query (reference §2.1)
+        new_target = ai.path_override  # path and query, as agentgateway's pathOverride
     elif route_type in _JSON_TYPES and (not ai.has_host_override or ai.path_prefix is not None):
         new_target = default_path(route_type, ai.path_prefix).encode("latin-1") + query
     else:
@@ -96,9 +103,13 @@ def prepare_llm_request(
 
 
 class LLMResponseObserver:
-    """Reads usage, response model and time to first token from the relayed response."""
+    """Reads usage, response model and time to first token from the relayed response.
 
-    __slots__ = ("request", "started", "observing", "chunked", "_sse", "_json")
+    A gzip or deflate response (the OpenAI SDK asks for them) is inflated for this copy only:
+    the client receives the upstream's bytes unchanged.
+    """
+
+    __slots__ = ("request", "started", "observing", "chunked", "_sse", "_json", "_inflater")
 
     def __init__(self, request: LLMRequest, started: float) -> None:
         self.request = request
@@ -107,11 +118,27 @@ class LLMResponseObserver:
         self.chunked = False  # set by the exchange when it feeds de-chunked payload
         self._sse: SSEUsageObserver | None = None
         self._json: JSONBodyCollector | None = None
+        self._inflater: Inflater | None = None
 
-    def on_response_head(self, status: int, content_type: bytes) -> bool:
-        """Whether the body should be fed to `feed` (only successful responses are read)."""
+    def on_response_head(
+        self, status: int, content_type: bytes, lines: Sequence[bytes] = ()
+    ) -> bool:
+        """Whether the body should be fed to `feed` (only successful responses are read).
+
+        `lines` are the relayed field lines (lowercase names), read for `Content-Encoding`.
+        """
         if not 200 <= status < 300:
             return False
+        encoding = _content_encoding(lines)
+        if encoding is not None:
+            try:
+                codings = parse_codings(encoding.decode("latin-1"))
+            except UnsupportedCoding:
+                return False  # br, zstd, ...: relayed, but its usage cannot be read
+            if len(codings) > 1:
+                return False  # stacked codings: as rare as they are costly; agentgateway refuses
+            if codings:
+                self._inflater = Inflater(codings[0])
         if content_type.startswith(b"text/event-stream"):
             self._sse = SSEUsageObserver()
         else:
@@ -120,10 +147,38 @@ class LLMResponseObserver:
         return True
 
     def feed(self, data: bytes) -> None:
-        if self._sse is not None:
+        inflater = self._inflater
+        if inflater is not None:
+            self._feed_encoded(inflater, data)
+        elif self._sse is not None:
             self._sse.feed(data)
         elif self._json is not None:
             self._json.feed(data)
+
+    def _feed_encoded(self, inflater: Inflater, data: bytes) -> None:
+        if not self.observing:
+            return  # gave up on this body
+        sse, collector = self._sse, self._json
+        # One byte past the collector's limit is enough for it to see the overflow.
+        limit = STREAM_DECODE_LIMIT if sse is not None else RESPONSE_COLLECT_LIMIT
+        try:
+            for piece in inflater.feed(data, limit):
+                if sse is not None:
+                    sse.feed(piece)
+                elif collector is not None:
+                    collector.feed(piece)
+        except CodingError:
+            self._give_up()
+            return
+        if inflater.decoded > limit:
+            self._give_up()
+
+    def _give_up(self) -> None:
+        """The rest cannot be read (corrupt, or past the limit). A JSON body then reports no
+        usage; a stream keeps what its earlier events told (model, time to first token)."""
+        if self._json is not None:
+            self._json.stop()
+        self.observing = False
 
     def finish(
         self, registry: MetricsRegistry, route: str, log: bool
@@ -170,3 +225,13 @@ class LLMResponseObserver:
         if request.max_tokens is not None:
             fields["gen_ai.request.max_tokens"] = request.max_tokens
         return fields
+
+
+def _content_encoding(lines: Sequence[bytes]) -> bytes | None:
+    """The `Content-Encoding` of a response head; repeated fields form one list (RFC 9110 §5.3)."""
+    found: bytes | None = None
+    for line in lines:
+        if line.startswith(_CONTENT_ENCODING):
+            value = line[len(_CONTENT_ENCODING) :].strip(b" \t")
+            found = value if found is None else found + b", " + value
+    return found

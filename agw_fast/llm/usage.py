@@ -8,7 +8,6 @@ telemetry, and a response must never fail because its accounting could not be re
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,7 +19,6 @@ __all__ = [
     "usage_from_json_body",
     "usage_from_mapping",
 ]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,59 +133,33 @@ def _full_parse(body: bytes) -> tuple[Usage | None, str | None]:
     )
 
 
-def _decoder_for(content_encoding: str | None) -> tuple[bool, zlib._Decompress | None]:
-    """(supported, decompressor) for a response `Content-Encoding`."""
-    if content_encoding is None:
-        return True, None
-    coding = content_encoding.strip().lower()
-    if coding in ("", "identity"):
-        return True, None
-    if coding in ("gzip", "x-gzip"):
-        return True, zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if coding == "deflate":
-        # RFC 9110 §8.4.1.2: "deflate" is the zlib container; servers send that form.
-        return True, zlib.decompressobj(zlib.MAX_WBITS)
-    # br, zstd and stacked codings: no usage rather than a dependency or a guess.
-    return False, None
-
-
 class JSONBodyCollector:
     """Copies a non-streaming response body, up to `limit` decoded bytes, to read usage.
 
     The proxy relays the body unchanged and feeds each chunk here as well (the HTTP chunked
-    framing already removed). Past `limit` the collector drops what it holds and stops: the
-    response goes on, it just reports no usage. With a gzip or deflate `content_encoding` the
-    chunks are inflated incrementally, and the limit bounds the *inflated* size.
+    framing and any content coding already removed). Past `limit` the collector drops what it
+    holds and stops: the response goes on, it just reports no usage.
     """
 
-    __slots__ = ("_collecting", "_decoder", "_limit", "_parts", "_size")
+    __slots__ = ("_collecting", "_limit", "_parts", "_size")
 
-    def __init__(self, limit: int, content_encoding: str | None = None) -> None:
+    def __init__(self, limit: int) -> None:
         self._limit = max(limit, 0)
         self._parts: list[bytes] = []
         self._size = 0
-        self._collecting, self._decoder = _decoder_for(content_encoding)
+        self._collecting = True
 
     @property
     def collecting(self) -> bool:
-        """False once the body went over the limit or its encoding is unsupported."""
+        """False once the body went over the limit (or `stop` was called)."""
         return self._collecting
 
     def feed(self, chunk: bytes) -> None:
         if not self._collecting or not chunk:
             return
-        decoder = self._decoder
-        if decoder is not None:
-            try:
-                # One byte over the remaining budget is enough to detect an overflow, and
-                # max_length keeps a compression bomb from inflating past it.
-                chunk = decoder.decompress(chunk, self._limit - self._size + 1)
-            except zlib.error:
-                self._stop()
-                return
         self._size += len(chunk)
         if self._size > self._limit:
-            self._stop()
+            self.stop()
             return
         self._parts.append(chunk)
 
@@ -200,7 +172,7 @@ class JSONBodyCollector:
         self._parts = []
         return usage_from_json_body(body)
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
+        """Drop what was collected and report no usage (the body could not be read)."""
         self._collecting = False
         self._parts = []
-        self._decoder = None

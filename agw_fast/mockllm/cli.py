@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=_DEFAULTS.model, help="default model name")
     parser.add_argument("--content", default=_DEFAULTS.content, help="completion text")
     parser.add_argument("--no-usage", action="store_true", help="never report token usage")
+    parser.add_argument(
+        "--gzip", action="store_true",
+        help="gzip chat replies when the request's Accept-Encoding allows it (as OpenAI does)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes (SO_REUSEPORT)")
     return parser
 
@@ -67,7 +71,7 @@ def run_mock_llm(argv: list[str]) -> int:
     try:
         config = MockLLMConfig(
             chunks=args.chunks, chunk_delay=args.chunk_delay, model=args.model,
-            usage=not args.no_usage, content=args.content,
+            usage=not args.no_usage, content=args.content, gzip=args.gzip,
         )
         context = _tls_context(args.cert, args.key) if args.tls else None
     except (ValueError, OSError, ssl.SSLError) as exc:

@@ -9,9 +9,11 @@ cached by everything that changes their bytes, so the hot path is a JSON decode 
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import json
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -47,7 +49,8 @@ _BODY_KEY_LIMIT = 4096
 class MockLLMConfig:
     """Behaviour of the mock. `chunks` content deltas per stream (also the completion token count),
     `chunk_delay` seconds between SSE events, `usage` whether any usage is reported, `record`
-    whether the last requests are kept for `request_log()`."""
+    whether the last requests are kept for `request_log()`, `gzip` whether chat replies are
+    gzip-encoded for requests whose Accept-Encoding allows it (as the OpenAI API does)."""
 
     chunks: int = 5
     chunk_delay: float = 0.0
@@ -55,6 +58,7 @@ class MockLLMConfig:
     usage: bool = True
     content: str = "Hello from the mock LLM."
     record: bool = False
+    gzip: bool = False
 
     def __post_init__(self) -> None:
         if self.chunks < 0:
@@ -187,6 +191,28 @@ def error_reply(request: Request | None, status: int, message: str) -> bytes:
     return _fixed(request, status, _JSON, body)
 
 
+def _accepts_gzip(request: Request) -> bool:
+    """Whether Accept-Encoding lists gzip without `q=0` (RFC 9110 §12.5.3), roughly."""
+    for name, value in request.headers:
+        if name.lower() == b"accept-encoding":
+            for member in value.lower().split(b","):
+                coding, _, params = member.partition(b";")
+                if coding.strip() in (b"gzip", b"*") and params.replace(b" ", b"") not in (
+                    b"q=0", b"q=0.0", b"q=0.00", b"q=0.000"
+                ):
+                    return True
+    return False
+
+
+def _gzip_events(payloads: list[bytes]) -> list[bytes]:
+    """One gzip stream over all events, flushed after each so that every event can be read as
+    soon as it arrives (how a streaming server compresses SSE)."""
+    encoder = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [encoder.compress(p) + encoder.flush(zlib.Z_SYNC_FLUSH) for p in payloads]
+    out[-1] += encoder.flush()
+    return out
+
+
 def _prompt_tokens(messages: object) -> int:
     """A deterministic stand-in for a tokenizer: UTF-8 bytes of all text content // 4 + 1."""
     size = 0
@@ -214,8 +240,8 @@ class MockApp:
         self._id = f"chatcmpl-mock{self._created:x}"
         self._pieces = split_content(config.content, config.chunks)
         self._text = "".join(self._pieces)
-        self._completions: dict[tuple[str, int], tuple[bytes, bytes]] = {}
-        self._streams: dict[tuple[str, int, bool, bool], tuple[bytes, ...]] = {}
+        self._completions: dict[tuple[str, int, bool], tuple[bytes, bytes]] = {}
+        self._streams: dict[tuple[str, int, bool, bool, bool], tuple[bytes, ...]] = {}
         self._by_body: dict[bytes, Reply] = {}
         models = {"object": "list", "data": [{"id": config.model, "object": "model",
                                                "created": self._created,
@@ -235,7 +261,7 @@ class MockApp:
         if path.endswith(b"/chat/completions"):
             if method != b"POST":
                 return error_reply(request, 405, "use POST for chat completions")
-            if request.keep_alive and request.minor == 1:
+            if request.keep_alive and request.minor == 1 and not self.config.gzip:
                 # Benchmarks repeat one body: skip the JSON decode for a body seen before.
                 known = self._by_body.get(request.body)
                 if known is not None:
@@ -264,21 +290,29 @@ class MockApp:
         if not isinstance(model, str) or not model:
             model = self.config.model
         prompt_tokens = _prompt_tokens(payload.get("messages"))
+        gzipped = self.config.gzip and _accepts_gzip(request)
         if payload.get("stream") is True:
             options = payload.get("stream_options")
             include_usage = (
                 isinstance(options, dict) and options.get("include_usage") is True
             )
-            reply = self._stream(request, model, prompt_tokens, include_usage)
+            reply = self._stream(request, model, prompt_tokens, include_usage, gzipped)
         else:
-            cached = self._completions.get((model, prompt_tokens))
+            cached = self._completions.get((model, prompt_tokens, gzipped))
             if cached is None:
-                cached = self._build_completion(model, prompt_tokens)
+                cached = self._build_completion(model, prompt_tokens, gzipped)
             if not (request.keep_alive and request.minor == 1):
-                return _fixed(request, 200, _JSON, cached[1])
+                fields = _JSON + b"content-encoding: gzip\r\n" if gzipped else _JSON
+                return _fixed(request, 200, fields, cached[1])
             reply = cached[0]
-        # Only replies that do not depend on the connection's framing are reusable by body.
-        if request.keep_alive and request.minor == 1 and len(request.body) <= _BODY_KEY_LIMIT:
+        # Only replies that do not depend on the connection's framing (nor, with `gzip`, on
+        # the request's headers) are reusable by body.
+        if (
+            request.keep_alive
+            and request.minor == 1
+            and not self.config.gzip
+            and len(request.body) <= _BODY_KEY_LIMIT
+        ):
             if len(self._by_body) >= _BODY_CACHE_LIMIT:
                 self._by_body.clear()
             self._by_body[request.body] = reply
@@ -289,7 +323,9 @@ class MockApp:
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                 "total_tokens": prompt_tokens + completion}
 
-    def _build_completion(self, model: str, prompt_tokens: int) -> tuple[bytes, bytes]:
+    def _build_completion(
+        self, model: str, prompt_tokens: int, gzipped: bool
+    ) -> tuple[bytes, bytes]:
         doc: dict[str, Any] = {
             "id": self._id, "object": "chat.completion", "created": self._created,
             "model": model,
@@ -301,32 +337,38 @@ class MockApp:
             doc["usage"] = self._usage(prompt_tokens)
         doc["system_fingerprint"] = None
         body = _DUMPS(doc).encode()
-        wire = b"%s%scontent-length: %d\r\n\r\n%s" % (_STATUS_LINES[200], _JSON, len(body), body)
+        fields = _JSON
+        if gzipped:
+            body = gzip.compress(body, mtime=0)
+            fields += b"content-encoding: gzip\r\n"
+        wire = b"%s%scontent-length: %d\r\n\r\n%s" % (_STATUS_LINES[200], fields, len(body), body)
         if len(self._completions) >= _CACHE_LIMIT:
             self._completions.clear()
-        self._completions[(model, prompt_tokens)] = (wire, body)
+        self._completions[(model, prompt_tokens, gzipped)] = (wire, body)
         return wire, body
 
     def _stream(
-        self, request: Request, model: str, prompt_tokens: int, include_usage: bool
+        self, request: Request, model: str, prompt_tokens: int, include_usage: bool,
+        gzipped: bool,
     ) -> Reply:
         # RFC 9112 §6.1: no chunked coding towards an HTTP/1.0 client; the close ends the body.
         chunked = request.minor == 1
         if not chunked:
             request.keep_alive = False
-        head = b"%scontent-type: text/event-stream\r\ncache-control: no-cache\r\n%s%s\r\n" % (
+        head = b"%scontent-type: text/event-stream\r\ncache-control: no-cache\r\n%s%s%s\r\n" % (
             _STATUS_LINES[200],
+            b"content-encoding: gzip\r\n" if gzipped else b"",
             b"transfer-encoding: chunked\r\n" if chunked else b"",
             _connection(request),
         )
-        key = (model, prompt_tokens, include_usage, chunked)
+        key = (model, prompt_tokens, include_usage, chunked, gzipped)
         events = self._streams.get(key)
         if events is None:
             events = self._build_events(key)
         return StreamReply(head, events, self.config.chunk_delay)
 
-    def _build_events(self, key: tuple[str, int, bool, bool]) -> tuple[bytes, ...]:
-        model, prompt_tokens, include_usage, chunked = key
+    def _build_events(self, key: tuple[str, int, bool, bool, bool]) -> tuple[bytes, ...]:
+        model, prompt_tokens, include_usage, chunked, gzipped = key
         include_usage = include_usage and self.config.usage
 
         def chunk(delta: dict[str, str], finish: str | None) -> dict[str, Any]:
@@ -350,6 +392,8 @@ class MockApp:
             docs.append(final)
         payloads = [b"data: %s\n\n" % _DUMPS(doc).encode() for doc in docs]
         payloads.append(b"data: [DONE]\n\n")
+        if gzipped:
+            payloads = _gzip_events(payloads)
         if chunked:
             payloads = [b"%x\r\n%s\r\n" % (len(p), p) for p in payloads]
             payloads[-1] += b"0\r\n\r\n"

@@ -3,7 +3,8 @@
 h11 owns request framing and its strictness (smuggling rules, 400/431 via
 `error_status_hint`). The response never passes through h11: it is relayed as framed bytes,
 so after each response a fresh `h11.Connection` takes over the bytes that were pipelined
-behind the request (performance.md §2.9).
+behind the request (h11 would re-validate every header of a response it writes, a
+measured ~10 µs a request we do not need: the upstream's framing is checked in core/http1).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import h11
 
@@ -28,12 +29,10 @@ from agw_fast.core.rewrite import (
 from agw_fast.core.routing import RequestView, host_without_port, select_listener
 from agw_fast.errors import ProxyError
 from agw_fast.log import logger
-from agw_fast.proxy.exchange import Exchange
+from agw_fast.policies import PolicyRequest, run_steps
+from agw_fast.proxy.exchange import Exchange, ReadPause, Services
 
-if TYPE_CHECKING:
-    from agw_fast.server.worker import WorkerContext
-
-__all__ = ["DownstreamProtocol"]
+__all__ = ["ConnectionServices", "DownstreamProtocol"]
 
 MAX_REQUEST_HEAD = 32 * 1024
 # Bytes of an unwanted request body we read and drop to keep a connection alive after a
@@ -57,10 +56,24 @@ _SPECIAL_FIELDS = {
 }
 
 
+class ConnectionServices(Services, Protocol):
+    """What the worker lends each client connection (and, through it, each exchange)."""
+
+    connections: set[DownstreamProtocol]  # open client connections: idle expiry, draining
+
+    def log_protocol_error(self, peer: str, status: int, message: str) -> None: ...
+    def record_local(
+        self, down: DownstreamProtocol, status: int, started: float, route: str, body: bytes
+    ) -> None: ...
+
+
 class DownstreamProtocol(asyncio.Protocol):
-    PAUSE_PENDING = 1
-    PAUSE_UPSTREAM = 2
-    PAUSE_PIPELINE = 4
+    """One client connection: parses requests with h11, routes them, answers or proxies.
+
+    For each request it either answers locally (errors, direct responses, redirects) or
+    hands the request to an `Exchange`, which it implements the `Client` interface for.
+    Between requests a fresh `h11.Connection` takes over whatever was pipelined.
+    """
 
     __slots__ = (
         "ctx",
@@ -82,7 +95,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "lingering",
     )
 
-    def __init__(self, ctx: WorkerContext, bind: RuntimeBind) -> None:
+    def __init__(self, ctx: ConnectionServices, bind: RuntimeBind) -> None:
         self.ctx = ctx
         self.bind = bind
         self.loop = ctx.loop
@@ -153,7 +166,7 @@ class DownstreamProtocol(asyncio.Protocol):
             # Pipelined request bytes wait in h11's buffer until this response is done.
             self.buffered += len(data)
             if self.buffered > MAX_PIPELINED:
-                self.pause_reading(self.PAUSE_PIPELINE)
+                self.pause_reading(ReadPause.PIPELINE)
 
     # -- helpers used by the exchange --------------------------------------------------------
 
@@ -187,12 +200,18 @@ class DownstreamProtocol(asyncio.Protocol):
             if not self.read_pauses and self.transport is not None:
                 self.transport.resume_reading()
 
+    def stop_taking_requests(self) -> None:
+        """Draining: close now if idle between requests, else after the current response."""
+        self.closing = True
+        if self.exchange is None and self.mode == 0:
+            self.abort()
+
     def exchange_finished(self, keep_alive: bool) -> None:
         """The response is complete (or failed locally): prepare for the next request."""
         exchange = self.exchange
         self.exchange = None
-        if self.read_pauses & (self.PAUSE_PENDING | self.PAUSE_UPSTREAM):
-            self.resume_reading(self.PAUSE_PENDING | self.PAUSE_UPSTREAM)
+        if self.read_pauses & (ReadPause.PENDING | ReadPause.UPSTREAM):
+            self.resume_reading(ReadPause.PENDING | ReadPause.UPSTREAM)
         if exchange is not None and not exchange.request_done and keep_alive:
             self.mode = _DISCARD
             self.discarded = 0
@@ -242,8 +261,8 @@ class DownstreamProtocol(asyncio.Protocol):
         trailing, closed = old.trailing_data
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         self.buffered = 0
-        if self.read_pauses & self.PAUSE_PIPELINE:
-            self.resume_reading(self.PAUSE_PIPELINE)
+        if self.read_pauses & ReadPause.PIPELINE:
+            self.resume_reading(ReadPause.PIPELINE)
         if trailing or closed:
             self.h11.receive_data(trailing)
             if closed:
@@ -409,7 +428,7 @@ class DownstreamProtocol(asyncio.Protocol):
         # The common single catch-all route needs neither the host nor a RequestView.
         matched = table.constant if table is not None else None
         if matched is None:
-            host_name = host_without_port(host.decode("latin-1"))
+            host_name = host_without_port(host)
             table = table or select_listener(bind.listeners, host_name)
             if table is None:
                 self._local(404, b"listener not found", started)
@@ -424,13 +443,13 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         route = matched.route
         prefix = matched.match.path.value if matched.match.path.kind == "prefix" else None
-        if route.direct_response is not None:
-            response = route.direct_response
-            self._answer(response, int(response[9:12]), started, route.name)
-            return
-        if route.redirect is not None:
-            self._redirect(route, route.redirect, host, path, query, prefix, started)
-            return
+        steps = route.request_steps
+        if steps:
+            policy_request = PolicyRequest(method, host, path, query, headers, prefix)
+            answer = run_steps(steps, policy_request)
+            if answer is not None:
+                self._answer(answer, int(answer[9:12]), started, route.name)
+                return
         backend = route.choose_backend()
         if backend is None:
             self._local(500, b"no valid backends", started, route.name)
@@ -455,7 +474,7 @@ class DownstreamProtocol(asyncio.Protocol):
                     authority = apply_authority_rewrite(rewrite.authority, host)
         self.mode = _REQUEST
         exchange = Exchange(
-            self, route, backend, method, target, path, authority, headers,
+            self, self.ctx, route, backend, method, target, path, authority, headers,
             length, chunked, content_encoding, started,
         )
         self.exchange = exchange

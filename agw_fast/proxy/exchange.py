@@ -1,18 +1,33 @@
-"""One proxied request/response: from the parsed downstream request to the relayed response.
+"""One proxied request/response: from the routed request head to the relayed response.
 
-Lifecycle: `start()` builds the upstream head (or waits for the body on LLM routes), takes a
-pooled connection or opens one; request body bytes are re-framed to the upstream with
-backpressure; the upstream connection reports the response head, body bytes and end, which
-are written downstream as they arrive. Errors before the response head become a local error
-response; after it, the downstream connection is closed (never a truncated body framed as
-complete).
+The lifecycle, written down once:
+
+1. `start()`: arm the timeout; on a plain route build the upstream head now (the body is
+   streamed behind it); on an LLM route collect the body first (`on_request_body`), since the
+   model and usage logic need all of it, then build head and body (`_send_llm_request`).
+2. `_acquire()`: take an idle pooled connection, or open one in a Task (`_connect`, the only
+   await). Until attached, request bytes wait in `out` (bounded: past 64 KiB the client stops
+   being read). While the client connection processes one read the exchange is "corked", so a
+   small request's head and body leave in one write (`uncork`).
+3. Attached (`_attach`), the exchange is the connection's `ResponseSink`: `on_response_head`,
+   `on_response_body`, `on_response_end` relay the response as it arrives; backpressure runs
+   both ways through `pause_*`/`resume_*`.
+4. `_finish()` runs exactly once, whatever the ending (response complete, `fail` with a local
+   error, `abort` because the client left, upstream lost): telemetry records the exchange, then
+   the client connection is told whether it may keep the connection alive.
+
+Errors before the response head become a local error response; after it, the client
+connection is closed (never a truncated body framed as complete). A reused pooled connection
+that the server had closed is retried once on a fresh one when nothing was answered and the
+request can be sent again whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Protocol
 
 from agw_fast.core.http1 import BODY_CHUNKED, BODY_CLOSE, ResponseHead
 from agw_fast.core.rewrite import build_upstream_head, local_response
@@ -21,9 +36,9 @@ from agw_fast.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from agw_fast.core.plan import RuntimeBackend, RuntimeRoute
-    from agw_fast.proxy.downstream import DownstreamProtocol
+    from agw_fast.proxy.pool import UpstreamPool
 
-__all__ = ["Exchange"]
+__all__ = ["Client", "Exchange", "ReadPause", "Services"]
 
 # Request body bytes held while the upstream connection opens; above this we stop reading
 # the client until the bytes are on their way (rule 3: never an unbounded body in memory).
@@ -36,9 +51,51 @@ _CHUNKED_LINE = b"transfer-encoding: chunked\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
+class ReadPause:
+    """Why the client connection stopped reading; it resumes when no reason is left."""
+
+    PENDING = 1  # request body bytes wait for the upstream connection to open
+    UPSTREAM = 2  # the upstream connection's send buffer is full
+    PIPELINE = 4  # pipelined requests wait behind the response in flight
+
+
+class Client(Protocol):
+    """The client connection as an exchange uses it (`DownstreamProtocol` implements it)."""
+
+    keep_alive: bool
+    closing: bool
+    http11: bool
+    writing_paused: bool
+
+    def write(self, data: bytes) -> None: ...
+    def writelines(self, first: bytes, second: bytes) -> None: ...
+    def close(self) -> None: ...
+    def pause_reading(self, reason: int) -> None: ...
+    def resume_reading(self, reason: int) -> None: ...
+    def exchange_finished(self, keep_alive: bool) -> None: ...
+
+
+class Services(Protocol):
+    """What the worker lends every exchange: its loop, upstream pool, tasks and telemetry."""
+
+    loop: asyncio.AbstractEventLoop
+    pool: UpstreamPool
+
+    def spawn(self, work: Coroutine[object, object, None]) -> None: ...
+    def record(self, exchange: Exchange) -> None: ...
+
+
 class Exchange:
+    """One proxied request: from the routed request head to the relayed response's end.
+
+    Created by the client connection for each routed request; it is the upstream
+    connection's `ResponseSink` while attached to one, and reports exactly once, in
+    `_finish`, to telemetry and then to the client connection (`exchange_finished`).
+    """
+
     __slots__ = (
         "down",
+        "services",
         "route",
         "backend",
         "method",
@@ -76,7 +133,8 @@ class Exchange:
 
     def __init__(
         self,
-        down: DownstreamProtocol,
+        down: Client,
+        services: Services,
         route: RuntimeRoute,
         backend: RuntimeBackend,
         method: bytes,
@@ -90,6 +148,7 @@ class Exchange:
         started: float,
     ) -> None:
         self.down = down
+        self.services = services
         self.route = route
         self.backend = backend
         self.method = method
@@ -136,7 +195,7 @@ class Exchange:
         if backend_timeout is not None and (timeout is None or backend_timeout < timeout):
             timeout, message = backend_timeout, "upstream call timeout"
         if timeout is not None:
-            self.timer = self.down.loop.call_later(timeout, self._timed_out, message)
+            self.timer = self.services.loop.call_later(timeout, self._timed_out, message)
         if expect_continue:
             self.down.write(_CONTINUE)
         if backend.ai is not None:
@@ -187,7 +246,7 @@ class Exchange:
             self.out.append(data)
             self.out_size += len(data)
         if self.out_size > PENDING_BODY_HIGH_WATER and self.upstream is None:
-            self.down.pause_reading(self.down.PAUSE_PENDING)
+            self.down.pause_reading(ReadPause.PENDING)
 
     def on_request_end(self) -> None:
         self.request_done = True
@@ -231,16 +290,16 @@ class Exchange:
         self._acquire()
 
     def _acquire(self) -> None:
-        down = self.down
-        connection = down.ctx.pool.take(self.backend.pool_key)
+        services = self.services
+        connection = services.pool.take(self.backend.pool_key)
         if connection is not None:
             self._attach(connection)
         else:
-            down.ctx.spawn(self._connect())
+            services.spawn(self._connect())
 
     async def _connect(self) -> None:
         try:
-            connection = await self.down.ctx.pool.connect(self.backend)
+            connection = await self.services.pool.connect(self.backend)
         except TimeoutError:
             self.fail(504, "upstream call timeout")
             return
@@ -248,7 +307,7 @@ class Exchange:
             self.fail(503, f"upstream call failed: {_describe(error)}")
             return
         if self.finished:
-            self.down.ctx.pool.put(connection)
+            self.services.pool.put(connection)
             return
         self._attach(connection)
 
@@ -281,16 +340,16 @@ class Exchange:
         else:
             upstream.writelines(out)  # a large LLM body is not copied to be sent
         if self.out_size > PENDING_BODY_HIGH_WATER:
-            self.down.resume_reading(self.down.PAUSE_PENDING)
+            self.down.resume_reading(ReadPause.PENDING)
         self.out_size = 0
 
     # -- backpressure (called by the two connections) ----------------------------------------
 
     def pause_request_body(self) -> None:
-        self.down.pause_reading(self.down.PAUSE_UPSTREAM)
+        self.down.pause_reading(ReadPause.UPSTREAM)
 
     def resume_request_body(self) -> None:
-        self.down.resume_reading(self.down.PAUSE_UPSTREAM)
+        self.down.resume_reading(ReadPause.UPSTREAM)
 
     def pause_response(self) -> None:
         upstream = self.upstream
@@ -340,7 +399,9 @@ class Exchange:
             )
         )
         llm = self.llm
-        observe = llm is not None and llm.on_response_head(head.status, head.content_type)
+        observe = llm is not None and llm.on_response_head(
+            head.status, head.content_type, head.lines
+        )
         if dechunk or (observe and head.framing == BODY_CHUNKED):
             self.dechunk = dechunk
             if llm is not None:
@@ -388,7 +449,7 @@ class Exchange:
         if upstream is not None:
             if reusable and self.request_done and not self.finished:
                 upstream.detach()
-                self.down.ctx.pool.put(upstream)
+                self.services.pool.put(upstream)
             else:
                 upstream.close()
         self._finish(keep_alive=not self.response_close)
@@ -413,7 +474,7 @@ class Exchange:
             self.upstream_reading_paused = False
             if self.replay is not None:
                 self.out = list(self.replay)
-            self.down.ctx.spawn(self._connect())
+            self.services.spawn(self._connect())
             return
         self.fail(503, f"upstream call failed: {message}")
 
@@ -473,12 +534,11 @@ class Exchange:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        down = self.down
         try:
-            down.ctx.record(self)
+            self.services.record(self)
         finally:
             # Even if telemetry failed, the connection must move on (or close).
-            down.exchange_finished(keep_alive)
+            self.down.exchange_finished(keep_alive)
 
 
 def _is_transfer_encoding(line: bytes) -> bool:

@@ -2,7 +2,8 @@
 
 The decisions (reuse, keep, evict) are synchronous and cheap; only opening a connection
 awaits. Idle connections are reused LIFO so the warmest one goes first and the coldest ones
-age out; one that the server closed has already removed itself (`forget`).
+age out. Connections never call back into the pool: one the server closed while idle is
+marked `closed`, skipped by `take` and dropped by `put` and `sweep`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ __all__ = ["UpstreamPool"]
 
 
 class UpstreamPool:
+    """A worker's idle upstream connections, keyed by (host, port, TLS context).
+
+    `take` and `put` are synchronous and O(1); `connect` opens a new connection; `sweep`
+    (once a second) drops closed and expired ones; `close_all` at stop.
+    """
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -52,20 +59,19 @@ class UpstreamPool:
             return
         connections = self.idle.setdefault(connection.key, [])
         if self.max_idle is not None and len(connections) >= self.max_idle:
+            connections[:] = [c for c in connections if not c.closed]
+        if self.max_idle is not None and len(connections) >= self.max_idle:
             connection.close()
             return
         connection.idle_since = self.loop.time()
         connections.append(connection)
 
-    def forget(self, connection: UpstreamConnection) -> None:
-        connections = self.idle.get(connection.key)
-        if connections and connection in connections:
-            connections.remove(connection)
-
     def sweep(self) -> None:
-        """Close connections idle for longer than the idle timeout (oldest are first)."""
+        """Drop closed connections; close those idle past the idle timeout."""
         deadline = self.loop.time() - self.idle_timeout
         for connections in self.idle.values():
+            if any(c.closed for c in connections):
+                connections[:] = [c for c in connections if not c.closed]
             while connections and connections[0].idle_since < deadline:
                 connections.pop(0).close()
 
@@ -79,7 +85,7 @@ class UpstreamPool:
         key = backend.pool_key
         async with asyncio.timeout(self.connect_timeout):
             _, protocol = await self.loop.create_connection(
-                lambda: UpstreamConnection(self, key),
+                lambda: UpstreamConnection(key),
                 backend.host.strip("[]"),
                 backend.port,
                 ssl=backend.ssl,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import Callable
+from typing import Protocol, cast
 
 from agw_fast.core.http1 import (
     BODY_CHUNKED,
@@ -22,9 +23,6 @@ from agw_fast.core.http1 import (
     parse_response_head,
 )
 from agw_fast.log import logger
-
-if TYPE_CHECKING:
-    from agw_fast.proxy.pool import UpstreamPool
 
 __all__ = ["ResponseSink", "UpstreamConnection"]
 
@@ -46,8 +44,14 @@ class ResponseSink(Protocol):
 
 
 class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to an upstream, attached to one exchange at a time.
+
+    It parses only the response head and tracks where the body ends; body bytes go to the
+    attached `ResponseSink` untouched. Idle in the pool it has no sink, and it never calls
+    back into the pool: the pool sees `closed` and drops it.
+    """
+
     __slots__ = (
-        "pool",
         "key",
         "transport",
         "sink",
@@ -62,8 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_reusable",
     )
 
-    def __init__(self, pool: UpstreamPool, key: tuple[str, int, int]) -> None:
-        self.pool = pool
+    def __init__(self, key: tuple[str, int, int]) -> None:
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.sink: ResponseSink | None = None
@@ -84,15 +87,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            # Nagle would hold small request heads for up to 40 ms (performance.md TL;DR).
+            # Nagle would hold small request heads for up to 40 ms (the delayed-ACK interaction).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         sink = self.sink
         if sink is None:
-            self.pool.forget(self)
-            return
+            return  # idle: the pool drops closed connections
         self.sink = None
         head = self._head
         if head is not None and self._framing == BODY_CLOSE:
@@ -180,9 +182,9 @@ class UpstreamConnection(asyncio.Protocol):
             return b""
         return buffer
 
-    def set_payload_observer(self, observer: object) -> None:
-        """Route de-chunked payload slices to `observer(bytes)` (chunked responses only)."""
-        if self._scanner is not None and callable(observer):
+    def set_payload_observer(self, observer: Callable[[bytes], None]) -> None:
+        """Route de-chunked payload slices to `observer` (chunked responses only)."""
+        if self._scanner is not None:
             self._scanner.on_payload = observer
 
     def _relay(self, data: bytes) -> None:
@@ -265,6 +267,5 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = None
         if not self.closed:
             self.closed = True
-            self.pool.forget(self)
             if self.transport is not None:
                 self.transport.abort()

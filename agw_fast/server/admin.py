@@ -18,6 +18,7 @@ import h11
 import uvloop
 
 from agw_fast.config.model import Config
+from agw_fast.config.validate import split_host_port
 from agw_fast.log import logger
 from agw_fast.telemetry.metrics import render_prometheus
 from agw_fast.telemetry.shared_slots import SharedSlots
@@ -29,8 +30,9 @@ Handler = Callable[[str, str], tuple[int, bytes, bytes]]  # (method, path) -> st
 
 def parse_address(address: str) -> tuple[str, int]:
     """`"[::]:15020"`, `"0.0.0.0:15020"`, `"localhost:15000"` -> (host, port)."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]") or "::", int(port)
+    host, port = split_host_port(address, "adminAddr", port_required=True, min_port=0)
+    assert port is not None
+    return host or "::", port
 
 
 class _AdminProtocol(asyncio.Protocol):

@@ -176,9 +176,7 @@ class WorkerContext:
         `_protocol_factory`) closes after its current response, sent with `connection: close`."""
         self.stopping = True
         for connection in list(self.connections):
-            connection.closing = True
-            if connection.exchange is None and connection.mode == 0:
-                connection.abort()
+            connection.stop_taking_requests()
 
 
 def _protocol_factory(

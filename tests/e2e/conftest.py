@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trustme
+
+from agw_fast.core.http1 import ChunkedScanner, UpstreamProtocolError
 
 STARTUP_TIMEOUT = 20.0
 _LISTEN_RE = re.compile(r"listening on \S+ port (\d+)")
@@ -262,6 +265,20 @@ def wait_until(predicate: Callable[[], object], timeout: float = DEADLINE, what:
         time.sleep(0.01)
 
 
+def gateway_client(port: int, timeout: float = DEADLINE, **options: Any) -> httpx.Client:
+    """An httpx client for the gateway on `port` (base URL set, proxy variables ignored)."""
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=timeout, trust_env=False, **options
+    )
+
+
+def ok_json(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a 200 response (the response text shows when it is not a 200)."""
+    assert response.status_code == 200, response.text
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
 @dataclass
 class RawMessage:
     """One HTTP/1.1 message as read off a socket. Header names are lowercased, order kept."""
@@ -348,6 +365,26 @@ class BufferedSocket:
         except ConnectionResetError:
             return True
 
+    def read_chunked(self) -> tuple[bytes, bytes]:
+        """A chunked body (RFC 9112 §7.1): (payload, its bytes on the wire). Read with the
+        gateway's own ChunkedScanner; bad framing raises ValueError, like other bad input."""
+        parts: list[bytes] = []
+        scanner = ChunkedScanner(parts.append)
+        wire = bytearray()
+        while True:
+            data = self._take(len(self.buffer))
+            try:
+                used = scanner.feed(data)
+            except UpstreamProtocolError as exc:
+                raise ValueError(f"bad chunked body: {exc}") from None
+            if used != -1:
+                wire += data[:used]
+                self.buffer[:0] = data[used:]
+                return b"".join(parts), bytes(wire)
+            wire += data
+            if not self._fill():
+                raise EOFError(f"closed inside a chunked body after {len(wire)} bytes")
+
     def read_message(self, *, request: bool, head_request: bool = False) -> RawMessage | None:
         """The next request or response; None on a clean close before its first byte."""
         if not self.buffer:
@@ -377,23 +414,8 @@ class BufferedSocket:
         if not request and (head_request or status < 200 or status in (204, 304)):
             body = b""
         elif chunked:
-            pieces = []
-            while True:
-                size_line = self.read_until(b"\r\n")
-                raw.append(size_line)
-                size = int(size_line[:-2].split(b";", 1)[0], 16)
-                if size == 0:
-                    trailer = self.read_until(b"\r\n")
-                    while trailer != b"\r\n":
-                        raw.append(trailer)
-                        trailer = self.read_until(b"\r\n")
-                    raw.append(trailer)
-                    break
-                data = self.read_exact(size + 2)
-                assert data.endswith(b"\r\n"), "chunk data not followed by CRLF"
-                raw.append(data)
-                pieces.append(data[:-2])
-            body = b"".join(pieces)
+            body, chunks = self.read_chunked()
+            raw.append(chunks)
         elif lengths:
             body = self.read_exact(int(lengths.pop()))
             raw.append(body)
@@ -655,8 +677,9 @@ def tcp_connections() -> dict[int, tuple[int, int]]:
 
 # -- Helpers for the test_llm_*.py suites --------------------------------------------------------
 #
-# Config builders for `ai` backends (YAML written with PyYAML from plain dicts), a Prometheus
-# text-exposition parser, an access-log line parser and a polling helper that returns a value.
+# Config builders for `ai` backends (YAML written with PyYAML from plain dicts), Prometheus
+# scraping (prometheus_client's parser), an access-log line parser and a polling helper that
+# returns a value.
 
 UPSTREAM_KEY = "sk-upstream-secret-e2e-7f3a"
 """The provider key the LLM suites put in `$UPSTREAM_KEY`; it must never reach a log line."""
@@ -760,42 +783,25 @@ class Sample:
     value: float
 
 
-_METRIC_LINE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?")
-_LABEL_PAIR = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*')
-_LABEL_ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+def parse_metrics(text: str) -> list[Sample]:
+    """The samples of a Prometheus text exposition, read by `prometheus_client`'s parser (the
+    reference implementation: a malformed exposition raises ValueError)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        Sample(sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
 
 
-def parse_prometheus(text: str) -> list[Sample]:
-    """Parse the text exposition format (version 0.0.4) strictly: a malformed line raises."""
-    samples = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith("#"):
-            parts = line.split(None, 3)
-            if len(parts) >= 2 and parts[1] in ("TYPE", "HELP"):
-                assert len(parts) >= 3, f"bad {parts[1]} line {line!r}"
-            continue
-        match = _METRIC_LINE.fullmatch(line)
-        assert match is not None, f"bad sample line {line!r}"
-        name, raw_labels, raw_value = match.groups()
-        labels: dict[str, str] = {}
-        rest = raw_labels or ""
-        while rest:
-            pair = _LABEL_PAIR.match(rest)
-            assert pair is not None, f"bad labels in {line!r}"
-            key, value = pair.groups()
-            assert key not in labels, f"label {key} repeated in {line!r}"
-            labels[key] = re.sub(r"\\.", lambda m: _LABEL_ESCAPES.get(m.group(0), m.group(0)),
-                                 value)
-            rest = rest[pair.end():]
-            if rest.startswith(","):
-                rest = rest[1:]
-            else:
-                assert not rest.strip(), f"bad labels in {line!r}"
-                break
-        samples.append(Sample(name, labels, float(raw_value)))
-    return samples
+def scrape_metrics(stats_port: int) -> list[Sample]:
+    """GET `/metrics` on a gateway's stats port and parse it; the exposition's content type
+    is checked on the way."""
+    response = httpx.get(f"http://127.0.0.1:{stats_port}/metrics", timeout=DEADLINE)
+    assert response.status_code == 200, response.text[:500]
+    assert response.headers["content-type"].startswith("text/plain")
+    return parse_metrics(response.text)
 
 
 def metric_total(samples: list[Sample], name: str, **labels: str) -> float:

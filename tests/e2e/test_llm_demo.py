@@ -23,8 +23,8 @@ from tests.e2e.conftest import (
     _wait_for,
     access_log_lines,
     metric_total,
-    parse_prometheus,
     poll,
+    scrape_metrics,
     unused_port,
 )
 
@@ -92,14 +92,9 @@ def test_demo_serves_completions_and_stops_on_sigterm(
     assert b'"model":"mock-gpt-4o"' in stream.content
     assert stream.content.endswith(b"data: [DONE]\n\n")
 
-    def scrape() -> list:
-        metrics = httpx.get(f"http://127.0.0.1:{ports['DEMO_STATS_PORT']}/metrics",
-                            timeout=DEADLINE)
-        assert metrics.status_code == 200
-        return parse_prometheus(metrics.text)
-
     token_count = "agentgateway_gen_ai_client_token_usage_count"
-    samples = poll(scrape, lambda s: metric_total(s, token_count, gen_ai_token_type="input") >= 2,
+    samples = poll(lambda: scrape_metrics(ports["DEMO_STATS_PORT"]),
+                   lambda s: metric_total(s, token_count, gen_ai_token_type="input") >= 2,
                    what="token usage of both requests")
     assert metric_total(samples, token_count, gen_ai_request_model="mock-gpt-4o",
                         gen_ai_token_type="output") == 2

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 
-import httpx
-
 from bench.procs import socket_inodes
 from tests.e2e.conftest import (
-    DEADLINE,
     UPSTREAM_KEY,
     Certs,
     GatewayFactory,
@@ -19,8 +16,8 @@ from tests.e2e.conftest import (
     http_request,
     llm_config,
     metric_total,
-    parse_prometheus,
     poll,
+    scrape_metrics,
     tcp_connections,
 )
 
@@ -86,15 +83,10 @@ def test_llm_metrics_summed_over_workers(
         streaming += stream
         input_tokens += prompt_tokens(content)
 
-    def scrape() -> list:
-        response = httpx.get(f"http://127.0.0.1:{stats}/metrics", timeout=DEADLINE)
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/plain")
-        return parse_prometheus(response.text)
-
     input_count = {"gen_ai_token_type": "input"}
     samples = poll(
-        scrape, lambda s: metric_total(s, f"{TOKENS}_count", **input_count) >= sent,
+        lambda: scrape_metrics(stats),
+        lambda s: metric_total(s, f"{TOKENS}_count", **input_count) >= sent,
         what=f"{sent} input token observations",
     )
     assert metric_total(samples, f"{TOKENS}_count", **input_count) == sent

@@ -1,16 +1,15 @@
-"""`backendAuth` (reference §1.4): the gateway's credential replaces the client's Authorization;
+"""`backendAuth`: the gateway's credential replaces the client's Authorization;
 without it the client's header passes unchanged; secrets never reach the gateway's output."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import DEADLINE, QUIET, GatewayFactory, Process, unused_port
+from tests.e2e.conftest import QUIET, GatewayFactory, Process, gateway_client, ok_json, unused_port
 
 ENV_SECRET = "sk-env-secret-6f1d2a"
 FILE_SECRET = "sk-file-secret-93be07"
@@ -69,15 +68,12 @@ def client(
     gw = module_gateway(
         auth_config(plain_upstream.port, key_file), env={"UPSTREAM_KEY": ENV_SECRET}
     )
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{gw.port}", timeout=DEADLINE, trust_env=False
-    ) as c:
+    with gateway_client(gw.port) as c:
         yield c
 
 
 def authorization_seen(response: httpx.Response) -> list[str]:
-    assert response.status_code == 200, response.text
-    doc: dict[str, Any] = response.json()
+    doc = ok_json(response)
     return [value for name, value in doc["headers"] if name.lower() == "authorization"]
 
 
@@ -128,9 +124,7 @@ def test_secrets_never_reach_the_log(
                             "  logging:\n    level: debug\n", 1)
     gw = gateway(config, env={"UPSTREAM_KEY": ENV_SECRET})
     headers = {"authorization": f"Bearer {CLIENT_SECRET}"}
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{gw.port}", timeout=DEADLINE, trust_env=False
-    ) as c:
+    with gateway_client(gw.port) as c:
         assert c.get("/echo/env", headers=headers).status_code == 200
         assert c.get("/echo/file", headers=headers).status_code == 200
         assert c.get("/echo/none", headers=headers).status_code == 200

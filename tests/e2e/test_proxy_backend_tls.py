@@ -1,4 +1,4 @@
-"""`backendTLS` (reference §1.4): trust roots, `{}` (public roots), `insecure`, `insecureHost`,
+"""`backendTLS`: trust roots, `{}` (public roots), `insecure`, `insecureHost`,
 `hostname` (SNI and verification name) and client certificates (mTLS).
 
 The TLS upstreams are certified by the session's trustme CA for localhost, 127.0.0.1,
@@ -17,14 +17,15 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import (
-    DEADLINE,
     QUIET,
     Certs,
     GatewayFactory,
     Process,
     Upstream,
     UpstreamConnection,
+    gateway_client,
     http_response,
+    ok_json,
 )
 
 
@@ -110,16 +111,8 @@ def client(
     gw = module_gateway(
         tls_config(tls_upstream.port, reporting_upstream.port, mtls_upstream.port, certs)
     )
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{gw.port}", timeout=DEADLINE, trust_env=False
-    ) as c:
+    with gateway_client(gw.port) as c:
         yield c
-
-
-def ok_json(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    doc: dict[str, Any] = response.json()
-    return doc
 
 
 def assert_upstream_failure(response: httpx.Response, *words: str) -> None:

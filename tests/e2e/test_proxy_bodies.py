@@ -17,6 +17,7 @@ from tests.e2e.conftest import (
     GatewayFactory,
     Process,
     RawClient,
+    gateway_client,
     http_request,
     proxy_config,
 )
@@ -33,9 +34,7 @@ def gw(module_gateway: GatewayFactory, plain_upstream: Process) -> Process:
 
 @pytest.fixture(scope="module")
 def client(gw: Process) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{gw.port}", timeout=DEADLINE * 3, trust_env=False
-    ) as c:
+    with gateway_client(gw.port, timeout=DEADLINE * 3) as c:
         yield c
 
 

@@ -1,4 +1,4 @@
-"""Upstream failures as the client sees them (reference §3.2): 503 `upstream call failed: …`,
+"""Upstream failures as the client sees them (agentgateway's bodies): 503 `upstream call failed: …`,
 504 `upstream call timeout` / `request timeout`; a response cut short upstream is cut short
 downstream (never framed as complete); a client that goes away releases the upstream."""
 
@@ -23,6 +23,7 @@ from tests.e2e.conftest import (
     Upstream,
     UpstreamConnection,
     echo_json,
+    gateway_client,
     http_request,
     http_response,
     proxy_config,
@@ -126,9 +127,7 @@ def gw(module_gateway: GatewayFactory, misbehaving: Misbehaving) -> Process:
 
 @pytest.fixture
 def client(gw: Process) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{gw.port}", timeout=DEADLINE, trust_env=False
-    ) as c:
+    with gateway_client(gw.port) as c:
         yield c
 
 
@@ -206,7 +205,7 @@ def test_timeouts_are_504(
 
 
 def test_timeouts_do_not_cut_a_streaming_body(client: httpx.Client) -> None:
-    # Both timeouts bound the wait for the response head only (reference §1.4 `timeout`).
+    # Both timeouts bound the wait for the response head only (agentgateway's `timeout` policy).
     response = client.get("/slow-body")
     assert response.status_code == 200
     assert response.content == b"".join(b"part%d;" % i for i in range(10))

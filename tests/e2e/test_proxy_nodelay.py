@@ -1,5 +1,5 @@
 """TCP_NODELAY on both of the gateway's sides. Nagle's algorithm plus the peer's delayed ACK
-stalls the second small write of a message by ~40 ms (performance.md TL;DR).
+stalls the second small write of a message by ~40 ms (Nagle meeting delayed ACKs).
 
 Two views: the socket option itself, read from the worker's own sockets (duplicated into this
 process with pidfd_getfd(2), Linux 5.6+); and the latency a client sees when messages leave in

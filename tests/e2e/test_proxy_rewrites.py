@@ -1,4 +1,4 @@
-"""What the upstream receives after the route's rewrites (reference §1.4), seen through the mock's
+"""What the upstream receives after the route's rewrites, seen through the mock's
 `/echo` (target and headers in wire order), and what the client receives from response-side
 policies, redirects and direct responses.
 """
@@ -13,12 +13,13 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import (
-    DEADLINE,
     QUIET,
     GatewayFactory,
     Process,
     RawClient,
+    gateway_client,
     http_request,
+    ok_json,
     unused_port,
 )
 
@@ -136,20 +137,13 @@ def gw(module_gateway: GatewayFactory, plain_upstream: Process) -> Process:
 
 @pytest.fixture(scope="module")
 def client(gw: Process) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{gw.port}",
-        timeout=DEADLINE,
-        trust_env=False,
-        follow_redirects=False,
-    ) as c:
+    with gateway_client(gw.port, follow_redirects=False) as c:
         yield c
 
 
 def seen(response: httpx.Response) -> dict[str, Any]:
     """The request as the mock upstream received it."""
-    assert response.status_code == 200, response.text
-    doc: dict[str, Any] = response.json()
-    return doc
+    return ok_json(response)
 
 
 def header_values(doc: dict[str, Any], name: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Route selection as a client sees it (reference §1.3, §3.1): which route answers a request,
+"""Route selection as a client sees it (agentgateway's precedence): which route answers a request,
 404 `route not found`, 500 `no valid backends`, and weighted backend choice.
 
 Most routes answer with a `directResponse` whose body names the route, so the winner is visible
@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import DEADLINE, QUIET, GatewayFactory, Process
+from tests.e2e.conftest import QUIET, GatewayFactory, Process, gateway_client
 
 
 def _route(name: str, match: str, hostnames: list[str] | None = None) -> str:
@@ -70,9 +70,7 @@ def routing_config() -> str:
 @pytest.fixture(scope="module")
 def client(module_gateway: GatewayFactory) -> Iterator[httpx.Client]:
     gw = module_gateway(routing_config())
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{gw.port}", timeout=DEADLINE, trust_env=False
-    ) as c:
+    with gateway_client(gw.port) as c:
         yield c
 
 
@@ -202,9 +200,7 @@ def test_weighted_backends(gateway: GatewayFactory, plain_upstream: Process) -> 
     - backends:
 """ + backend("a", 1) + backend("zero", 0) + backend("b", 3))
     counts: Counter[str] = Counter()
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{gw.port}", timeout=DEADLINE, trust_env=False
-    ) as c:
+    with gateway_client(gw.port) as c:
         for _ in range(200):
             response = c.get("/echo/weighted")
             assert response.status_code == 200

@@ -39,6 +39,7 @@ from agw_fast.core.plan import (
 )
 from agw_fast.core.rewrite import RESPONSE_HOP_BY_HOP
 from agw_fast.errors import ConfigError
+from agw_fast.policies import PolicyRequest, run_steps
 
 
 def _compile(*routes: Route, frontend: FrontendPolicies | None = None) -> RuntimeBind:
@@ -377,9 +378,14 @@ def test_direct_response_bytes_are_prebuilt() -> None:
         ),
         Route(name="proxy", backends=(RouteBackend(HostBackend("up.example", 80)),)),
     )
-    assert routes["ok"].direct_response == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
-    assert routes["gone"].direct_response == b"HTTP/1.1 410 \r\ncontent-length: 0\r\n\r\n"
-    assert routes["proxy"].direct_response is None
+    assert _answer(routes["ok"]) == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    assert _answer(routes["gone"]) == b"HTTP/1.1 410 \r\ncontent-length: 0\r\n\r\n"
+    assert routes["proxy"].request_steps == ()
+
+
+def _answer(route: RuntimeRoute) -> bytes | None:
+    """What the route's policy steps answer a plain GET / with (None: proxied)."""
+    return run_steps(route.request_steps, PolicyRequest(b"GET", b"h", b"/", b"", [], None))
 
 
 @pytest.mark.parametrize("status", [204, 304])
@@ -387,7 +393,7 @@ def test_direct_response_without_body_for_bodiless_statuses(status: int) -> None
     # A 204/304 ends at its head (RFC 9112 §6.3): body bytes would be read by a keep-alive
     # client as the start of the next response. The config loader accepts a body here.
     route = Route(name="r", policies=RoutePolicies(direct_response=DirectResponse(status, b"x")))
-    prebuilt = _routes(route)["r"].direct_response
+    prebuilt = _answer(_routes(route)["r"])
     assert prebuilt is not None
     head, _, body = prebuilt.partition(b"\r\n\r\n")
     assert body == b""

@@ -98,7 +98,7 @@ class Harness:
 
     def upstream(self) -> tuple[UpstreamConnection, FakeTransport]:
         """A fresh idle upstream connection, put in the pool for the backend."""
-        connection = UpstreamConnection(self.ctx.pool, self.backend.pool_key)
+        connection = UpstreamConnection(self.backend.pool_key)
         transport = FakeTransport()
         connection.connection_made(transport)  # type: ignore[arg-type]
         self.ctx.pool.put(connection)

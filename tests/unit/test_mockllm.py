@@ -7,6 +7,7 @@ result or a process's output, never on a sleep.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import select
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,6 +29,7 @@ import pytest
 import trustme
 import uvloop
 
+from agw_fast.core.http1 import ChunkedScanner, decode_chunked
 from agw_fast.mockllm import (
     MockLLMConfig,
     pseudo_random_bytes,
@@ -96,12 +99,12 @@ def read_response(reader: BinaryIO) -> tuple[int, list[tuple[str, str]], bytes]:
     if status in (100, 204, 304):
         return status, headers, b""
     if fields.get("transfer-encoding") == "chunked":
-        body = b""
-        while (size := int(reader.readline().split(b";")[0], 16)) > 0:
-            body += reader.read(size)
-            assert reader.read(2) == b"\r\n"
-        assert reader.readline() == b"\r\n"
-        return status, headers, body
+        # Line by line: the last line read is the one that ends the body, nothing past it.
+        parts: list[bytes] = []
+        scanner = ChunkedScanner(parts.append)
+        while scanner.feed(line := reader.readline()) == -1:
+            assert line, "closed inside a chunked body"
+        return status, headers, b"".join(parts)
     if "content-length" in fields:
         return status, headers, reader.read(int(fields["content-length"]))
     return status, headers, reader.read()
@@ -515,14 +518,8 @@ def test_chunked_body_respects_backpressure() -> None:
     assert rounds > 5
     head, _, body = bytes(received).partition(b"\r\n\r\n")
     assert b"transfer-encoding: chunked" in head
-    decoded = bytearray()
-    while True:
-        line, _, body = body.partition(b"\r\n")
-        length = int(line, 16)
-        if length == 0:
-            break
-        decoded += body[:length]
-        body = body[length + 2 :]
+    decoded, end = decode_chunked(body)
+    assert end == len(body)
     assert decoded == pseudo_random_bytes(size)
 
 
@@ -587,3 +584,44 @@ def test_cli_tls_requires_cert_and_key(capsys: pytest.CaptureFixture[str]) -> No
     assert "--tls needs --cert FILE and --key FILE" in capsys.readouterr().err
     assert run_mock_llm(["--chunks", "-1"]) == 2
     assert "chunks must be >= 0" in capsys.readouterr().err
+
+
+# -- gzip (as the OpenAI API answers the SDK) -------------------------------------------------
+
+
+def _handle(app: MockApp, body: dict[str, Any], *headers: bytes) -> Any:
+    data = json.dumps(body).encode()
+    parser = RequestParser()
+    parser.feed(b"POST /v1/chat/completions HTTP/1.1\r\nHost: m\r\n%sContent-Length: %d\r\n\r\n%s"
+                % (b"".join(h + b"\r\n" for h in headers if h), len(data), data))
+    request = parser.next_request()
+    assert request is not None
+    return app.handle(request)
+
+
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [(b"accept-encoding: gzip, deflate", True), (b"Accept-Encoding: br;q=1, *", True),
+     (b"accept-encoding: gzip;q=0", False), (b"accept-encoding: identity", False), (b"", False)],
+)
+def test_gzip_when_the_request_accepts_it(accept: bytes, gzipped: bool) -> None:
+    app = MockApp(MockLLMConfig(gzip=True))
+    for _ in range(2):  # and the cached reply is the same
+        reply = _handle(app, BODY, accept)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert (b"content-encoding: gzip" in head) == gzipped
+        doc = json.loads(gzip.decompress(body) if gzipped else body)
+        assert doc["usage"]["completion_tokens"] == 5
+
+
+def test_gzip_stream_is_flushed_per_event() -> None:
+    app = MockApp(MockLLMConfig(gzip=True))
+    reply = _handle(app, {**BODY, "stream": True}, b"accept-encoding: gzip")
+    assert b"content-encoding: gzip" in reply.head
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    for event in reply.events:
+        payload, _ = decode_chunked(event if event.endswith(b"0\r\n\r\n") else event + b"0\r\n\r\n")
+        # Each event decodes on its own: nothing is held back in the compressor.
+        assert decoder.decompress(payload).startswith(b"data: ")
+    assert decoder.eof
+    assert not MockApp(MockLLMConfig()).config.gzip  # off unless asked for

@@ -1,4 +1,4 @@
-"""Route selection: agentgateway's precedence (reference §1.3, §3.1), tier by tier."""
+"""Route selection: agentgateway's precedence, tier by tier."""
 
 from __future__ import annotations
 
@@ -517,7 +517,7 @@ def test_select_listener_without_fallback(
     ],
 )
 def test_host_without_port(host: str, expected: str) -> None:
-    assert host_without_port(host) == expected
+    assert host_without_port(host.encode("latin-1")) == expected
 
 
 # -- constant and routes() ---------------------------------------------------------------------

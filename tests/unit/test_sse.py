@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from agw_fast.llm.jsonbytes import loads
 from agw_fast.llm.sse import SSEUsageObserver
-from agw_fast.llm.usage import Usage
+from agw_fast.llm.usage import Usage, usage_from_mapping
 
 
 def _chunk(content: str, model: str = "gpt-4o-mini-2024-07-18") -> str:
@@ -204,23 +208,85 @@ def test_oversized_event_is_skipped_and_memory_bounded(split: int) -> None:
     assert obs.usage == Usage(input_tokens=2)
 
 
-def test_garbage_never_raises() -> None:
-    rng = random.Random(99)
-    alphabet = b'data: {}[]"usage"model:\r\n\x00\xff,1'
-    for _ in range(300):
-        obs = SSEUsageObserver(max_event_size=64)
-        blob = bytes(rng.choice(alphabet) for _ in range(rng.randrange(400)))
-        i = 0
-        while i < len(blob):
-            step = rng.randrange(1, 40)
-            obs.feed(blob[i : i + step])
-            i += step
-        obs.close()
+def reference_observe(stream: bytes) -> tuple[str | None, Usage | None, bool, bool]:
+    """(model, usage, saw a JSON data event, done) of a whole stream, by the plain reading of
+    WHATWG HTML §9.2.6 with a full JSON parse of every event: the oracle for the observer.
+    Like the observer, a final event without its blank line still counts."""
+    model: str | None = None
+    usage: Usage | None = None
+    first = done = False
+    data: list[bytes] = []
+    lines = re.split(rb"\r\n|\r|\n", stream)
+    for index, line in enumerate(lines):
+        last = index == len(lines) - 1
+        if line == b"":
+            if last and not data:
+                break
+        elif line == b"data" or line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+            if not last:
+                continue
+        elif not last:
+            continue
+        event, data = b"\n".join(data), []
+        if not event:
+            continue
+        try:
+            obj = loads(event)
+        except (ValueError, RecursionError):
+            obj = None
+        if type(obj) is not dict:
+            done = done or event.strip() == b"[DONE]"
+            continue
+        first = True
+        if model is None and type(obj.get("model")) is str and obj["model"]:
+            model = obj["model"]
+        if type(obj.get("usage")) is dict:
+            usage = usage_from_mapping(obj["usage"])
+    return model, usage, first, done
+
+
+# Pieces that make SSE-shaped garbage: line ends of every kind, field names, JSON fragments
+# with and without usage and model, and bytes that are not UTF-8.
+FRAGMENTS = [
+    b"data:", b"data: ", b"data", b"datax:", b": comment", b"event: x", b"\n", b"\r", b"\r\n",
+    b"\n\n", b"{", b"}", b'"usage"', b":", b"null", b'"model"', b'"m1"', b",", b"[DONE]",
+    b'{"model":"m2","usage":null}', b'{"usage":{"prompt_tokens":3,"completion_tokens":4}}',
+    b'{"usage" : {"prompt_tokens":1}}', b'{"model":""}', b"\x00\xff", b" ", b"1e400",
+    # One JSON object over two data lines of one event: a stray line end in between splits it.
+    b'data: {"model":\r\ndata: "m3"}\r\n\r\n', b'data: {"usage":\rdata: {"total_tokens":2}}\r\r',
+]
+
+
+@settings(max_examples=500)
+@given(
+    pieces=st.lists(st.sampled_from(FRAGMENTS), max_size=60),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8),
+)
+def test_garbage_is_read_as_the_spec_reads_it(pieces: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(pieces)
+    obs = SSEUsageObserver(clock=lambda: 1.0)
+    start = 0
+    for cut in sorted({c % (len(stream) + 1) for c in cuts}) + [len(stream)]:
+        obs.feed(stream[start:cut])
+        start = cut
+    obs.close()
+    # An internal error would have been swallowed (the observer is a side tap) and set this.
+    assert not obs._failed
+    model, usage, first, done = reference_observe(stream)
+    assert (obs.model, obs.usage, obs.first_data_at is not None, obs.done) == (
+        model, usage, first, done)
+
+
+def test_hostile_input_never_raises_nor_disables_the_observer() -> None:
     obs = SSEUsageObserver()
     obs.feed(bytes(range(256)) * 10)
     obs.feed(b'data: {"usage":{"prompt_tokens":' + b"[" * 50_000 + b"}}\n\n")
     obs.feed(b'data: {"usage":{"prompt_tokens":"NaN","completion_tokens":1e400}}\n\n')
     obs.close()
+    assert not obs._failed
+    assert obs.usage == Usage()  # the last usage object, with nothing countable in it
 
 
 def test_internal_error_disables_the_observer() -> None:

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 
 import pytest
 
@@ -104,41 +102,15 @@ def test_collector_over_limit_reports_nothing() -> None:
     assert collector.finish() == (None, None)
 
 
-@pytest.mark.parametrize("coding", ["gzip", "x-gzip", "deflate"])
-def test_collector_inflates(coding: str) -> None:
-    body = gzip.compress(COMPLETION) if "gzip" in coding else zlib.compress(COMPLETION)
-    collector = JSONBodyCollector(limit=len(COMPLETION), content_encoding=coding)
-    for byte in body:
-        collector.feed(bytes([byte]))
-    assert collector.finish() == (EXPECTED, "gpt-4o-mini-2024-07-18")
-
-
-def test_collector_bounds_the_inflated_size() -> None:
-    bomb = gzip.compress(b" " * (32 * 1024 * 1024))
-    collector = JSONBodyCollector(limit=1024 * 1024, content_encoding="gzip")
-    collector.feed(bomb)
-    assert not collector.collecting
+def test_collector_empty_feeds_and_stop() -> None:
+    collector = JSONBodyCollector(limit=100)
     assert collector.finish() == (None, None)
-
-
-@pytest.mark.parametrize("coding", ["br", "zstd", "gzip, deflate"])
-def test_collector_unsupported_encoding(coding: str) -> None:
-    collector = JSONBodyCollector(limit=1 << 20, content_encoding=coding)
-    collector.feed(COMPLETION)
-    assert not collector.collecting
-    assert collector.finish() == (None, None)
-
-
-def test_collector_corrupt_gzip() -> None:
-    collector = JSONBodyCollector(limit=1 << 20, content_encoding="gzip")
-    collector.feed(b"definitely not gzip")
-    assert collector.finish() == (None, None)
-
-
-def test_collector_identity_encoding_and_empty() -> None:
-    collector = JSONBodyCollector(limit=100, content_encoding="identity")
-    assert collector.finish() == (None, None)
-    collector = JSONBodyCollector(limit=100, content_encoding=None)
+    collector = JSONBodyCollector(limit=100)
     collector.feed(b"")
     collector.feed(b'{"model":"m","usage":{"prompt_tokens":1}}')
     assert collector.finish() == (Usage(input_tokens=1), "m")
+    collector = JSONBodyCollector(limit=100)
+    collector.feed(b'{"model":"m","usage":{"prompt_tokens":1}}')
+    collector.stop()
+    assert not collector.collecting
+    assert collector.finish() == (None, None)

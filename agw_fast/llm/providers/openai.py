@@ -9,11 +9,11 @@ always replaces the body's, a missing model is a 400, and `stream: true` without
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agw_fast.errors import ProxyError
+from agw_fast.llm.codings import CodingError, Inflater, UnsupportedCoding, parse_codings
 from agw_fast.llm.jsonbytes import loads as _loads
 
 __all__ = [
@@ -195,36 +195,6 @@ def _too_large() -> LLMRequestError:
     return LLMRequestError("request was too large", status=413)
 
 
-def _looks_like_zlib(data: bytes) -> bool:
-    # RFC 1950 §2.2: CM=8 in the low nibble of CMF and (CMF*256 + FLG) divisible by 31.
-    # Raw deflate (RFC 1951), which some clients send as "deflate", fails this check.
-    return len(data) >= 2 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
-
-
-def _inflate(data: bytes, wbits: int, limit: int, coding: str, members: bool) -> bytes:
-    """Inflate with a hard output bound: never more than `limit + 1` bytes are produced."""
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        decoder = zlib.decompressobj(wbits)
-        try:
-            out = decoder.decompress(data, limit - total + 1)
-        except zlib.error as exc:
-            raise LLMRequestError(f"invalid {coding} body: {exc}") from None
-        total += len(out)
-        if total > limit:
-            raise _too_large()
-        # Below the cap zlib consumed all input, so a stream without its end is truncated.
-        if not decoder.eof:
-            raise LLMRequestError(f"invalid {coding} body: truncated stream")
-        parts.append(out)
-        data = decoder.unused_data
-        # Gzip allows concatenated members (RFC 1952 §2.2); zero padding after is tolerated.
-        if not members or not data.strip(b"\x00"):
-            break
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
 def decode_request_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     """Undo the request `Content-Encoding` (gzip, x-gzip, deflate, identity).
 
@@ -234,17 +204,24 @@ def decode_request_body(body: bytes, content_encoding: str | None, limit: int) -
     recompute `Content-Length` when it forwards the decoded body.
     """
     limit = max(limit, 0)
-    if content_encoding:
-        codings = [c.strip().lower() for c in content_encoding.split(",")]
-        for coding in codings:
-            if coding not in ("gzip", "x-gzip", "deflate", "identity", ""):
-                raise LLMRequestError(f"unsupported content encoding: {coding}", status=415)
-        for coding in reversed(codings):
-            if coding == "deflate":
-                wbits = zlib.MAX_WBITS if _looks_like_zlib(body) else -zlib.MAX_WBITS
-                body = _inflate(body, wbits, limit, coding, members=False)
-            elif coding in ("gzip", "x-gzip"):
-                body = _inflate(body, 16 + zlib.MAX_WBITS, limit, coding, members=True)
+    try:
+        codings = parse_codings(content_encoding)
+    except UnsupportedCoding as exc:
+        raise LLMRequestError(str(exc), status=415) from None
+    for coding in reversed(codings):
+        inflater = Inflater(coding)
+        parts: list[bytes] = []
+        try:
+            for piece in inflater.feed(body, limit):
+                parts.append(piece)
+            if inflater.decoded > limit:
+                raise _too_large()
+            # Below the limit the inflater used all the input, so an unfinished stream is
+            # a truncated one.
+            inflater.end()
+        except CodingError as exc:
+            raise LLMRequestError(str(exc)) from None
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
     if len(body) > limit:
         raise _too_large()
     return body

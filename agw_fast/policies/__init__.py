@@ -1,0 +1,46 @@
+"""Route policies that act on a request before it goes upstream: one pipeline of steps.
+
+Each policy module turns its part of a route's config, at load, into a `RequestStep`: a
+callable that looks at a `PolicyRequest` and returns None (go on) or a complete local
+response to answer with. `compile_request_steps` builds a route's steps in agentgateway's
+order; a route gets a step only for a policy it configures, so a route without policies pays
+one empty-tuple check per request.
+
+Adding a policy: parse its config in `config/load_policies.py`, write one module here with a
+`build(policies) -> RequestStep | None`, and add that function to `STEP_BUILDERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from agw_fast.config.model import RoutePolicies
+from agw_fast.policies import direct_response, redirect
+from agw_fast.policies.request import PolicyRequest, RequestStep
+
+__all__ = ["STEP_BUILDERS", "PolicyRequest", "RequestStep", "compile_request_steps", "run_steps"]
+
+StepBuilder = Callable[[RoutePolicies], RequestStep | None]
+
+# The order agentgateway applies them in; the first step that answers ends the request.
+STEP_BUILDERS: tuple[StepBuilder, ...] = (
+    direct_response.build,
+    redirect.build,
+)
+
+
+def compile_request_steps(policies: RoutePolicies | None) -> tuple[RequestStep, ...]:
+    """The steps a route runs on each request, in order (empty for a route without any)."""
+    if policies is None:
+        return ()
+    steps = (build(policies) for build in STEP_BUILDERS)
+    return tuple(step for step in steps if step is not None)
+
+
+def run_steps(steps: Sequence[RequestStep], request: PolicyRequest) -> bytes | None:
+    """The local response of the first step that answers, or None to proxy the request."""
+    for step in steps:
+        answer = step(request)
+        if answer is not None:
+            return answer
+    return None
