@@ -1,0 +1,74 @@
+"""What the proxy hands to telemetry when a request ends: one frozen record, one call.
+
+This module is the proxy's whole view of telemetry: `RequestRecord` (what the exchange or the
+local answer knew), the `Reason` values, and the `RequestRecorder` interface it is given.
+Metrics, the access log and their formats live behind that interface (`recorder.py`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, TypeAlias
+
+if TYPE_CHECKING:
+    from agw_fast.core.plan import RouteLabels
+    from agw_fast.llm.exchange import LLMOutcome
+
+__all__ = ["Reason", "RequestRecord", "RequestRecorder"]
+
+
+class Reason:
+    """Why a response is what it is: agentgateway's `ProxyResponseReason` (proxy/mod.rs),
+    the `reason` label and access-log field. Plain strings: they are metric-key parts that
+    are hashed, marshalled into shared memory and compared with decoded copies."""
+
+    UPSTREAM = "Upstream"  # relayed from the backend, whatever its status
+    DIRECT_RESPONSE = "DirectResponse"  # a directResponse or requestRedirect policy
+    NOT_FOUND = "NotFound"  # no listener or no route matched
+    NO_HEALTHY_BACKEND = "NoHealthyBackend"  # the route has no backend to use
+    INTERNAL = "Internal"  # a rewrite or redirect that could not be applied, ...
+    INVALID_REQUEST = "InvalidRequest"  # a request we refuse to forward (LLM body, framing)
+    TIMEOUT = "Timeout"  # request or backend request timeout
+    UPSTREAM_FAILURE = "UpstreamFailure"  # connect, TLS or the upstream connection failed
+
+
+# One finished request, as a plain tuple: it is built once per request, and a tuple display
+# is the cheapest frozen record Python has (measured: ~0.08 µs, where calling a 14-field
+# NamedTuple costs ~0.45 µs and a __slots__ class ~0.36 µs). Fields, in order:
+#   labels        RouteLabels: bind, gateway, listener, route, route rule
+#   backend       agentgateway's backend name; None for a local answer
+#   endpoint      "host:port" the request went to, or None
+#   protocol      "http" or "llm"
+#   method        bytes, as received
+#   host          bytes: the Host the client sent
+#   path          bytes: the client's path without the query (clients put credentials there)
+#   http_version  "HTTP/1.1" or "HTTP/1.0"
+#   peer          the client's "addr:port"
+#   status        int; 0 when no response was started (the client left first)
+#   reason        a `Reason`; None when the client left before any response
+#   error         str or None
+#   duration      float seconds from the request head to the end of the response
+#   llm           LLMOutcome or None
+RequestRecord: TypeAlias = tuple[
+    "RouteLabels",
+    str | None,
+    str | None,
+    str,
+    bytes,
+    bytes,
+    bytes,
+    str,
+    str,
+    int,
+    str | None,
+    str | None,
+    float,
+    "LLMOutcome | None",
+]
+
+
+class RequestRecorder(Protocol):
+    """What the proxy needs from telemetry."""
+
+    def record(self, record: RequestRecord) -> None:
+        """Count and log one finished request; must not raise into the proxy."""
+        ...
