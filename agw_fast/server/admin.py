@@ -1,7 +1,7 @@
 """Stats (`/metrics`), readiness (`/healthz/ready`) and admin endpoints, in their own process.
 
 Forked by the supervisor beside the workers, so scraping never competes with the data plane
-for a worker's loop. `/metrics` sums what each worker published in shared memory.
+for a worker's loop. `/metrics` sums the series each worker keeps in shared memory.
 """
 
 from __future__ import annotations

@@ -662,6 +662,18 @@ UPSTREAM_KEY = "sk-upstream-secret-e2e-7f3a"
 """The provider key the LLM suites put in `$UPSTREAM_KEY`; it must never reach a log line."""
 
 
+def serving_worker(gateway_port: int, client_port: int, workers: list[int]) -> int | None:
+    """The worker process holding the accepted end of our connection (from /proc)."""
+    from bench.procs import socket_inodes
+
+    inodes = {
+        inode for inode, (local, remote) in tcp_connections().items()
+        if local == gateway_port and remote == client_port
+    }
+    owners = [pid for pid in workers if socket_inodes(pid) & inodes]
+    return owners[0] if len(owners) == 1 else None
+
+
 def ai_route(
     upstream_port: int,
     *,
@@ -760,42 +772,25 @@ class Sample:
     value: float
 
 
-_METRIC_LINE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?")
-_LABEL_PAIR = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*')
-_LABEL_ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-
 def parse_prometheus(text: str) -> list[Sample]:
-    """Parse the text exposition format (version 0.0.4) strictly: a malformed line raises."""
-    samples = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith("#"):
-            parts = line.split(None, 3)
-            if len(parts) >= 2 and parts[1] in ("TYPE", "HELP"):
-                assert len(parts) >= 3, f"bad {parts[1]} line {line!r}"
-            continue
-        match = _METRIC_LINE.fullmatch(line)
-        assert match is not None, f"bad sample line {line!r}"
-        name, raw_labels, raw_value = match.groups()
-        labels: dict[str, str] = {}
-        rest = raw_labels or ""
-        while rest:
-            pair = _LABEL_PAIR.match(rest)
-            assert pair is not None, f"bad labels in {line!r}"
-            key, value = pair.groups()
-            assert key not in labels, f"label {key} repeated in {line!r}"
-            labels[key] = re.sub(r"\\.", lambda m: _LABEL_ESCAPES.get(m.group(0), m.group(0)),
-                                 value)
-            rest = rest[pair.end():]
-            if rest.startswith(","):
-                rest = rest[1:]
-            else:
-                assert not rest.strip(), f"bad labels in {line!r}"
-                break
-        samples.append(Sample(name, labels, float(raw_value)))
-    return samples
+    """The samples of a text exposition, read by `prometheus_client`'s parser (what a
+    Prometheus server ingests; a malformed line raises)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        Sample(sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def scrape(stats_port: int) -> list[Sample]:
+    """`GET /metrics` on a gateway's stats port, parsed."""
+    with RawClient(stats_port) as client:
+        response = client.request(http_request("GET", "/metrics"))
+    assert response.status == 200, response.raw[:300]
+    assert (response.header("content-type") or "").startswith("text/plain; version=0.0.4")
+    return parse_prometheus(response.body.decode())
 
 
 def metric_total(samples: list[Sample], name: str, **labels: str) -> float:
