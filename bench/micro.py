@@ -145,6 +145,51 @@ def _json_usage() -> tuple[Callable[[], object], int]:
     return lambda: parse(RESPONSE_BODY), 1
 
 
+def _telemetry_case(log_format: str | None) -> tuple[Callable[[], object], int]:
+    """What an exchange's end costs telemetry: build its `RequestRecord`, record it."""
+    import asyncio
+    import os
+    import time
+
+    recorder_cls = _attr("agw_fast.telemetry.recorder", "Recorder")
+    registry_cls = _attr("agw_fast.telemetry.metrics", "MetricsRegistry")
+    slots = _attr("agw_fast.telemetry.shared_slots", "SharedSlots")(1)
+    labels = _attr("agw_fast.core.plan", "RouteLabels").of(
+        "bind/3000", "default/default", "listener0", "default/route0"
+    )
+    access_log = None
+    if log_format is not None:
+        loop = asyncio.new_event_loop()  # never run: the bench flushes the batch itself
+        log_cls = _attr("agw_fast.telemetry.access_log", "AccessLog")
+        access_log = log_cls(loop, log_format, os.open(os.devnull, os.O_WRONLY))
+    recorder = recorder_cls(registry_cls(slots.writer(0)), access_log)
+    backend = "/default/default/bind/3000/listener0/default/route0/backend0"
+    started = time.monotonic()
+
+    def finish() -> None:
+        recorder.record(
+            (
+                labels, backend, "127.0.0.1:8080", "http", b"POST", b"api.example.com",
+                b"/v1/chat/completions", "HTTP/1.1", "127.0.0.1:50000", 200, "Upstream",
+                None, time.monotonic() - started, None,
+            )
+        )  # fmt: skip
+        if access_log is not None and len(access_log.lines) >= 100:
+            access_log.flush()  # one write per batch, as a loop turn would
+
+    return finish, 1
+
+
+@case("telemetry: record a finished request (no access log)")
+def _telemetry_no_log() -> tuple[Callable[[], object], int]:
+    return _telemetry_case(None)
+
+
+@case("telemetry: record a finished request (text access log)")
+def _telemetry_text_log() -> tuple[Callable[[], object], int]:
+    return _telemetry_case("text")
+
+
 def run_micro(*, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Time every case: best of N repeats of an auto-sized loop; µs per operation."""
     min_time, repeats = (0.05, 3) if quick else (0.2, 5)

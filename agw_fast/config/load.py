@@ -270,7 +270,7 @@ def _listener(raw: object, path: str, idx: int, base_dir: Path) -> Listener:
 def _route(raw: object, path: str, idx: int, base_dir: Path) -> Route:
     o = Obj(raw, path, "LocalRoute")
     name = o.opt_str("name")
-    o.opt_str("namespace")
+    namespace = o.opt_str("namespace")
     rule_name = o.opt_str("ruleName")
     hostnames = tuple(check_hostname_pattern(h, p) for p, h in o.items("hostnames"))
     matches: tuple[RouteMatch, ...] = (RouteMatch(),)
@@ -291,6 +291,7 @@ def _route(raw: object, path: str, idx: int, base_dir: Path) -> Route:
         policies=policies,
         backends=backends,
         rule_name=rule_name,
+        namespace="default" if namespace is None else namespace,
     )
 
 

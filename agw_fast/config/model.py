@@ -203,6 +203,7 @@ class Route:
     policies: RoutePolicies | None = None
     backends: tuple[RouteBackend, ...] = ()
     rule_name: str | None = None
+    namespace: str = "default"  # agentgateway names the route `{namespace}/{name}` in telemetry
 
 
 @dataclass(frozen=True, slots=True)

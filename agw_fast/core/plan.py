@@ -38,22 +38,66 @@ from agw_fast.core.routing import RouteTable
 from agw_fast.core.tls import client_context
 from agw_fast.errors import ConfigError
 from agw_fast.llm.providers.openai import RouteTypeResolver
-from agw_fast.log import text_value
 from agw_fast.policies import RequestStep, compile_request_steps
 
 __all__ = [
     "DEFAULT_LLM_BUFFER",
     "AIRuntime",
+    "RouteLabels",
     "RuntimeBackend",
     "RuntimeBind",
+    "RuntimeListener",
     "RuntimeRoute",
     "compile_config",
 ]
 
 DEFAULT_LLM_BUFFER = 32 * 1024 * 1024
 OPENAI_HOST = "api.openai.com"
+# Without an XDS control plane agentgateway's gateway is `default` in namespace `default`
+# (crates/agentgateway/src/config.rs), and every listener of the binds form belongs to it.
+GATEWAY_NAME = "default/default"
+UNKNOWN = "unknown"  # agentgateway's label value for a name it does not know (DefaultedUnknown)
 
 PoolKey = tuple[str, int, int]
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class RouteLabels:
+    """Where a request was handled, named as agentgateway's telemetry names it.
+
+    These are its `RouteIdentifier` (telemetry/metrics.rs) for the binds form: bind
+    `bind/{port}`, gateway `default/default`, the listener's name, the route as
+    `{namespace}/{name}`, and no route rule (its `convert_route` never sets one). None means
+    the request never got that far (no listener or no route matched). Compared by identity:
+    one object per bind, listener and route, built at load time.
+    """
+
+    bind: str | None
+    gateway: str | None
+    listener: str | None
+    route: str | None
+    route_rule: str | None
+    # The five metric label values in that order, "unknown" for None.
+    values: tuple[str, str, str, str, str]
+
+    @classmethod
+    def of(
+        cls,
+        bind: str | None,
+        gateway: str | None = None,
+        listener: str | None = None,
+        route: str | None = None,
+        route_rule: str | None = None,
+    ) -> RouteLabels:
+        # Empty names are unknown too, as in agentgateway.
+        values = (
+            bind or UNKNOWN,
+            gateway or UNKNOWN,
+            listener or UNKNOWN,
+            route or UNKNOWN,
+            route_rule or UNKNOWN,
+        )
+        return cls(bind, gateway, listener, route, route_rule, values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +117,7 @@ class RuntimeBackend:
     host: str
     port: int
     endpoint: str  # "host:port" as logged
-    log_prefix: str  # the access line's start: "info request listener=… route=… endpoint=…"
+    protocol: str  # agentgateway's backend protocol label: "llm" for `ai` backends, else "http"
     ssl: ssl.SSLContext | None
     server_hostname: str | None
     pool_key: PoolKey
@@ -91,6 +135,7 @@ class RuntimeRoute:
     key: str
     name: str
     listener: str
+    labels: RouteLabels
     request_steps: tuple[RequestStep, ...]  # the route's policy pipeline (agw_fast.policies)
     url_rewrite: UrlRewrite | None
     request_timeout: float | None
@@ -115,11 +160,22 @@ class RuntimeRoute:
         return backends[bisect_right(self._cumulative, random.randrange(self._total))]
 
 
+class RuntimeListener(RouteTable[RuntimeRoute]):
+    """A listener's route table, with its telemetry names (for a request no route matched)."""
+
+    def __init__(
+        self, routes: list[tuple[str, Route, RuntimeRoute]], labels: RouteLabels
+    ) -> None:
+        super().__init__(routes)
+        self.labels = labels
+
+
 @dataclass(eq=False, slots=True)
 class RuntimeBind:
     port: int
-    listeners: dict[str, RouteTable[RuntimeRoute]]
-    single: RouteTable[RuntimeRoute] | None  # the only listener, when it matches any host
+    listeners: dict[str, RuntimeListener]
+    single: RuntimeListener | None  # the only listener, when it matches any host
+    labels: RouteLabels  # for a request no listener matched
 
 
 def _is_ip(host: str) -> bool:
@@ -166,9 +222,10 @@ class _Compiler:
         return found
 
     def backend(
-        self, path: str, listener: str, route: Route, declared: RouteBackend
+        self, path: str, name: str, route: Route, declared: RouteBackend
     ) -> RuntimeBackend:
-        """`path` locates the backend in the file, for errors (`binds[0]...backends[1]`)."""
+        """`path` locates the backend in the file, for errors (`binds[0]...backends[1]`);
+        `name` is its telemetry name."""
         target = declared.target
         route_policies = route.policies
         ai_runtime: AIRuntime | None = None
@@ -193,13 +250,11 @@ class _Compiler:
                 ),
                 max_body=self.llm_buffer,
             )
-            name = target.name
             own = [target.policies, declared.policies]
         else:
             assert isinstance(target, HostBackend)
             tls, auth, _ = _merged(route_policies, declared.policies)
             host, port = target.host, target.port
-            name = f"{host}:{port}"
             own = [declared.policies]
         context = self.context(tls, path) if tls is not None else None
         server_hostname = None
@@ -231,10 +286,7 @@ class _Compiler:
             host=host,
             port=port,
             endpoint=endpoint,
-            log_prefix=(
-                f"info request listener={text_value(listener)} route={text_value(route.name)} "
-                f"endpoint={endpoint}"
-            ),
+            protocol="llm" if ai_runtime is not None else "http",
             ssl=context,
             server_hostname=server_hostname,
             pool_key=(host, port, id(context) if context is not None else 0),
@@ -249,32 +301,41 @@ class _Compiler:
 
     def route(self, path: str, port: int, listener: Listener, route: Route) -> RuntimeRoute:
         policies = route.policies
+        # agentgateway's names (types/local.rs): the route is `{namespace}/{name}`; an inline
+        # backend is the resource `/{route key}/backend{i}` (its namespace is empty), where
+        # the route key is `{gateway}/bind/{port}/{listener}/{namespace}/{name}`.
+        route_name = f"{route.namespace}/{route.name}"
+        route_key = f"{GATEWAY_NAME}/bind/{port}/{listener.name}/{route_name}"
+        labels = RouteLabels.of(f"bind/{port}", GATEWAY_NAME, listener.name, route_name)
         return RuntimeRoute(
             key=f"bind/{port}/{listener.name}/default/{route.name}",
             name=route.name,
             listener=listener.name,
+            labels=labels,
             request_steps=compile_request_steps(policies),
             url_rewrite=policies.url_rewrite if policies else None,
             request_timeout=(
                 policies.timeout.request_timeout if policies and policies.timeout else None
             ),
             backends=tuple(
-                self.backend(f"{path}.backends[{i}]", listener.name, route, b)
+                self.backend(f"{path}.backends[{i}]", f"/{route_key}/backend{i}", route, b)
                 for i, b in enumerate(route.backends)
             ),
         )
 
     def bind(self, path: str, bind: Bind) -> RuntimeBind:
-        tables: dict[str, RouteTable[RuntimeRoute]] = {}
+        bind_name = f"bind/{bind.port}"
+        tables: dict[str, RuntimeListener] = {}
         for li, listener in enumerate(bind.listeners):
             routes = []
             for ri, route in enumerate(listener.routes):
                 where = f"{path}.listeners[{li}].routes[{ri}]"
                 runtime = self.route(where, bind.port, listener, route)
                 routes.append((runtime.key, route, runtime))
-            tables[listener.hostname.lower()] = RouteTable(routes)
+            labels = RouteLabels.of(bind_name, GATEWAY_NAME, listener.name)
+            tables[listener.hostname.lower()] = RuntimeListener(routes, labels)
         single = tables.get("") if len(tables) == 1 else None
-        return RuntimeBind(bind.port, tables, single)
+        return RuntimeBind(bind.port, tables, single, RouteLabels.of(bind_name))
 
 
 def compile_config(config: Config) -> list[RuntimeBind]:

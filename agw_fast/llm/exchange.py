@@ -6,10 +6,9 @@ relaying anyway; nothing here touches a socket or changes a response byte.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from agw_fast.core.rewrite import split_target
 from agw_fast.llm.codings import CodingError, Inflater, UnsupportedCoding, parse_codings
@@ -24,9 +23,14 @@ from agw_fast.llm.usage import JSONBodyCollector, Usage
 
 if TYPE_CHECKING:
     from agw_fast.core.plan import AIRuntime
-    from agw_fast.telemetry.metrics import MetricsRegistry
 
-__all__ = ["LLMRequest", "LLMRequestError", "LLMResponseObserver", "prepare_llm_request"]
+__all__ = [
+    "LLMOutcome",
+    "LLMRequest",
+    "LLMRequestError",
+    "LLMResponseObserver",
+    "prepare_llm_request",
+]
 
 # Route types whose body is an OpenAI JSON request we may rewrite (model override).
 _JSON_TYPES = frozenset({"completions", "responses", "embeddings"})
@@ -180,10 +184,8 @@ class LLMResponseObserver:
             self._json.stop()
         self.observing = False
 
-    def finish(
-        self, registry: MetricsRegistry, route: str, log: bool
-    ) -> dict[str, object] | None:
-        """Record token metrics; return the access-log fields (when `log`) of this exchange."""
+    def outcome(self) -> LLMOutcome:
+        """What the exchange learned about this LLM call, for metrics and the access log."""
         request = self.request
         usage: Usage | None = None
         response_model: str | None = None
@@ -194,37 +196,18 @@ class LLMResponseObserver:
             ttft = self._sse.ttft(self.started)
         elif self._json is not None:
             usage, response_model = self._json.finish()
-        request_model = request.request_model or ""
-        registry.record_llm(
-            route,
-            request_model,
-            response_model or "",
-            input_tokens=usage.input_tokens if usage else None,
-            output_tokens=usage.output_tokens if usage else None,
-            duration_s=time.monotonic() - self.started,
-            ttft_s=ttft,
-            cached_input_tokens=usage.cached_input_tokens if usage else None,
-            system=PROVIDER,
+        return LLMOutcome(
+            PROVIDER,
+            request.route_type,
+            request.request_model,
+            response_model,
+            usage.input_tokens if usage is not None else None,
+            usage.output_tokens if usage is not None else None,
+            usage.cached_input_tokens if usage is not None else None,
+            ttft,
+            request.temperature,
+            request.max_tokens,
         )
-        if not log:
-            return None
-        fields: dict[str, object] = {
-            "protocol": "llm",
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": PROVIDER,
-            "gen_ai.request.model": request.request_model,
-            "gen_ai.response.model": response_model,
-        }
-        if usage is not None:
-            fields["gen_ai.usage.input_tokens"] = usage.input_tokens
-            fields["gen_ai.usage.output_tokens"] = usage.output_tokens
-        if ttft is not None:
-            fields["agw.ai.time_to_first_token"] = f"{ttft * 1000:.0f}ms"
-        if request.temperature is not None:
-            fields["gen_ai.request.temperature"] = request.temperature
-        if request.max_tokens is not None:
-            fields["gen_ai.request.max_tokens"] = request.max_tokens
-        return fields
 
 
 def _content_encoding(lines: Sequence[bytes]) -> bytes | None:
@@ -235,3 +218,18 @@ def _content_encoding(lines: Sequence[bytes]) -> bytes | None:
             value = line[len(_CONTENT_ENCODING) :].strip(b" \t")
             found = value if found is None else found + b", " + value
     return found
+
+
+class LLMOutcome(NamedTuple):
+    """The outcome of one LLM call (a NamedTuple: built positionally, once per call)."""
+
+    provider: str
+    route_type: str  # "completions", "embeddings", ... (see `RouteTypeResolver`)
+    request_model: str | None
+    response_model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_input_tokens: int | None
+    time_to_first_token: float | None  # seconds from the request's arrival (streams only)
+    temperature: float | None
+    max_tokens: int | None

@@ -1,10 +1,10 @@
 """Route policies that act on a request before it goes upstream: one pipeline of steps.
 
 Each policy module turns its part of a route's config, at load, into a `RequestStep`: a
-callable that looks at a `PolicyRequest` and returns None (go on) or a complete local
-response to answer with. `compile_request_steps` builds a route's steps in agentgateway's
-order; a route gets a step only for a policy it configures, so a route without policies pays
-one empty-tuple check per request.
+callable that looks at a `PolicyRequest` and returns None (go on) or a `PolicyAnswer` (a
+complete local response and its `Reason`). `compile_request_steps` builds a route's steps
+in agentgateway's order; a route gets a step only for a policy it configures, so a route
+without policies pays one empty-tuple check per request.
 
 Adding a policy: parse its config in `config/load_policies.py`, write one module here with a
 `build(policies) -> RequestStep | None`, and add that function to `STEP_BUILDERS`.
@@ -16,9 +16,15 @@ from collections.abc import Callable, Sequence
 
 from agw_fast.config.model import RoutePolicies
 from agw_fast.policies import direct_response, redirect
-from agw_fast.policies.request import PolicyRequest, RequestStep
+from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
-__all__ = ["STEP_BUILDERS", "PolicyRequest", "RequestStep", "compile_request_steps", "run_steps"]
+__all__ = [
+    "STEP_BUILDERS",
+    "PolicyAnswer",
+    "PolicyRequest",     "RequestStep",
+    "compile_request_steps",
+    "run_steps",
+]
 
 StepBuilder = Callable[[RoutePolicies], RequestStep | None]
 
@@ -37,8 +43,8 @@ def compile_request_steps(policies: RoutePolicies | None) -> tuple[RequestStep, 
     return tuple(step for step in steps if step is not None)
 
 
-def run_steps(steps: Sequence[RequestStep], request: PolicyRequest) -> bytes | None:
-    """The local response of the first step that answers, or None to proxy the request."""
+def run_steps(steps: Sequence[RequestStep], request: PolicyRequest) -> PolicyAnswer | None:
+    """The answer of the first step that answers, or None to proxy the request."""
     for step in steps:
         answer = step(request)
         if answer is not None:

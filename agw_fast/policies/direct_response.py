@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from agw_fast.config.model import RoutePolicies
+from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response
-from agw_fast.policies.request import PolicyRequest, RequestStep
+from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = ["build"]
 
@@ -14,9 +15,12 @@ def build(policies: RoutePolicies) -> RequestStep | None:
     if response is None:
         return None
     # local_response leaves the body out for 204/304, which end at the head.
-    prebuilt = local_response(response.status, response.body, content_type=None)
+    prebuilt = PolicyAnswer(
+        local_response(response.status, response.body, content_type=None),
+        Reason.DIRECT_RESPONSE,
+    )
 
-    def answer(request: PolicyRequest) -> bytes:
+    def answer(request: PolicyRequest) -> PolicyAnswer:
         return prebuilt
 
     return answer

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from agw_fast.config.model import RoutePolicies
+from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response, redirect_response
 from agw_fast.errors import ProxyError
-from agw_fast.policies.request import PolicyRequest, RequestStep
+from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = ["build"]
 
@@ -15,12 +16,15 @@ def build(policies: RoutePolicies) -> RequestStep | None:
     if redirect is None:
         return None
 
-    def answer(request: PolicyRequest) -> bytes:
+    # agentgateway answers a redirect as a direct response; one it cannot build is a filter
+    # error (Internal).
+    def answer(request: PolicyRequest) -> PolicyAnswer:
         try:
-            return redirect_response(
+            response = redirect_response(
                 redirect, request.host, request.path, request.query, request.matched_prefix
             )
         except ProxyError as error:
-            return local_response(error.status, error.body.encode())
+            return PolicyAnswer(local_response(error.status, error.body.encode()), Reason.INTERNAL)
+        return PolicyAnswer(response, Reason.DIRECT_RESPONSE)
 
     return answer

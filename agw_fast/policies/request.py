@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
-__all__ = ["PolicyRequest", "RequestStep"]
+__all__ = ["PolicyAnswer", "PolicyRequest", "RequestStep"]
 
 
 class PolicyRequest:
@@ -34,5 +35,12 @@ class PolicyRequest:
         self.matched_prefix = matched_prefix
 
 
-# None lets the request go on; bytes are a complete response the gateway answers with.
-RequestStep = Callable[[PolicyRequest], bytes | None]
+class PolicyAnswer(NamedTuple):
+    """A policy's own answer to a request: the complete response and why (a `Reason`)."""
+
+    response: bytes
+    reason: str
+
+
+# None lets the request go on; an answer ends it with the gateway's own response.
+RequestStep = Callable[[PolicyRequest], PolicyAnswer | None]

@@ -18,7 +18,8 @@ import h11
 
 from agw_fast.config.model import RequestRedirect
 from agw_fast.core.http1 import connection_tokens
-from agw_fast.core.plan import RuntimeBind, RuntimeRoute
+from agw_fast.core.plan import RouteLabels, RuntimeBackend, RuntimeBind, RuntimeRoute
+from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import (
     apply_authority_rewrite,
     apply_path_rewrite,
@@ -31,6 +32,7 @@ from agw_fast.errors import ProxyError
 from agw_fast.log import logger
 from agw_fast.policies import PolicyRequest, run_steps
 from agw_fast.proxy.exchange import Exchange, ReadPause, Services
+from agw_fast.telemetry.record import RequestRecord
 
 __all__ = ["ConnectionServices", "DownstreamProtocol"]
 
@@ -62,9 +64,6 @@ class ConnectionServices(Services, Protocol):
     connections: set[DownstreamProtocol]  # open client connections: idle expiry, draining
 
     def log_protocol_error(self, peer: str, status: int, message: str) -> None: ...
-    def record_local(
-        self, down: DownstreamProtocol, status: int, started: float, route: str, body: bytes
-    ) -> None: ...
 
 
 class DownstreamProtocol(asyncio.Protocol):
@@ -335,38 +334,93 @@ class DownstreamProtocol(asyncio.Protocol):
     def peer_name(self) -> str:
         if not self.peer and self.transport is not None:
             peer = self.transport.get_extra_info("peername")
-            self.peer = f"{peer[0]}:{peer[1]}" if peer else "-"
+            if not peer:
+                self.peer = "-"
+            elif ":" in peer[0]:
+                self.peer = f"[{peer[0]}]:{peer[1]}"  # IPv6, written as a socket address
+            else:
+                self.peer = f"{peer[0]}:{peer[1]}"
         return self.peer
 
-    def _local(self, status: int, body: bytes, started: float, route: str = "") -> None:
+    def _local(
+        self,
+        request: h11.Request,
+        status: int,
+        body: bytes,
+        started: float,
+        labels: RouteLabels,
+        reason: str,
+    ) -> None:
         closing = not self.keep_alive or self.closing
         response = local_response(status, body, close=closing)
-        self._answer(response, status, started, route, body, marked=True)
+        self._answer(request, response, status, started, labels, reason, body, marked=True)
 
     def _answer(
         self,
+        request: h11.Request,
         response: bytes,
         status: int,
         started: float,
-        route: str,
+        labels: RouteLabels,
+        reason: str,
         body: bytes = b"",
         marked: bool = False,
+        backend: RuntimeBackend | None = None,
     ) -> None:
         """Send a response the gateway makes itself (error, direct response, redirect).
 
         `marked`: the response already says `connection: close` when it must; a prebuilt one
-        gets the line here.
+        gets the line here. `labels` and `reason` name it for telemetry.
         """
         self.mode = _LOCAL
         if not marked and (not self.keep_alive or self.closing):
             line_end = response.index(b"\r\n") + 2
             response = response[:line_end] + b"connection: close\r\n" + response[line_end:]
         self.write(response)
-        self.ctx.record_local(self, status, started, route, body)
+        self._record_local(request, status, started, labels, reason, body, backend)
         if self.h11.they_are_waiting_for_100_continue or not self.keep_alive:
             # A client waiting for 100-continue will not send the body we must skip, and a
             # non-keep-alive client is done: either way this connection ends here.
             self._linger()
+
+    def _record_local(
+        self,
+        request: h11.Request,
+        status: int,
+        started: float,
+        labels: RouteLabels,
+        reason: str,
+        body: bytes,
+        backend: RuntimeBackend | None,
+    ) -> None:
+        # A local answer is rare: what the record needs is recomputed from the request here
+        # rather than carried through the common path.
+        host = b""
+        for name, value in request.headers:
+            if name == b"host":
+                host = value
+                break
+        target = request.target
+        if not target.startswith(b"/"):
+            target = _origin_form(target) or target
+        path = split_target(target)[0]
+        record: RequestRecord = (
+            labels,
+            backend.name if backend is not None else None,
+            None,
+            "http",
+            request.method,
+            host,
+            path,
+            "HTTP/1.1" if self.http11 else "HTTP/1.0",
+            self.peer_name(),
+            status,
+            reason,
+            body.decode("latin-1") if status >= 400 and body else None,
+            time.monotonic() - started,
+            None,
+        )
+        self.ctx.recorder.record(record)
 
     def _on_request(self, request: h11.Request) -> None:
         started = time.monotonic()
@@ -410,17 +464,26 @@ class DownstreamProtocol(asyncio.Protocol):
             # h11 bounds only heads that arrive incomplete; one that came whole in a single
             # read is measured here, so the limit holds however the bytes were split.
             self.keep_alive = False
-            self._local(431, b"request header fields too large", started)
+            self._local(
+                request, 431, b"request header fields too large", started, self.bind.labels,
+                Reason.INVALID_REQUEST,
+            )
             return
         if chunked and length >= 0:
             # RFC 9112 §6.1: both framings at once is the classic smuggling vector.
             self.keep_alive = False
-            self._local(400, b"both transfer-encoding and content-length", started)
+            self._local(
+                request, 400, b"both transfer-encoding and content-length", started,
+                self.bind.labels, Reason.INVALID_REQUEST,
+            )
             return
         if not target.startswith(b"/"):
             target = _origin_form(target)
             if not target:
-                self._local(400, b"invalid request target", started)
+                self._local(
+                    request, 400, b"invalid request target", started, self.bind.labels,
+                    Reason.INVALID_REQUEST,
+                )
                 return
         bind = self.bind
         path, query = split_target(target)
@@ -431,7 +494,9 @@ class DownstreamProtocol(asyncio.Protocol):
             host_name = host_without_port(host)
             table = table or select_listener(bind.listeners, host_name)
             if table is None:
-                self._local(404, b"listener not found", started)
+                self._local(
+                    request, 404, b"listener not found", started, bind.labels, Reason.NOT_FOUND
+                )
                 return
             view = RequestView(
                 method.decode("ascii"), path.decode("latin-1"), query[1:].decode("latin-1"),
@@ -439,7 +504,8 @@ class DownstreamProtocol(asyncio.Protocol):
             )
             matched = table.select(host_name, view)
         if matched is None:
-            self._local(404, b"route not found", started)
+            assert table is not None
+            self._local(request, 404, b"route not found", started, table.labels, Reason.NOT_FOUND)
             return
         route = matched.route
         prefix = matched.match.path.value if matched.match.path.kind == "prefix" else None
@@ -448,14 +514,22 @@ class DownstreamProtocol(asyncio.Protocol):
             policy_request = PolicyRequest(method, host, path, query, headers, prefix)
             answer = run_steps(steps, policy_request)
             if answer is not None:
-                self._answer(answer, int(answer[9:12]), started, route.name)
+                response, reason = answer
+                self._answer(
+                    request, response, int(response[9:12]), started, route.labels, reason
+                )
                 return
         backend = route.choose_backend()
         if backend is None:
-            self._local(500, b"no valid backends", started, route.name)
+            self._local(
+                request, 500, b"no valid backends", started, route.labels,
+                Reason.NO_HEALTHY_BACKEND,
+            )
             return
         if backend.redirect is not None:
-            self._redirect(route, backend.redirect, host, path, query, prefix, started)
+            self._redirect(
+                request, route, backend, backend.redirect, host, path, query, prefix, started
+            )
             return
         authority = backend.auto_authority or host
         rewrite = route.url_rewrite
@@ -464,7 +538,10 @@ class DownstreamProtocol(asyncio.Protocol):
                 if rewrite.path is not None:
                     target = apply_path_rewrite(rewrite.path, path, query, prefix)
             except ProxyError as error:
-                self._local(error.status, error.body.encode(), started, route.name)
+                self._local(
+                    request, error.status, error.body.encode(), started, route.labels,
+                    Reason.INTERNAL,
+                )
                 return
             if rewrite.authority is not None:
                 kind = rewrite.authority.kind
@@ -474,7 +551,7 @@ class DownstreamProtocol(asyncio.Protocol):
                     authority = apply_authority_rewrite(rewrite.authority, host)
         self.mode = _REQUEST
         exchange = Exchange(
-            self, self.ctx, route, backend, method, target, path, authority, headers,
+            self, self.ctx, route, backend, method, target, path, host, authority, headers,
             length, chunked, content_encoding, started,
         )
         self.exchange = exchange
@@ -482,7 +559,9 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def _redirect(
         self,
+        request: h11.Request,
         route: RuntimeRoute,
+        backend: RuntimeBackend | None,
         redirect: RequestRedirect,
         host: bytes,
         path: bytes,
@@ -490,12 +569,20 @@ class DownstreamProtocol(asyncio.Protocol):
         prefix: str | None,
         started: float,
     ) -> None:
+        # agentgateway answers a redirect as a direct response; one it cannot build is a
+        # filter error (Internal).
         try:
             response = redirect_response(redirect, host, path, query, prefix)
         except ProxyError as error:
-            self._local(error.status, error.body.encode(), started, route.name)
+            self._local(
+                request, error.status, error.body.encode(), started, route.labels,
+                Reason.INTERNAL,
+            )
             return
-        self._answer(response, redirect.status, started, route.name)
+        self._answer(
+            request, response, redirect.status, started, route.labels, Reason.DIRECT_RESPONSE,
+            backend=backend,
+        )
 
 
 def _header_triples(

@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Protocol
 
 from agw_fast.core.http1 import BODY_CHUNKED, BODY_CLOSE, ResponseHead
+from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import build_upstream_head, local_response
 from agw_fast.llm.exchange import LLMRequestError, LLMResponseObserver, prepare_llm_request
 from agw_fast.proxy.upstream import UpstreamConnection
+from agw_fast.telemetry.record import RequestRecord, RequestRecorder
 
 if TYPE_CHECKING:
     from agw_fast.core.plan import RuntimeBackend, RuntimeRoute
@@ -66,6 +69,9 @@ class Client(Protocol):
     closing: bool
     http11: bool
     writing_paused: bool
+    peer: str  # the client's "addr:port" once known ("" before `peer_name` is asked)
+
+    def peer_name(self) -> str: ...
 
     def write(self, data: bytes) -> None: ...
     def writelines(self, first: bytes, second: bytes) -> None: ...
@@ -80,9 +86,9 @@ class Services(Protocol):
 
     loop: asyncio.AbstractEventLoop
     pool: UpstreamPool
+    recorder: RequestRecorder  # told about every finished request
 
     def spawn(self, work: Coroutine[object, object, None]) -> None: ...
-    def record(self, exchange: Exchange) -> None: ...
 
 
 class Exchange:
@@ -101,6 +107,7 @@ class Exchange:
         "method",
         "target",
         "client_path",
+        "client_host",
         "authority",
         "headers",
         "head_request",
@@ -129,6 +136,7 @@ class Exchange:
         "llm",
         "replayable",
         "error",
+        "reason",
     )
 
     def __init__(
@@ -140,6 +148,7 @@ class Exchange:
         method: bytes,
         target: bytes,
         client_path: bytes,
+        client_host: bytes,
         authority: bytes,
         headers: list[tuple[bytes, bytes]],
         request_length: int,
@@ -154,6 +163,7 @@ class Exchange:
         self.method = method
         self.target = target
         self.client_path = client_path  # as the client sent it (logs), before any rewrite
+        self.client_host = client_host  # the Host the client sent (the upstream's may differ)
         self.authority = authority
         self.headers = headers
         self.head_request = method == b"HEAD"
@@ -183,6 +193,7 @@ class Exchange:
         # -1: no Content-Length header (a bodiless request); 0 is forwarded as sent.
         self.replayable = not request_chunked and request_length <= 0
         self.error: str | None = None
+        self.reason: str | None = Reason.UPSTREAM
 
     # -- request side -----------------------------------------------------------------------
 
@@ -227,7 +238,10 @@ class Exchange:
         if parts is not None:
             self.body_size += len(data)
             if self.body_size > self.body_limit:
-                self.fail(413, "failed to process LLM request: request was too large")
+                self.fail(
+                    413, "failed to process LLM request: request was too large",
+                    Reason.INVALID_REQUEST,
+                )
                 return
             parts.append(data)
             return
@@ -269,7 +283,10 @@ class Exchange:
         try:
             llm_request = prepare_llm_request(ai, self.target, body, self.content_encoding)
         except LLMRequestError as error:
-            self.fail(error.status, error.body)
+            # agentgateway: a request it cannot process is the client's fault (4xx), one it
+            # does not implement an internal error.
+            reason = Reason.INVALID_REQUEST if error.status < 500 else Reason.INTERNAL
+            self.fail(error.status, error.body, reason)
             return
         self.llm = LLMResponseObserver(llm_request, self.started)
         self.target = llm_request.target
@@ -301,10 +318,10 @@ class Exchange:
         try:
             connection = await self.services.pool.connect(self.backend)
         except TimeoutError:
-            self.fail(504, "upstream call timeout")
+            self.fail(504, "upstream call timeout", Reason.TIMEOUT)
             return
         except (OSError, ssl.SSLError, ssl.CertificateError) as error:
-            self.fail(503, f"upstream call failed: {_describe(error)}")
+            self.fail(503, f"upstream call failed: {_describe(error)}", Reason.UPSTREAM_FAILURE)
             return
         if self.finished:
             self.services.pool.put(connection)
@@ -476,16 +493,17 @@ class Exchange:
                 self.out = list(self.replay)
             self.services.spawn(self._connect())
             return
-        self.fail(503, f"upstream call failed: {message}")
+        self.fail(503, f"upstream call failed: {message}", Reason.UPSTREAM_FAILURE)
 
     # -- endings ----------------------------------------------------------------------------
 
     def _timed_out(self, message: str) -> None:
         self.timer = None
-        self.fail(504, message)
+        self.fail(504, message, Reason.TIMEOUT)
 
-    def fail(self, status: int, body: str) -> None:
-        """End the exchange with a local error (or a closed connection once answering)."""
+    def fail(self, status: int, body: str, reason: str) -> None:
+        """End the exchange with a local error (or a closed connection once answering);
+        `reason` is a `Reason` for telemetry."""
         if self.finished:
             return
         self._release_upstream()
@@ -495,6 +513,7 @@ class Exchange:
             self._finish(keep_alive=False)
             return
         self.status = status
+        self.reason = reason
         # With the request body still coming, the connection ends after this answer (with a
         # lingering close): skipping an unknown amount of body is not worth keeping it.
         keep_alive = self.down.keep_alive and not self.down.closing and self.request_done
@@ -506,6 +525,8 @@ class Exchange:
         if self.finished:
             return
         self.error = "downstream closed"
+        if not self.response_started:
+            self.reason = None  # no response at all: agentgateway's labels read "unknown"
         self._release_upstream()
         self._finish(keep_alive=False)
 
@@ -520,13 +541,6 @@ class Exchange:
         if upstream is not None:
             upstream.close()
 
-    def client_host(self) -> bytes:
-        """The Host the client sent (for logs; the upstream may have seen another)."""
-        for name, value in self.headers:
-            if name == b"host":
-                return value
-        return b""
-
     def _finish(self, keep_alive: bool) -> None:
         if self.finished:
             return
@@ -535,7 +549,26 @@ class Exchange:
             self.timer.cancel()
             self.timer = None
         try:
-            self.services.record(self)
+            down = self.down
+            llm = self.llm
+            backend = self.backend
+            record: RequestRecord = (
+                self.route.labels,
+                backend.name,
+                backend.endpoint,
+                backend.protocol,
+                self.method,
+                self.client_host,
+                self.client_path,
+                "HTTP/1.1" if down.http11 else "HTTP/1.0",
+                down.peer or down.peer_name(),
+                self.status,
+                self.reason,
+                self.error,
+                time.monotonic() - self.started,
+                llm.outcome() if llm is not None else None,
+            )
+            self.services.recorder.record(record)
         finally:
             # Even if telemetry failed, the connection must move on (or close).
             self.down.exchange_finished(keep_alive)

@@ -1,7 +1,7 @@
 """Stats (`/metrics`), readiness (`/healthz/ready`) and admin endpoints, in their own process.
 
 Forked by the supervisor beside the workers, so scraping never competes with the data plane
-for a worker's loop. `/metrics` sums what each worker published in shared memory.
+for a worker's loop. `/metrics` sums the series each worker keeps in shared memory.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import uvloop
 from agw_fast.config.model import Config
 from agw_fast.config.validate import split_host_port
 from agw_fast.log import logger
-from agw_fast.telemetry.metrics import render_prometheus
+from agw_fast.telemetry.prometheus import CONTENT_TYPE, render_prometheus
 from agw_fast.telemetry.shared_slots import SharedSlots
 
 __all__ = ["admin_child", "parse_address"]
@@ -82,8 +82,9 @@ class _AdminProtocol(asyncio.Protocol):
 def _stats_handler(slots: SharedSlots) -> Handler:
     def handle(method: str, path: str) -> tuple[int, bytes, bytes]:
         if path in ("/metrics", "/stats/prometheus"):
+            # Workers count straight into shared memory: every request that finished is in.
             body = render_prometheus(slots.read_all())
-            return 200, b"text/plain; version=0.0.4; charset=utf-8", body
+            return 200, CONTENT_TYPE.encode(), body
         return 404, b"text/plain", b"not found\n"
 
     return handle
@@ -95,7 +96,7 @@ def _readiness_handler(slots: SharedSlots) -> Handler:
             return 404, b"text/plain", b"not found\n"
         if method != "GET":
             return 405, b"text/plain", b"method not allowed\n"
-        pending = [str(i) for i in range(slots.n_slots) if not slots.is_published(i)]
+        pending = [str(i) for i in range(slots.n_slots) if not slots.is_attached(i)]
         if pending:
             return 500, b"text/plain", f"not ready, pending: workers {pending}\n".encode()
         return 200, b"text/plain", b"ready\n"

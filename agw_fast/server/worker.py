@@ -2,10 +2,10 @@
 
 Everything per-request lives in the protocol classes; this module owns what a worker has
 once: the upstream pool, the set of client connections (for idle expiry and draining), the
-access log and the metrics publisher. The lifecycle (start, respawn, drain, stop) is told
-once, on `agw_fast.server.supervisor.Supervisor`; the worker's part is `_serve` (start),
-`_drain` with `WorkerContext.begin_stop` and `_protocol_factory` (drain and stop), and
-`agw_fast.server.listener` (who accepts, and how a listener closes).
+request recorder (metrics in its shared-memory slot, the access log). The lifecycle (start,
+respawn, drain, stop) is told once, on `agw_fast.server.supervisor.Supervisor`; the worker's
+part is `_serve` (start), `_drain` with `WorkerContext.begin_stop` and `_protocol_factory`
+(drain and stop), and `agw_fast.server.listener` (who accepts, and how a listener closes).
 """
 
 from __future__ import annotations
@@ -14,30 +14,40 @@ import asyncio
 import logging
 import signal
 import socket
-import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING
 
 import uvloop
 
 from agw_fast.config.model import Config
 from agw_fast.core.plan import RuntimeBind
-from agw_fast.log import format_fields, logger, text_value
+from agw_fast.log import logger
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
 from agw_fast.server.listener import DescriptorBudget, Listener
 from agw_fast.telemetry.access_log import AccessLog
 from agw_fast.telemetry.metrics import MetricsRegistry
-from agw_fast.telemetry.shared_slots import Publisher, SharedSlots
+from agw_fast.telemetry.record import RequestRecorder
+from agw_fast.telemetry.recorder import Recorder
+from agw_fast.telemetry.shared_slots import SharedSlots
 
-if TYPE_CHECKING:
-    from agw_fast.proxy.exchange import Exchange
-
-__all__ = ["WorkerContext", "run_worker"]
+__all__ = ["WorkerContext", "run_worker", "worker_recorder"]
 
 HOUSEKEEPING_INTERVAL = 1.0
-PUBLISH_DELAY = 0.1
 DRAIN_POLL = 0.05  # seconds between looks at what is left while draining
+
+
+def worker_recorder(
+    loop: asyncio.AbstractEventLoop, config: Config, slots: SharedSlots | None, index: int
+) -> Recorder:
+    """Metrics in worker `index`'s shared slot (continuing from what it holds: the totals
+    of the worker this one replaces) and, at log level info, the access log."""
+    registry = MetricsRegistry(slots.writer(index) if slots is not None else None)
+    access_log = (
+        AccessLog(loop, config.static.logging.format)
+        if logger.isEnabledFor(logging.INFO)
+        else None
+    )
+    return Recorder(registry, access_log)
 
 
 class WorkerContext:
@@ -45,8 +55,7 @@ class WorkerContext:
         self,
         loop: asyncio.AbstractEventLoop,
         config: Config,
-        registry: MetricsRegistry,
-        publisher: Publisher | None,
+        recorder: RequestRecorder,
     ) -> None:
         self.loop = loop
         backend = config.static.backend
@@ -58,15 +67,8 @@ class WorkerContext:
         )
         self.connections: set[DownstreamProtocol] = set()
         self.idle_timeout = config.frontend.http1_idle_timeout
-        self.registry = registry
-        self.publisher = publisher
-        self.access_log = (
-            AccessLog(loop, config.static.logging.format)
-            if logger.isEnabledFor(logging.INFO)
-            else None
-        )
+        self.recorder = recorder  # told about every finished request
         self.stopping = False
-        self.publish_scheduled = False
         self.tasks: set[asyncio.Task[None]] = set()  # upstream connections being opened
 
     def spawn(self, work: Coroutine[object, object, None]) -> None:
@@ -75,91 +77,13 @@ class WorkerContext:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    # -- per request (called once each request ends) -----------------------------------------
-
-    def record(self, exchange: Exchange) -> None:
-        duration = time.monotonic() - exchange.started
-        route = exchange.route
-        backend = exchange.backend
-        method = exchange.method.decode("ascii", "replace")
-        status = exchange.status
-        self.registry.record_request(route.name, backend.name, method, status, duration)
-        access_log = self.access_log
-        llm = exchange.llm
-        outcome = (
-            llm.finish(self.registry, route.name, access_log is not None)
-            if llm is not None
-            else None
-        )
-        if not self.publish_scheduled and self.publisher is not None:
-            self._schedule_publish()
-        if access_log is None:
-            return
-        # The client's view, as agentgateway logs it; the query is left out because some
-        # clients put credentials there.
-        host = exchange.client_host().decode("latin-1")
-        path = exchange.client_path.decode("latin-1")
-        millis = f"{duration * 1000:.0f}ms"
-        if not access_log.json:
-            # The common text line is one f-string; config-defined parts are preformatted.
-            line = (
-                f"{backend.log_prefix} http.method={method} http.host={text_value(host)} "
-                f"http.path={text_value(path)} http.status={status}"
-            )
-            if outcome is not None:
-                line += " " + format_fields(outcome)
-            if exchange.error is not None:
-                line += " error=" + text_value(exchange.error)
-            access_log.emit_line(f"{line} duration={millis}")
-            return
-        fields: dict[str, object] = {
-            "listener": route.listener,
-            "route": route.name,
-            "endpoint": backend.endpoint,
-            "http.method": method,
-            "http.host": host,
-            "http.path": path,
-            "http.status": status,
-        }
-        if outcome is not None:
-            fields.update(outcome)
-        if exchange.error is not None:
-            fields["error"] = exchange.error
-        fields["duration"] = millis
-        access_log.emit(fields)
-
-    def record_local(
-        self, down: DownstreamProtocol, status: int, started: float, route: str, body: bytes
-    ) -> None:
-        duration = time.monotonic() - started
-        self.registry.record_request(route or "-", "-", "-", status, duration)
-        if not self.publish_scheduled and self.publisher is not None:
-            self._schedule_publish()
-        if self.access_log is not None:
-            fields: dict[str, object] = {"route": route or None, "http.status": status}
-            if status >= 400 and body:
-                fields["error"] = body.decode("latin-1")
-            fields["src.addr"] = down.peer_name()
-            fields["duration"] = f"{duration * 1000:.0f}ms"
-            self.access_log.emit(fields)
-
-    def _schedule_publish(self) -> None:
-        # Metrics reach /metrics within ~100 ms without a write to shared memory per request.
-        self.publish_scheduled = True
-        self.loop.call_later(PUBLISH_DELAY, self._publish)
-
-    def _publish(self) -> None:
-        self.publish_scheduled = False
-        if self.publisher is not None:
-            self.publisher.publish_now()
-
     def log_protocol_error(self, peer: str, status: int, message: str) -> None:
         logger.info("rejected request from %s: %d %s", peer, status, message)
 
     # -- housekeeping -------------------------------------------------------------------------
 
     def housekeeping(self) -> None:
-        """Once a second: expire idle upstream and client connections, publish metrics."""
+        """Once a second: expire idle upstream and client connections."""
         self.pool.sweep()
         deadline = self.loop.time() - self.idle_timeout
         for connection in [c for c in self.connections if c.last_active < deadline]:
@@ -206,13 +130,8 @@ async def _serve(
     slots: SharedSlots | None,
 ) -> int:
     loop = asyncio.get_running_loop()
-    registry = MetricsRegistry()
-    publisher = None
-    if slots is not None:
-        registry.restore(slots.read(index))
-        publisher = Publisher(registry, slots, index)
-        publisher.publish_now()
-    ctx = WorkerContext(loop, config, registry, publisher)
+    recorder = worker_recorder(loop, config, slots, index)
+    ctx = WorkerContext(loop, config, recorder)
     budget = DescriptorBudget(loop, ctx.connections, lambda: _idle_upstream(ctx.pool))
     listeners = [
         Listener(loop, sock, _protocol_factory(ctx, bind, budget), budget, ctx.spawn)
@@ -229,10 +148,8 @@ async def _serve(
     await _drain(index, config, ctx, listeners)
     budget.close()
     ctx.pool.close_all()
-    if ctx.access_log is not None:
-        ctx.access_log.flush()
-    if publisher is not None:
-        publisher.publish_now()
+    if recorder.access_log is not None:
+        recorder.access_log.flush()
     return 0
 
 

@@ -1,86 +1,125 @@
-"""Prometheus metrics summed across pre-forked workers with no IPC per request.
+"""One worker's metric series: agentgateway's names, labels and buckets.
 
-Each worker counts into its own `MetricsRegistry` (plain dicts, a lookup and a few adds per
-request). A `Publisher`, ticked from the worker's loop, copies the registry's cumulative
-state into that worker's slot of a `SharedSlots` mmap at most every 100 ms, and only when
-something changed. Whoever serves `/metrics` reads every slot and `render_prometheus` sums
-them. Slots hold cumulative totals, so a replacement worker restores its predecessor's slot
-and totals never go backwards.
+Each series is a histogram held as one flat array of float64s: a count per bucket, the
+overflow (+Inf) count, then the sum. Recording is `h[bisect_left(bounds, v)] += 1;
+h[-1] += v`; cumulative counts and `requests_total` (the histogram's count) are computed only
+when rendering. Given a `SeriesStore` (a worker's slot in shared memory, see
+`shared_slots.py`), the arrays live there and are updated in place, so whoever serves
+`/metrics` sees every finished request at once and a killed worker loses none; without one
+they are plain lists (tests, tools).
 
-Worker wiring::
-
-    slots = SharedSlots(n_workers)                 # in the parent, before fork
-    registry = MetricsRegistry()                   # in worker i, after fork
-    registry.restore(slots.read(i))
-    publisher = Publisher(registry, slots, i)      # call maybe_publish() from a loop timer,
-                                                   # publish_now() on graceful shutdown
-    body = render_prometheus(slots.read_all())     # wherever /metrics is served
+Label values follow agentgateway (crates/agentgateway/src/telemetry/metrics.rs): names it
+does not know read "unknown".
 """
 
 from __future__ import annotations
 
 import logging
-import marshal
-import math
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 __all__ = [
-    "CONTENT_TYPE",
     "DEFAULT_MAX_LLM_SERIES",
     "DEFAULT_MAX_REQUEST_SERIES",
     "GEN_AI_DURATION_BUCKETS",
+    "LLM_BOUNDS",
+    "LLM_KINDS",
     "MAX_LABEL_LENGTH",
+    "OVERFLOW",
+    "REQUEST",
     "REQUEST_DURATION_BUCKETS",
     "TOKEN_BUCKETS",
     "TPOT_BUCKETS",
     "TTFT_BUCKETS",
+    "Hist",
+    "LLMKey",
     "MetricsRegistry",
+    "RequestKey",
+    "SeriesStore",
     "Snapshot",
-    "render_prometheus",
+    "observe_request",
 ]
 
 _log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
+# agentgateway's HTTP_REQUEST_DURATION_BUCKET.
 REQUEST_DURATION_BUCKETS = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0,
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 80.0,
 )  # fmt: skip
-TOKEN_BUCKETS = tuple(4**i for i in range(14))  # 1, 4, 16, ... 67108864
-# The three below are the OpenTelemetry GenAI semantic-conventions bucket advice.
+TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1, 4, 16, ... 67108864
+# The OpenTelemetry GenAI semantic-conventions bucket advice, as agentgateway uses it (time
+# per output token with an extra 1 ms bucket for fast models).
 GEN_AI_DURATION_BUCKETS = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 )  # fmt: skip
 TTFT_BUCKETS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )  # fmt: skip
-TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
-
-# A histogram is one flat list: a count per bucket, then the +Inf overflow count, then the
-# sum. Recording is `h[bisect_left(bounds, v)] += 1; h[-1] += v`; cumulative counts are only
-# computed when rendering.
-Hist = list[float]
-# (route, backend, method, status, reason)
-RequestKey = tuple[str, str, str, int, str]
-# (operation, system, request_model, response_model, route)
-LLMKey = tuple[str, str, str, str, str]
-# Histograms of one LLM series, each created on first use.
-_IN, _OUT, _CACHE_READ, _DURATION, _TTFT, _TPOT = range(6)
-_LLM_BOUNDS = (
-    TOKEN_BUCKETS, TOKEN_BUCKETS, TOKEN_BUCKETS,
-    GEN_AI_DURATION_BUCKETS, TTFT_BUCKETS, TPOT_BUCKETS,
+TPOT_BUCKETS = (
+    0.001, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
 )  # fmt: skip
-_TOKEN_TYPES = ((_IN, "input"), (_OUT, "output"), (_CACHE_READ, "input_cache_read"))
 
-# Bump when keys or bucket layouts change: a slot written by another build is then ignored.
-_FORMAT = 1
-_OVERFLOW = "__overflow__"
+# (bind, gateway, listener, route, route_rule, backend, protocol, method, status, reason);
+# status 0 renders as "unknown" (no response).
+RequestKey = tuple[str, str, str, str, str, str, str, str, int, str]
+# (bind, gateway, listener, route, route_rule, operation, system, request_model,
+#  response_model)
+LLMKey = tuple[str, str, str, str, str, str, str, str, str]
+
+# Series kinds, as stored with each series: a request histogram, or one of an LLM series'
+# histograms (each created on first use).
+REQUEST = 0
+TOKENS_IN, TOKENS_OUT, TOKENS_CACHE_READ, LLM_DURATION, LLM_TTFT, LLM_TPOT = range(1, 7)
+LLM_KINDS = range(1, 7)
+LLM_BOUNDS: dict[int, tuple[float, ...]] = {
+    TOKENS_IN: TOKEN_BUCKETS,
+    TOKENS_OUT: TOKEN_BUCKETS,
+    TOKENS_CACHE_READ: TOKEN_BUCKETS,
+    LLM_DURATION: GEN_AI_DURATION_BUCKETS,
+    LLM_TTFT: TTFT_BUCKETS,
+    LLM_TPOT: TPOT_BUCKETS,
+}
+
+OVERFLOW = "__overflow__"
 DEFAULT_MAX_REQUEST_SERIES = 2000
 DEFAULT_MAX_LLM_SERIES = 500
-MAX_LABEL_LENGTH = 128  # longer label values are cut; with the caps, a snapshot stays < 1 MiB
+MAX_LABEL_LENGTH = 128  # longer label values are cut
+
+
+class Hist(Protocol):
+    """A histogram's values: a list, or a float64 memoryview into shared memory."""
+
+    def __getitem__(self, index: int, /) -> float: ...
+    def __setitem__(self, index: int, value: float, /) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[float]: ...
+
+
+class SeriesStore(Protocol):
+    """Where series live (a worker's shared-memory slot)."""
+
+    def series(self) -> Iterable[tuple[int, tuple[str | int, ...], Hist]]:
+        """The series already stored (a replacement worker continues from them)."""
+        ...
+
+    def allocate(self, kind: int, key: tuple[str | int, ...], size: int, last: bool) -> Hist | None:
+        """Zeroed room for a new series of `size` values, or None when full. `last`: the
+        overflow series, which may use the room kept back for it."""
+        ...
+
+
+def observe_request(hist: Hist, duration_s: float) -> None:
+    """Count one request of `duration_s` in a request histogram."""
+    if not duration_s >= 0.0:  # also catches NaN, which would poison the sum
+        duration_s = 0.0
+    hist[bisect_left(REQUEST_DURATION_BUCKETS, duration_s)] += 1
+    hist[-1] += duration_s
+
+
+def _size(bounds: tuple[float, ...]) -> int:
+    return len(bounds) + 2  # buckets, +Inf, sum
 
 
 def _clip(key: tuple[str | int, ...]) -> tuple[str | int, ...]:
@@ -90,33 +129,23 @@ def _clip(key: tuple[str | int, ...]) -> tuple[str | int, ...]:
     )
 
 
-def _new_hist(bounds: tuple[float, ...]) -> Hist:
-    hist: Hist = [0] * (len(bounds) + 1)
-    hist.append(0.0)
-    return hist
-
-
-def _observe(entry: list[Hist | None], which: int, value: float) -> None:
-    bounds = _LLM_BOUNDS[which]
-    hist = entry[which]
-    if hist is None:
-        hist = entry[which] = _new_hist(bounds)
-    hist[bisect_left(bounds, value)] += 1
-    hist[-1] += value
+def _valid(value: float) -> bool:
+    return value >= 0.0  # False for NaN too, which would poison a sum
 
 
 class MetricsRegistry:
-    """One worker's counters and histograms, keyed by label tuples.
+    """One worker's series, keyed by label tuples.
 
     Not thread-safe: it belongs to the worker's event-loop thread. Client-influenced labels
-    (method, models) are bounded by `max_*_series`; past that, new label sets are counted in
-    one series whose labels all read `__overflow__`.
+    (method, models) are bounded by `max_*_series`; past that, or when the store is full, new
+    label sets are counted in one series whose labels all read `__overflow__`.
     """
 
-    __slots__ = ("_dirty", "_llm", "_max_llm", "_max_requests", "_requests", "_warned")
+    __slots__ = ("_llm", "_max_llm", "_max_requests", "_requests", "_store", "_warned")
 
     def __init__(
         self,
+        store: SeriesStore | None = None,
         *,
         max_request_series: int = DEFAULT_MAX_REQUEST_SERIES,
         max_llm_series: int = DEFAULT_MAX_LLM_SERIES,
@@ -125,86 +154,83 @@ class MetricsRegistry:
         self._llm: dict[LLMKey, list[Hist | None]] = {}
         self._max_requests = max(max_request_series, 1)
         self._max_llm = max(max_llm_series, 1)
-        self._dirty = False
+        self._store = store
         self._warned = False
+        if store is not None:
+            for kind, key, hist in store.series():
+                if kind == REQUEST:
+                    self._requests[cast(RequestKey, key)] = hist
+                else:
+                    entry = self._llm.setdefault(cast(LLMKey, key), [None] * 7)
+                    entry[kind] = hist
 
-    @property
-    def dirty(self) -> bool:
-        """Whether anything was recorded since the last `mark_clean()`."""
-        return self._dirty
+    def record_request(self, key: RequestKey, duration_s: float) -> None:
+        """One finished request: `requests_total` and `request_duration_seconds`."""
+        observe_request(self.request_series(key), duration_s)
 
-    def mark_clean(self) -> None:
-        self._dirty = False
-
-    def record_request(
-        self,
-        route: str,
-        backend: str,
-        method: str,
-        status: int,
-        duration_s: float,
-        reason: str = "Upstream",
-    ) -> None:
-        """One finished request: `requests_total` and `request_duration_seconds`.
-
-        Both come from the same histogram (its count is the request counter).
-        """
-        key = (route, backend, method, status, reason)
+    def request_series(self, key: RequestKey) -> Hist:
+        """The histogram of `key` (created on first use), for `observe_request`: callers on
+        the hot path keep it rather than build and hash the whole key per request."""
         hist = self._requests.get(key)
         if hist is None:
             hist = self._request_series(key)
-        if not duration_s >= 0.0:  # also catches NaN, which would poison the sum
-            duration_s = 0.0
-        hist[bisect_left(REQUEST_DURATION_BUCKETS, duration_s)] += 1
-        hist[-1] += duration_s
-        self._dirty = True
+        return hist
 
     def record_llm(
         self,
-        route: str,
-        request_model: str,
-        response_model: str,
+        key: LLMKey,
         *,
         input_tokens: int | None,
         output_tokens: int | None,
+        cached_input_tokens: int | None,
         duration_s: float,
-        ttft_s: float | None = None,
-        cached_input_tokens: int | None = None,
-        system: str = "openai",
-        operation: str = "chat",
+        ttft_s: float | None,
+        tpot_s: float | None,
     ) -> None:
-        """One LLM call: token usage, server duration, TTFT and time per output token."""
-        key = (operation, system, request_model, response_model, route)
+        """One LLM call: token usage, request duration, time to first token and per token."""
         entry = self._llm.get(key)
         if entry is None:
             entry = self._llm_series(key)
         if input_tokens is not None and input_tokens >= 0:
-            _observe(entry, _IN, input_tokens)
+            self._observe(key, entry, TOKENS_IN, input_tokens)
         if output_tokens is not None and output_tokens >= 0:
-            _observe(entry, _OUT, output_tokens)
+            self._observe(key, entry, TOKENS_OUT, output_tokens)
         if cached_input_tokens is not None and cached_input_tokens > 0:
-            _observe(entry, _CACHE_READ, cached_input_tokens)
-        if duration_s >= 0.0:
-            _observe(entry, _DURATION, duration_s)
-            if ttft_s is not None and ttft_s >= 0.0:
-                _observe(entry, _TTFT, ttft_s)
-                # Decode time spread over the tokens after the first one.
-                if output_tokens is not None and output_tokens > 1 and duration_s >= ttft_s:
-                    _observe(entry, _TPOT, (duration_s - ttft_s) / (output_tokens - 1))
-        self._dirty = True
+            self._observe(key, entry, TOKENS_CACHE_READ, cached_input_tokens)
+        if _valid(duration_s):
+            self._observe(key, entry, LLM_DURATION, duration_s)
+        if ttft_s is not None and _valid(ttft_s):
+            self._observe(key, entry, LLM_TTFT, ttft_s)
+        if tpot_s is not None and _valid(tpot_s):
+            self._observe(key, entry, LLM_TPOT, tpot_s)
+
+    def _observe(self, key: LLMKey, entry: list[Hist | None], kind: int, value: float) -> None:
+        bounds = LLM_BOUNDS[kind]
+        hist = entry[kind]
+        if hist is None:
+            hist = self._llm_hist(key, entry, kind)
+        hist[bisect_left(bounds, value)] += 1
+        hist[-1] += value
 
     # Slow paths, taken once per new label set: bound label length and series count so
-    # client-chosen values (method, model names) cannot grow memory or the published slot.
+    # client-chosen values (method, model names) cannot grow memory without limit.
     def _request_series(self, key: RequestKey) -> Hist:
         key = cast(RequestKey, _clip(key))
         hist = self._requests.get(key)
+        if hist is not None:
+            return hist
+        size = _size(REQUEST_DURATION_BUCKETS)
+        if len(self._requests) < self._max_requests:
+            hist = self._new(REQUEST, key, size, last=False)
+            if hist is not None:
+                self._requests[key] = hist
+                return hist
+        self._warn_overflow()
+        hist = self._requests.get(_REQUEST_OVERFLOW)
         if hist is None:
-            if len(self._requests) >= self._max_requests:
-                self._warn_overflow()
-                key = (_OVERFLOW, _OVERFLOW, _OVERFLOW, 0, _OVERFLOW)
-                hist = self._requests.get(key)
-            if hist is None:
-                hist = self._requests[key] = _new_hist(REQUEST_DURATION_BUCKETS)
+            hist = self._requests[_REQUEST_OVERFLOW] = self._new_last(
+                REQUEST, _REQUEST_OVERFLOW, size
+            )
         return hist
 
     def _llm_series(self, key: LLMKey) -> list[Hist | None]:
@@ -213,213 +239,93 @@ class MetricsRegistry:
         if entry is None:
             if len(self._llm) >= self._max_llm:
                 self._warn_overflow()
-                key = (_OVERFLOW,) * 5
+                key = _LLM_OVERFLOW
                 entry = self._llm.get(key)
             if entry is None:
-                entry = self._llm[key] = [None] * len(_LLM_BOUNDS)
+                entry = self._llm[key] = [None] * 7
         return entry
+
+    def _llm_hist(self, key: LLMKey, entry: list[Hist | None], kind: int) -> Hist:
+        size = _size(LLM_BOUNDS[kind])
+        if key == _LLM_OVERFLOW:
+            last = entry[kind] = self._new_last(kind, key, size)
+            return last
+        hist = self._new(kind, key, size, last=False)
+        if hist is not None:
+            entry[kind] = hist
+            return hist
+        # The store is full: count in the overflow series (looked up again next time rather
+        # than aliased here, which would count the values twice).
+        self._warn_overflow()
+        overflow = self._llm.get(_LLM_OVERFLOW)
+        if overflow is None:
+            overflow = self._llm[_LLM_OVERFLOW] = [None] * 7
+        found = overflow[kind]
+        if found is None:
+            found = overflow[kind] = self._new_last(kind, _LLM_OVERFLOW, size)
+        return found
+
+    def _new(self, kind: int, key: tuple[str | int, ...], size: int, last: bool) -> Hist | None:
+        store = self._store
+        if store is None:
+            return [0.0] * size
+        return store.allocate(kind, key, size, last)
+
+    def _new_last(self, kind: int, key: tuple[str | int, ...], size: int) -> Hist:
+        # The store keeps room back for the overflow series; should even that be gone, they
+        # count here rather than fail a request.
+        return self._new(kind, key, size, last=True) or [0.0] * size
 
     def _warn_overflow(self) -> None:
         if not self._warned:
             self._warned = True
-            _log.warning("metrics: too many label sets; new ones are counted as %s", _OVERFLOW)
-
-    def encode_snapshot(self) -> bytes:
-        """The cumulative state as bytes for `SharedSlots.publish` (one C-level marshal)."""
-        return marshal.dumps((_FORMAT, self._requests, self._llm))
+            _log.warning("metrics: too many label sets; new ones are counted as %s", OVERFLOW)
 
     def snapshot(self) -> Snapshot:
-        """An independent copy of the cumulative state."""
-        return Snapshot.decode(self.encode_snapshot())
-
-    def restore(self, snapshot: Snapshot | None) -> None:
-        """Add a previous worker's totals (its slot) so this worker continues from them."""
-        if snapshot is None:
-            return
-        for key, hist in snapshot.requests.items():
-            _add_hist(self._requests, key, hist)
-        for lkey, entry in snapshot.llm.items():
-            _add_entry(self._llm, lkey, entry)
-        self._dirty = True
+        """An independent copy of the current totals."""
+        return Snapshot(
+            {key: list(hist) for key, hist in self._requests.items()},
+            {
+                key: [None if h is None else list(h) for h in entry]
+                for key, entry in self._llm.items()
+            },
+        )
 
 
-def _sum_into(mine: Hist | None, hist: Hist) -> Hist:
+_REQUEST_OVERFLOW: RequestKey = (OVERFLOW,) * 8 + (0, OVERFLOW)
+_LLM_OVERFLOW: LLMKey = (OVERFLOW,) * 9
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Totals of one worker (or several summed): what `/metrics` renders.
+
+    `llm` maps a key to 7 entries indexed by series kind (index 0 unused)."""
+
+    requests: dict[RequestKey, list[float]]
+    llm: dict[LLMKey, list[list[float] | None]]
+
+    @classmethod
+    def merge(cls, snapshots: Iterable[Snapshot]) -> Snapshot:
+        """The sum of several workers' snapshots."""
+        requests: dict[RequestKey, list[float]] = {}
+        llm: dict[LLMKey, list[list[float] | None]] = {}
+        for snapshot in snapshots:
+            for key, hist in snapshot.requests.items():
+                requests[key] = _sum_into(requests.get(key), hist)
+            for lkey, entry in snapshot.llm.items():
+                mine = llm.get(lkey)
+                if mine is None:
+                    mine = llm[lkey] = [None] * 7
+                for kind, lhist in enumerate(entry):
+                    if lhist is not None:
+                        mine[kind] = _sum_into(mine[kind], lhist)
+        return cls(requests, llm)
+
+
+def _sum_into(mine: list[float] | None, hist: list[float]) -> list[float]:
     if mine is None:
         return list(hist)
     for i, value in enumerate(hist):
         mine[i] += value
     return mine
-
-
-def _add_hist(into: dict[RequestKey, Hist], key: RequestKey, hist: Hist) -> None:
-    into[key] = _sum_into(into.get(key), hist)
-
-
-def _add_entry(
-    into: dict[LLMKey, list[Hist | None]], key: LLMKey, entry: list[Hist | None]
-) -> None:
-    mine = into.get(key)
-    if mine is None:
-        mine = into[key] = [None] * len(_LLM_BOUNDS)
-    for which, hist in enumerate(entry):
-        if hist is not None:
-            mine[which] = _sum_into(mine[which], hist)
-
-
-def _valid_key(key: object, int_at: int) -> bool:
-    return (
-        type(key) is tuple
-        and len(key) == 5
-        and all(type(part) is (int if i == int_at else str) for i, part in enumerate(key))
-    )
-
-
-def _valid_hist(hist: object, bounds: tuple[float, ...]) -> bool:
-    return (
-        type(hist) is list
-        and len(hist) == len(bounds) + 2
-        and all(type(v) is int or type(v) is float for v in hist)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One worker's cumulative metrics, as stored in its slot."""
-
-    requests: dict[RequestKey, Hist]
-    llm: dict[LLMKey, list[Hist | None]]
-
-    def encode(self) -> bytes:
-        return marshal.dumps((_FORMAT, self.requests, self.llm))
-
-    @classmethod
-    def decode(cls, data: bytes) -> Snapshot:
-        """Parse and validate; malformed entries are dropped, a foreign format is ValueError."""
-        try:
-            obj = marshal.loads(data)
-        except (EOFError, ValueError, TypeError) as exc:
-            raise ValueError(f"bad metrics snapshot: {exc}") from None
-        if type(obj) is not tuple or len(obj) != 3 or obj[0] != _FORMAT:
-            raise ValueError("bad metrics snapshot: unknown format")
-        raw_requests, raw_llm = obj[1], obj[2]
-        if type(raw_requests) is not dict or type(raw_llm) is not dict:
-            raise ValueError("bad metrics snapshot: unknown format")
-        requests: dict[RequestKey, Hist] = {
-            key: hist
-            for key, hist in raw_requests.items()
-            if _valid_key(key, 3) and _valid_hist(hist, REQUEST_DURATION_BUCKETS)
-        }
-        llm: dict[LLMKey, list[Hist | None]] = {
-            key: entry
-            for key, entry in raw_llm.items()
-            if _valid_key(key, -1)
-            and type(entry) is list
-            and len(entry) == len(_LLM_BOUNDS)
-            and all(h is None or _valid_hist(h, b) for h, b in zip(entry, _LLM_BOUNDS, strict=True))
-        }
-        return cls(requests, llm)
-
-
-# Slot layout (little endian). Two payload buffers per slot: the writer fills the inactive
-# one, then flips `active`, so a worker killed mid-write leaves the last complete snapshot
-# readable. `seq` is a seqlock: odd while a write is in progress, and a reader retries when
-# it changed during its read. The CRC catches a torn read on weakly ordered CPUs, where
-# Python offers no memory fences.
-#   header: seq u64 | active u32 | pad u32
-#   buffer: length u32 | crc32 u32 | payload[capacity]   (twice)
-def _escape(value: str) -> str:
-    if "\\" in value or '"' in value or "\n" in value:
-        value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return value
-
-
-def _labels(names: tuple[str, ...], values: Iterable[str]) -> str:
-    return ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True))
-
-
-def _number(value: float) -> str:
-    if type(value) is int:
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-def _render_histogram(
-    out: list[str], name: str, labels: str, hist: Hist, bounds: tuple[float, ...]
-) -> None:
-    sep = "," if labels else ""
-    cumulative: float = 0
-    for bound, count in zip(bounds, hist, strict=False):
-        cumulative += count
-        out.append(f'{name}_bucket{{{labels}{sep}le="{float(bound)!r}"}} {_number(cumulative)}')
-    cumulative += hist[len(bounds)]
-    out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {_number(cumulative)}')
-    out.append(f"{name}_sum{{{labels}}} {_number(hist[-1])}")
-    out.append(f"{name}_count{{{labels}}} {_number(cumulative)}")
-
-
-def _header(out: list[str], name: str, kind: str, help_text: str) -> None:
-    out.append(f"# HELP {name} {help_text}")
-    out.append(f"# TYPE {name} {kind}")
-
-
-_REQUEST_LABELS = ("route", "backend", "method", "status", "reason")
-_GEN_AI_LABELS = (
-    "gen_ai_operation_name",
-    "gen_ai_system",
-    "gen_ai_request_model",
-    "gen_ai_response_model",
-    "route",
-)
-_GEN_AI_HISTOGRAMS = (
-    (_DURATION, "agentgateway_gen_ai_server_request_duration", "GenAI request duration (s)"),
-    (_TTFT, "agentgateway_gen_ai_server_time_to_first_token", "Time to first token (s)"),
-    (_TPOT, "agentgateway_gen_ai_server_time_per_output_token", "Time per output token (s)"),
-)
-
-
-def render_prometheus(snapshots: Iterable[Snapshot]) -> bytes:
-    """Sum the workers' snapshots into Prometheus text exposition format 0.0.4."""
-    requests: dict[RequestKey, Hist] = {}
-    llm: dict[LLMKey, list[Hist | None]] = {}
-    for snapshot in snapshots:
-        for key, hist in snapshot.requests.items():
-            _add_hist(requests, key, hist)
-        for lkey, entry in snapshot.llm.items():
-            _add_entry(llm, lkey, entry)
-    out: list[str] = []
-
-    request_keys = sorted(requests)
-    request_labels = [
-        _labels(_REQUEST_LABELS, (k[0], k[1], k[2], str(k[3]), k[4])) for k in request_keys
-    ]
-    name = "agentgateway_requests_total"
-    _header(out, name, "counter", "The total number of HTTP requests")
-    for key, labels in zip(request_keys, request_labels, strict=True):
-        out.append(f"{name}{{{labels}}} {_number(sum(requests[key][:-1]))}")
-    name = "agentgateway_request_duration_seconds"
-    _header(out, name, "histogram", "Duration of HTTP requests in seconds")
-    for key, labels in zip(request_keys, request_labels, strict=True):
-        _render_histogram(out, name, labels, requests[key], REQUEST_DURATION_BUCKETS)
-
-    llm_keys = sorted(llm)
-    llm_labels = [_labels(_GEN_AI_LABELS, k) for k in llm_keys]
-    name = "agentgateway_gen_ai_client_token_usage"
-    _header(out, name, "histogram", "Number of tokens used per GenAI request")
-    for which, token_type in _TOKEN_TYPES:
-        for lkey, labels in zip(llm_keys, llm_labels, strict=True):
-            lhist = llm[lkey][which]
-            if lhist is not None:
-                typed = f'gen_ai_token_type="{token_type}",{labels}'
-                _render_histogram(out, name, typed, lhist, TOKEN_BUCKETS)
-    for which, name, help_text in _GEN_AI_HISTOGRAMS:
-        _header(out, name, "histogram", help_text)
-        for lkey, labels in zip(llm_keys, llm_labels, strict=True):
-            lhist = llm[lkey][which]
-            if lhist is not None:
-                _render_histogram(out, name, labels, lhist, _LLM_BOUNDS[which])
-    out.append("")
-    return "\n".join(out).encode("utf-8")

@@ -685,6 +685,18 @@ UPSTREAM_KEY = "sk-upstream-secret-e2e-7f3a"
 """The provider key the LLM suites put in `$UPSTREAM_KEY`; it must never reach a log line."""
 
 
+def serving_worker(gateway_port: int, client_port: int, workers: list[int]) -> int | None:
+    """The worker process holding the accepted end of our connection (from /proc)."""
+    from bench.procs import socket_inodes
+
+    inodes = {
+        inode for inode, (local, remote) in tcp_connections().items()
+        if local == gateway_port and remote == client_port
+    }
+    owners = [pid for pid in workers if socket_inodes(pid) & inodes]
+    return owners[0] if len(owners) == 1 else None
+
+
 def ai_route(
     upstream_port: int,
     *,
@@ -800,7 +812,7 @@ def scrape_metrics(stats_port: int) -> list[Sample]:
     is checked on the way."""
     response = httpx.get(f"http://127.0.0.1:{stats_port}/metrics", timeout=DEADLINE)
     assert response.status_code == 200, response.text[:500]
-    assert response.headers["content-type"].startswith("text/plain")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     return parse_metrics(response.text)
 
 

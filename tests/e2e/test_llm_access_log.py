@@ -74,8 +74,22 @@ def test_one_line_per_request_with_gen_ai_fields(gw: Process) -> None:
         assert line["gen_ai.usage.output_tokens"] == "5"
     assert completion["gen_ai.request.temperature"] == "0.5"
     assert completion["gen_ai.request.max_tokens"] == "64"
-    assert "agw.ai.time_to_first_token" in stream
+    # agentgateway logs these times in seconds, and time per token only for streams.
+    ttft = float(stream["agw.ai.time_to_first_token"])
+    assert 0 < ttft * 1000 < int(stream["duration"].removesuffix("ms")) + 1
+    assert float(stream["agw.ai.time_per_output_token"]) >= 0
+    assert "agw.ai.time_to_first_token" not in completion
     assert "invalid JSON" in bad.get("error", ""), bad
+    assert bad["reason"] == "InvalidRequest"
+    assert "reason" not in completion  # the upstream answered
+    for line in lines:
+        assert line["gateway"] == "default/default"
+        assert line["listener"] == "listener0"
+        assert line["route"] == "default/route0"
+        assert line["src.addr"].startswith("127.0.0.1:")
+        assert line["http.version"] == "HTTP/1.1"
+        assert line["protocol"] == "llm"
+        assert "route_rule" not in line  # agentgateway's binds form never sets one
 
 
 def test_no_secret_in_output(gw: Process) -> None:
@@ -111,6 +125,9 @@ def test_json_access_log(gateway: GatewayFactory, tls_upstream: Process, certs: 
         assert line["http.status"] == status
     assert lines[0]["gen_ai.request.model"] == "command"
     assert lines[0]["gen_ai.usage.output_tokens"] == 5
+    assert lines[0]["route"] == "default/route0" and lines[0]["http.version"] == "HTTP/1.1"
+    assert isinstance(lines[1]["agw.ai.time_to_first_token"], float)
+    assert lines[2]["reason"] == "InvalidRequest" and lines[2]["http.status"] == 400
     assert gw.stop() == 0
     output = gw.output()
     assert UPSTREAM_KEY not in output

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from bench.procs import socket_inodes
 from tests.e2e.conftest import (
     UPSTREAM_KEY,
     Certs,
@@ -18,24 +17,15 @@ from tests.e2e.conftest import (
     metric_total,
     poll,
     scrape_metrics,
-    tcp_connections,
+    serving_worker,
 )
 
 MIN_REQUESTS = 8
 MAX_REQUESTS = 200  # connections opened at most while waiting for both workers to serve one
 TOKENS = "agentgateway_gen_ai_client_token_usage"
 TTFT = "agentgateway_gen_ai_server_time_to_first_token"
+TPOT = "agentgateway_gen_ai_server_time_per_output_token"
 REQUESTS = "agentgateway_requests_total"
-
-
-def serving_worker(gateway_port: int, client_port: int, workers: list[int]) -> int | None:
-    """The worker process holding the accepted end of our connection (from /proc)."""
-    inodes = {
-        inode for inode, (local, remote) in tcp_connections().items()
-        if local == gateway_port and remote == client_port
-    }
-    owners = [pid for pid in workers if socket_inodes(pid) & inodes]
-    return owners[0] if len(owners) == 1 else None
 
 
 def prompt_tokens(content: str) -> int:
@@ -103,7 +93,22 @@ def test_llm_metrics_summed_over_workers(
         assert sample.labels["gen_ai_request_model"] == "command"
         assert sample.labels["gen_ai_response_model"] == "command"
         assert sample.labels["gen_ai_system"] == "openai"
+        assert sample.labels["gen_ai_operation_name"] == "chat"
         assert sample.labels["gen_ai_token_type"] in ("input", "output")
+        # agentgateway's RouteIdentifier labels, as its binds form names things.
+        assert sample.labels["bind"] == "bind/0"
+        assert sample.labels["gateway"] == "default/default"
+        assert sample.labels["listener"] == "listener0"
+        assert sample.labels["route"] == "default/route0"
+        assert sample.labels["route_rule"] == "unknown"
+    ok = [s for s in samples if s.name == REQUESTS and s.labels["status"] == "200"]
+    assert {s.labels["protocol"] for s in ok} == {"llm"}
+    assert {s.labels["reason"] for s in ok} == {"Upstream"}
+    assert {s.labels["backend"] for s in ok} == {
+        "/default/default/bind/0/listener0/default/route0/backend0"
+    }
+    # Streams only: agentgateway times tokens from the first one it saw.
+    assert metric_total(samples, f"{TPOT}_count") == streaming
     # Histograms are cumulative: the +Inf bucket equals the count, buckets never decrease.
     for name in (TOKENS, TTFT):
         for token_type in (("input", "output") if name == TOKENS else (None,)):

@@ -58,6 +58,10 @@ def _routes(*routes: Route, frontend: FrontendPolicies | None = None) -> dict[st
     return {route.name: route for route in bind.single.routes()}
 
 
+# agentgateway names an inline backend after its place in the config (types/local.rs).
+BACKEND_NAME = "/default/default/bind/8080/main/default/r/backend0"
+
+
 def _backend(
     target: HostBackend | AIBackend,
     *,
@@ -85,7 +89,8 @@ def test_ai_backend_defaults_to_openai_over_tls() -> None:
     assert backend.server_hostname == "api.openai.com"
     assert backend.auto_authority == b"api.openai.com"
     assert backend.pool_key == ("api.openai.com", 443, id(backend.ssl))
-    assert backend.name == "openai"
+    assert backend.name == BACKEND_NAME
+    assert backend.protocol == "llm"
     assert backend.ai is not None
     assert backend.ai.model_override == "gpt-4o-mini"
     assert backend.ai.has_host_override is False
@@ -208,7 +213,8 @@ def test_no_response_plan_without_response_modifiers() -> None:
     assert backend.redirect is None
     assert backend.backend_request_timeout is None
     assert backend.ai is None
-    assert backend.name == "up.example:80"
+    assert backend.name == BACKEND_NAME
+    assert backend.protocol == "http"
 
 
 def test_timeouts_and_backend_redirect() -> None:
@@ -358,7 +364,6 @@ def test_auto_authority_and_server_hostname(
     backend = _backend(HostBackend(host, port), policies=BackendPolicies(backend_tls=tls))
     assert backend.auto_authority == authority
     assert backend.server_hostname == server_hostname
-    assert backend.name == f"{host}:{port}"
 
 
 # -- routes and binds --------------------------------------------------------------------------
@@ -385,7 +390,8 @@ def test_direct_response_bytes_are_prebuilt() -> None:
 
 def _answer(route: RuntimeRoute) -> bytes | None:
     """What the route's policy steps answer a plain GET / with (None: proxied)."""
-    return run_steps(route.request_steps, PolicyRequest(b"GET", b"h", b"/", b"", [], None))
+    answer = run_steps(route.request_steps, PolicyRequest(b"GET", b"h", b"/", b"", [], None))
+    return answer.response if answer is not None else None
 
 
 @pytest.mark.parametrize("status", [204, 304])
@@ -412,6 +418,45 @@ def test_route_key_listener_and_single_table() -> None:
     assert route.listener == "main"
     assert route.backends == ()
     assert route.choose_backend() is None
+
+
+def test_telemetry_names_are_agentgateways() -> None:
+    """bind/gateway/listener/route as agentgateway's binds form names them (types/local.rs);
+    it never sets a route rule there, and the route namespace defaults to `default`."""
+    config = Config(
+        binds=(
+            Bind(
+                3000,
+                (
+                    Listener(
+                        "main",
+                        routes=(
+                            Route(
+                                name="chat", namespace="team", rule_name="ignored",
+                                backends=(RouteBackend(HostBackend("up", 80)),),
+                            ),
+                            Route(name="route1"),
+                        ),
+                    ),
+                ),
+            ),
+        )
+    )
+    (bind,) = compile_config(config)
+    assert bind.single is not None
+    routes = {route.name: route for route in bind.single.routes()}
+    labels = routes["chat"].labels
+    assert (labels.bind, labels.gateway, labels.listener, labels.route, labels.route_rule) == (
+        "bind/3000", "default/default", "main", "team/chat", None,
+    )
+    assert labels.values == ("bind/3000", "default/default", "main", "team/chat", "unknown")
+    assert routes["route1"].labels.route == "default/route1"
+    (backend,) = routes["chat"].backends
+    assert backend.name == "/default/default/bind/3000/main/team/chat/backend0"
+    assert bind.single.labels.values == (
+        "bind/3000", "default/default", "main", "unknown", "unknown",
+    )
+    assert bind.labels.values == ("bind/3000",) + ("unknown",) * 4
 
 
 def test_no_single_table_with_several_or_named_listeners() -> None:

@@ -329,7 +329,7 @@ binds:
         "HTTP",
     )
     chat, moved, direct_bytes, direct_text = listener.routes
-    assert chat.name == "chat" and chat.rule_name == "rule-1"
+    assert chat.name == "chat" and chat.rule_name == "rule-1" and chat.namespace == "team-a"
     assert chat.hostnames == ("api.example.com",)
     assert chat.matches == (
         RouteMatch(

@@ -32,6 +32,7 @@ from agw_fast.proxy.downstream import DownstreamProtocol, _header_triples
 from agw_fast.proxy.upstream import UpstreamConnection
 from agw_fast.server.worker import WorkerContext
 from agw_fast.telemetry.metrics import MetricsRegistry
+from agw_fast.telemetry.recorder import Recorder
 
 
 class FakeTransport:
@@ -147,8 +148,8 @@ def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
 @pytest.fixture
 def harness(loop: asyncio.AbstractEventLoop) -> Harness:
     (bind,) = compile_config(_CONFIG)
-    ctx = WorkerContext(loop, _CONFIG, MetricsRegistry(), None)
-    ctx.access_log = None  # the access log would schedule a flush on the (idle) loop
+    # No access log: it would schedule a flush on the (idle) loop.
+    ctx = WorkerContext(loop, _CONFIG, Recorder(MetricsRegistry(), None))
     assert bind.single is not None
     (route,) = bind.single.routes()
     (backend,) = route.backends

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from typing import Any
 
 import pytest
 
@@ -15,6 +14,7 @@ from agw_fast.llm.codings import CodingError, Inflater, UnsupportedCoding, parse
 from agw_fast.llm.exchange import (
     RESPONSE_COLLECT_LIMIT,
     STREAM_DECODE_LIMIT,
+    LLMOutcome,
     LLMRequest,
     LLMResponseObserver,
 )
@@ -115,18 +115,8 @@ def test_truncated_stream_is_noticed_at_the_end(coding: str) -> None:
 # -- the response observer --------------------------------------------------------------------
 
 
-class Registry:
-    """Stands in for MetricsRegistry: keeps what `record_llm` was given."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    def record_llm(self, *args: object, **kwargs: object) -> None:
-        self.calls.append({"args": args, **kwargs})
-
-
 def observe(lines: list[bytes], pieces: list[bytes], *, sse: bool = False,
-            status: int = 200) -> tuple[bool, dict[str, object]]:
+            status: int = 200) -> tuple[bool, LLMOutcome]:
     request = LLMRequest(b"/v1/chat/completions", b"{}", "completions", "gpt-4o", sse)
     observer = LLMResponseObserver(request, started=0.0)
     content_type = b"text/event-stream" if sse else b"application/json"
@@ -134,14 +124,11 @@ def observe(lines: list[bytes], pieces: list[bytes], *, sse: bool = False,
     if observing:
         for piece in pieces:
             observer.feed(piece)
-    fields = observer.finish(Registry(), "route0", log=True)  # type: ignore[arg-type]
-    assert fields is not None
-    return observing, fields
+    return observing, observer.outcome()
 
 
-def usage_of(fields: dict[str, object]) -> tuple[object, object, object]:
-    return (fields.get("gen_ai.response.model"), fields.get("gen_ai.usage.input_tokens"),
-            fields.get("gen_ai.usage.output_tokens"))
+def usage_of(outcome: LLMOutcome) -> tuple[object, object, object]:
+    return outcome.response_model, outcome.input_tokens, outcome.output_tokens
 
 
 EXPECTED = ("gpt-4o-mini-2024-07-18", 12, 5)
@@ -204,7 +191,7 @@ def test_observer_reads_an_encoded_event_stream() -> None:
     observing, fields = observe([b"content-encoding: gzip"], pieces, sse=True)
     assert observing
     assert usage_of(fields) == EXPECTED
-    assert "agw.ai.time_to_first_token" in fields
+    assert fields.time_to_first_token is not None
     # Split at every byte, the same.
     wire = b"".join(pieces)
     _, fields = observe([b"content-encoding: gzip"], [bytes([b]) for b in wire], sse=True)
@@ -222,7 +209,7 @@ def test_encoded_stream_past_its_decode_limit_keeps_what_it_saw(
     _, fields = observe([b"content-encoding: gzip"], flushed_gzip(events), sse=True)
     # The model and first token came before the limit; the usage event after it.
     assert usage_of(fields) == ("gpt-4o-mini-2024-07-18", None, None)
-    assert "agw.ai.time_to_first_token" in fields
+    assert fields.time_to_first_token is not None
 
 
 def test_error_responses_are_not_observed() -> None:

@@ -1,3 +1,9 @@
+"""Metric series, their shared-memory slots and the Prometheus text they render to.
+
+The exposition is read back with `prometheus_client`'s parser, so what we check is what a
+Prometheus server would ingest.
+"""
+
 from __future__ import annotations
 
 import math
@@ -9,69 +15,81 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agw_fast.telemetry.metrics import (
     DEFAULT_MAX_LLM_SERIES,
     DEFAULT_MAX_REQUEST_SERIES,
+    GEN_AI_DURATION_BUCKETS,
     MAX_LABEL_LENGTH,
+    OVERFLOW,
     REQUEST_DURATION_BUCKETS,
     TOKEN_BUCKETS,
+    TPOT_BUCKETS,
+    TTFT_BUCKETS,
+    LLMKey,
     MetricsRegistry,
+    RequestKey,
     Snapshot,
-    render_prometheus,
 )
-from agw_fast.telemetry.shared_slots import DEFAULT_SLOT_SIZE, Publisher, SharedSlots
+from agw_fast.telemetry.prometheus import render_prometheus
+from agw_fast.telemetry.shared_slots import DEFAULT_SLOT_SIZE, SharedSlots
 
 Sample = tuple[str, dict[str, str], float]
+ROUTE = ("bind/3000", "default/default", "listener0", "default/route0", "unknown")
+ROUTE_LABELS = {
+    "bind": "bind/3000",
+    "gateway": "default/default",
+    "listener": "listener0",
+    "route": "default/route0",
+    "route_rule": "unknown",
+}
+REQUESTS = "agentgateway_requests_total"
+DURATION = "agentgateway_request_duration_seconds"
+TOKENS = "agentgateway_gen_ai_client_token_usage"
 
 
-def _parse_labels(text: str) -> dict[str, str]:
-    """Parse `a="x",b="y\\"z"` with the 0.0.4 escapes; strict about the syntax."""
-    labels: dict[str, str] = {}
-    i = 0
-    while i < len(text):
-        eq = text.index("=", i)
-        name = text[i:eq]
-        assert name.isidentifier(), name
-        assert text[eq + 1] == '"'
-        j = eq + 2
-        value: list[str] = []
-        while text[j] != '"':
-            if text[j] == "\\":
-                value.append({"\\": "\\", '"': '"', "n": "\n"}[text[j + 1]])
-                j += 2
-            else:
-                value.append(text[j])
-                j += 1
-        assert name not in labels
-        labels[name] = "".join(value)
-        i = j + 1
-        if i < len(text):
-            assert text[i] == ","
-            i += 1
-    return labels
+def rkey(
+    method: str = "GET",
+    status: int = 200,
+    reason: str = "Upstream",
+    backend: str = "b",
+    route: tuple[str, str, str, str, str] = ROUTE,
+) -> RequestKey:
+    return route + (backend, "http", method, status, reason)
 
 
-def parse_exposition(body: bytes) -> tuple[dict[str, str], list[Sample]]:
+def lkey(request_model: str = "m", response_model: str = "m") -> LLMKey:
+    return ROUTE + ("chat", "openai", request_model, response_model)
+
+
+def llm(
+    reg: MetricsRegistry,
+    key: LLMKey,
+    *,
+    input_tokens: int | None = 1,
+    output_tokens: int | None = 1,
+    cached_input_tokens: int | None = None,
+    duration_s: float = 0.1,
+    ttft_s: float | None = None,
+    tpot_s: float | None = None,
+) -> None:
+    reg.record_llm(
+        key, input_tokens=input_tokens, output_tokens=output_tokens,
+        cached_input_tokens=cached_input_tokens, duration_s=duration_s, ttft_s=ttft_s,
+        tpot_s=tpot_s,
+    )  # fmt: skip
+
+
+def parse(body: bytes) -> tuple[dict[str, str], list[Sample]]:
+    """(family name -> type, samples), with prometheus_client's (strict) text parser."""
     text = body.decode("utf-8")
     assert text.endswith("\n")
     types: dict[str, str] = {}
     samples: list[Sample] = []
-    for line in text[:-1].split("\n"):
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            types[name] = kind
-        elif line.startswith("# HELP "):
-            assert len(line.split(" ", 3)) == 4
-        else:
-            head, _, value = line.rpartition(" ")
-            if "{" in head:
-                name, _, rest = head.partition("{")
-                assert rest.endswith("}")
-                labels = _parse_labels(rest[:-1])
-            else:
-                name, labels = head, {}
-            samples.append((name, labels, float(value)))
+    for family in text_string_to_metric_families(text):
+        types[family.name] = family.type
+        samples += [(s.name, dict(s.labels), s.value) for s in family.samples]
     return types, samples
 
 
@@ -83,6 +101,10 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
     found = find(samples, name, **labels)
     assert len(found) == 1, (name, labels, found)
     return found[0][2]
+
+
+def bucket_bounds(samples: list[Sample], name: str, **labels: str) -> list[str]:
+    return [s[1]["le"] for s in find(samples, name + "_bucket", **labels)]
 
 
 def check_histograms(samples: list[Sample]) -> None:
@@ -103,263 +125,256 @@ def check_histograms(samples: list[Sample]) -> None:
         assert value(samples, base + "_count", **dict(label_items)) == counts[-1]
 
 
-def test_request_metrics_render() -> None:
+def test_request_metrics_have_agentgateways_labels_and_buckets() -> None:
     reg = MetricsRegistry()
-    reg.record_request("route0", "api.openai.com:443", "POST", 200, 0.0005)
-    reg.record_request("route0", "api.openai.com:443", "POST", 200, 0.3)
-    reg.record_request("route0", "api.openai.com:443", "POST", 200, 100.0)
-    reg.record_request("route0", "", "GET", 404, 0.002, reason="NotFound")
-    types, samples = parse_exposition(render_prometheus([reg.snapshot()]))
-    assert types["agentgateway_requests_total"] == "counter"
-    assert types["agentgateway_request_duration_seconds"] == "histogram"
-    ok = {"route": "route0", "backend": "api.openai.com:443", "method": "POST", "status": "200"}
-    assert value(samples, "agentgateway_requests_total", reason="Upstream", **ok) == 3
-    assert value(samples, "agentgateway_requests_total", status="404", reason="NotFound") == 1
-    name = "agentgateway_request_duration_seconds"
-    assert value(samples, name + "_bucket", le="0.001", **ok) == 1
-    assert value(samples, name + "_bucket", le="0.25", **ok) == 1
-    assert value(samples, name + "_bucket", le="0.5", **ok) == 2
-    assert value(samples, name + "_bucket", le="80.0", **ok) == 2
-    assert value(samples, name + "_bucket", le="+Inf", **ok) == 3
-    assert value(samples, name + "_sum", **ok) == pytest.approx(100.3005)
-    assert len(find(samples, name + "_bucket", **ok)) == len(REQUEST_DURATION_BUCKETS) + 1
+    ok = rkey("POST", backend="/default/default/bind/3000/listener0/default/route0/backend0")
+    reg.record_request(ok, 0.0005)
+    reg.record_request(ok, 0.3)
+    reg.record_request(ok, 100.0)
+    reg.record_request(rkey("GET", 404, "NotFound", backend="unknown"), 0.002)
+    reg.record_request(rkey("POST", 0, "unknown"), 0.002)  # the client left: no status
+    body = render_prometheus([reg.snapshot()])
+    types, samples = parse(body)
+    assert types["agentgateway_requests"] == "counter"
+    assert types[DURATION] == "histogram"
+    first = body.decode().split("\n")[2]
+    # agentgateway's label order: HTTPLabels, then the flattened RouteIdentifier.
+    assert first.startswith(
+        'agentgateway_requests_total{backend="/default/default/bind/3000/listener0/default/'
+        'route0/backend0",protocol="http",method="POST",status="200",reason="Upstream",'
+        'bind="bind/3000",gateway="default/default",listener="listener0",'
+        'route="default/route0",route_rule="unknown"} 3'
+    ), first
+    labels = {**ROUTE_LABELS, "method": "POST", "status": "200", "reason": "Upstream"}
+    assert value(samples, REQUESTS, **labels) == 3
+    assert value(samples, REQUESTS, status="404", reason="NotFound", backend="unknown") == 1
+    assert value(samples, REQUESTS, status="unknown", reason="unknown") == 1
+    assert bucket_bounds(samples, DURATION, **labels) == [
+        *(repr(b) for b in REQUEST_DURATION_BUCKETS), "+Inf"
+    ]
+    assert REQUEST_DURATION_BUCKETS[-3:] == (10.0, 30.0, 80.0)  # agentgateway's, exactly
+    assert value(samples, DURATION + "_bucket", le="0.001", **labels) == 1
+    assert value(samples, DURATION + "_bucket", le="0.25", **labels) == 1
+    assert value(samples, DURATION + "_bucket", le="0.5", **labels) == 2
+    assert value(samples, DURATION + "_bucket", le="80.0", **labels) == 2
+    assert value(samples, DURATION + "_bucket", le="+Inf", **labels) == 3
+    assert value(samples, DURATION + "_sum", **labels) == pytest.approx(100.3005)
     check_histograms(samples)
 
 
 def test_llm_metrics_render() -> None:
     reg = MetricsRegistry()
-    common = ("route0", "command", "command-r")
-    reg.record_llm(
-        *common, input_tokens=10, output_tokens=101, duration_s=2.0, ttft_s=0.5,
-        cached_input_tokens=4,
-    )  # fmt: skip
-    reg.record_llm(*common, input_tokens=1, output_tokens=None, duration_s=0.1)
-    types, samples = parse_exposition(render_prometheus([reg.snapshot()]))
-    name = "agentgateway_gen_ai_client_token_usage"
-    assert types[name] == "histogram"
+    key = lkey("command", "command-r")
+    llm(reg, key, input_tokens=10, output_tokens=101, duration_s=2.0, ttft_s=0.5,
+        cached_input_tokens=4, tpot_s=0.015)  # fmt: skip
+    llm(reg, key, input_tokens=1, output_tokens=None, duration_s=0.1)
+    types, samples = parse(render_prometheus([reg.snapshot()]))
+    assert types[TOKENS] == "histogram"
     labels = {
         "gen_ai_operation_name": "chat",
         "gen_ai_system": "openai",
         "gen_ai_request_model": "command",
         "gen_ai_response_model": "command-r",
-        "route": "route0",
+        **ROUTE_LABELS,
     }
-    assert value(samples, name + "_count", gen_ai_token_type="input", **labels) == 2
-    assert value(samples, name + "_sum", gen_ai_token_type="input", **labels) == 11
-    assert value(samples, name + "_bucket", gen_ai_token_type="input", le="1.0", **labels) == 1
-    assert value(samples, name + "_bucket", gen_ai_token_type="input", le="4.0", **labels) == 1
-    assert value(samples, name + "_bucket", gen_ai_token_type="input", le="16.0", **labels) == 2
-    assert value(samples, name + "_count", gen_ai_token_type="output", **labels) == 1
-    assert value(samples, name + "_sum", gen_ai_token_type="input_cache_read", **labels) == 4
-    buckets = find(samples, name + "_bucket", gen_ai_token_type="output")
-    assert [b[1]["le"] for b in buckets][-2:] == ["67108864.0", "+Inf"]
-    assert len(buckets) == len(TOKEN_BUCKETS) + 1
+    assert value(samples, TOKENS + "_count", gen_ai_token_type="input", **labels) == 2
+    assert value(samples, TOKENS + "_sum", gen_ai_token_type="input", **labels) == 11
+    assert value(samples, TOKENS + "_bucket", gen_ai_token_type="input", le="1.0", **labels) == 1
+    assert value(samples, TOKENS + "_bucket", gen_ai_token_type="input", le="16.0", **labels) == 2
+    assert value(samples, TOKENS + "_count", gen_ai_token_type="output", **labels) == 1
+    assert value(samples, TOKENS + "_sum", gen_ai_token_type="input_cache_read", **labels) == 4
+    assert bucket_bounds(samples, TOKENS, gen_ai_token_type="output") == [
+        *(repr(b) for b in TOKEN_BUCKETS), "+Inf"
+    ]
     ttft = "agentgateway_gen_ai_server_time_to_first_token"
     assert value(samples, ttft + "_count", **labels) == 1
     assert value(samples, ttft + "_sum", **labels) == 0.5
+    assert bucket_bounds(samples, ttft) == [*(repr(b) for b in TTFT_BUCKETS), "+Inf"]
     duration = "agentgateway_gen_ai_server_request_duration"
     assert value(samples, duration + "_count", **labels) == 2
+    assert bucket_bounds(samples, duration) == [*(repr(b) for b in GEN_AI_DURATION_BUCKETS), "+Inf"]
     tpot = "agentgateway_gen_ai_server_time_per_output_token"
-    assert value(samples, tpot + "_sum", **labels) == pytest.approx(1.5 / 100)
+    assert value(samples, tpot + "_sum", **labels) == 0.015
+    assert bucket_bounds(samples, tpot)[:2] == ["0.001", "0.01"]  # agentgateway's extra bucket
+    assert bucket_bounds(samples, tpot) == [*(repr(b) for b in TPOT_BUCKETS), "+Inf"]
     check_histograms(samples)
 
 
 def test_label_values_are_escaped() -> None:
     reg = MetricsRegistry()
     nasty = 'a"b\\c\nd'
-    reg.record_request(nasty, "b", "POST", 200, 0.1)
-    reg.record_llm("r", nasty, "m", input_tokens=1, output_tokens=1, duration_s=0.1)
+    reg.record_request(rkey(backend=nasty), 0.1)
+    llm(reg, lkey(nasty))
     body = render_prometheus([reg.snapshot()])
-    assert b'route="a\\"b\\\\c\\nd"' in body
-    _, samples = parse_exposition(body)
-    assert value(samples, "agentgateway_requests_total", route=nasty) == 1
-    assert find(samples, "agentgateway_gen_ai_client_token_usage_count", gen_ai_request_model=nasty)
+    assert b'backend="a\\"b\\\\c\\nd"' in body
+    _, samples = parse(body)
+    assert value(samples, REQUESTS, backend=nasty) == 1
+    assert find(samples, TOKENS + "_count", gen_ai_request_model=nasty)
 
 
 def test_empty_render_is_valid() -> None:
-    types, samples = parse_exposition(render_prometheus([]))
-    assert samples == [] and "agentgateway_requests_total" in types
+    types, samples = parse(render_prometheus([]))
+    assert samples == [] and "agentgateway_requests" in types
 
 
 def test_bad_durations_do_not_poison_sums() -> None:
     reg = MetricsRegistry()
-    reg.record_request("r", "b", "GET", 200, math.nan)
-    reg.record_request("r", "b", "GET", 200, -1.0)
-    reg.record_llm("r", "m", "m", input_tokens=-5, output_tokens=2, duration_s=math.nan)
-    _, samples = parse_exposition(render_prometheus([reg.snapshot()]))
-    assert value(samples, "agentgateway_request_duration_seconds_sum") == 0
-    assert value(samples, "agentgateway_requests_total") == 2
-    assert not find(
-        samples, "agentgateway_gen_ai_client_token_usage_count", gen_ai_token_type="input"
-    )
+    reg.record_request(rkey(), math.nan)
+    reg.record_request(rkey(), -1.0)
+    llm(reg, lkey(), input_tokens=-5, output_tokens=2, duration_s=math.nan, ttft_s=math.nan)
+    _, samples = parse(render_prometheus([reg.snapshot()]))
+    assert value(samples, DURATION + "_sum") == 0
+    assert value(samples, REQUESTS) == 2
+    assert not find(samples, TOKENS + "_count", gen_ai_token_type="input")
     assert not find(samples, "agentgateway_gen_ai_server_request_duration_count")
+    assert not find(samples, "agentgateway_gen_ai_server_time_to_first_token_count")
 
 
 def test_series_cap_folds_into_overflow() -> None:
     reg = MetricsRegistry(max_request_series=3, max_llm_series=1)
     for i in range(10):
-        reg.record_request("r", "b", f"M{i}", 200, 0.1)
-        reg.record_llm("r", f"model{i}", "x", input_tokens=1, output_tokens=1, duration_s=0.1)
+        reg.record_request(rkey(f"M{i}"), 0.1)
+        llm(reg, lkey(f"model{i}"))
     snap = reg.snapshot()
     assert len(snap.requests) == 4
     assert len(snap.llm) == 2
-    _, samples = parse_exposition(render_prometheus([snap]))
-    assert value(samples, "agentgateway_requests_total", method="__overflow__") == 7
-    assert sum(s[2] for s in find(samples, "agentgateway_requests_total")) == 10
+    _, samples = parse(render_prometheus([snap]))
+    assert value(samples, REQUESTS, method=OVERFLOW) == 7
+    assert sum(s[2] for s in find(samples, REQUESTS)) == 10
 
 
 def test_long_label_values_are_clipped() -> None:
     reg = MetricsRegistry()
     long_model = "m" * 10_000
     for _ in range(2):
-        reg.record_request("r", "b", "X" * 5000, 200, 0.1)
-        reg.record_llm("r", long_model, long_model, input_tokens=1, output_tokens=1, duration_s=1)
+        reg.record_request(rkey("X" * 5000), 0.1)
+        llm(reg, lkey(long_model, long_model))
     snap = reg.snapshot()
-    assert list(snap.requests) == [("r", "b", "X" * MAX_LABEL_LENGTH, 200, "Upstream")]
-    assert sum(snap.requests[("r", "b", "X" * MAX_LABEL_LENGTH, 200, "Upstream")][:-1]) == 2
+    assert list(snap.requests) == [rkey("X" * MAX_LABEL_LENGTH)]
+    assert sum(snap.requests[rkey("X" * MAX_LABEL_LENGTH)][:-1]) == 2
     (key,) = snap.llm
-    assert key[2] == key[3] == "m" * MAX_LABEL_LENGTH
-    assert len(reg.encode_snapshot()) < 2000
+    assert key[7] == key[8] == "m" * MAX_LABEL_LENGTH
 
 
-def test_snapshot_at_the_series_caps_fits_the_default_slot() -> None:
+def test_snapshot_is_a_copy() -> None:
     reg = MetricsRegistry()
-    name = "n" * 200
-    for i in range(DEFAULT_MAX_REQUEST_SERIES + 10):
-        reg.record_request(f"route{i % 20}", f"{name}{i % 7}", f"{name}{i}", 200, 3.0)
-    for i in range(DEFAULT_MAX_LLM_SERIES + 10):
-        reg.record_llm(
-            f"{name}{i % 20}", f"{name}{i}", f"{i}{name}", input_tokens=10**9,
-            output_tokens=10**9, duration_s=1e9, ttft_s=1.0, cached_input_tokens=10**9,
-        )  # fmt: skip
-    for hist in reg._requests.values():
-        hist[0] += 2**62  # large counters take more bytes in marshal
-    assert len(reg.encode_snapshot()) < DEFAULT_SLOT_SIZE
-    slots = SharedSlots(1)
-    assert slots.publish(0, reg.encode_snapshot())
-
-
-def test_snapshot_is_a_copy_and_round_trips() -> None:
-    reg = MetricsRegistry()
-    reg.record_request("r", "b", "GET", 200, 0.1)
-    reg.record_llm("r", "m", "m", input_tokens=3, output_tokens=4, duration_s=1.0, ttft_s=0.2)
+    reg.record_request(rkey(), 0.1)
     snap = reg.snapshot()
-    reg.record_request("r", "b", "GET", 200, 0.1)
-    assert sum(snap.requests[("r", "b", "GET", 200, "Upstream")][:-1]) == 1
-    assert Snapshot.decode(snap.encode()) == snap
-    assert Snapshot.decode(reg.encode_snapshot()) == reg.snapshot()
-
-
-@pytest.mark.parametrize(
-    "data",
-    [b"", b"garbage", b"\xff" * 10, Snapshot({}, {}).encode()[:-1]],
-)
-def test_decode_rejects_garbage(data: bytes) -> None:
-    with pytest.raises(ValueError):
-        Snapshot.decode(data)
-
-
-def test_decode_drops_malformed_entries() -> None:
-    import marshal
-
-    good = MetricsRegistry()
-    good.record_request("r", "b", "GET", 200, 0.1)
-    req = dict(good.snapshot().requests)
-    req[("x", "y", "z", "200", "w")] = req[("r", "b", "GET", 200, "Upstream")]  # type: ignore[index]
-    req[("r", "b", "PUT", 200, "Upstream")] = [1, 2]
-    snap = Snapshot.decode(marshal.dumps((1, req, {("a",): [None]})))
-    assert list(snap.requests) == [("r", "b", "GET", 200, "Upstream")]
-    assert snap.llm == {}
-    with pytest.raises(ValueError):
-        Snapshot.decode(marshal.dumps((999, {}, {})))
-
-
-def test_restore_continues_from_a_snapshot() -> None:
-    old = MetricsRegistry()
-    old.record_request("r", "b", "GET", 200, 0.1)
-    old.record_llm("r", "m", "m", input_tokens=3, output_tokens=4, duration_s=1.0)
-    new = MetricsRegistry()
-    assert not new.dirty
-    new.restore(None)
-    assert not new.dirty
-    new.restore(old.snapshot())
-    assert new.dirty
-    new.record_request("r", "b", "GET", 200, 0.1)
-    new.record_llm("r", "m", "m", input_tokens=5, output_tokens=None, duration_s=1.0)
-    _, samples = parse_exposition(render_prometheus([new.snapshot()]))
-    assert value(samples, "agentgateway_requests_total") == 2
-    token = "agentgateway_gen_ai_client_token_usage_sum"
-    assert value(samples, token, gen_ai_token_type="input") == 8
-    assert value(samples, token, gen_ai_token_type="output") == 4
-    assert old.snapshot().requests[("r", "b", "GET", 200, "Upstream")][-1] == 0.1  # not aliased
+    reg.record_request(rkey(), 0.1)
+    assert sum(snap.requests[rkey()][:-1]) == 1
+    assert sum(reg.snapshot().requests[rkey()][:-1]) == 2
 
 
 def test_render_sums_workers() -> None:
     a, b = MetricsRegistry(), MetricsRegistry()
-    a.record_request("r", "b", "GET", 200, 0.1)
-    b.record_request("r", "b", "GET", 200, 0.2)
-    b.record_request("r", "b", "GET", 500, 0.2)
-    _, samples = parse_exposition(render_prometheus([a.snapshot(), b.snapshot()]))
-    assert value(samples, "agentgateway_requests_total", status="200") == 2
-    assert value(samples, "agentgateway_request_duration_seconds_sum", status="200") == (
-        pytest.approx(0.3)
-    )
+    a.record_request(rkey(), 0.1)
+    b.record_request(rkey(), 0.2)
+    b.record_request(rkey(status=500), 0.2)
+    _, samples = parse(render_prometheus([a.snapshot(), b.snapshot()]))
+    assert value(samples, REQUESTS, status="200") == 2
+    assert value(samples, DURATION + "_sum", status="200") == pytest.approx(0.3)
 
 
 # --- shared slots ---------------------------------------------------------------------------
 
 
-def test_slots_in_process() -> None:
-    slots = SharedSlots(3, slot_size=4096)
-    assert slots.n_slots == 3 and slots.slot_size == 4096
+def test_series_live_in_the_slot_and_are_read_at_once() -> None:
+    slots = SharedSlots(3)
+    assert slots.n_slots == 3
     assert slots.read(0) is None and slots.read_all() == []
-    assert not slots.is_published(1)
-    reg = MetricsRegistry()
-    reg.record_request("r", "b", "GET", 200, 0.1)
-    assert slots.publish(1, reg.encode_snapshot())
-    assert slots.is_published(1) and not slots.is_published(0)
-    assert slots.read(1) == reg.snapshot()
+    assert not slots.is_attached(1)
+    reg = MetricsRegistry(slots.writer(1))
+    assert slots.is_attached(1) and not slots.is_attached(0)
+    assert slots.read(1) == Snapshot({}, {})
+    reg.record_request(rkey(), 0.1)
+    llm(reg, lkey(), ttft_s=0.05)
+    assert slots.read(1) == reg.snapshot()  # no publishing step: the values are shared
+    reg.record_request(rkey(), 0.1)
+    assert sum(slots.read(1).requests[rkey()][:-1]) == 2  # type: ignore[union-attr]
     assert slots.read_all() == [reg.snapshot()]
-    reg.record_request("r", "b", "GET", 200, 0.1)
-    assert slots.publish(1, reg.encode_snapshot())  # second publish uses the other buffer
-    assert slots.read(1) == reg.snapshot()
     with pytest.raises(IndexError):
-        slots.publish(3, b"")
+        slots.writer(3)
     with pytest.raises(IndexError):
         slots.read(-1)
     slots.close()
 
 
-def test_oversized_payload_is_rejected_without_corrupting(caplog: pytest.LogCaptureFixture) -> None:
-    slots = SharedSlots(1, slot_size=64)
-    assert slots.publish(0, b"x" * 64)
-    assert not slots.publish(0, b"y" * 65)
-    assert not slots.publish(0, b"y" * 65)
-    assert slots.read_payload(0) == b"x" * 64
-    assert len([r for r in caplog.records if "exceeds" in r.message]) == 1
+def test_a_replacement_continues_from_the_slot() -> None:
+    slots = SharedSlots(1)
+    old = MetricsRegistry(slots.writer(0))
+    old.record_request(rkey(), 0.1)
+    llm(old, lkey(), input_tokens=3, output_tokens=4)
+    new = MetricsRegistry(slots.writer(0))
+    new.record_request(rkey(), 0.1)
+    new.record_request(rkey(status=500), 0.1)
+    llm(new, lkey(), input_tokens=5, output_tokens=None, ttft_s=0.1)
+    _, samples = parse(render_prometheus(slots.read_all()))
+    assert value(samples, REQUESTS, status="200") == 2
+    assert value(samples, REQUESTS, status="500") == 1
+    assert value(samples, TOKENS + "_sum", gen_ai_token_type="input") == 8
+    assert value(samples, TOKENS + "_sum", gen_ai_token_type="output") == 4
+    assert value(samples, "agentgateway_gen_ai_server_time_to_first_token_count") == 1
+    assert new.snapshot() == slots.read(0)
 
 
-def test_unreadable_slot_payload_is_skipped() -> None:
-    slots = SharedSlots(2, slot_size=64)
-    slots.publish(0, b"not a snapshot")
-    slots.publish(1, Snapshot({}, {}).encode())
-    assert slots.read(0) is None
-    assert slots.read_all() == [Snapshot({}, {})]
+def test_a_record_its_writer_did_not_finish_is_not_read_and_is_reused() -> None:
+    slots = SharedSlots(1)
+    reg = MetricsRegistry(slots.writer(0))
+    reg.record_request(rkey(), 0.1)
+    end = struct.unpack_from("<Q", slots._mm, 8)[0]
+    # A writer killed mid-append: bytes past `end` (garbage values included), never published.
+    slots._mm[end : end + 200] = b"\xff" * 200
+    assert slots.read(0) == reg.snapshot()
+    again = MetricsRegistry(slots.writer(0))
+    again.record_request(rkey("PUT"), 0.1)  # written over the leftovers, values zeroed first
+    snap = slots.read(0)
+    assert snap is not None and sum(snap.requests[rkey("PUT")][:-1]) == 1
+    assert snap.requests[rkey("PUT")][-1] == pytest.approx(0.1)
 
 
-def test_writer_killed_mid_write_leaves_last_snapshot_readable() -> None:
-    slots = SharedSlots(1, slot_size=64)
-    slots.publish(0, b"complete")
-    mm = slots._mm
-    seq, active = struct.unpack_from("<QI", mm, 0)
-    # What a writer dying half-way leaves: seq odd, the inactive buffer half written.
-    struct.pack_into("<Q", mm, 0, seq + 1)
-    inactive = 16 + (active ^ 1) * (8 + 64)
-    mm[inactive : inactive + 12] = b"\x05\x00\x00\x00\x00\x00\x00\x00torn"
-    assert slots.read_payload(0) == b"complete"
-    assert slots.publish(0, b"next")  # the replacement recovers the seqlock
-    assert struct.unpack_from("<Q", mm, 0)[0] % 2 == 0
-    assert slots.read_payload(0) == b"next"
+def test_a_record_seen_before_its_bytes_is_skipped_until_complete() -> None:
+    """On a weakly ordered CPU a reader may see `end` advance before the record it covers."""
+    slots = SharedSlots(1)
+    reg = MetricsRegistry(slots.writer(0))
+    reg.record_request(rkey(), 0.1)
+    reg.record_request(rkey("PUT"), 0.1)
+    end = struct.unpack_from("<Q", slots._mm, 8)[0]
+    saved = bytes(slots._mm[64:end])
+    second = 64 + struct.unpack_from("<I", slots._mm, 64)[0]
+    slots._mm[second + 16 : second + 24] = b"\x00" * 8  # the key not yet visible
+    assert list(slots.read(0).requests) == [rkey()]  # type: ignore[union-attr]
+    slots._mm[64:end] = saved
+    assert list(slots.read(0).requests) == [rkey(), rkey("PUT")]  # type: ignore[union-attr]
+
+
+def test_a_full_slot_counts_new_label_sets_as_overflow(caplog: pytest.LogCaptureFixture) -> None:
+    slots = SharedSlots(1, slot_size=64 + 16 * 1024 + 4096)
+    reg = MetricsRegistry(slots.writer(0))
+    for i in range(200):
+        reg.record_request(rkey(f"M{i}"), 0.1)
+        llm(reg, lkey(f"model{i}"), ttft_s=0.1, tpot_s=0.01)
+    _, samples = parse(render_prometheus(slots.read_all()))
+    assert sum(s[2] for s in find(samples, REQUESTS)) == 200
+    assert value(samples, REQUESTS, method=OVERFLOW) > 100
+    assert sum(s[2] for s in find(samples, TOKENS + "_count", gen_ai_token_type="input")) == 200
+    assert value(samples, TOKENS + "_count", gen_ai_request_model=OVERFLOW,
+                 gen_ai_token_type="output") > 100  # fmt: skip
+    assert len([r for r in caplog.records if OVERFLOW in r.message]) == 1
+
+
+def test_the_default_slot_holds_the_series_caps() -> None:
+    slots = SharedSlots(1)
+    reg = MetricsRegistry(slots.writer(0))
+    name = "n" * 100
+    for i in range(DEFAULT_MAX_REQUEST_SERIES):
+        reg.record_request(rkey(f"{name}{i}", backend=name), 3.0)
+    for i in range(DEFAULT_MAX_LLM_SERIES):
+        llm(reg, lkey(f"{name}{i}", name), cached_input_tokens=1, ttft_s=1.0, tpot_s=0.1)
+    snap = slots.read(0)
+    assert snap is not None
+    assert OVERFLOW not in {key[7] for key in snap.requests}
+    assert OVERFLOW not in {key[7] for key in snap.llm}
+    assert struct.unpack_from("<Q", slots._mm, 8)[0] < DEFAULT_SLOT_SIZE
 
 
 @contextmanager
@@ -382,44 +397,44 @@ def forked(child: Callable[[], None]) -> Iterator[int]:
         assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_fork_children_publish_and_parent_sums() -> None:
-    slots = SharedSlots(3, slot_size=64 * 1024)
+def test_forked_workers_count_and_the_parent_sums() -> None:
+    slots = SharedSlots(3)
 
     def worker(index: int, n: int) -> Callable[[], None]:
         def run() -> None:
-            reg = MetricsRegistry()
-            reg.restore(slots.read(index))
+            reg = MetricsRegistry(slots.writer(index))
             for _ in range(n):
-                reg.record_request("r", "b", "POST", 200, 0.01)
-            reg.record_llm("r", "m", "m", input_tokens=n, output_tokens=1, duration_s=1.0)
-            assert Publisher(reg, slots, index).publish_now()
+                reg.record_request(rkey("POST"), 0.01)
+            llm(reg, lkey(), input_tokens=n, output_tokens=1, duration_s=1.0)
+            os.kill(os.getpid(), 9)  # no goodbye: what was recorded is already shared
 
         return run
 
-    with forked(worker(0, 5)):
-        pass
-    with forked(worker(1, 7)):
-        pass
-    # Worker 1 died; its replacement resumes from slot 1.
-    with forked(worker(1, 1)):
-        pass
-    _, samples = parse_exposition(render_prometheus(slots.read_all()))
-    assert value(samples, "agentgateway_requests_total") == 13
-    token = "agentgateway_gen_ai_client_token_usage_sum"
-    assert value(samples, token, gen_ai_token_type="input") == 13
+    for index, n in ((0, 5), (1, 7), (1, 1)):  # worker 1 dies and its replacement resumes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            try:
+                worker(index, n)()
+            finally:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+    _, samples = parse(render_prometheus(slots.read_all()))
+    assert value(samples, REQUESTS) == 13
+    assert value(samples, TOKENS + "_sum", gen_ai_token_type="input") == 13
     check_histograms(samples)
 
 
-def test_concurrent_reads_see_consistent_monotonic_snapshots() -> None:
-    slots = SharedSlots(1, slot_size=256 * 1024)
+def test_concurrent_reads_see_monotonic_totals() -> None:
+    slots = SharedSlots(1)
     rounds = 3000
 
     def writer() -> None:
-        reg = MetricsRegistry()
+        reg = MetricsRegistry(slots.writer(0))
         for i in range(rounds):
-            # Growing payloads (new label sets) change the length as well as the bytes.
-            reg.record_request("r", "b", f"M{i % 300}", 200, 0.01)
-            slots.publish(0, reg.encode_snapshot())
+            reg.record_request(rkey(f"M{i % 300}"), 0.01)  # new series as well as counts
 
     seen = 0
     reads = 0
@@ -433,24 +448,6 @@ def test_concurrent_reads_see_consistent_monotonic_snapshots() -> None:
             assert total >= seen
             seen = int(total)
             reads += 1
-    assert slots.read(0) is not None
+    snap = slots.read(0)
+    assert snap is not None and sum(sum(h[:-1]) for h in snap.requests.values()) == rounds
     assert reads > 0
-
-
-def test_publisher_throttles_and_skips_when_clean() -> None:
-    now = [0.0]
-    slots = SharedSlots(1, slot_size=4096)
-    reg = MetricsRegistry()
-    pub = Publisher(reg, slots, 0, interval_s=0.1, clock=lambda: now[0])
-    assert not pub.maybe_publish()  # nothing recorded
-    reg.record_request("r", "b", "GET", 200, 0.1)
-    assert pub.maybe_publish()
-    assert not reg.dirty
-    reg.record_request("r", "b", "GET", 200, 0.1)
-    now[0] = 0.05
-    assert not pub.maybe_publish()  # too soon
-    now[0] = 0.16
-    assert pub.maybe_publish()
-    now[0] = 1.0
-    assert not pub.maybe_publish()  # clean
-    assert slots.read(0) == reg.snapshot()

@@ -1,0 +1,198 @@
+"""The worker's `RequestRecorder`: metrics and the access line of each finished request.
+
+Field names, order and values follow agentgateway's request log (`DropOnLog` in
+crates/agentgateway/src/telemetry/log.rs): `gateway listener route_rule route endpoint
+src.addr http.method http.host http.path http.version http.status protocol gen_ai.* error
+reason duration`, a field left out when it has no value, `reason` only when the response
+did not come from the upstream. Secrets never reach a line: no header value but Host is
+logged, and the path is logged without its query.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from agw_fast.core.reason import Reason
+from agw_fast.log import format_fields, text_value
+from agw_fast.telemetry.metrics import Hist, LLMKey, MetricsRegistry, RequestKey, observe_request
+from agw_fast.telemetry.record import RequestRecord
+
+if TYPE_CHECKING:
+    from agw_fast.core.plan import RouteLabels
+    from agw_fast.llm.exchange import LLMOutcome
+    from agw_fast.telemetry.access_log import AccessLog
+
+__all__ = ["Recorder"]
+
+UNKNOWN = "unknown"
+# The methods nearly every request uses, decoded once.
+_METHODS = {
+    m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")
+}
+
+
+def _method(raw: bytes) -> str:
+    return _METHODS.get(raw) or raw.decode("ascii", "replace")
+
+
+def _millis(seconds: float) -> str:
+    return f"{int(seconds * 1000)}ms"  # whole milliseconds, truncated (Rust's `as_millis`)
+
+
+def _time_per_output_token(llm: LLMOutcome, duration: float) -> float | None:
+    """First token to the end, spread over the output tokens (agentgateway's
+    `set_token_timing`): only known for streams, where the first token was seen."""
+    ttft, tokens = llm.time_to_first_token, llm.output_tokens
+    if ttft is None or not tokens or tokens <= 0 or duration < ttft:
+        return None
+    return (duration - ttft) / tokens
+
+
+# Series looked up by the record's own fields: (labels, backend, protocol, raw method,
+# status, reason) -> histogram. Bounded: past this many entries (client-chosen methods) the
+# cache starts over; the registry itself caps the series.
+_SeriesCacheKey = tuple["RouteLabels", str | None, str, bytes, int, str | None]
+SERIES_CACHE_LIMIT = 4096
+
+
+class Recorder:
+    """Counts every finished request and, when the access log is on, logs it."""
+
+    __slots__ = ("_prefixes", "_series", "access_log", "registry")
+
+    def __init__(self, registry: MetricsRegistry, access_log: AccessLog | None) -> None:
+        self.registry = registry
+        self.access_log = access_log
+        self._series: dict[_SeriesCacheKey, Hist] = {}
+        # Text-line starts ("gateway=… listener=… route=… "), one per RouteLabels object.
+        self._prefixes: dict[RouteLabels, str] = {}
+
+    def record(self, record: RequestRecord) -> None:
+        (labels, backend, _, protocol, method, _, _, _, _, status, reason, _, duration, llm) = (
+            record
+        )
+        # The common case: one dict probe on the record's fields (RouteLabels hashes by
+        # identity), no label strings built.
+        cache_key = (labels, backend, protocol, method, status, reason)
+        hist = self._series.get(cache_key)
+        if hist is None:
+            hist = self._request_series(cache_key)
+        observe_request(hist, duration)
+        if llm is not None:
+            self._record_llm(labels, llm, duration)
+        access_log = self.access_log
+        if access_log is not None:
+            if access_log.json:
+                access_log.emit(_fields(record))
+            else:
+                access_log.emit_line(self._line(record))
+
+    def _request_series(self, cache_key: _SeriesCacheKey) -> Hist:
+        labels, backend, protocol, method, status, reason = cache_key
+        key: RequestKey = labels.values + (
+            backend or UNKNOWN,
+            protocol,
+            _method(method),
+            status,
+            reason or UNKNOWN,
+        )
+        hist = self.registry.request_series(key)
+        if len(self._series) >= SERIES_CACHE_LIMIT:
+            self._series.clear()
+        self._series[cache_key] = hist
+        return hist
+
+    def _record_llm(self, labels: RouteLabels, llm: LLMOutcome, duration: float) -> None:
+        # agentgateway's metric operation is always "chat" (`add_llm_metrics`).
+        key: LLMKey = labels.values + (
+            "chat",
+            llm.provider,
+            llm.request_model or UNKNOWN,
+            llm.response_model or UNKNOWN,
+        )
+        self.registry.record_llm(
+            key,
+            input_tokens=llm.input_tokens,
+            output_tokens=llm.output_tokens,
+            cached_input_tokens=llm.cached_input_tokens,
+            duration_s=duration,
+            ttft_s=llm.time_to_first_token,
+            tpot_s=_time_per_output_token(llm, duration),
+        )
+
+    # -- the access line ------------------------------------------------------------------
+
+    def _prefix(self, labels: RouteLabels) -> str:
+        prefix = self._prefixes.get(labels)
+        if prefix is None:
+            names = (
+                ("gateway", labels.gateway),
+                ("listener", labels.listener),
+                ("route_rule", labels.route_rule),
+                ("route", labels.route),
+            )
+            prefix = "".join(f"{k}={text_value(v)} " for k, v in names if v)
+            self._prefixes[labels] = prefix
+        return prefix
+
+    def _line(self, record: RequestRecord) -> str:
+        """The text line; the common case is one f-string."""
+        (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
+         error, duration, llm) = record  # fmt: skip
+        line = (
+            f"info request {self._prefix(labels)}"
+            f"{f'endpoint={endpoint} ' if endpoint else ''}src.addr={peer} "
+            f"http.method={_method(method)} http.host={text_value(host.decode('latin-1'))} "
+            f"http.path={text_value(path.decode('latin-1'))} http.version={version}"
+            f"{f' http.status={status}' if status else ''} protocol={protocol}"
+        )
+        if llm is not None:
+            line += " " + format_fields(_llm_fields(llm, duration))
+        if error is not None:
+            line += " error=" + text_value(error)
+        if reason is not None and reason != Reason.UPSTREAM:
+            line += " reason=" + reason
+        return f"{line} duration={_millis(duration)}"
+
+
+def _fields(record: RequestRecord) -> dict[str, object]:
+    """The JSON line's fields, in the text line's order."""
+    (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
+     error, duration, llm) = record  # fmt: skip
+    fields: dict[str, object] = {
+        "gateway": labels.gateway,
+        "listener": labels.listener,
+        "route_rule": labels.route_rule,
+        "route": labels.route,
+        "endpoint": endpoint,
+        "src.addr": peer,
+        "http.method": _method(method),
+        "http.host": host.decode("latin-1"),
+        "http.path": path.decode("latin-1"),
+        "http.version": version,
+        "http.status": status or None,
+        "protocol": protocol,
+    }
+    if llm is not None:
+        fields.update(_llm_fields(llm, duration))
+    fields["error"] = error
+    fields["reason"] = reason if reason != Reason.UPSTREAM else None
+    fields["duration"] = _millis(duration)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _llm_fields(llm: LLMOutcome, duration: float) -> dict[str, object]:
+    """The `gen_ai.*` fields; times in seconds, as agentgateway logs them."""
+    return {
+        "gen_ai.operation.name": "embeddings" if llm.route_type == "embeddings" else "chat",
+        "gen_ai.provider.name": llm.provider,
+        "gen_ai.request.model": llm.request_model,
+        "gen_ai.response.model": llm.response_model,
+        "gen_ai.usage.input_tokens": llm.input_tokens,
+        "gen_ai.usage.cache_read.input_tokens": llm.cached_input_tokens,
+        "gen_ai.usage.output_tokens": llm.output_tokens,
+        "agw.ai.time_to_first_token": llm.time_to_first_token,
+        "agw.ai.time_per_output_token": _time_per_output_token(llm, duration),
+        "gen_ai.request.temperature": llm.temperature,
+        "gen_ai.request.max_tokens": llm.max_tokens,
+    }
