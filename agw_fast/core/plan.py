@@ -35,7 +35,7 @@ from agw_fast.core.rewrite import (
     ResponseHeaderPlan,
     local_response,
 )
-from agw_fast.core.routing import RouteTable
+from agw_fast.core.routing import ListenerMap, RouteTable
 from agw_fast.core.tls import client_context
 from agw_fast.errors import ConfigError
 from agw_fast.llm.providers.openai import RouteTypeResolver
@@ -119,7 +119,7 @@ class RuntimeRoute:
 @dataclass(eq=False, slots=True)
 class RuntimeBind:
     port: int
-    listeners: dict[str, RouteTable[RuntimeRoute]]
+    listeners: ListenerMap[RouteTable[RuntimeRoute]]
     single: RouteTable[RuntimeRoute] | None  # the only listener, when it matches any host
 
 
@@ -256,7 +256,7 @@ class _Compiler:
             # local_response leaves the body out for 204/304, which end at the head.
             direct = local_response(response.status, response.body, content_type=None)
         return RuntimeRoute(
-            key=f"bind/{port}/{listener.name}/default/{route.name}",
+            key=f"bind/{port}/{listener.name}/{route.namespace}/{route.name}",
             name=route.name,
             listener=listener.name,
             direct_response=direct,
@@ -280,8 +280,10 @@ class _Compiler:
                 runtime = self.route(where, bind.port, listener, route)
                 routes.append((runtime.key, route, runtime))
             tables[listener.hostname.lower()] = RouteTable(routes)
-        single = tables.get("") if len(tables) == 1 else None
-        return RuntimeBind(bind.port, tables, single)
+        # One listener that takes every host ("" or "*") needs no per-request choice.
+        only = next(iter(tables.items())) if len(tables) == 1 else None
+        single = only[1] if only is not None and only[0] in ("", "*") else None
+        return RuntimeBind(bind.port, ListenerMap(tables), single)
 
 
 def compile_config(config: Config) -> list[RuntimeBind]:

@@ -1,6 +1,7 @@
 """Route selection with agentgateway's precedence, precomputed at load time.
 
-Order (reference §3.1): listener by hostname (exact, longest wildcard, any); then host tiers
+Order (reference §3.1): listener by hostname (exact, then the longest `*…` hostname whose
+rest ends the host, then the one without a hostname); then host tiers
 for routes (exact hostname, each parent wildcard, routes without hostnames) where the first
 tier with a matching route wins; inside a tier (route, match) pairs are sorted by Exact >
 Prefix > Regex, longer path, has method, more header matches, more query matches, route key.
@@ -16,7 +17,14 @@ from urllib.parse import parse_qsl
 
 from agw_fast.config.model import PathMatch, Route, RouteMatch, ValueMatch
 
-__all__ = ["MatchedRoute", "RequestView", "RouteTable", "host_without_port", "select_listener"]
+__all__ = [
+    "ListenerMap",
+    "MatchedRoute",
+    "RequestView",
+    "RouteTable",
+    "host_without_port",
+    "select_listener",
+]
 
 R = TypeVar("R")
 
@@ -45,7 +53,7 @@ class RequestView:
         self.query = query
         self._raw_headers = raw_headers
         self._headers: dict[str, list[str]] | None = None
-        self._query: dict[str, list[str]] | None = None
+        self._query: dict[str, str] | None = None
 
     def header_values(self, name: str) -> list[str]:
         if self._headers is None:
@@ -56,13 +64,12 @@ class RequestView:
             self._headers = headers
         return self._headers.get(name, [])
 
-    def query_values(self, name: str) -> list[str]:
+    def query_value(self, name: str) -> str | None:
+        """The parameter's value, form-decoded; when it repeats, the last one counts (as in
+        agentgateway, which collects the pairs into a map)."""
         if self._query is None:
-            params: dict[str, list[str]] = {}
-            for key, value in parse_qsl(self.query, keep_blank_values=True):
-                params.setdefault(key, []).append(value)
-            self._query = params
-        return self._query.get(name, [])
+            self._query = dict(parse_qsl(self.query, keep_blank_values=True))
+        return self._query.get(name)
 
 
 def _path_matcher(path: PathMatch) -> Callable[[str], bool]:
@@ -130,7 +137,8 @@ class _CompiledMatch:
             if not any(value_ok(v) for v in values):
                 return False
         for name, value_ok in self.query:
-            if not any(value_ok(v) for v in request.query_values(name)):
+            value = request.query_value(name)
+            if value is None or not value_ok(value):
                 return False
         return True
 
@@ -243,13 +251,32 @@ def _parent_suffixes(host: str) -> Iterator[str]:
         dot = host.find(".")
 
 
+class ListenerMap(dict[str, R], Generic[R]):
+    """A bind's listeners by lowercased hostname, with the wildcard ones pre-sorted."""
+
+    __slots__ = ("wildcards",)
+
+    def __init__(self, listeners: Mapping[str, R]) -> None:
+        super().__init__(listeners)
+        self.wildcards = _wildcards(listeners)
+
+
+def _wildcards(listeners: Mapping[str, R]) -> list[tuple[str, R]]:
+    """(required host suffix, listener) for hostnames starting with `*`, longest first."""
+    found = [(name[1:], value) for name, value in listeners.items() if name.startswith("*")]
+    found.sort(key=lambda item: len(item[0]), reverse=True)
+    return found
+
+
 def select_listener(listeners: Mapping[str, R], host: str) -> R | None:
-    """Listener choice by hostname: exact, then longest `*.` wildcard, then "" (any)."""
+    """agentgateway's choice: the listener whose hostname equals the host; else the longest
+    hostname `*rest` with the host ending in `rest` (so `*` matches every host, and
+    `*.example.com` only subdomains); else the one without a hostname."""
     found = listeners.get(host)
     if found is not None:
         return found
-    for suffix in _parent_suffixes(host):
-        found = listeners.get("*." + suffix)
-        if found is not None:
-            return found
+    wildcards = listeners.wildcards if isinstance(listeners, ListenerMap) else _wildcards(listeners)
+    for suffix, listener in wildcards:
+        if host.endswith(suffix):
+            return listener
     return listeners.get("")
