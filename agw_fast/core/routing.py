@@ -9,13 +9,13 @@ Prefix > Regex, longer path, has method, more header matches, more query matches
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 from urllib.parse import parse_qsl
 
 from agw_fast.config.model import PathMatch, Route, RouteMatch, ValueMatch
+from agw_fast.config.rust_regex import compile_rust_regex
 
 __all__ = [
     "ListenerMap",
@@ -77,8 +77,7 @@ def _path_matcher(path: PathMatch) -> Callable[[str], bool]:
         exact = path.value
         return lambda p: p == exact
     if path.kind == "regex":
-        full = re.compile(path.value).fullmatch
-        return lambda p: full(p) is not None
+        return _regex_matcher(path.value)
     # Prefix matches on segment boundaries with the trailing "/" ignored on both sides, so
     # "/v1" matches "/v1", "/v1/" and "/v1/x" but not "/v1x".
     prefix = path.value.rstrip("/")
@@ -88,12 +87,40 @@ def _path_matcher(path: PathMatch) -> Callable[[str], bool]:
     return lambda p: p == prefix or p.startswith(with_slash)
 
 
-def _value_matcher(match: ValueMatch) -> Callable[[str], bool]:
+def _regex_matcher(pattern: str) -> Callable[[str], bool]:
+    """agentgateway's test: the leftmost-first match must span the whole value.
+
+    Not a full match: `/v1|/v1/chat` finds `/v1` in `/v1/chat` and stops there, so it does
+    not match `/v1/chat`. A match starting at 0, when there is one, is the one Rust's `find`
+    returns, so anchoring the search at 0 loses nothing.
+    """
+    at_start = compile_rust_regex(pattern).match
+
+    def matches(value: str) -> bool:
+        found = at_start(value)
+        return found is not None and found.end() == len(value)
+
+    return matches
+
+
+def _header_matcher(match: ValueMatch) -> Callable[[str], bool]:
+    """Header values arrive decoded as latin-1 (one char per byte)."""
+    if match.kind == "exact":
+        # Compared as bytes, as agentgateway compares HeaderValues: the config's text is
+        # UTF-8 on the wire.
+        exact = match.value.encode("utf-8").decode("latin-1")
+        return lambda v: v == exact
+    regex = _regex_matcher(match.value)
+    # A regex sees the value only as text, which agentgateway's header API gives only for
+    # visible ASCII: a value with other bytes never matches a regex.
+    return lambda v: v.isascii() and regex(v)
+
+
+def _query_matcher(match: ValueMatch) -> Callable[[str], bool]:
     if match.kind == "exact":
         exact = match.value
         return lambda v: v == exact
-    full = re.compile(match.value).fullmatch
-    return lambda v: full(v) is not None
+    return _regex_matcher(match.value)
 
 
 def _pseudo_header(request: RequestView, name: str) -> list[str]:
@@ -114,8 +141,8 @@ class _CompiledMatch:
     def __init__(self, match: RouteMatch) -> None:
         self.path = _path_matcher(match.path)
         self.method = match.method
-        self.headers = [(h.name.lower(), _value_matcher(h)) for h in match.headers]
-        self.query = [(q.name, _value_matcher(q)) for q in match.query]
+        self.headers = [(h.name.lower(), _header_matcher(h)) for h in match.headers]
+        self.query = [(q.name, _query_matcher(q)) for q in match.query]
         self.trivial = (
             match.path == PathMatch("prefix", "/")
             and match.method is None
@@ -154,7 +181,8 @@ class MatchedRoute(Generic[R]):
 def _sort_key(route_key: str, match: RouteMatch) -> tuple[int, int, int, int, int, str]:
     return (
         _KIND_RANK[match.path.kind],
-        -len(match.path.value),
+        # agentgateway compares lengths in bytes (a regex by its pattern's length).
+        -len(match.path.value.encode()),
         0 if match.method is not None else 1,
         -len(match.headers),
         -len(match.query),

@@ -165,3 +165,44 @@ def test_keepalive_errors_name_the_field(
     error = _error({"config": {"backend": {"keepalives": fields}}})
     assert error.path == f"config.backend.keepalives.{key}"
     assert message in error.message
+
+
+# -- regexes: Rust `regex` syntax ---------------------------------------------------------------
+
+
+def _path_regex(pattern: str) -> dict[str, object]:
+    return _route(matches=[{"path": {"regex": pattern}}])
+
+
+@pytest.mark.parametrize("pattern", [r"/v\d+/\p{L}+", "/(?<model>[a-z]+)", r"/x\z", "[[:alpha:]]"])
+def test_rust_syntax_loads(pattern: str) -> None:
+    route = _load(_path_regex(pattern)).binds[0].listeners[0].routes[0]
+    assert route.matches[0].path.value == pattern
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("/(?=v1)", "look-around, including look-ahead and look-behind, is not supported"),
+        (r"/(a)\1", "backreferences are not supported"),
+        (r"/v1\Z", "unrecognized escape sequence"),
+        ("/v1/{id}", "repetition quantifier expects a valid decimal"),
+    ],
+)
+def test_python_only_syntax_is_refused_with_the_field(pattern: str, message: str) -> None:
+    error = _error(_path_regex(pattern))
+    assert error.path == f"{R}.matches[0].path.regex"
+    assert error.message.startswith(f"invalid regex {pattern!r}: {message}")
+
+
+def test_unsupported_unicode_property_is_not_supported() -> None:
+    doc = _route(matches=[{"headers": [{"name": "x", "value": {"regex": r"\p{Greek}+"}}]}])
+    error = _error(doc)
+    path = f"{R}.matches[0].headers[0].value.regex"
+    assert error.path == path
+    assert error.message.startswith(f"not supported: {path} (regex '\\\\p{{Greek}}+': ")
+
+
+def test_query_regex_is_checked() -> None:
+    doc = _route(matches=[{"query": [{"name": "q", "value": {"regex": "(?!x)"}}]}])
+    assert _error(doc).path == f"{R}.matches[0].query[0].value.regex"

@@ -358,6 +358,17 @@ def test_prefix_matches_on_segment_boundaries(prefix: str, path: str, matches: b
         ("/v1", "/a/v1", False),
         ("/v1|/v2", "/v2", True),
         (".*/completions", "/v1/chat/completions", True),
+        # agentgateway takes the leftmost-first match and requires it to span the path: the
+        # first alternative that matches at the start wins, even if a later one is longer.
+        ("/v1|/v1/chat", "/v1/chat", False),
+        ("/v1/chat|/v1", "/v1/chat", True),
+        ("/v1|/v1/chat", "/v1", True),
+        ("(?:/v1)??(?:/v1/chat)?", "/v1/chat", True),
+        ("/v1.*?", "/v1/chat", False),
+        ("/v1.*?$", "/v1/chat", True),
+        # Rust syntax, Rust meaning.
+        (r"/v\d+/\p{L}+", "/v2/chat", True),
+        ("/a$", "/a\n", False),
     ],
 )
 def test_regex_is_a_full_match(pattern: str, path: str, matches: bool) -> None:
@@ -406,6 +417,12 @@ _HOST = [(b"host", b"api.example:8080")]
         (_header("x-t", "a.*", "regex"), "GET", "/", "", [(b"x-t", b"abc")], True),
         (_header("x-t", "a.*", "regex"), "GET", "/", "", [(b"x-t", b"bab")], False),
         (_header("x-t", "b", "regex"), "GET", "/", "", [(b"x-t", b"abc")], False),
+        (_header("x-t", "a|ab", "regex"), "GET", "/", "", [(b"x-t", b"ab")], False),
+        # A regex never matches a value with bytes outside visible ASCII (agentgateway reads
+        # header values as text only then); an exact value compares as UTF-8 bytes.
+        (_header("x-t", ".*", "regex"), "GET", "/", "", [(b"x-t", "é".encode())], False),
+        (_header("x-t", "é"), "GET", "/", "", [(b"x-t", "é".encode())], True),
+        (_header("x-t", "é"), "GET", "/", "", [(b"x-t", b"\xe9")], False),
     ],
 )
 def test_header_match(
@@ -445,6 +462,8 @@ def test_all_header_conditions_must_hold() -> None:
         (_header("model", "gpt.*", "regex"), "model=gpt-4o", True),
         (_header("model", "gpt", "regex"), "model=gpt-4o", False),
         (_header("model", "4o", "regex"), "model=gpt-4o", False),
+        (_header("model", "gpt|gpt-4o", "regex"), "model=gpt-4o", False),
+        (_header("model", "é", "regex"), "model=%C3%A9", True),
         # Present with an empty value.
         (_header("flag", ""), "flag=", True),
         (_header("flag", ""), "flag", True),
