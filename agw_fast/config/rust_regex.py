@@ -29,97 +29,21 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from agw_fast.config import unicode_sets as us
+from agw_fast.config.rust_regex_props import (
+    ASCII_CLASSES,
+    PropertyNotFound,
+    PropertyUnsupported,
+    lookup_property,
+)
 from agw_fast.config.unicode_sets import CodeSet
 
 __all__ = ["RustRegexError", "UnsupportedRegex", "compile_rust_regex", "translate"]
 
 NEST_LIMIT = 250  # regex-syntax's default nesting limit
 _META = set("\\.+*?()|[]{}^$#&-~")
-_GC_ALIASES = {
-    # PropertyValueAliases.txt, gc: short name, long name, other aliases.
-    "C": ("Other",),
-    "Cc": ("Control", "cntrl"),
-    "Cf": ("Format",),
-    "Cn": ("Unassigned",),
-    "Co": ("Private_Use",),
-    "Cs": ("Surrogate",),
-    "L": ("Letter",),
-    "LC": ("Cased_Letter",),
-    "Ll": ("Lowercase_Letter",),
-    "Lm": ("Modifier_Letter",),
-    "Lo": ("Other_Letter",),
-    "Lt": ("Titlecase_Letter",),
-    "Lu": ("Uppercase_Letter",),
-    "M": ("Mark", "Combining_Mark"),
-    "Mc": ("Spacing_Mark",),
-    "Me": ("Enclosing_Mark",),
-    "Mn": ("Nonspacing_Mark",),
-    "N": ("Number",),
-    "Nd": ("Decimal_Number", "digit"),
-    "Nl": ("Letter_Number",),
-    "No": ("Other_Number",),
-    "P": ("Punctuation", "punct"),
-    "Pc": ("Connector_Punctuation",),
-    "Pd": ("Dash_Punctuation",),
-    "Pe": ("Close_Punctuation",),
-    "Pf": ("Final_Punctuation",),
-    "Pi": ("Initial_Punctuation",),
-    "Po": ("Other_Punctuation",),
-    "Ps": ("Open_Punctuation",),
-    "S": ("Symbol",),
-    "Sc": ("Currency_Symbol",),
-    "Sk": ("Modifier_Symbol",),
-    "Sm": ("Math_Symbol",),
-    "So": ("Other_Symbol",),
-    "Z": ("Separator",),
-    "Zl": ("Line_Separator",),
-    "Zp": ("Paragraph_Separator",),
-    "Zs": ("Space_Separator",),
-}
-_GROUPS = {"C": "Other", "L": "Letter", "LC": "Cased_Letter", "M": "Mark", "N": "Number",
-           "P": "Punctuation", "S": "Symbol", "Z": "Separator"}
-_ASCII_CLASSES: dict[str, CodeSet] = {
-    "alnum": ((0x30, 0x39), (0x41, 0x5A), (0x61, 0x7A)),
-    "alpha": ((0x41, 0x5A), (0x61, 0x7A)),
-    "ascii": ((0x00, 0x7F),),
-    "blank": ((0x09, 0x09), (0x20, 0x20)),
-    "cntrl": ((0x00, 0x1F), (0x7F, 0x7F)),
-    "digit": ((0x30, 0x39),),
-    "graph": ((0x21, 0x7E),),
-    "lower": ((0x61, 0x7A),),
-    "print": ((0x20, 0x7E),),
-    "punct": ((0x21, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E)),
-    "space": ((0x09, 0x0D), (0x20, 0x20)),
-    "upper": ((0x41, 0x5A),),
-    "word": ((0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)),
-    "xdigit": ((0x30, 0x39), (0x41, 0x46), (0x61, 0x66)),
-}
-_ASCII_WORD = _ASCII_CLASSES["word"]
-_ASCII_DIGIT = _ASCII_CLASSES["digit"]
-_ASCII_SPACE = _ASCII_CLASSES["space"]
-
-
-def _normalize(name: str) -> str:
-    """UAX #44 loose matching as the crate does it: no case, spaces, `_`, `-`, `is` prefix."""
-    if name[:2].lower() == "is":
-        rest = _normalize_chars(name[2:])
-        return "isc" if rest == "c" else rest
-    return _normalize_chars(name)
-
-
-def _normalize_chars(name: str) -> str:
-    return "".join(c.lower() for c in name if c.isascii() and c not in " _-")
-
-
-_GC_BY_NAME = {
-    _normalize_chars(alias): short
-    for short, aliases in _GC_ALIASES.items()
-    for alias in (short, *aliases)
-}
-_WHITE_SPACE_NAMES = {"whitespace", "wspace", "space"}
-_GC_PROPERTY_NAMES = {"gc", "generalcategory"}
-
-
+_ASCII_WORD = ASCII_CLASSES["word"]
+_ASCII_DIGIT = ASCII_CLASSES["digit"]
+_ASCII_SPACE = ASCII_CLASSES["space"]
 class RustRegexError(ValueError):
     """The pattern is not valid in Rust's regex syntax (the crate would refuse it too)."""
 
@@ -651,38 +575,13 @@ class _Parser:
         return us.complement(codes) if negated else codes
 
     def property(self, text: str, negated: bool) -> tuple[CodeSet, bool]:
-        where = f"\\p{{{text}}}" if len(text) != 1 else f"\\p{text}"
-        for op in ("!=", ":", "="):
-            if op in text:
-                name, value = text.split(op, 1)
-                if op == "!=":
-                    negated = not negated
-                if _normalize(name) not in _GC_PROPERTY_NAMES:
-                    raise UnsupportedRegex(_unsupported_property(where))
-                short = _GC_BY_NAME.get(_normalize(value))
-                if short is None:
-                    raise UnsupportedRegex(_unsupported_property(where))
-                return self.category(short), negated
-        norm = _normalize(text)
-        if norm in _WHITE_SPACE_NAMES:
-            return us.WHITE_SPACE, negated
-        if norm == "any":
-            return us.ALL, negated
-        if norm == "ascii":
-            return ((0, 0x7F),), negated
-        if norm == "assigned":
-            return us.complement(us.general_category(("Cn",))), negated
-        short = _GC_BY_NAME.get(norm)
-        if short is None:
-            raise UnsupportedRegex(_unsupported_property(where))
-        return self.category(short), negated
-
-    def category(self, short: str) -> CodeSet:
-        if short == "Cs":
-            raise self.error("Unicode property value not found")  # no surrogates in text
-        group = _GROUPS.get(short)
-        names = us.GENERAL_CATEGORIES[group] if group else (short,)
-        return us.general_category(names)
+        try:
+            codes, flip = lookup_property(text)
+        except PropertyNotFound as missing:
+            raise self.error(str(missing)) from None
+        except PropertyUnsupported as unsupported:
+            raise UnsupportedRegex(str(unsupported)) from None
+        return codes, negated != flip
 
     def bracketed(self, flags: _Flags) -> CodeSet:
         """At `[`: the class, folded and negated as Rust does."""
@@ -753,10 +652,10 @@ class _Parser:
     def ascii_class(self, flags: _Flags) -> CodeSet | None:
         """At a nested `[`: `[:name:]` or `[:^name:]`, else None with the position kept."""
         match = re.compile(r"\[:(\^?)([^:]*):\]").match(self.p, self.pos)
-        if match is None or match.group(2) not in _ASCII_CLASSES:
+        if match is None or match.group(2) not in ASCII_CLASSES:
             return None
         self.pos = match.end()
-        codes = _ASCII_CLASSES[match.group(2)]
+        codes = ASCII_CLASSES[match.group(2)]
         if flags.i:
             codes = self.fold(codes, flags)
         if match.group(1):
@@ -812,13 +711,6 @@ def _alphabetic(c: str) -> bool:
 
 def _alphanumeric(c: str) -> bool:
     return _alphabetic(c) or unicodedata.category(c) in ("Nd", "No")
-
-
-def _unsupported_property(where: str) -> str:
-    return (
-        f"Unicode property {where}: agw-fast knows general categories, White_Space, Any, "
-        "ASCII and Assigned (scripts and other properties need tables Python lacks)"
-    )
 
 
 @lru_cache(maxsize=1024)
