@@ -18,9 +18,11 @@ class ConfigError(Exception):
 
 
 class ProxyError(Exception):
-    """A request failure with the status and plain-text body agentgateway would send."""
+    """A request failure with the status and body agentgateway would send (plain text unless
+    `content_type` says otherwise)."""
 
-    def __init__(self, status: int, body: str) -> None:
+    def __init__(self, status: int, body: str, *, content_type: bytes = b"text/plain") -> None:
         super().__init__(body)
         self.status = status
         self.body = body
+        self.content_type = content_type

@@ -19,6 +19,7 @@ from agw_fast.config.model import (
     Bind,
     Config,
     FrontendPolicies,
+    KeepaliveConfig,
     Listener,
     LoggingConfig,
     PathMatch,
@@ -32,7 +33,6 @@ from agw_fast.config.validate import (
     Obj,
     as_str,
     check_header_name,
-    check_hostname_pattern,
     check_regex,
     check_socket_addr,
     check_url_path,
@@ -49,6 +49,7 @@ _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "off")
 _TUNNEL_PROTOCOLS = ("direct", "hboneWaypoint", "hboneGateway", "proxy", "connect")
 _LISTENER_PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "HBONE")
 _BACKEND_TARGETS = ("host", "ai")
+_HEADER_CASES = ("lowercase", "preserve")
 
 
 def load_config(text: str, env: Mapping[str, str], *, base_dir: Path) -> Config:
@@ -153,22 +154,62 @@ def _backend_pool(raw: object, path: str) -> BackendPoolConfig:
     default = BackendPoolConfig()
     o = Obj(raw, path, "BackendConfig")
     keepalives = o.get("keepalives")
-    if keepalives is not None:
-        # Validated so typos fail, but not stored: agw-fast leaves OS keepalive defaults.
-        k = Obj(keepalives, o.child("keepalives"), "KeepaliveConfig")
-        k.opt_bool("enabled")
-        k.opt_duration("time")
-        k.opt_duration("interval")
-        k.opt_int("retries", 0, 2**32 - 1)
-        k.close()
+    keepalive = (
+        default.keepalive
+        if keepalives is None
+        else _keepalive(keepalives, o.child("keepalives"))
+    )
     connect = o.opt_duration("connectTimeout")
     idle = o.opt_duration("poolIdleTimeout")
     result = BackendPoolConfig(
+        keepalive=keepalive,
         connect_timeout=default.connect_timeout if connect is None else connect,
         pool_idle_timeout=default.pool_idle_timeout if idle is None else idle,
         pool_max_size=o.opt_int("poolMaxSize", 0),
     )
     o.close()
+    return result
+
+
+# What the Linux kernel accepts for TCP_KEEPIDLE / TCP_KEEPINTVL and TCP_KEEPCNT
+# (include/net/tcp.h: MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT).
+_KEEPALIVE_MAX_SECONDS = 32767
+_KEEPALIVE_MAX_PROBES = 127
+
+
+def _keepalive(raw: object, path: str) -> KeepaliveConfig:
+    """`keepalives`; like agentgateway, durations are truncated to whole seconds.
+
+    With keepalive enabled, a value the kernel would refuse is refused here: agentgateway
+    would log the failed setsockopt at trace level and run without it, which no operator
+    means.
+    """
+    default = KeepaliveConfig()
+    k = Obj(raw, path, "KeepaliveConfig")
+    enabled = k.opt_bool("enabled")
+    time = k.opt_duration("time")
+    interval = k.opt_duration("interval")
+    retries = k.opt_int("retries", 0, 2**32 - 1)
+    k.close()
+    result = KeepaliveConfig(
+        enabled=default.enabled if enabled is None else enabled,
+        time=default.time if time is None else int(time),
+        interval=default.interval if interval is None else int(interval),
+        retries=default.retries if retries is None else retries,
+    )
+    if result.enabled:
+        for key, value, top in (
+            ("time", result.time, _KEEPALIVE_MAX_SECONDS),
+            ("interval", result.interval, _KEEPALIVE_MAX_SECONDS),
+            ("retries", result.retries, _KEEPALIVE_MAX_PROBES),
+        ):
+            if not 1 <= value <= top:
+                unit = "" if key == "retries" else "s"
+                raise ConfigError(
+                    k.child(key),
+                    f"must be in 1{unit}..{top}{unit} for the kernel, got {value}{unit}"
+                    + ("" if key == "retries" else " (whole seconds)"),
+                )
     return result
 
 
@@ -213,6 +254,13 @@ def _frontend(raw: object | None, path: str) -> FrontendPolicies:
         return default
     h = Obj(http_raw, o.child("http"), "FrontendHTTP")
     idle = h.opt_duration("http1IdleTimeout")
+    header_case = h.get("http1HeaderCase")
+    if header_case is not None:
+        case_path = h.child("http1HeaderCase")
+        if choice(header_case, case_path, _HEADER_CASES) != "lowercase":
+            # Response field names go out lowercase (what agentgateway does by default);
+            # keeping the upstream's spelling would need its raw names carried through.
+            raise not_supported(case_path, "preserve")
     result = FrontendPolicies(
         max_buffer_size=h.opt_int("maxBufferSize", 0),
         http1_idle_timeout=default.http1_idle_timeout if idle is None else idle,
@@ -249,7 +297,9 @@ def _listener(raw: object, path: str, idx: int, base_dir: Path) -> Listener:
     o = Obj(raw, path, "LocalListener")
     name = o.opt_str("name")
     o.opt_str("namespace")  # only names things in agentgateway's own telemetry
-    hostname = o.get("hostname")
+    # Any string, as in agentgateway: "" (or none) is the fallback listener, and a name
+    # starting with "*" matches every host that ends with the rest ("*" matches all).
+    hostname = o.opt_str("hostname")
     protocol = o.get("protocol")
     if protocol is not None:
         proto = choice(protocol, o.child("protocol"), _LISTENER_PROTOCOLS)
@@ -261,7 +311,7 @@ def _listener(raw: object, path: str, idx: int, base_dir: Path) -> Listener:
     o.close()
     return Listener(
         name=f"listener{idx}" if name is None else name,
-        hostname="" if hostname is None else check_hostname_pattern(hostname, o.child("hostname")),
+        hostname="" if hostname is None else hostname.lower(),
         protocol="HTTP",
         routes=routes,
     )
@@ -272,7 +322,9 @@ def _route(raw: object, path: str, idx: int, base_dir: Path) -> Route:
     name = o.opt_str("name")
     namespace = o.opt_str("namespace")
     rule_name = o.opt_str("ruleName")
-    hostnames = tuple(check_hostname_pattern(h, p) for p, h in o.items("hostnames"))
+    # Any string, as in agentgateway: "*.suffix" is a wildcard, anything else must equal
+    # the request's host (so "*" alone only matches a literal `Host: *`).
+    hostnames = tuple(as_str(h, p).lower() for p, h in o.items("hostnames"))
     matches: tuple[RouteMatch, ...] = (RouteMatch(),)
     if o.has("matches"):
         matches = tuple(_match(item, p) for p, item in o.items("matches"))
@@ -286,12 +338,12 @@ def _route(raw: object, path: str, idx: int, base_dir: Path) -> Route:
     o.close()
     return Route(
         name=f"route{idx}" if name is None else name,
+        namespace="default" if namespace is None else namespace,
         hostnames=hostnames,
         matches=matches,
         policies=policies,
         backends=backends,
         rule_name=rule_name,
-        namespace="default" if namespace is None else namespace,
     )
 
 

@@ -37,7 +37,7 @@ from agw_fast.config.validate import (
 )
 from agw_fast.errors import ConfigError
 
-__all__ = ["ROUTE_TYPES", "parse_backend_policies", "parse_route_policies"]
+__all__ = ["ROUTE_TYPES", "SERVED_ROUTE_TYPES", "parse_backend_policies", "parse_route_policies"]
 
 # `$defs.RouteType` in agentgateway's schema.
 ROUTE_TYPES = (
@@ -53,6 +53,12 @@ ROUTE_TYPES = (
     "generateContent",
     "geminiCountTokens",
     "rerank",
+)
+# The route types agw-fast serves: the OpenAI JSON endpoints, `detect`, `passthrough`, and
+# `models`, which agentgateway itself answers with a 501. The others need a translation or
+# a protocol (Anthropic messages, Gemini, websockets) agw-fast does not have yet.
+SERVED_ROUTE_TYPES = frozenset(
+    {"completions", "responses", "embeddings", "detect", "passthrough", "models"}
 )
 # http_serde's spellings of http::Version; agw-fast speaks HTTP/1.1 to every backend.
 _HTTP_VERSIONS = ("HTTP/0.9", "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3.0")
@@ -298,10 +304,12 @@ def _ai_policy(raw: object, path: str) -> AIPolicy:
     routes_raw = o.get("routes")
     if routes_raw is not None:
         base = o.child("routes")
-        routes = [
-            (suffix, choice(kind_, join(base, suffix), ROUTE_TYPES))
-            for suffix, kind_ in as_str_map(routes_raw, base)
-        ]
+        for suffix, kind_ in as_str_map(routes_raw, base):
+            where = join(base, suffix)
+            route_type = choice(kind_, where, ROUTE_TYPES)
+            if route_type not in SERVED_ROUTE_TYPES:
+                raise not_supported(where, f"route type {route_type}")
+            routes.append((suffix, route_type))
     o.close()
     return AIPolicy(routes=tuple(routes))
 

@@ -24,6 +24,7 @@ __all__ = [
     "FrontendPolicies",
     "HeaderModifier",
     "HostBackend",
+    "KeepaliveConfig",
     "Listener",
     "LoggingConfig",
     "PathMatch",
@@ -198,18 +199,20 @@ class RouteBackend:
 @dataclass(frozen=True, slots=True)
 class Route:
     name: str
+    # Part of the route key, which breaks precedence ties; agentgateway names the route
+    # `{namespace}/{name}` in telemetry.
+    namespace: str = "default"
     hostnames: tuple[str, ...] = ()
     matches: tuple[RouteMatch, ...] = (RouteMatch(),)
     policies: RoutePolicies | None = None
     backends: tuple[RouteBackend, ...] = ()
     rule_name: str | None = None
-    namespace: str = "default"  # agentgateway names the route `{namespace}/{name}` in telemetry
 
 
 @dataclass(frozen=True, slots=True)
 class Listener:
     name: str
-    hostname: str = ""  # "" matches any host; exact or "*.suffix"
+    hostname: str = ""  # "" is the fallback for any host; "*…" matches hosts ending in "…"
     protocol: Literal["HTTP"] = "HTTP"
     routes: tuple[Route, ...] = ()
 
@@ -221,7 +224,21 @@ class Bind:
 
 
 @dataclass(frozen=True, slots=True)
+class KeepaliveConfig:
+    """TCP keepalive on upstream sockets (`config.backend.keepalives`), agentgateway's defaults.
+
+    Times are whole seconds, as the kernel takes them (agentgateway truncates the same way).
+    """
+
+    enabled: bool = True
+    time: int = 180  # idle seconds before the first probe (TCP_KEEPIDLE)
+    interval: int = 180  # seconds between probes (TCP_KEEPINTVL)
+    retries: int = 9  # unanswered probes before the connection is dropped (TCP_KEEPCNT)
+
+
+@dataclass(frozen=True, slots=True)
 class BackendPoolConfig:
+    keepalive: KeepaliveConfig = KeepaliveConfig()
     connect_timeout: float = 10 * SECONDS
     pool_idle_timeout: float = 90 * SECONDS
     pool_max_size: int | None = None  # idle connections kept per upstream; None = unlimited

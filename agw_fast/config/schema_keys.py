@@ -50,8 +50,8 @@ _TABLE: dict[str, tuple[str, str]] = {
         "proxyProtocol tcp tls tracing",
     ),
     "FrontendHTTP": (
-        "maxBufferSize http1IdleTimeout",
-        "http1HeaderCase http1MaxHeaders http2ConnectionWindowSize http2FrameSize "
+        "maxBufferSize http1IdleTimeout http1HeaderCase",
+        "http1MaxHeaders http2ConnectionWindowSize http2FrameSize "
         "http2KeepaliveInterval http2KeepaliveTimeout http2MaxHeaderSize http2WindowSize "
         "maxConnectionDuration",
     ),

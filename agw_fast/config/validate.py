@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from agw_fast.config.durations import parse_duration
 from agw_fast.config.model import HostBackend
+from agw_fast.config.rust_regex import RustRegexError, UnsupportedRegex, translate
 from agw_fast.config.schema_keys import SPECS
 from agw_fast.errors import ConfigError
 
@@ -246,11 +247,14 @@ def check_hostname_pattern(value: object, path: str) -> str:
 
 
 def check_regex(value: object, path: str) -> str:
+    """A pattern in Rust's `regex` syntax, as agentgateway compiles it (see rust_regex.py)."""
     text = as_str(value, path)
     try:
-        re.compile(text)
-    except re.error as exc:
+        translate(text)
+    except RustRegexError as exc:
         raise ConfigError(path, f"invalid regex {text!r}: {exc}") from None
+    except UnsupportedRegex as exc:
+        raise not_supported(path, f"regex {text!r}: {exc}") from None
     return text
 
 

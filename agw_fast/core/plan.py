@@ -34,7 +34,7 @@ from agw_fast.core.rewrite import (
     RequestHeaderPlan,
     ResponseHeaderPlan,
 )
-from agw_fast.core.routing import RouteTable
+from agw_fast.core.routing import ListenerMap, RouteTable
 from agw_fast.core.tls import client_context
 from agw_fast.errors import ConfigError
 from agw_fast.llm.providers.openai import RouteTypeResolver
@@ -173,7 +173,7 @@ class RuntimeListener(RouteTable[RuntimeRoute]):
 @dataclass(eq=False, slots=True)
 class RuntimeBind:
     port: int
-    listeners: dict[str, RuntimeListener]
+    listeners: ListenerMap[RuntimeListener]
     single: RuntimeListener | None  # the only listener, when it matches any host
     labels: RouteLabels  # for a request no listener matched
 
@@ -308,7 +308,7 @@ class _Compiler:
         route_key = f"{GATEWAY_NAME}/bind/{port}/{listener.name}/{route_name}"
         labels = RouteLabels.of(f"bind/{port}", GATEWAY_NAME, listener.name, route_name)
         return RuntimeRoute(
-            key=f"bind/{port}/{listener.name}/default/{route.name}",
+            key=f"bind/{port}/{listener.name}/{route.namespace}/{route.name}",
             name=route.name,
             listener=listener.name,
             labels=labels,
@@ -334,8 +334,10 @@ class _Compiler:
                 routes.append((runtime.key, route, runtime))
             labels = RouteLabels.of(bind_name, GATEWAY_NAME, listener.name)
             tables[listener.hostname.lower()] = RuntimeListener(routes, labels)
-        single = tables.get("") if len(tables) == 1 else None
-        return RuntimeBind(bind.port, tables, single, RouteLabels.of(bind_name))
+        # One listener that takes every host ("" or "*") needs no per-request choice.
+        only = next(iter(tables.items())) if len(tables) == 1 else None
+        single = only[1] if only is not None and only[0] in ("", "*") else None
+        return RuntimeBind(bind.port, ListenerMap(tables), single, RouteLabels.of(bind_name))
 
 
 def compile_config(config: Config) -> list[RuntimeBind]:

@@ -1,6 +1,7 @@
 """Route selection with agentgateway's precedence, precomputed at load time.
 
-Order, as agentgateway selects: listener by hostname (exact, longest wildcard, any); then host tiers
+Order, as agentgateway selects: listener by hostname (exact, then the longest `*…` hostname
+whose rest ends the host, then the one without a hostname); then host tiers
 for routes (exact hostname, each parent wildcard, routes without hostnames) where the first
 tier with a matching route wins; inside a tier (route, match) pairs are sorted by Exact >
 Prefix > Regex, longer path, has method, more header matches, more query matches, route key.
@@ -8,16 +9,23 @@ Prefix > Regex, longer path, has method, more header matches, more query matches
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 from urllib.parse import parse_qsl
 
 from agw_fast.config.model import PathMatch, Route, RouteMatch, ValueMatch
+from agw_fast.config.rust_regex import compile_rust_regex
 from agw_fast.core.authority import split_authority
 
-__all__ = ["MatchedRoute", "RequestView", "RouteTable", "host_without_port", "select_listener"]
+__all__ = [
+    "ListenerMap",
+    "MatchedRoute",
+    "RequestView",
+    "RouteTable",
+    "host_without_port",
+    "select_listener",
+]
 
 R = TypeVar("R")
 
@@ -42,7 +50,7 @@ class RequestView:
         self.query = query
         self._raw_headers = raw_headers
         self._headers: dict[str, list[str]] | None = None
-        self._query: dict[str, list[str]] | None = None
+        self._query: dict[str, str] | None = None
 
     def header_values(self, name: str) -> list[str]:
         if self._headers is None:
@@ -53,13 +61,12 @@ class RequestView:
             self._headers = headers
         return self._headers.get(name, [])
 
-    def query_values(self, name: str) -> list[str]:
+    def query_value(self, name: str) -> str | None:
+        """The parameter's value, form-decoded; when it repeats, the last one counts (as in
+        agentgateway, which collects the pairs into a map)."""
         if self._query is None:
-            params: dict[str, list[str]] = {}
-            for key, value in parse_qsl(self.query, keep_blank_values=True):
-                params.setdefault(key, []).append(value)
-            self._query = params
-        return self._query.get(name, [])
+            self._query = dict(parse_qsl(self.query, keep_blank_values=True))
+        return self._query.get(name)
 
 
 def _path_matcher(path: PathMatch) -> Callable[[str], bool]:
@@ -67,8 +74,7 @@ def _path_matcher(path: PathMatch) -> Callable[[str], bool]:
         exact = path.value
         return lambda p: p == exact
     if path.kind == "regex":
-        full = re.compile(path.value).fullmatch
-        return lambda p: full(p) is not None
+        return _regex_matcher(path.value)
     # Prefix matches on segment boundaries with the trailing "/" ignored on both sides, so
     # "/v1" matches "/v1", "/v1/" and "/v1/x" but not "/v1x".
     prefix = path.value.rstrip("/")
@@ -78,12 +84,40 @@ def _path_matcher(path: PathMatch) -> Callable[[str], bool]:
     return lambda p: p == prefix or p.startswith(with_slash)
 
 
-def _value_matcher(match: ValueMatch) -> Callable[[str], bool]:
+def _regex_matcher(pattern: str) -> Callable[[str], bool]:
+    """agentgateway's test: the leftmost-first match must span the whole value.
+
+    Not a full match: `/v1|/v1/chat` finds `/v1` in `/v1/chat` and stops there, so it does
+    not match `/v1/chat`. A match starting at 0, when there is one, is the one Rust's `find`
+    returns, so anchoring the search at 0 loses nothing.
+    """
+    at_start = compile_rust_regex(pattern).match
+
+    def matches(value: str) -> bool:
+        found = at_start(value)
+        return found is not None and found.end() == len(value)
+
+    return matches
+
+
+def _header_matcher(match: ValueMatch) -> Callable[[str], bool]:
+    """Header values arrive decoded as latin-1 (one char per byte)."""
+    if match.kind == "exact":
+        # Compared as bytes, as agentgateway compares HeaderValues: the config's text is
+        # UTF-8 on the wire.
+        exact = match.value.encode("utf-8").decode("latin-1")
+        return lambda v: v == exact
+    regex = _regex_matcher(match.value)
+    # A regex sees the value only as text, which agentgateway's header API gives only for
+    # visible ASCII: a value with other bytes never matches a regex.
+    return lambda v: v.isascii() and regex(v)
+
+
+def _query_matcher(match: ValueMatch) -> Callable[[str], bool]:
     if match.kind == "exact":
         exact = match.value
         return lambda v: v == exact
-    full = re.compile(match.value).fullmatch
-    return lambda v: full(v) is not None
+    return _regex_matcher(match.value)
 
 
 def _pseudo_header(request: RequestView, name: str) -> list[str]:
@@ -104,8 +138,8 @@ class _CompiledMatch:
     def __init__(self, match: RouteMatch) -> None:
         self.path = _path_matcher(match.path)
         self.method = match.method
-        self.headers = [(h.name.lower(), _value_matcher(h)) for h in match.headers]
-        self.query = [(q.name, _value_matcher(q)) for q in match.query]
+        self.headers = [(h.name.lower(), _header_matcher(h)) for h in match.headers]
+        self.query = [(q.name, _query_matcher(q)) for q in match.query]
         self.trivial = (
             match.path == PathMatch("prefix", "/")
             and match.method is None
@@ -127,7 +161,8 @@ class _CompiledMatch:
             if not any(value_ok(v) for v in values):
                 return False
         for name, value_ok in self.query:
-            if not any(value_ok(v) for v in request.query_values(name)):
+            value = request.query_value(name)
+            if value is None or not value_ok(value):
                 return False
         return True
 
@@ -143,7 +178,8 @@ class MatchedRoute(Generic[R]):
 def _sort_key(route_key: str, match: RouteMatch) -> tuple[int, int, int, int, int, str]:
     return (
         _KIND_RANK[match.path.kind],
-        -len(match.path.value),
+        # agentgateway compares lengths in bytes (a regex by its pattern's length).
+        -len(match.path.value.encode()),
         0 if match.method is not None else 1,
         -len(match.headers),
         -len(match.query),
@@ -240,13 +276,32 @@ def _parent_suffixes(host: str) -> Iterator[str]:
         dot = host.find(".")
 
 
+class ListenerMap(dict[str, R], Generic[R]):
+    """A bind's listeners by lowercased hostname, with the wildcard ones pre-sorted."""
+
+    __slots__ = ("wildcards",)
+
+    def __init__(self, listeners: Mapping[str, R]) -> None:
+        super().__init__(listeners)
+        self.wildcards = _wildcards(listeners)
+
+
+def _wildcards(listeners: Mapping[str, R]) -> list[tuple[str, R]]:
+    """(required host suffix, listener) for hostnames starting with `*`, longest first."""
+    found = [(name[1:], value) for name, value in listeners.items() if name.startswith("*")]
+    found.sort(key=lambda item: len(item[0]), reverse=True)
+    return found
+
+
 def select_listener(listeners: Mapping[str, R], host: str) -> R | None:
-    """Listener choice by hostname: exact, then longest `*.` wildcard, then "" (any)."""
+    """agentgateway's choice: the listener whose hostname equals the host; else the longest
+    hostname `*rest` with the host ending in `rest` (so `*` matches every host, and
+    `*.example.com` only subdomains); else the one without a hostname."""
     found = listeners.get(host)
     if found is not None:
         return found
-    for suffix in _parent_suffixes(host):
-        found = listeners.get("*." + suffix)
-        if found is not None:
-            return found
+    wildcards = listeners.wildcards if isinstance(listeners, ListenerMap) else _wildcards(listeners)
+    for suffix, listener in wildcards:
+        if host.endswith(suffix):
+            return listener
     return listeners.get("")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from agw_fast.core.rewrite import split_target
+from agw_fast.errors import ProxyError
 from agw_fast.llm.codings import CodingError, Inflater, UnsupportedCoding, parse_codings
 from agw_fast.llm.providers.openai import (
     LLMRequestError,
@@ -36,6 +37,8 @@ __all__ = [
 _JSON_TYPES = frozenset({"completions", "responses", "embeddings"})
 _OBSERVED_TYPES = _JSON_TYPES | {"detect"}
 PROVIDER = "openai"
+# agentgateway's own answer for `models` (it does not list the provider's models).
+_MODELS_NOT_IMPLEMENTED = """{"error":"Route 'Models' not implemented"}"""
 # Non-streaming responses are copied for usage up to this size; past it usage goes unread.
 # With a content coding the limit bounds the decoded size (the relayed bytes stay encoded).
 RESPONSE_COLLECT_LIMIT = 8 * 1024 * 1024
@@ -62,13 +65,15 @@ def prepare_llm_request(
 ) -> LLMRequest:
     """The upstream target and body for an `ai` backend (agentgateway's `ai` backend semantics).
 
-    Raises `LLMRequestError` (400 invalid JSON / missing model, 413, 415, 501).
+    Raises `LLMRequestError` (400 invalid JSON / missing model, 413, 415), or the 501
+    ProxyError agentgateway answers for the `models` route type.
     """
     path, query = split_target(target)
     route_type = ai.route_types(path.decode("latin-1"))
     if route_type == "models":
-        raise LLMRequestError("route type 'models' is not implemented", 501)
+        raise ProxyError(501, _MODELS_NOT_IMPLEMENTED, content_type=b"application/json")
     if route_type not in _OBSERVED_TYPES and route_type != "passthrough":
+        # The loader refuses every other route type; this guards a plan built by hand.
         raise LLMRequestError(f"route type '{route_type}' is not supported by agw-fast", 501)
     if ai.path_override is not None:
         new_target = ai.path_override  # path and query, as agentgateway's pathOverride

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Protocol
 from agw_fast.core.http1 import BODY_CHUNKED, BODY_CLOSE, ResponseHead
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import build_upstream_head, local_response
-from agw_fast.llm.exchange import LLMRequestError, LLMResponseObserver, prepare_llm_request
+from agw_fast.errors import ProxyError
+from agw_fast.llm.exchange import LLMResponseObserver, prepare_llm_request
 from agw_fast.proxy.upstream import UpstreamConnection
 from agw_fast.telemetry.record import RequestRecord, RequestRecorder
 
@@ -282,11 +283,11 @@ class Exchange:
         self.body_parts = None
         try:
             llm_request = prepare_llm_request(ai, self.target, body, self.content_encoding)
-        except LLMRequestError as error:
+        except ProxyError as error:  # LLMRequestError and the `models` 501
             # agentgateway: a request it cannot process is the client's fault (4xx), one it
             # does not implement an internal error.
             reason = Reason.INVALID_REQUEST if error.status < 500 else Reason.INTERNAL
-            self.fail(error.status, error.body, reason)
+            self.fail(error.status, error.body, reason, error.content_type)
             return
         self.llm = LLMResponseObserver(llm_request, self.started)
         self.target = llm_request.target
@@ -501,7 +502,9 @@ class Exchange:
         self.timer = None
         self.fail(504, message, Reason.TIMEOUT)
 
-    def fail(self, status: int, body: str, reason: str) -> None:
+    def fail(
+        self, status: int, body: str, reason: str, content_type: bytes = b"text/plain"
+    ) -> None:
         """End the exchange with a local error (or a closed connection once answering);
         `reason` is a `Reason` for telemetry."""
         if self.finished:
@@ -517,7 +520,9 @@ class Exchange:
         # With the request body still coming, the connection ends after this answer (with a
         # lingering close): skipping an unknown amount of body is not worth keeping it.
         keep_alive = self.down.keep_alive and not self.down.closing and self.request_done
-        self.down.write(local_response(status, body.encode(), close=not keep_alive))
+        self.down.write(
+            local_response(status, body.encode(), content_type=content_type, close=not keep_alive)
+        )
         self._finish(keep_alive=keep_alive)
 
     def abort(self) -> None:

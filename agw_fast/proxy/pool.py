@@ -12,12 +12,37 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING
 
+from agw_fast.config.model import KeepaliveConfig
+from agw_fast.log import logger
 from agw_fast.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from agw_fast.core.plan import RuntimeBackend
 
-__all__ = ["UpstreamPool"]
+__all__ = ["UpstreamPool", "keepalive_options"]
+
+SocketOption = tuple[int, int, int]  # (level, option, value) for setsockopt
+
+
+def keepalive_options(keepalive: KeepaliveConfig) -> tuple[SocketOption, ...]:
+    """The setsockopt calls that give an upstream socket agentgateway's TCP keepalive.
+
+    In agentgateway's order (SO_KEEPALIVE, then idle time, interval, probe count); none
+    when disabled, which leaves the socket as the OS opens it (keepalive off).
+    """
+    if not keepalive.enabled:
+        return ()
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    # Linux names; macOS spells the idle time TCP_KEEPALIVE.
+    idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))
+    for option, value in (
+        (idle, keepalive.time),
+        (getattr(socket, "TCP_KEEPINTVL", None), keepalive.interval),
+        (getattr(socket, "TCP_KEEPCNT", None), keepalive.retries),
+    ):
+        if option is not None:
+            options.append((socket.IPPROTO_TCP, option, value))
+    return tuple(options)
 
 
 class UpstreamPool:
@@ -34,8 +59,13 @@ class UpstreamPool:
         connect_timeout: float,
         idle_timeout: float,
         max_idle: int | None,
+        keepalive: KeepaliveConfig | None = None,
     ) -> None:
         self.loop = loop
+        # Computed once: each new upstream socket gets the same few setsockopt calls.
+        self.socket_options = keepalive_options(
+            KeepaliveConfig() if keepalive is None else keepalive
+        )
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
@@ -84,7 +114,7 @@ class UpstreamPool:
         """Open a new connection (raises OSError / ssl.SSLError / TimeoutError)."""
         key = backend.pool_key
         async with asyncio.timeout(self.connect_timeout):
-            _, protocol = await self.loop.create_connection(
+            transport, protocol = await self.loop.create_connection(
                 lambda: UpstreamConnection(key),
                 backend.host.strip("[]"),
                 backend.port,
@@ -92,5 +122,13 @@ class UpstreamPool:
                 server_hostname=backend.server_hostname if backend.ssl is not None else None,
                 family=socket.AF_UNSPEC,
             )
+        if self.socket_options:
+            sock = transport.get_extra_info("socket")
+            try:
+                for level, option, value in self.socket_options:
+                    sock.setsockopt(level, option, value)
+            except OSError as error:
+                # As agentgateway: the connection is still good, only its probing is not.
+                logger.debug("upstream keepalive not set: %s", error)
         self.opened += 1
         return protocol

@@ -64,6 +64,7 @@ class WorkerContext:
             connect_timeout=backend.connect_timeout,
             idle_timeout=backend.pool_idle_timeout,
             max_idle=backend.pool_max_size,
+            keepalive=backend.keepalive,
         )
         self.connections: set[DownstreamProtocol] = set()
         self.idle_timeout = config.frontend.http1_idle_timeout

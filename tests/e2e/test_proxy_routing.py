@@ -36,6 +36,9 @@ ROUTES = [
     _route("prefix-api-long", "path: {pathPrefix: /api/long}"),
     _route("regex-api", "path: {regex: '/api/.*'}"),
     _route("regex-num", "path: {regex: '/num/[0-9]+'}"),
+    # Rust regex syntax; the leftmost-first match must span the whole path.
+    _route("regex-alt", "path: {regex: '/alt|/alt/chat'}"),
+    _route("regex-unicode", "path: {regex: '/u/\\p{L}+(?<n>[[:digit:]])?'}"),
     # Segment boundaries, trailing slash ignored on both sides.
     _route("v1", "path: {pathPrefix: /v1}"),
     _route("v2-slash", "path: {pathPrefix: /v2/}"),
@@ -96,6 +99,10 @@ def winner(client: httpx.Client, method: str, path: str, **kwargs: Any) -> str:
         ("/num/123", "regex-num"),
         ("/num/123x", "404"),  # a regex must match the whole path
         ("/x/num/123", "404"),
+        ("/alt", "regex-alt"),
+        ("/alt/chat", "404"),  # `/alt` matches first and does not span the path
+        ("/u/abc7", "regex-unicode"),
+        ("/u/abc!", "404"),
     ],
 )
 def test_path_precedence(client: httpx.Client, path: str, expected: str) -> None:
@@ -119,6 +126,26 @@ def test_prefix_matches_on_segment_boundaries(
     client: httpx.Client, path: str, expected: str
 ) -> None:
     assert winner(client, "GET", path) == expected
+
+
+def test_listener_hostnames_as_agentgateway_reads_them(gateway: GatewayFactory) -> None:
+    def listener(hostname: str, name: str) -> str:
+        return f"""  - hostname: "{hostname}"
+    routes:
+    - policies: {{directResponse: {{status: 200, body: "{name}"}}}}
+"""
+
+    gw = gateway(QUIET + "binds:\n- port: 0\n  listeners:\n" + listener("*", "star")
+                 + listener("*.example.test", "wild") + listener("api.example.test", "exact")
+                 + listener("", "fallback"))
+    with gateway_client(gw.port) as c:
+        for host, expected in [
+            ("api.example.test", "exact"),
+            ("x.example.test", "wild"),
+            ("example.test", "star"),  # "*" matches every host, before the fallback
+            ("localhost:8080", "star"),
+        ]:
+            assert c.get("/", headers={"host": host}).text == expected, host
 
 
 def test_method_match(client: httpx.Client) -> None:

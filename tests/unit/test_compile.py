@@ -459,14 +459,29 @@ def test_telemetry_names_are_agentgateways() -> None:
     assert bind.labels.values == ("bind/3000",) + ("unknown",) * 4
 
 
+def test_route_key_carries_the_namespace() -> None:
+    # The key breaks precedence ties, so the namespace orders routes as in agentgateway.
+    bind = _compile(Route(name="route1", namespace="team-a"))
+    assert bind.single is not None
+    (route,) = bind.single.routes()
+    assert route.key == "bind/8080/main/team-a/route1"
+
+
+def test_star_listener_is_the_single_table() -> None:
+    (bind,) = compile_config(Config(binds=(Bind(1, (Listener("a", hostname="*"),)),)))
+    assert bind.single is bind.listeners["*"]
+
+
 def test_no_single_table_with_several_or_named_listeners() -> None:
     config = Config(
         binds=(
             Bind(1, (Listener("a", hostname="A.Example"),)),
             Bind(2, (Listener("a"), Listener("b", hostname="*.example"))),
+            Bind(3, (Listener("a", hostname="*example"),)),
         )
     )
-    first, second = compile_config(config)
+    first, second, third = compile_config(config)
+    assert third.single is None
     assert first.single is None
     assert set(first.listeners) == {"a.example"}
     assert second.single is None

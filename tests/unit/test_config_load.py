@@ -22,6 +22,7 @@ from agw_fast.config import (
     FrontendPolicies,
     HeaderModifier,
     HostBackend,
+    KeepaliveConfig,
     Listener,
     LoggingConfig,
     PathMatch,
@@ -317,7 +318,12 @@ binds:
         admin_addr="127.0.0.1:9901",
         stats_addr=None,
         readiness_addr="[::1]:9902",
-        backend=BackendPoolConfig(connect_timeout=2.0, pool_idle_timeout=30.0, pool_max_size=8),
+        backend=BackendPoolConfig(
+            keepalive=KeepaliveConfig(enabled=True, time=60, interval=10, retries=3),
+            connect_timeout=2.0,
+            pool_idle_timeout=30.0,
+            pool_max_size=8,
+        ),
         connection_termination_deadline=90.0,
         logging=LoggingConfig(level="debug", format="json"),
     )

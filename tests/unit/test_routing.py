@@ -9,6 +9,7 @@ import pytest
 
 from agw_fast.config.model import PathMatch, Route, RouteMatch, ValueMatch
 from agw_fast.core.routing import (
+    ListenerMap,
     MatchedRoute,
     RequestView,
     RouteTable,
@@ -288,6 +289,14 @@ def test_wildcard_does_not_match_the_bare_domain(host: str, expected: str) -> No
     assert _pick(_table(_route("wild", hostnames=("*.example.com",))), host="example.com") is None
 
 
+def test_route_hostname_star_alone_is_an_exact_name() -> None:
+    # agentgateway treats only "*." as a wildcard prefix: a route hostname "*" is a name,
+    # which no real host equals, unlike a listener hostname "*".
+    table = _table(_route("star", hostnames=("*",)), _route("fallback"))
+    assert _pick(table, host="api.example.com") == "fallback"
+    assert _pick(table, host="*") == "star"
+
+
 def test_route_hostnames_compare_lowercase() -> None:
     table = _table(
         _route("exact", hostnames=("API.Example.COM",)),
@@ -349,6 +358,17 @@ def test_prefix_matches_on_segment_boundaries(prefix: str, path: str, matches: b
         ("/v1", "/a/v1", False),
         ("/v1|/v2", "/v2", True),
         (".*/completions", "/v1/chat/completions", True),
+        # agentgateway takes the leftmost-first match and requires it to span the path: the
+        # first alternative that matches at the start wins, even if a later one is longer.
+        ("/v1|/v1/chat", "/v1/chat", False),
+        ("/v1/chat|/v1", "/v1/chat", True),
+        ("/v1|/v1/chat", "/v1", True),
+        ("(?:/v1)??(?:/v1/chat)?", "/v1/chat", True),
+        ("/v1.*?", "/v1/chat", False),
+        ("/v1.*?$", "/v1/chat", True),
+        # Rust syntax, Rust meaning.
+        (r"/v\d+/\p{L}+", "/v2/chat", True),
+        ("/a$", "/a\n", False),
     ],
 )
 def test_regex_is_a_full_match(pattern: str, path: str, matches: bool) -> None:
@@ -397,6 +417,12 @@ _HOST = [(b"host", b"api.example:8080")]
         (_header("x-t", "a.*", "regex"), "GET", "/", "", [(b"x-t", b"abc")], True),
         (_header("x-t", "a.*", "regex"), "GET", "/", "", [(b"x-t", b"bab")], False),
         (_header("x-t", "b", "regex"), "GET", "/", "", [(b"x-t", b"abc")], False),
+        (_header("x-t", "a|ab", "regex"), "GET", "/", "", [(b"x-t", b"ab")], False),
+        # A regex never matches a value with bytes outside visible ASCII (agentgateway reads
+        # header values as text only then); an exact value compares as UTF-8 bytes.
+        (_header("x-t", ".*", "regex"), "GET", "/", "", [(b"x-t", "é".encode())], False),
+        (_header("x-t", "é"), "GET", "/", "", [(b"x-t", "é".encode())], True),
+        (_header("x-t", "é"), "GET", "/", "", [(b"x-t", b"\xe9")], False),
     ],
 )
 def test_header_match(
@@ -427,10 +453,17 @@ def test_all_header_conditions_must_hold() -> None:
         (_header("model", "gpt"), "model=gpt4", False),
         (_header("model", "gpt"), "", False),
         (_header("model", "gpt"), "other=gpt", False),
+        # A repeated parameter matches by its last value only, as in agentgateway.
         (_header("model", "gpt"), "model=x&model=gpt", True),
+        (_header("model", "gpt"), "model=gpt&model=x", False),
+        (_header("model", "g.*", "regex"), "model=gpt&model=x", False),
+        (_header("model", "x", "regex"), "model=gpt&model=x", True),
+        (_header("model", ""), "model=gpt&model", True),
         (_header("model", "gpt.*", "regex"), "model=gpt-4o", True),
         (_header("model", "gpt", "regex"), "model=gpt-4o", False),
         (_header("model", "4o", "regex"), "model=gpt-4o", False),
+        (_header("model", "gpt|gpt-4o", "regex"), "model=gpt-4o", False),
+        (_header("model", "é", "regex"), "model=%C3%A9", True),
         # Present with an empty value.
         (_header("flag", ""), "flag=", True),
         (_header("flag", ""), "flag", True),
@@ -498,6 +531,41 @@ def test_select_listener_without_fallback(
     listeners: Mapping[str, str], host: str, expected: str | None
 ) -> None:
     assert select_listener(listeners, host) == expected
+
+
+# agentgateway: exact hostname, then the longest hostname "*rest" whose rest ends the host
+# (a plain suffix test, no label boundary), then the listener without a hostname.
+_STAR_LISTENERS = {
+    "*": "star",
+    "*.example.com": "wild-example",
+    "*example.org": "suffix-org",
+    "api.example.com": "exact",
+    "": "any",
+}
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("api.example.com", "exact"),
+        ("x.example.com", "wild-example"),
+        ("example.com", "star"),  # "*.example.com" needs the dot
+        ("example.org", "suffix-org"),
+        ("myexample.org", "suffix-org"),
+        ("a.example.org", "suffix-org"),
+        ("localhost", "star"),  # "*" beats the listener without a hostname
+        ("[::1]", "star"),
+    ],
+)
+def test_select_listener_star_hostnames(host: str, expected: str) -> None:
+    assert select_listener(_STAR_LISTENERS, host) == expected
+    assert select_listener(ListenerMap(_STAR_LISTENERS), host) == expected
+
+
+def test_listener_map_sorts_wildcards_longest_first() -> None:
+    listeners = ListenerMap({"*": 1, "*.a.example": 2, "*.example": 3, "x.example": 4})
+    assert listeners.wildcards == [(".a.example", 2), (".example", 3), ("", 1)]
+    assert dict(listeners) == {"*": 1, "*.a.example": 2, "*.example": 3, "x.example": 4}
 
 
 @pytest.mark.parametrize(
