@@ -386,7 +386,8 @@ class DownstreamProtocol(asyncio.Protocol):
         http11 = self.http11 = request.http_version == b"1.1"
         if not http11 and request.http_version != b"1.0":
             # h11 takes any HTTP/d.d; we speak 1.0 and 1.1 only (RFC 9110 §15.6.6). hyper
-            # answers 400 here; 505 says why. HTTP/2 has its own preface and never gets here.
+            # answers 400 here; 505 says why. An HTTP/2 prior-knowledge preface
+            # (`PRI * HTTP/2.0`) lands here too: we do not speak HTTP/2.
             self.keep_alive = False
             self._local(505, b"HTTP version not supported", started)
             return

@@ -156,6 +156,8 @@ REJECTED = [
     pytest.param(_head(b"GET /v HTTP/9.9", b"Host: x"), 505, id="http-9.9"),
     pytest.param(_head(b"GET /v HTTP/1.2", b"Host: x"), 505, id="http-1.2"),
     pytest.param(_head(b"GET /v HTTP/0.9", b"Host: x"), 505, id="http-0.9"),
+    # An HTTP/2 prior-knowledge preface: agentgateway would speak HTTP/2; we do not.
+    pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, id="h2-preface"),
     # Not an HTTP-version at all (RFC 9112 §2.3: case-sensitive, one digit each): 400.
     pytest.param(_head(b"GET /v HTTP/1.10", b"Host: x"), 400, id="http-1.10"),
     pytest.param(_head(b"GET /v http/1.1", b"Host: x"), 400, id="http-lowercase"),
