@@ -190,6 +190,100 @@ def _telemetry_text_log() -> tuple[Callable[[], object], int]:
     return _telemetry_case("text")
 
 
+class _FakeTransport:
+    """Just enough of an asyncio transport for the protocols: writes are dropped."""
+
+    def write(self, data: object) -> None:
+        pass
+
+    def writelines(self, parts: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+
+def _request_cycle(request: bytes) -> tuple[Callable[[], object], int]:
+    """One request through DownstreamProtocol + Exchange + a pooled UpstreamConnection, with
+    fake transports and no running loop: h11 parsing, routing, the upstream head, the
+    response relay and the return to the pool (what a keep-alive request costs in Python)."""
+    model = importlib.import_module("agw_fast.config.model")
+    plan = importlib.import_module("agw_fast.core.plan")
+    down_cls = _attr("agw_fast.proxy.downstream", "DownstreamProtocol")
+    upstream_cls = _attr("agw_fast.proxy.upstream", "UpstreamConnection")
+    context_cls = _attr("agw_fast.server.worker", "WorkerContext")
+    registry_cls = _attr("agw_fast.telemetry.metrics", "MetricsRegistry")
+    import uvloop
+
+    backend = model.RouteBackend(model.HostBackend("up.example", 9000))
+    listener = model.Listener("main", routes=(model.Route(name="api", backends=(backend,)),))
+    config = model.Config(binds=(model.Bind(8080, (listener,)),))
+    (bind,) = plan.compile_config(config)
+    loop = uvloop.new_event_loop()  # never run: time() and call_later() only
+    ctx = context_cls(loop, config, registry_cls(), None)
+    ctx.access_log = None
+    (route,) = bind.single.routes()
+    key = route.backends[0].pool_key
+    upstream = upstream_cls(ctx.pool, key)
+    upstream.connection_made(_FakeTransport())
+    ctx.pool.put(upstream)
+    down = down_cls(ctx, bind)
+    down.connection_made(_FakeTransport())
+    response = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+    def cycle() -> object:
+        down.data_received(request)
+        upstream.data_received(response)
+        return down
+
+    return cycle, 1
+
+
+_REQUEST_HEAD = (
+    b"POST /v1/chat/completions HTTP/1.1\r\n"
+    + b"".join(b"%s: %s\r\n" % (n, v) for n, v in _HEADERS if n != b"content-length")
+)
+
+
+@case("request path: GET, 8 headers (h11 + route + relay)")
+def _request_get() -> tuple[Callable[[], object], int]:
+    return _request_cycle(_REQUEST_HEAD.replace(b"POST", b"GET", 1) + b"\r\n")
+
+
+@case("request path: POST 292 B, content-length")
+def _request_post() -> tuple[Callable[[], object], int]:
+    body = REQUEST_BODY
+    return _request_cycle(_REQUEST_HEAD + b"content-length: %d\r\n\r\n" % len(body) + body)
+
+
+@case("request path: POST chunked, 16 x 1 KiB chunks")
+def _request_chunked() -> tuple[Callable[[], object], int]:
+    chunk = b"400;ext=1\r\n" + b"x" * 1024 + b"\r\n"
+    head = _REQUEST_HEAD + b"transfer-encoding: chunked\r\n\r\n"
+    return _request_cycle(head + chunk * 16 + b"0\r\n\r\n")
+
+
 def run_micro(*, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Time every case: best of N repeats of an auto-sized loop; µs per operation."""
     min_time, repeats = (0.05, 3) if quick else (0.2, 5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 
 __all__ = [
     "BODY_CHUNKED",
@@ -220,31 +221,35 @@ def decode_chunked(data: bytes) -> tuple[bytes, int]:
     return b"".join(parts), end
 
 
-_REASONS = {
-    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
-    206: "Partial Content", 301: "Moved Permanently", 302: "Found", 303: "See Other",
-    304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect",
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
-    413: "Content Too Large", 415: "Unsupported Media Type", 417: "Expectation Failed",
-    421: "Misdirected Request", 429: "Too Many Requests",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
-    504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+# RFC 9110 §15 names; Python before 3.13 still has RFC 7231's for these four, and the wire
+# must not change with the interpreter.
+_RFC9110_PHRASES = {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+_REASONS: dict[int, bytes] = {
+    status.value: _RFC9110_PHRASES.get(status.value, status.phrase).encode()
+    for status in HTTPStatus
+}
+# Every known status line built once at import; `status_line` is then one dict probe.
+_STATUS_LINES: dict[int, bytes] = {
+    status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()
 }
 
 
 def reason_phrase(status: int) -> bytes:
-    return _REASONS.get(status, "").encode()
-
-
-_STATUS_LINES: dict[int, bytes] = {}
+    """The standard reason phrase, or b"" for a code HTTP does not name (RFC 9112 §4 allows
+    an empty one)."""
+    return _REASONS.get(status, b"")
 
 
 def status_line(status: int) -> bytes:
-    """`HTTP/1.1 <status> <reason>\\r\\n`, cached per status."""
+    """`HTTP/1.1 <status> <reason>\\r\\n`; an unnamed code gets an empty reason (cached too:
+    codes are three digits, so the cache stays small)."""
     line = _STATUS_LINES.get(status)
     if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))
+        line = b"HTTP/1.1 %d \r\n" % status
         _STATUS_LINES[status] = line
     return line

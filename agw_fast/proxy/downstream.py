@@ -1,7 +1,10 @@
 """The client side: h11 parses every request; routing and local answers happen here.
 
 h11 owns request framing and its strictness (smuggling rules, 400/431 via
-`error_status_hint`). The response never passes through h11: it is relayed as framed bytes,
+`error_status_hint`), made stricter where RFC 9112 asks by `core.h11_strict` (chunk
+extensions, obsolete line folding); `_on_request` adds the rules h11 leaves to its caller
+(HTTP version, Content-Length range, Transfer-Encoding on HTTP/1.0, both framings at once,
+field names with `_`). The response never passes through h11: it is relayed as framed bytes,
 so after each response a fresh `h11.Connection` takes over the bytes that were pipelined
 behind the request (h11 would re-validate every header of a response it writes, a
 measured ~10 µs a request we do not need: the upstream's framing is checked in core/http1).
@@ -17,6 +20,7 @@ from typing import Protocol, cast
 import h11
 
 from agw_fast.config.model import RequestRedirect
+from agw_fast.core.h11_strict import harden_h11
 from agw_fast.core.http1 import connection_tokens
 from agw_fast.core.plan import RouteLabels, RuntimeBackend, RuntimeBind, RuntimeRoute
 from agw_fast.core.reason import Reason
@@ -36,6 +40,8 @@ from agw_fast.telemetry.record import RequestRecord
 
 __all__ = ["ConnectionServices", "DownstreamProtocol"]
 
+harden_h11()
+
 MAX_REQUEST_HEAD = 32 * 1024
 # Bytes of an unwanted request body we read and drop to keep a connection alive after a
 # local answer; a larger body costs more than a new connection, so we close instead.
@@ -44,6 +50,9 @@ MAX_DISCARD = 1024 * 1024
 MAX_PIPELINED = 64 * 1024
 # How long a closing connection keeps reading (and dropping) what the client still sends.
 LINGER_SECONDS = 2.0
+# The largest Content-Length we forward: what a signed 64-bit length field holds, so no
+# upstream can read it as a different (wrapped) number.
+MAX_CONTENT_LENGTH = 2**63 - 1
 
 _REQUEST, _LOCAL, _DISCARD = 1, 2, 3
 
@@ -90,6 +99,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "buffered",
         "discarded",
         "last_active",
+        "head_started",
         "peer",
         "lingering",
     )
@@ -110,6 +120,10 @@ class DownstreamProtocol(asyncio.Protocol):
         self.buffered = 0
         self.discarded = 0
         self.last_active = 0.0
+        # When the first byte of the request head being read arrived (0.0: not in a head).
+        # The housekeeping sweep closes a connection whose head takes longer than the idle
+        # timeout, however steadily its bytes trickle in (slowloris).
+        self.head_started = 0.0
         self.peer = ""
         self.lingering = False
 
@@ -157,9 +171,13 @@ class DownstreamProtocol(asyncio.Protocol):
     def _data_received(self, data: bytes) -> None:
         if self.lingering:
             return  # the answer is out and the connection is closing: drop what comes in
-        self.last_active = self.loop.time()
+        now = self.last_active = self.loop.time()
         self.h11.receive_data(data)
-        if self.mode == 0 or self.exchange is None or not self.exchange.request_done:
+        if self.mode == 0:
+            if not self.head_started:
+                self.head_started = now
+            self._process()
+        elif self.exchange is None or not self.exchange.request_done:
             self._process()
         else:
             # Pipelined request bytes wait in h11's buffer until this response is done.
@@ -255,7 +273,7 @@ class DownstreamProtocol(asyncio.Protocol):
     def _next_cycle(self) -> None:
         self.mode = 0
         self.discarded = 0
-        self.last_active = self.loop.time()
+        now = self.last_active = self.loop.time()
         old = self.h11
         trailing, closed = old.trailing_data
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
@@ -263,6 +281,8 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.read_pauses & ReadPause.PIPELINE:
             self.resume_reading(ReadPause.PIPELINE)
         if trailing or closed:
+            # Pipelined bytes are (the start of) the next head: its time starts now.
+            self.head_started = now
             self.h11.receive_data(trailing)
             if closed:
                 self.h11.receive_data(b"")
@@ -299,6 +319,7 @@ class DownstreamProtocol(asyncio.Protocol):
                         self._linger()
                         return
             elif kind is h11.Request:
+                self.head_started = 0.0
                 self._on_request(event)  # type: ignore[arg-type]
             elif kind is h11.EndOfMessage:
                 mode = self.mode
@@ -321,14 +342,23 @@ class DownstreamProtocol(asyncio.Protocol):
                 return
 
     def _protocol_error(self, error: h11.RemoteProtocolError) -> None:
-        status = error.error_status_hint
-        self.ctx.log_protocol_error(self.peer_name(), status, str(error))
-        if self.exchange is not None:
-            # The request's framing broke mid-body: nothing sane can follow on either side.
-            self.exchange.abort()
-            self.abort()
+        message = str(error)
+        exchange = self.exchange
+        if exchange is not None:
+            # The request body's framing broke (RFC 9112 §7.1): the exchange answers if the
+            # client has seen nothing yet, and the connection ends (nothing sane can follow).
+            exchange.request_body_invalid(message)
+            self.ctx.log_protocol_error(self.peer_name(), exchange.status, message)
             return
-        self.write(local_response(status, str(error).encode(), close=True))
+        if self.mode != 0:
+            # The body of a request already answered: one answer is all a request gets.
+            logger.info("invalid request body from %s after its answer: %s", self.peer_name(),
+                        message)
+            self._linger()
+            return
+        status = error.error_status_hint
+        self.ctx.log_protocol_error(self.peer_name(), status, message)
+        self.write(local_response(status, message.encode(), close=True))
         self._linger()
 
     def peer_name(self) -> str:
@@ -354,6 +384,10 @@ class DownstreamProtocol(asyncio.Protocol):
         closing = not self.keep_alive or self.closing
         response = local_response(status, body, close=closing)
         self._answer(request, response, status, started, labels, reason, body, marked=True)
+
+    def _reject(self, request: h11.Request, status: int, body: bytes, started: float) -> None:
+        """Refuse a request before routing: its head is one we will not forward."""
+        self._local(request, status, body, started, self.bind.labels, Reason.INVALID_REQUEST)
 
     def _answer(
         self,
@@ -426,8 +460,15 @@ class DownstreamProtocol(asyncio.Protocol):
         started = time.monotonic()
         method = request.method
         target = request.target
-        self.http11 = request.http_version == b"1.1"
-        keep_alive = self.http11
+        http11 = self.http11 = request.http_version == b"1.1"
+        if not http11 and request.http_version != b"1.0":
+            # h11 takes any HTTP/d.d; we speak 1.0 and 1.1 only (RFC 9110 §15.6.6). hyper
+            # answers 400 here; 505 says why. An HTTP/2 prior-knowledge preface
+            # (`PRI * HTTP/2.0`) lands here too: we do not speak HTTP/2.
+            self.keep_alive = False
+            self._reject(request, 505, b"HTTP version not supported", started)
+            return
+        keep_alive = http11
         host = b""
         length = -1
         chunked = False
@@ -439,11 +480,17 @@ class DownstreamProtocol(asyncio.Protocol):
         # One pass over h11's (raw name, lowercase name, value) triples builds the pairs we
         # forward and picks out the few fields that matter here (one dict probe each).
         for _, name, value in _header_triples(request.headers):
-            append((name, value))
             head_size += len(name) + len(value) + 4
             field = _SPECIAL_FIELDS.get(name)
             if field is None:
+                # A name with `_` is dropped, as nginx does by default: CGI/WSGI-style
+                # servers read `Content_Length` as `Content-Length` and would frame the
+                # request differently from us (and from every proxy in front of us).
+                # 0x5F is "_": an int operand is one memchr, a bytes one costs ~10x more.
+                if 0x5F not in name:
+                    append((name, value))
                 continue
+            append((name, value))
             if field == _HOST:
                 host = value
             elif field == _CONTENT_LENGTH:
@@ -464,26 +511,30 @@ class DownstreamProtocol(asyncio.Protocol):
             # h11 bounds only heads that arrive incomplete; one that came whole in a single
             # read is measured here, so the limit holds however the bytes were split.
             self.keep_alive = False
-            self._local(
-                request, 431, b"request header fields too large", started, self.bind.labels,
-                Reason.INVALID_REQUEST,
-            )
+            self._reject(request, 431, b"request header fields too large", started)
             return
-        if chunked and length >= 0:
-            # RFC 9112 §6.1: both framings at once is the classic smuggling vector.
+        if chunked:
+            if length >= 0:
+                # RFC 9112 §6.1: both framings at once is the classic smuggling vector.
+                self.keep_alive = False
+                self._reject(request, 400, b"both transfer-encoding and content-length", started)
+                return
+            if not http11:
+                # RFC 9112 §6.1: an HTTP/1.0 recipient may not understand chunked framing, so
+                # a front proxy may have framed this body by Content-Length or by the close.
+                self.keep_alive = False
+                self._reject(request, 400, b"transfer-encoding in an HTTP/1.0 request", started)
+                return
+        elif length > MAX_CONTENT_LENGTH:
+            # h11 checks the digits (no sign, `_` or space: RFC 9110 §8.6) but not the size:
+            # an upstream that parses into 64 bits would wrap it (2**64 + 5 reads as 5).
             self.keep_alive = False
-            self._local(
-                request, 400, b"both transfer-encoding and content-length", started,
-                self.bind.labels, Reason.INVALID_REQUEST,
-            )
+            self._reject(request, 400, b"content-length too large", started)
             return
         if not target.startswith(b"/"):
             target = _origin_form(target)
             if not target:
-                self._local(
-                    request, 400, b"invalid request target", started, self.bind.labels,
-                    Reason.INVALID_REQUEST,
-                )
+                self._reject(request, 400, b"invalid request target", started)
                 return
         bind = self.bind
         path, query = split_target(target)

@@ -525,6 +525,20 @@ class Exchange:
         )
         self._finish(keep_alive=keep_alive)
 
+    def request_body_invalid(self, message: str) -> None:
+        """The request body's framing broke: answer unless the client has seen bytes already.
+
+        On an LLM route nothing has gone upstream yet (the body is read first): the body could
+        not be read, a 503 as agentgateway answers. On other routes the head may be upstream;
+        that connection is closed (never pooled mid-request) and the client gets a 400, or
+        a closed connection if the response had started.
+        """
+        if self.body_parts is not None:
+            self.fail(503, f"failed to process LLM request: {message}", Reason.INVALID_REQUEST)
+        else:
+            # A close instead once the response has started.
+            self.fail(400, message, Reason.INVALID_REQUEST)
+
     def abort(self) -> None:
         """The client went away: drop the upstream connection, never pool it."""
         if self.finished:

@@ -87,7 +87,18 @@ class WorkerContext:
         """Once a second: expire idle upstream and client connections."""
         self.pool.sweep()
         deadline = self.loop.time() - self.idle_timeout
-        for connection in [c for c in self.connections if c.last_active < deadline]:
+        for connection in [
+            c for c in self.connections
+            if c.last_active < deadline or 0.0 < c.head_started < deadline
+        ]:
+            if connection.head_started and connection.last_active >= deadline:
+                # A request head must be complete within the idle timeout of its first
+                # byte, as agentgateway bounds it (hyper's header read timeout): a client
+                # sending a byte now and then would otherwise hold the connection forever.
+                logger.info(
+                    "closing connection from %s: request head incomplete after %gs",
+                    connection.peer_name(), self.idle_timeout,
+                )
             exchange = connection.exchange
             # Only a connection we are waiting on (idle, or a request not fully received)
             # expires; one waiting for its upstream is bounded by the timeout policies.

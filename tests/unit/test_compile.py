@@ -384,7 +384,7 @@ def test_direct_response_bytes_are_prebuilt() -> None:
         Route(name="proxy", backends=(RouteBackend(HostBackend("up.example", 80)),)),
     )
     assert _answer(routes["ok"]) == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
-    assert _answer(routes["gone"]) == b"HTTP/1.1 410 \r\ncontent-length: 0\r\n\r\n"
+    assert _answer(routes["gone"]) == b"HTTP/1.1 410 Gone\r\ncontent-length: 0\r\n\r\n"
     assert routes["proxy"].request_steps == ()
 
 

@@ -692,3 +692,149 @@ def test_stalled_requests_expire_but_a_wait_on_the_upstream_does_not(harness: Ha
     harness.ctx.housekeeping()
     assert harness.client.aborted
     assert not waiting_client.closed
+
+
+# -- the strict request edge (RFC 9112 rules h11 leaves to us) ---------------------------------
+
+
+@pytest.mark.parametrize("version", [b"2.0", b"9.9", b"1.2", b"0.9"])
+def test_unsupported_http_version_is_505_and_close(harness: Harness, version: bytes) -> None:
+    _, server = harness.upstream()
+    harness.feed(b"GET /v1/x HTTP/" + version + b"\r\nHost: gw.local\r\n\r\n" + _get(b"/v1/next"))
+    assert harness.client.writes == [
+        local_response(505, b"HTTP version not supported", close=True)
+    ]
+    assert harness.client.writes[0].startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n")
+    assert harness.client.ending
+    assert server.writes == []
+
+
+def test_http10_request_with_transfer_encoding_is_400(harness: Harness) -> None:
+    _, server = harness.upstream()
+    harness.feed(
+        b"POST /v1/x HTTP/1.0\r\nHost: gw.local\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+    )
+    assert harness.client.writes == [
+        local_response(400, b"transfer-encoding in an HTTP/1.0 request", close=True)
+    ]
+    assert harness.client.ending and server.writes == []
+
+
+@pytest.mark.parametrize(
+    ("length", "forwarded"),
+    [(b"9223372036854775807", True), (b"9223372036854775808", False),
+     (b"18446744073709551621", False)],
+)
+def test_content_length_must_fit_in_63_bits(
+    harness: Harness, length: bytes, forwarded: bool
+) -> None:
+    _, server = harness.upstream()
+    harness.feed(b"POST /v1/x HTTP/1.1\r\nHost: gw.local\r\nContent-Length: " + length
+                 + b"\r\n\r\nhello")
+    if forwarded:
+        assert server.data.startswith(b"POST /v1/x HTTP/1.1\r\nhost: up.example:9000\r\n"
+                                      b"content-length: " + length + b"\r\n\r\nhello")
+        assert harness.client.writes == []
+    else:
+        assert harness.client.writes == [
+            local_response(400, b"content-length too large", close=True)
+        ]
+        assert server.writes == []
+
+
+def test_field_names_with_underscores_are_dropped(harness: Harness) -> None:
+    _, server = harness.upstream()
+    harness.feed(
+        b"POST /v1/x HTTP/1.1\r\nHost: gw.local\r\nTransfer_Encoding: chunked\r\n"
+        b"X-Keep: 1\r\nContent_Length: 99\r\nx_api_key: k\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    assert server.writes == [
+        b"POST /v1/x HTTP/1.1\r\nhost: up.example:9000\r\nx-keep: 1\r\ncontent-length: 5\r\n"
+        b"\r\nhello"
+    ]
+
+
+def test_invalid_chunk_mid_body_is_answered_400(harness: Harness) -> None:
+    # The head and first chunk went upstream; the broken chunk line closes that connection
+    # (the upstream never sees a complete request) and the client gets an answer.
+    upstream, server = harness.upstream()
+    harness.feed(CHUNKED_POST.split(b"6\r\n")[0])
+    assert server.data.startswith(CHUNKED_HEAD)
+    harness.feed(b"zz\r\n")
+    assert len(harness.client.writes) == 1
+    assert harness.client.writes[0].startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"illegal chunk header" in harness.client.writes[0]
+    assert b"connection: close\r\n" in harness.client.writes[0]
+    assert harness.client.ending and not harness.client.aborted  # a lingering close
+    assert server.closed and harness.idle() == []
+    assert not server.data.endswith(b"0\r\n\r\n")
+
+
+def test_invalid_chunk_after_the_response_went_out_closes(harness: Harness) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(CHUNKED_POST.split(b"6\r\n")[0])
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+    assert harness.client.writes  # the head and half the body are out
+    sent = harness.client.data
+    harness.feed(b"zz\r\n")
+    assert harness.client.data == sent  # no second response inside the first
+    assert harness.client.closed and server.closed
+
+
+def test_invalid_chunk_in_a_body_already_answered_gets_no_second_answer(
+    harness: Harness,
+) -> None:
+    harness.feed(
+        b"POST /nope HTTP/1.1\r\nHost: gw.local\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\nzz\r\n"
+    )
+    assert harness.client.writes == [local_response(404, b"route not found")]
+    assert harness.client.ending
+
+
+@pytest.mark.parametrize("split", range(1, len(CHUNKED_POST)))
+def test_chunked_request_split_anywhere(harness: Harness, split: int) -> None:
+    upstream, server = harness.upstream()
+    harness.feed(CHUNKED_POST[:split])
+    harness.feed(CHUNKED_POST[split:])
+    payload: list[bytes] = []
+    body = server.data[len(CHUNKED_HEAD) :]
+    assert server.data.startswith(CHUNKED_HEAD)
+    assert ChunkedScanner(payload.append).feed(body) == len(body)
+    assert b"".join(payload) == b"hello world"
+
+
+def test_slow_head_expires_from_its_first_byte(harness: Harness) -> None:
+    # Every byte arrives in time, but the head as a whole may take no longer than the idle
+    # timeout (agentgateway's header read timeout).
+    harness.feed(b"GET /v1/x HTTP/1.1\r\nHost: gw.local\r\n")
+    down = harness.down
+    now = harness.ctx.loop.time()
+    assert down.head_started
+    down.head_started = now - harness.ctx.idle_timeout - 1  # the first byte, long ago
+    down.last_active = now  # the latest byte, just now
+    harness.ctx.housekeeping()
+    assert harness.client.aborted
+
+
+def test_head_time_resets_for_each_request(harness: Harness) -> None:
+    upstream, _ = harness.upstream()
+    harness.feed(_get(b"/v1/one"))
+    assert harness.down.head_started == 0.0  # a complete head: nothing to time
+    upstream.data_received(_reply(b"1"))
+    harness.feed(b"GET /v1/two HTTP/1.1\r\n")
+    started = harness.down.head_started
+    assert started
+    harness.feed(b"Host: gw.local\r\n")
+    assert harness.down.head_started == started  # later bytes do not restart it
+    harness.feed(b"\r\n")
+    assert harness.down.head_started == 0.0
+
+
+def test_pipelined_head_is_timed_from_the_next_cycle(harness: Harness) -> None:
+    upstream, _ = harness.upstream()
+    harness.feed(_get(b"/v1/one") + b"GET /v1/two HTTP/1.1\r\n")
+    assert harness.down.head_started == 0.0  # behind a request in flight: not yet a head
+    upstream.data_received(_reply(b"1"))
+    assert harness.down.head_started  # now it is the head being read

@@ -420,8 +420,13 @@ def test_overlong_line_raises(prefix: bytes) -> None:
         (200, b"HTTP/1.1 200 OK\r\n"),
         (404, b"HTTP/1.1 404 Not Found\r\n"),
         (413, b"HTTP/1.1 413 Content Too Large\r\n"),
+        (414, b"HTTP/1.1 414 URI Too Long\r\n"),
+        (410, b"HTTP/1.1 410 Gone\r\n"),
+        (422, b"HTTP/1.1 422 Unprocessable Content\r\n"),
         (503, b"HTTP/1.1 503 Service Unavailable\r\n"),
+        (505, b"HTTP/1.1 505 HTTP Version Not Supported\r\n"),
         (299, b"HTTP/1.1 299 \r\n"),
+        (599, b"HTTP/1.1 599 \r\n"),
     ],
 )
 def test_status_line_bytes_and_cache(status: int, line: bytes) -> None:
@@ -432,4 +437,15 @@ def test_status_line_bytes_and_cache(status: int, line: bytes) -> None:
 
 def test_reason_phrase() -> None:
     assert reason_phrase(429) == b"Too Many Requests"
+    assert reason_phrase(416) == b"Range Not Satisfiable"  # RFC 9110's name on every Python
     assert reason_phrase(299) == b""
+
+
+def test_every_named_status_has_its_line() -> None:
+    from http import HTTPStatus
+
+    for status in HTTPStatus:
+        assert status_line(status.value) == b"HTTP/1.1 %d %s\r\n" % (
+            status.value, reason_phrase(status.value)
+        )
+        assert reason_phrase(status.value)

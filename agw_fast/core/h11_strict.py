@@ -1,0 +1,61 @@
+"""Two places where h11's request grammar is laxer than RFC 9112, made strict at import.
+
+h11 compiles its grammar into module-level regular expressions, and its readers look them up
+by name each time they run. Replacing two of them costs nothing per request (the parser
+runs a regex there anyway) where re-scanning every chunked body in Python would:
+
+* Chunk lines (RFC 9112 §7.1, §7.1.1). h11 accepts `;` followed by *anything* up to CRLF,
+  bare CR and control characters included. A front proxy that ends the line at a bare CR
+  frames the body differently from us, and what it then sends as the body reaches our
+  upstream as new requests (a published HTTP Garden case). We accept extensions only as
+  `token [= token / quoted-string]`, as the RFC spells them, and a chunk size only if it fits
+  in 64 bits (leading zeros aside), as hyper does.
+* Obsolete line folding (RFC 9112 §5.2). h11 joins a continuation line to the previous field
+  with a space, which the RFC permits; but a front proxy that does not fold sees a different
+  field (`Transfer-Encoding:\\r\\n chunked` is empty to it and chunked to us), so we answer 400
+  as hyper (agentgateway) and nginx do: a continuation line is then just an invalid field line.
+
+`harden_h11()` raises if h11's internals moved, so that an h11 upgrade cannot silently turn
+this off; tests check the behaviour through h11's public API.
+"""
+
+from __future__ import annotations
+
+import re
+
+import h11._readers
+
+__all__ = ["STRICT_CHUNK_HEADER", "harden_h11"]
+
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"  # RFC 9110 §5.6.2
+# RFC 9110 §5.6.4: qdtext is HTAB, SP, VCHAR except `"` and `\`, or obs-text; a quoted-pair
+# escapes HTAB, SP, VCHAR or obs-text. No other control character anywhere.
+_QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_BWS = rb"[ \t]*"
+_CHUNK_EXT = (
+    rb"(?:" + _BWS + rb";" + _BWS + _TOKEN
+    + rb"(?:" + _BWS + rb"=" + _BWS + rb"(?:" + _TOKEN + rb"|" + _QUOTED_STRING + rb"))?)*"
+)
+# h11 reads the line up to the first CRLF and fullmatches it; it reads the size from the
+# `chunk_size` group. 16 hex digits hold any 64-bit size; zeros in front add nothing. The
+# trailing whitespace before CRLF is h11's own leniency (some clients send it), kept.
+STRICT_CHUNK_HEADER = re.compile(
+    rb"0*(?P<chunk_size>[0-9A-Fa-f]{1,16})(?P<chunk_ext>" + _CHUNK_EXT + rb")[ \t]*\r\n"
+)
+# Never matches: every line is then a field line of its own, and one that starts with
+# whitespace fails h11's field-line grammar (a 400).
+_NO_OBS_FOLD = re.compile(rb"(?!)")
+
+
+def harden_h11() -> None:
+    """Make h11's request parsing strict where RFC 9112 asks (idempotent)."""
+    readers = h11._readers
+    version = getattr(h11, "__version__", "?")
+    for name in ("chunk_header_re", "obs_fold_re"):
+        if not isinstance(getattr(readers, name, None), re.Pattern):
+            raise RuntimeError(
+                f"h11 {version} has no h11._readers.{name}: agw_fast.core.h11_strict "
+                "must be updated for this h11 version"
+            )
+    readers.chunk_header_re = STRICT_CHUNK_HEADER
+    readers.obs_fold_re = _NO_OBS_FOLD
