@@ -34,7 +34,7 @@ from tests.e2e.conftest import (
     http_request,
     llm_config,
     metric_total,
-    parse_prometheus,
+    parse_metrics,
     poll,
     proxy_config,
 )
@@ -287,7 +287,7 @@ def _stats_config(body: str) -> str:
 def _scrape(port: int) -> list:
     response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=DEADLINE)
     assert response.status_code == 200
-    return parse_prometheus(response.text)
+    return parse_metrics(response.text)
 
 
 def _statuses(samples: list) -> dict[str, float]:
