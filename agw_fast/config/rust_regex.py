@@ -113,16 +113,6 @@ class _Literal:
         self.byte = byte  # written `\xNN`: a byte, not a char, when Unicode is off
 
 
-class _Class:
-    """A class item as a set, with how Rust's (?i) and negation apply to it."""
-
-    __slots__ = ("codes", "closed")
-
-    def __init__(self, codes: CodeSet, closed: bool = False) -> None:
-        self.codes = codes
-        self.closed = closed  # already folded and negated (Perl and Unicode classes)
-
-
 class _Parser:
     def __init__(self, pattern: str) -> None:
         self.p = pattern
