@@ -233,6 +233,7 @@ def _request_cycle(request: bytes) -> tuple[Callable[[], object], int]:
     down_cls = _attr("agw_fast.proxy.downstream", "DownstreamProtocol")
     upstream_cls = _attr("agw_fast.proxy.upstream", "UpstreamConnection")
     context_cls = _attr("agw_fast.server.worker", "WorkerContext")
+    recorder_cls = _attr("agw_fast.telemetry.recorder", "Recorder")
     registry_cls = _attr("agw_fast.telemetry.metrics", "MetricsRegistry")
     import uvloop
 
@@ -241,11 +242,11 @@ def _request_cycle(request: bytes) -> tuple[Callable[[], object], int]:
     config = model.Config(binds=(model.Bind(8080, (listener,)),))
     (bind,) = plan.compile_config(config)
     loop = uvloop.new_event_loop()  # never run: time() and call_later() only
-    ctx = context_cls(loop, config, registry_cls(), None)
-    ctx.access_log = None
+    # Metrics in a process-local registry, no access log (its cost is the telemetry case's).
+    ctx = context_cls(loop, config, recorder_cls(registry_cls(), None))
     (route,) = bind.single.routes()
     key = route.backends[0].pool_key
-    upstream = upstream_cls(ctx.pool, key)
+    upstream = upstream_cls(key)
     upstream.connection_made(_FakeTransport())
     ctx.pool.put(upstream)
     down = down_cls(ctx, bind)
