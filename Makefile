@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-dev
 
 help:
 	@echo "make demo        start the gateway on config/demo.yaml with the bundled mock LLM"
-	@echo "make test        create .venv if needed, install, run ruff + mypy --strict + pytest"
+	@echo "make test        create .venv if needed, install, run ruff + mypy --strict + lint-imports + pytest"
 	@echo "                 (as root with apt-get, also installs wrk and nginx-light for the bench test)"
 	@echo "make bench       full benchmark (installs wrk/nginx with apt-get when root)"
 	@echo "make bench-quick a few-second run of every scenario"
