@@ -14,8 +14,8 @@ from pathlib import Path
 
 from agw_fast.config.load import load_config, load_config_file
 from agw_fast.config.model import Config
-from agw_fast.core.plan import compile_config
 from agw_fast.errors import ConfigError
+from agw_fast.plan import compile_config
 
 __all__ = ["main"]
 

@@ -8,9 +8,9 @@ import sys
 from typing import Literal
 
 from agw_fast.config.model import Config
-from agw_fast.core.plan import compile_config
 from agw_fast.errors import ConfigError
 from agw_fast.log import configure_logging, logger
+from agw_fast.plan import compile_config
 from agw_fast.server.admin import admin_child
 from agw_fast.server.sockets import default_bind_address, open_listen_sockets
 from agw_fast.server.supervisor import ChildSpec, Supervisor

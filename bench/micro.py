@@ -154,7 +154,7 @@ def _telemetry_case(log_format: str | None) -> tuple[Callable[[], object], int]:
     recorder_cls = _attr("agw_fast.telemetry.recorder", "Recorder")
     registry_cls = _attr("agw_fast.telemetry.metrics", "MetricsRegistry")
     slots = _attr("agw_fast.telemetry.shared_slots", "SharedSlots")(1)
-    labels = _attr("agw_fast.core.plan", "RouteLabels").of(
+    labels = _attr("agw_fast.plan", "RouteLabels").of(
         "bind/3000", "default/default", "listener0", "default/route0"
     )
     access_log = None
@@ -229,7 +229,7 @@ def _request_cycle(request: bytes) -> tuple[Callable[[], object], int]:
     fake transports and no running loop: h11 parsing, routing, the upstream head, the
     response relay and the return to the pool (what a keep-alive request costs in Python)."""
     model = importlib.import_module("agw_fast.config.model")
-    plan = importlib.import_module("agw_fast.core.plan")
+    plan = importlib.import_module("agw_fast.plan")
     down_cls = _attr("agw_fast.proxy.downstream", "DownstreamProtocol")
     upstream_cls = _attr("agw_fast.proxy.upstream", "UpstreamConnection")
     context_cls = _attr("agw_fast.server.worker", "WorkerContext")

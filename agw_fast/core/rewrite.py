@@ -30,6 +30,7 @@ __all__ = [
     "apply_path_rewrite",
     "build_upstream_head",
     "local_response",
+    "without_body",
     "redirect_response",
     "split_target",
 ]
@@ -214,6 +215,12 @@ def build_upstream_head(
             return build_upstream_head(method, target, authority, headers, wider, framing)
     parts += (plan.extra, framing, b"\r\n")
     return b"".join(parts)
+
+
+def without_body(response: bytes) -> bytes:
+    """The head of a complete response: what a HEAD request gets (RFC 9110 §9.3.2); the
+    Content-Length stays, as it would be for a GET."""
+    return response[: response.index(b"\r\n\r\n") + 4]
 
 
 def local_response(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from agw_fast.core.rewrite import split_target
 from agw_fast.errors import ProxyError
 from agw_fast.llm.codings import CodingError, Inflater, UnsupportedCoding, parse_codings
 from agw_fast.llm.providers.openai import (
     LLMRequestError,
+    RouteTypeResolver,
     decode_request_body,
     default_path,
     rewrite_request_body,
@@ -22,10 +23,8 @@ from agw_fast.llm.providers.openai import (
 from agw_fast.llm.sse import SSEUsageObserver
 from agw_fast.llm.usage import JSONBodyCollector, Usage
 
-if TYPE_CHECKING:
-    from agw_fast.core.plan import AIRuntime
-
 __all__ = [
+    "AIRuntime",
     "LLMOutcome",
     "LLMRequest",
     "LLMRequestError",
@@ -46,6 +45,18 @@ RESPONSE_COLLECT_LIMIT = 8 * 1024 * 1024
 # bounded anyway (pieces of codings.STEP), this bounds the work a compression bomb can cause.
 STREAM_DECODE_LIMIT = 64 * 1024 * 1024
 _CONTENT_ENCODING = b"content-encoding:"
+
+
+@dataclass(frozen=True, slots=True)
+class AIRuntime:
+    """What an `ai` backend does to each request, compiled at load (`agw_fast.plan`)."""
+
+    model_override: str | None
+    route_types: RouteTypeResolver
+    has_host_override: bool
+    path_prefix: str | None
+    path_override: bytes | None
+    max_body: int
 
 
 @dataclass(frozen=True, slots=True)

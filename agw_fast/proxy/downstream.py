@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from enum import IntEnum
 from typing import Protocol, cast
 
 import h11
@@ -22,7 +23,6 @@ import h11
 from agw_fast.config.model import RequestRedirect
 from agw_fast.core.h11_strict import harden_h11
 from agw_fast.core.http1 import connection_tokens
-from agw_fast.core.plan import RouteLabels, RuntimeBackend, RuntimeBind, RuntimeRoute
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import (
     apply_authority_rewrite,
@@ -30,15 +30,17 @@ from agw_fast.core.rewrite import (
     local_response,
     redirect_response,
     split_target,
+    without_body,
 )
 from agw_fast.core.routing import RequestView, host_without_port, select_listener
 from agw_fast.errors import ProxyError
 from agw_fast.log import logger
+from agw_fast.plan import RouteLabels, RuntimeBackend, RuntimeBind, RuntimeRoute
 from agw_fast.policies import PolicyRequest, run_steps
 from agw_fast.proxy.exchange import Exchange, ReadPause, Services
 from agw_fast.telemetry.record import RequestRecord
 
-__all__ = ["ConnectionServices", "DownstreamProtocol"]
+__all__ = ["ConnectionServices", "DownstreamProtocol", "parser_reason"]
 
 harden_h11()
 
@@ -54,7 +56,15 @@ LINGER_SECONDS = 2.0
 # upstream can read it as a different (wrapped) number.
 MAX_CONTENT_LENGTH = 2**63 - 1
 
-_REQUEST, _LOCAL, _DISCARD = 1, 2, 3
+class RequestMode(IntEnum):
+    """What the events of the request being read are for."""
+
+    IDLE = 0  # between requests (or closing): nothing is being read for a request
+    PROXY = 1  # its body goes to the exchange
+    ANSWERED = 2  # answered locally: its body is read and dropped (up to MAX_DISCARD)
+
+
+_IDLE, _PROXY, _ANSWERED = RequestMode.IDLE, RequestMode.PROXY, RequestMode.ANSWERED
 
 _HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CONTENT_ENCODING = range(6)
 _SPECIAL_FIELDS = {
@@ -111,7 +121,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         self.exchange: Exchange | None = None
-        self.mode = 0  # what the current request's events are for: _REQUEST/_LOCAL/_DISCARD
+        self.mode = _IDLE
         self.keep_alive = True
         self.http11 = True
         self.closing = False
@@ -173,7 +183,7 @@ class DownstreamProtocol(asyncio.Protocol):
             return  # the answer is out and the connection is closing: drop what comes in
         now = self.last_active = self.loop.time()
         self.h11.receive_data(data)
-        if self.mode == 0:
+        if self.mode == _IDLE:
             if not self.head_started:
                 self.head_started = now
             self._process()
@@ -220,7 +230,7 @@ class DownstreamProtocol(asyncio.Protocol):
     def stop_taking_requests(self) -> None:
         """Draining: close now if idle between requests, else after the current response."""
         self.closing = True
-        if self.exchange is None and self.mode == 0:
+        if self.exchange is None and self.mode == _IDLE:
             self.abort()
 
     def exchange_finished(self, keep_alive: bool) -> None:
@@ -229,25 +239,21 @@ class DownstreamProtocol(asyncio.Protocol):
         self.exchange = None
         if self.read_pauses & (ReadPause.PENDING | ReadPause.UPSTREAM):
             self.resume_reading(ReadPause.PENDING | ReadPause.UPSTREAM)
-        if exchange is not None and not exchange.request_done and keep_alive:
-            self.mode = _DISCARD
-            self.discarded = 0
-            if self.h11.they_are_waiting_for_100_continue:
-                keep_alive = False  # the body will never come: the connection is unusable
+        # An exchange keeps the connection alive only if its request was read whole: skipping
+        # an unknown amount of body is not worth the connection.
         if not keep_alive or self.closing:
             if exchange is not None and not exchange.request_done:
                 self._linger()
             else:
                 self._close()
             return
-        if self.mode != _DISCARD:
-            self._next_cycle()
+        self._next_cycle()
 
     # -- request processing ------------------------------------------------------------------
 
     def _close(self) -> None:
         """Flush what was written, then close; nothing more is read or processed."""
-        self.mode = 0
+        self.mode = _IDLE
         transport = self.transport
         if transport is not None:
             self.transport = None
@@ -264,14 +270,14 @@ class DownstreamProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing() or not transport.can_write_eof():
             self._close()
             return
-        self.mode = 0
+        self.mode = _IDLE
         self.lingering = True
         self.transport = None  # nothing more is written or processed
         transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def _next_cycle(self) -> None:
-        self.mode = 0
+        self.mode = _IDLE
         self.discarded = 0
         now = self.last_active = self.loop.time()
         old = self.h11
@@ -294,6 +300,14 @@ class DownstreamProtocol(asyncio.Protocol):
             exchange.corked = True
         try:
             self._process_events()
+        except Exception:
+            # Also reached from upstream callbacks and timers (a finished exchange moves on to
+            # the next pipelined request): a bug costs this connection, never the caller's.
+            logger.exception("internal error on a client connection; closing it")
+            exchange = self.exchange
+            if exchange is not None:
+                exchange.abort()
+            self.abort()
         finally:
             exchange = self.exchange
             if exchange is not None and exchange.corked:
@@ -310,10 +324,10 @@ class DownstreamProtocol(asyncio.Protocol):
             kind = type(event)
             if kind is h11.Data:
                 mode = self.mode
-                if mode == _REQUEST:
+                if mode == _PROXY:
                     assert self.exchange is not None
                     self.exchange.on_request_body(event.data)  # type: ignore[union-attr]
-                elif mode == _DISCARD or mode == _LOCAL:
+                elif mode == _ANSWERED:
                     self.discarded += len(event.data)  # type: ignore[union-attr]
                     if self.discarded > MAX_DISCARD:
                         self._linger()
@@ -323,13 +337,13 @@ class DownstreamProtocol(asyncio.Protocol):
                 self._on_request(event)  # type: ignore[arg-type]
             elif kind is h11.EndOfMessage:
                 mode = self.mode
-                if mode == _REQUEST:
+                if mode == _PROXY:
                     assert self.exchange is not None
                     self.exchange.on_request_end()
                     # Whatever follows is a pipelined request: it waits in h11's buffer
                     # until this response is done (asking now would only return PAUSED).
                     return
-                if mode == _DISCARD or mode == _LOCAL:
+                if mode == _ANSWERED:
                     if self.closing or not self.keep_alive:
                         self._close()
                         return
@@ -342,7 +356,7 @@ class DownstreamProtocol(asyncio.Protocol):
                 return
 
     def _protocol_error(self, error: h11.RemoteProtocolError) -> None:
-        message = str(error)
+        message = parser_reason(error)
         exchange = self.exchange
         if exchange is not None:
             # The request body's framing broke (RFC 9112 §7.1): the exchange answers if the
@@ -350,7 +364,7 @@ class DownstreamProtocol(asyncio.Protocol):
             exchange.request_body_invalid(message)
             self.ctx.log_protocol_error(self.peer_name(), exchange.status, message)
             return
-        if self.mode != 0:
+        if self.mode != _IDLE:
             # The body of a request already answered: one answer is all a request gets.
             logger.info("invalid request body from %s after its answer: %s", self.peer_name(),
                         message)
@@ -381,12 +395,16 @@ class DownstreamProtocol(asyncio.Protocol):
         labels: RouteLabels,
         reason: str,
     ) -> None:
-        closing = not self.keep_alive or self.closing
-        response = local_response(status, body, close=closing)
-        self._answer(request, response, status, started, labels, reason, body, marked=True)
+        response = local_response(status, body)
+        self._answer(request, response, status, started, labels, reason, body)
 
-    def _reject(self, request: h11.Request, status: int, body: bytes, started: float) -> None:
-        """Refuse a request before routing: its head is one we will not forward."""
+    def _reject(
+        self, request: h11.Request, status: int, body: bytes, started: float, close: bool = True
+    ) -> None:
+        """Refuse a request before routing: its head is one we will not forward, and unless
+        `close` is False its framing is not one we can skip past on this connection."""
+        if close:
+            self.keep_alive = False
         self._local(request, status, body, started, self.bind.labels, Reason.INVALID_REQUEST)
 
     def _answer(
@@ -398,18 +416,20 @@ class DownstreamProtocol(asyncio.Protocol):
         labels: RouteLabels,
         reason: str,
         body: bytes = b"",
-        marked: bool = False,
         backend: RuntimeBackend | None = None,
     ) -> None:
         """Send a response the gateway makes itself (error, direct response, redirect).
 
-        `marked`: the response already says `connection: close` when it must; a prebuilt one
-        gets the line here. `labels` and `reason` name it for telemetry.
+        `response` is complete and says nothing of the connection: `connection: close` is
+        added here when the connection ends after it, and a HEAD request gets the head only.
+        `labels` and `reason` name it for telemetry.
         """
-        self.mode = _LOCAL
-        if not marked and (not self.keep_alive or self.closing):
+        self.mode = _ANSWERED
+        if not self.keep_alive or self.closing:
             line_end = response.index(b"\r\n") + 2
             response = response[:line_end] + b"connection: close\r\n" + response[line_end:]
+        if request.method == b"HEAD":
+            response = without_body(response)
         self.write(response)
         self._record_local(request, status, started, labels, reason, body, backend)
         if self.h11.they_are_waiting_for_100_continue or not self.keep_alive:
@@ -465,7 +485,6 @@ class DownstreamProtocol(asyncio.Protocol):
             # h11 takes any HTTP/d.d; we speak 1.0 and 1.1 only (RFC 9110 §15.6.6). hyper
             # answers 400 here; 505 says why. An HTTP/2 prior-knowledge preface
             # (`PRI * HTTP/2.0`) lands here too: we do not speak HTTP/2.
-            self.keep_alive = False
             self._reject(request, 505, b"HTTP version not supported", started)
             return
         keep_alive = http11
@@ -510,31 +529,27 @@ class DownstreamProtocol(asyncio.Protocol):
         if head_size > MAX_REQUEST_HEAD:
             # h11 bounds only heads that arrive incomplete; one that came whole in a single
             # read is measured here, so the limit holds however the bytes were split.
-            self.keep_alive = False
             self._reject(request, 431, b"request header fields too large", started)
             return
         if chunked:
             if length >= 0:
                 # RFC 9112 §6.1: both framings at once is the classic smuggling vector.
-                self.keep_alive = False
                 self._reject(request, 400, b"both transfer-encoding and content-length", started)
                 return
             if not http11:
                 # RFC 9112 §6.1: an HTTP/1.0 recipient may not understand chunked framing, so
                 # a front proxy may have framed this body by Content-Length or by the close.
-                self.keep_alive = False
                 self._reject(request, 400, b"transfer-encoding in an HTTP/1.0 request", started)
                 return
         elif length > MAX_CONTENT_LENGTH:
             # h11 checks the digits (no sign, `_` or space: RFC 9110 §8.6) but not the size:
             # an upstream that parses into 64 bits would wrap it (2**64 + 5 reads as 5).
-            self.keep_alive = False
             self._reject(request, 400, b"content-length too large", started)
             return
         if not target.startswith(b"/"):
             target = _origin_form(target)
             if not target:
-                self._reject(request, 400, b"invalid request target", started)
+                self._reject(request, 400, b"invalid request target", started, close=False)
                 return
         bind = self.bind
         path, query = split_target(target)
@@ -600,7 +615,7 @@ class DownstreamProtocol(asyncio.Protocol):
                     authority = host
                 elif kind != "auto":
                     authority = apply_authority_rewrite(rewrite.authority, host)
-        self.mode = _REQUEST
+        self.mode = _PROXY
         exchange = Exchange(
             self, self.ctx, route, backend, method, target, path, host, authority, headers,
             length, chunked, content_encoding, started,
@@ -634,6 +649,16 @@ class DownstreamProtocol(asyncio.Protocol):
             request, response, redirect.status, started, route.labels, Reason.DIRECT_RESPONSE,
             backend=backend,
         )
+
+
+def parser_reason(error: h11.RemoteProtocolError) -> str:
+    """h11's reason without the offending bytes it quotes (`illegal header line: b'…'`):
+    those may be a credential (a folded `Authorization` line, say), and the reason goes to
+    the log and back in the 400's body."""
+    text = str(error)
+    found = [text.find(mark) for mark in (" b'", ' b"', " bytearray(")]
+    cut = min((i for i in found if i >= 0), default=len(text))
+    return text[:cut].rstrip(": ") or "invalid request"
 
 
 def _header_triples(

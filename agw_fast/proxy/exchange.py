@@ -32,14 +32,15 @@ from typing import TYPE_CHECKING, Protocol
 
 from agw_fast.core.http1 import BODY_CHUNKED, BODY_CLOSE, ResponseHead
 from agw_fast.core.reason import Reason
-from agw_fast.core.rewrite import build_upstream_head, local_response
+from agw_fast.core.rewrite import build_upstream_head, local_response, without_body
 from agw_fast.errors import ProxyError
 from agw_fast.llm.exchange import LLMResponseObserver, prepare_llm_request
+from agw_fast.log import logger
 from agw_fast.proxy.upstream import UpstreamConnection
 from agw_fast.telemetry.record import RequestRecord, RequestRecorder
 
 if TYPE_CHECKING:
-    from agw_fast.core.plan import RuntimeBackend, RuntimeRoute
+    from agw_fast.plan import RuntimeBackend, RuntimeRoute
     from agw_fast.proxy.pool import UpstreamPool
 
 __all__ = ["Client", "Exchange", "ReadPause", "Services"]
@@ -324,6 +325,11 @@ class Exchange:
         except (OSError, ssl.SSLError, ssl.CertificateError) as error:
             self.fail(503, f"upstream call failed: {_describe(error)}", Reason.UPSTREAM_FAILURE)
             return
+        except Exception:
+            # A bug must cost this request, never leave it waiting forever.
+            logger.exception("internal error opening an upstream connection")
+            self.fail(503, "upstream call failed: internal error", Reason.UPSTREAM_FAILURE)
+            return
         if self.finished:
             self.services.pool.put(connection)
             return
@@ -520,9 +526,10 @@ class Exchange:
         # With the request body still coming, the connection ends after this answer (with a
         # lingering close): skipping an unknown amount of body is not worth keeping it.
         keep_alive = self.down.keep_alive and not self.down.closing and self.request_done
-        self.down.write(
-            local_response(status, body.encode(), content_type=content_type, close=not keep_alive)
+        response = local_response(
+            status, body.encode(), content_type=content_type, close=not keep_alive
         )
+        self.down.write(without_body(response) if self.head_request else response)
         self._finish(keep_alive=keep_alive)
 
     def request_body_invalid(self, message: str) -> None:

@@ -17,7 +17,7 @@ from agw_fast.log import logger
 from agw_fast.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
-    from agw_fast.core.plan import RuntimeBackend
+    from agw_fast.plan import RuntimeBackend
 
 __all__ = ["UpstreamPool", "keepalive_options"]
 

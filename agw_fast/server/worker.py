@@ -19,8 +19,8 @@ from collections.abc import Callable, Coroutine
 import uvloop
 
 from agw_fast.config.model import Config
-from agw_fast.core.plan import RuntimeBind
 from agw_fast.log import logger
+from agw_fast.plan import RuntimeBind
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
 from agw_fast.server.listener import DescriptorBudget, Listener

@@ -43,11 +43,12 @@ class AccessLog:
             return
         data = ("\n".join(self.lines) + "\n").encode("utf-8", "replace")
         self.lines.clear()
+        # A blocking write, as nginx's access log: a reader that stops reading stdout stalls
+        # the worker rather than lose lines (run the gateway under something that reads it).
+        # One write per loop turn keeps the syscalls off the per-request path.
         try:
             while data:
                 written = os.write(self.fd, data)
                 data = data[written:]
-        except BlockingIOError:
-            pass  # a full stdout pipe must not stall the proxy: drop the rest of the batch
         except OSError:
-            pass
+            pass  # stdout closed: nowhere to log to

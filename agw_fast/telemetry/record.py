@@ -1,19 +1,18 @@
 """What the proxy hands to telemetry when a request ends: one frozen record, one call.
 
 This module is the proxy's whole view of telemetry: `RequestRecord` (what the exchange or the
-local answer knew), the `Reason` values, and the `RequestRecorder` interface it is given.
-Metrics, the access log and their formats live behind that interface (`recorder.py`).
+local answer knew) and the `RequestRecorder` interface it is given (reasons are
+`core.reason.Reason` values). Metrics, the access log and their formats live behind that
+interface (`recorder.py`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
-from agw_fast.core.reason import Reason  # noqa: F401  (re-exported for the record's readers)
-
 if TYPE_CHECKING:
-    from agw_fast.core.plan import RouteLabels
     from agw_fast.llm.exchange import LLMOutcome
+    from agw_fast.plan import RouteLabels
 
 __all__ = ["RequestRecord", "RequestRecorder"]
 

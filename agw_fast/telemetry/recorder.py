@@ -10,21 +10,22 @@ logged, and the path is logged without its query.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from agw_fast.core.reason import Reason
-from agw_fast.log import format_fields, text_value
+from agw_fast.log import format_fields, logger, text_value
+from agw_fast.plan import UNKNOWN
 from agw_fast.telemetry.metrics import Hist, LLMKey, MetricsRegistry, RequestKey, observe_request
 from agw_fast.telemetry.record import RequestRecord
 
 if TYPE_CHECKING:
-    from agw_fast.core.plan import RouteLabels
     from agw_fast.llm.exchange import LLMOutcome
+    from agw_fast.plan import RouteLabels
     from agw_fast.telemetry.access_log import AccessLog
 
 __all__ = ["Recorder"]
 
-UNKNOWN = "unknown"
 # The methods nearly every request uses, decoded once.
 _METHODS = {
     m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")
@@ -53,12 +54,13 @@ def _time_per_output_token(llm: LLMOutcome, duration: float) -> float | None:
 # cache starts over; the registry itself caps the series.
 _SeriesCacheKey = tuple["RouteLabels", str | None, str, bytes, int, str | None]
 SERIES_CACHE_LIMIT = 4096
+FAILURE_LOG_INTERVAL = 60.0  # seconds between two logged telemetry failures
 
 
 class Recorder:
     """Counts every finished request and, when the access log is on, logs it."""
 
-    __slots__ = ("_prefixes", "_series", "access_log", "registry")
+    __slots__ = ("_last_failure_log", "_prefixes", "_series", "access_log", "registry")
 
     def __init__(self, registry: MetricsRegistry, access_log: AccessLog | None) -> None:
         self.registry = registry
@@ -66,26 +68,37 @@ class Recorder:
         self._series: dict[_SeriesCacheKey, Hist] = {}
         # Text-line starts ("gateway=… listener=… route=… "), one per RouteLabels object.
         self._prefixes: dict[RouteLabels, str] = {}
+        self._last_failure_log = -FAILURE_LOG_INTERVAL
 
     def record(self, record: RequestRecord) -> None:
-        (labels, backend, _, protocol, method, _, _, _, _, status, reason, _, duration, llm) = (
-            record
-        )
-        # The common case: one dict probe on the record's fields (RouteLabels hashes by
-        # identity), no label strings built.
-        cache_key = (labels, backend, protocol, method, status, reason)
-        hist = self._series.get(cache_key)
-        if hist is None:
-            hist = self._request_series(cache_key)
-        observe_request(hist, duration)
-        if llm is not None:
-            self._record_llm(labels, llm, duration)
-        access_log = self.access_log
-        if access_log is not None:
-            if access_log.json:
-                access_log.emit(_fields(record))
-            else:
-                access_log.emit_line(self._line(record))
+        try:
+            labels, backend, _, protocol, method, _, _, _, _, status, reason, _, duration, llm = (
+                record
+            )
+            # The common case: one dict probe on the record's fields (RouteLabels hashes by
+            # identity), no label strings built.
+            cache_key = (labels, backend, protocol, method, status, reason)
+            hist = self._series.get(cache_key)
+            if hist is None:
+                hist = self._request_series(cache_key)
+            observe_request(hist, duration)
+            if llm is not None:
+                self._record_llm(labels, llm, duration)
+            access_log = self.access_log
+            if access_log is not None:
+                if access_log.json:
+                    access_log.emit(_fields(record))
+                else:
+                    access_log.emit_line(self._line(record))
+        except Exception:
+            # Telemetry must never cost the connection its next request: log, go on.
+            self._failed()
+
+    def _failed(self) -> None:
+        now = time.monotonic()
+        if now - self._last_failure_log >= FAILURE_LOG_INTERVAL:
+            self._last_failure_log = now
+            logger.exception("internal error recording a request (logged once a minute)")
 
     def _request_series(self, cache_key: _SeriesCacheKey) -> Hist:
         labels, backend, protocol, method, status, reason = cache_key

@@ -255,3 +255,38 @@ def test_client_vanishing_mid_download_releases_the_upstream(
         sock.close()  # gone mid-body, with unread data: the kernel resets the connection
     assert misbehaving.released.wait(DEADLINE), "the upstream connection was never closed"
     assert_still_serving(client)
+
+
+def test_head_gets_the_head_of_local_answers_and_the_connection_stays_in_step(
+    gateway: GatewayFactory,
+) -> None:
+    """A HEAD answered by the gateway itself (direct response, redirect, no route, failed
+    upstream) carries the GET's Content-Length but no body (RFC 9110 §9.3.2): a body would be
+    read as the start of the next response on this keep-alive connection."""
+    dead = unused_port()
+    gw = gateway(QUIET + f"""binds:
+- port: 0
+  listeners:
+  - routes:
+    - matches: [{{path: {{exact: /direct}}}}]
+      policies: {{directResponse: {{status: 200, body: "hello"}}}}
+    - matches: [{{path: {{exact: /moved}}}}]
+      policies: {{requestRedirect: {{path: {{full: /elsewhere}}}}}}
+    - matches: [{{path: {{exact: /dead}}}}]
+      backends: [{{host: "127.0.0.1:{dead}"}}]
+""")
+    with RawClient(gw.port) as client:
+        for target, status, length in [
+            ("/direct", 200, "5"),
+            ("/moved", 302, "0"),
+            ("/nowhere", 404, str(len(b"route not found"))),
+            ("/dead", 503, None),
+        ]:
+            head = client.request(http_request("HEAD", target), head_request=True)
+            assert head.status == status, target
+            assert head.body == b"", target
+            if length is not None:
+                assert head.header("content-length") == length, target
+            # The same connection still frames the next response correctly.
+            after = client.request(http_request("GET", "/direct"))
+            assert (after.status, after.body) == (200, b"hello"), target

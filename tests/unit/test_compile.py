@@ -30,15 +30,15 @@ from agw_fast.config.model import (
     RoutePolicies,
     TimeoutPolicy,
 )
-from agw_fast.core.plan import (
+from agw_fast.core.rewrite import RESPONSE_HOP_BY_HOP
+from agw_fast.errors import ConfigError
+from agw_fast.plan import (
     DEFAULT_LLM_BUFFER,
     RuntimeBackend,
     RuntimeBind,
     RuntimeRoute,
     compile_config,
 )
-from agw_fast.core.rewrite import RESPONSE_HOP_BY_HOP
-from agw_fast.errors import ConfigError
 from agw_fast.policies import PolicyRequest, run_steps
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agw_fast.config import load_config_file
-from agw_fast.core.plan import compile_config
+from agw_fast.plan import compile_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 ENV = {"COHERE_API_KEY": "test-key", "OPENAI_API_KEY": "test-key", "HOME": "/root"}

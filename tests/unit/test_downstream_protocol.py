@@ -26,9 +26,9 @@ from agw_fast.config.model import (
     RouteMatch,
 )
 from agw_fast.core.http1 import ChunkedScanner
-from agw_fast.core.plan import RuntimeBackend, RuntimeBind, compile_config
 from agw_fast.core.rewrite import local_response
-from agw_fast.proxy.downstream import DownstreamProtocol, _header_triples
+from agw_fast.plan import RuntimeBackend, RuntimeBind, compile_config
+from agw_fast.proxy.downstream import DownstreamProtocol, _header_triples, parser_reason
 from agw_fast.proxy.upstream import UpstreamConnection
 from agw_fast.server.worker import WorkerContext
 from agw_fast.telemetry.metrics import MetricsRegistry
@@ -838,3 +838,24 @@ def test_pipelined_head_is_timed_from_the_next_cycle(harness: Harness) -> None:
     assert harness.down.head_started == 0.0  # behind a request in flight: not yet a head
     upstream.data_received(_reply(b"1"))
     assert harness.down.head_started  # now it is the head being read
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-secret\r\n  sk-more\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX sk-secret: v\r\n\r\n",
+        b"GET /sk-secret\x01 HTTP/1.1\r\n\r\n",
+    ],
+)
+def test_parser_reason_never_quotes_the_request(wire: bytes) -> None:
+    # h11 quotes the offending line; it may hold a credential, and the reason is logged and
+    # sent back in the 400's body.
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(wire)
+    with pytest.raises(h11.RemoteProtocolError) as caught:
+        connection.next_event()
+    assert "sk-" in str(caught.value)
+    reason = parser_reason(caught.value)
+    assert "sk-" not in reason
+    assert reason in ("illegal header line", "illegal request line")

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from agw_fast.core.plan import RouteLabels
 from agw_fast.core.reason import Reason
 from agw_fast.llm.exchange import LLMOutcome
+from agw_fast.plan import RouteLabels
 from agw_fast.telemetry.access_log import AccessLog
 from agw_fast.telemetry.metrics import MetricsRegistry
 from agw_fast.telemetry.record import RequestRecord
@@ -152,3 +152,20 @@ def test_no_access_log_still_counts() -> None:
     recorder.record(record(method=b"PROPFIND"))
     (key,) = recorder.registry.snapshot().requests
     assert key[7] == "PROPFIND"
+
+
+def test_a_failing_record_is_logged_not_raised(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The recorder runs inside the exchange's ending; an exception there would reach an
+    # upstream callback and cut a pooled connection. It is logged (once a minute) instead.
+    recorder = text_recorder(loop)
+    bad = record(method=None)  # type: ignore[arg-type]
+    with caplog.at_level("ERROR", logger="agw_fast"):
+        recorder.record(bad)
+        recorder.record(bad)
+    assert [r.getMessage() for r in caplog.records] == [
+        "internal error recording a request (logged once a minute)"
+    ]
+    recorder.record(record())  # and the next request is recorded as usual
+    assert len(lines(recorder)) == 1

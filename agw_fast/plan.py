@@ -37,12 +37,12 @@ from agw_fast.core.rewrite import (
 from agw_fast.core.routing import ListenerMap, RouteTable
 from agw_fast.core.tls import client_context
 from agw_fast.errors import ConfigError
+from agw_fast.llm.exchange import AIRuntime
 from agw_fast.llm.providers.openai import RouteTypeResolver
 from agw_fast.policies import RequestStep, compile_request_steps
 
 __all__ = [
     "DEFAULT_LLM_BUFFER",
-    "AIRuntime",
     "RouteLabels",
     "RuntimeBackend",
     "RuntimeBind",
@@ -98,16 +98,6 @@ class RouteLabels:
             route_rule or UNKNOWN,
         )
         return cls(bind, gateway, listener, route, route_rule, values)
-
-
-@dataclass(frozen=True, slots=True)
-class AIRuntime:
-    model_override: str | None
-    route_types: RouteTypeResolver
-    has_host_override: bool
-    path_prefix: str | None
-    path_override: bytes | None
-    max_body: int
 
 
 @dataclass(eq=False, slots=True)
