@@ -851,3 +851,16 @@ def tls_server_context(certs: Certs) -> ssl.SSLContext:
 def tls_client_context(certs: Certs) -> ssl.SSLContext:
     """A client context trusting the suite's CA (to talk to the TLS mock directly)."""
     return ssl.create_default_context(cafile=str(certs.ca_path))
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    """A recording upstream for the module (a module needing another behaviour overrides it)."""
+    with Upstream() as recording:
+        yield recording
+
+
+@pytest.fixture(scope="module")
+def gw(module_gateway: GatewayFactory, upstream: Upstream) -> Process:
+    """A gateway with one plain route to `upstream`, for the whole module."""
+    return module_gateway(proxy_config(upstream.port))

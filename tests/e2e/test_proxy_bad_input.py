@@ -5,32 +5,19 @@ and never reaches the upstream; other connections carry on."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 
 import pytest
 
 from tests.e2e.conftest import (
     DEADLINE,
     BufferedSocket,
-    GatewayFactory,
     Process,
     RawClient,
     RawMessage,
     Upstream,
     http_request,
-    proxy_config,
 )
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[Upstream]:
-    with Upstream() as recording:
-        yield recording
-
-
-@pytest.fixture(scope="module")
-def gw(module_gateway: GatewayFactory, upstream: Upstream) -> Process:
-    return module_gateway(proxy_config(upstream.port))
 
 
 def send_bad(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import select
 import socket
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -41,17 +40,6 @@ from tests.e2e.conftest import (
 
 CANARY = b"GET /smuggled HTTP/1.1\r\nHost: canary\r\n\r\n"
 REQUESTS = "agentgateway_requests_total"
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[Upstream]:
-    with Upstream() as recording:
-        yield recording
-
-
-@pytest.fixture(scope="module")
-def gw(module_gateway: GatewayFactory, upstream: Upstream) -> Process:
-    return module_gateway(proxy_config(upstream.port))
 
 
 def _head(first_line: bytes, *fields: bytes) -> bytes:

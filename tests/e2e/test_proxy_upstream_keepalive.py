@@ -8,9 +8,6 @@ kernel shows a keepalive timer on a socket only when SO_KEEPALIVE is on.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-
-import pytest
 
 from tests.e2e.conftest import (
     GatewayFactory,
@@ -24,12 +21,6 @@ from tests.e2e.conftest import (
 from tests.e2e.test_proxy_nodelay import worker_tcp_sockets
 
 KEEPALIVE_TIMER = 2  # /proc/net/tcp "tr" column: 2 is the keepalive timer
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[Upstream]:
-    with Upstream() as server:
-        yield server
 
 
 def upstream_keepalive(gateway: GatewayFactory, upstream: Upstream, extra: str) -> list[
