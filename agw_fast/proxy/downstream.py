@@ -426,8 +426,8 @@ class DownstreamProtocol(asyncio.Protocol):
         """
         self.mode = _ANSWERED
         if not self.keep_alive or self.closing:
-            line_end = response.index(b"\r\n") + 2
-            response = response[:line_end] + b"connection: close\r\n" + response[line_end:]
+            head_end = response.index(b"\r\n\r\n") + 2
+            response = response[:head_end] + b"connection: close\r\n" + response[head_end:]
         if request.method == b"HEAD":
             response = without_body(response)
         self.write(response)
