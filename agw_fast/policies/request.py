@@ -13,10 +13,14 @@ class PolicyRequest:
 
     Built only for routes that have steps. `headers` are (lowercase name, value) pairs as
     the client sent them; `query` keeps its leading `?` (b"" when there is none);
-    `matched_prefix` is the route's path prefix when a prefix match selected it.
+    `matched_prefix` is the route's path prefix when a prefix match selected it. A step may
+    also add response fields (`add_response_header`), e.g. rate-limit or CORS headers.
     """
 
-    __slots__ = ("method", "host", "path", "query", "headers", "matched_prefix")
+    __slots__ = (
+        "method", "host", "path", "query", "headers", "matched_prefix", "source",
+        "response_lines",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -26,6 +30,7 @@ class PolicyRequest:
         query: bytes,
         headers: Sequence[tuple[bytes, bytes]],
         matched_prefix: str | None,
+        source: str = "",
     ) -> None:
         self.method = method
         self.host = host
@@ -33,6 +38,17 @@ class PolicyRequest:
         self.query = query
         self.headers = headers
         self.matched_prefix = matched_prefix
+        self.source = source  # the client's "addr:port" (IPv6 in brackets)
+        # Lines (`name: value\r\n`) steps add to whatever response the request gets.
+        self.response_lines: list[bytes] | None = None
+
+    def add_response_header(self, name: bytes, value: bytes) -> None:
+        """Have the response, proxied or answered by a later step, carry this field."""
+        line = b"%s: %s\r\n" % (name, value)
+        if self.response_lines is None:
+            self.response_lines = [line]
+        else:
+            self.response_lines.append(line)
 
 
 class PolicyAnswer(NamedTuple):

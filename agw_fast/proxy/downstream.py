@@ -576,11 +576,19 @@ class DownstreamProtocol(asyncio.Protocol):
         route = matched.route
         prefix = matched.match.path.value if matched.match.path.kind == "prefix" else None
         steps = route.request_steps
+        policy_lines = b""
         if steps:
-            policy_request = PolicyRequest(method, host, path, query, headers, prefix)
+            policy_request = PolicyRequest(
+                method, host, path, query, headers, prefix, self.peer_name()
+            )
             answer = run_steps(steps, policy_request)
+            if policy_request.response_lines is not None:
+                policy_lines = b"".join(policy_request.response_lines)
             if answer is not None:
                 response, reason = answer
+                if policy_lines:
+                    head_end = response.index(b"\r\n\r\n") + 2
+                    response = response[:head_end] + policy_lines + response[head_end:]
                 self._answer(
                     request, response, int(response[9:12]), started, route.labels, reason
                 )
@@ -620,6 +628,8 @@ class DownstreamProtocol(asyncio.Protocol):
             self, self.ctx, route, backend, method, target, path, host, authority, headers,
             length, chunked, content_encoding, started,
         )
+        if policy_lines:
+            exchange.response_extra += policy_lines
         self.exchange = exchange
         exchange.start(expect and self.h11.they_are_waiting_for_100_continue)
 

@@ -139,6 +139,7 @@ class Exchange:
         "replayable",
         "error",
         "reason",
+        "response_extra",
     )
 
     def __init__(
@@ -170,6 +171,9 @@ class Exchange:
         self.headers = headers
         self.head_request = method == b"HEAD"
         self.response_drop = backend.response_drop
+        # Response lines the gateway adds: the backend's plan, plus what this request's
+        # policy steps asked for (set by the client side before `start`).
+        self.response_extra = backend.response_extra
         self.request_length = request_length
         self.request_chunked = request_chunked
         self.request_done = False
@@ -418,7 +422,7 @@ class Exchange:
                 b"\r\n",
                 b"\r\n".join(lines),
                 b"\r\n" if lines else b"",
-                self.backend.response_extra,
+                self.response_extra,
                 b"connection: close\r\n\r\n" if close else b"\r\n",
             )
         )
