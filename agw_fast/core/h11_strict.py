@@ -25,23 +25,13 @@ import re
 
 import h11._readers
 
+from agw_fast.core.abnf import CHUNK_LINE_PATTERN
+
 __all__ = ["STRICT_CHUNK_HEADER", "harden_h11"]
 
-_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"  # RFC 9110 §5.6.2
-# RFC 9110 §5.6.4: qdtext is HTAB, SP, VCHAR except `"` and `\`, or obs-text; a quoted-pair
-# escapes HTAB, SP, VCHAR or obs-text. No other control character anywhere.
-_QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
-_BWS = rb"[ \t]*"
-_CHUNK_EXT = (
-    rb"(?:" + _BWS + rb";" + _BWS + _TOKEN
-    + rb"(?:" + _BWS + rb"=" + _BWS + rb"(?:" + _TOKEN + rb"|" + _QUOTED_STRING + rb"))?)*"
-)
 # h11 reads the line up to the first CRLF and fullmatches it; it reads the size from the
-# `chunk_size` group. 16 hex digits hold any 64-bit size; zeros in front add nothing. The
-# trailing whitespace before CRLF is h11's own leniency (some clients send it), kept.
-STRICT_CHUNK_HEADER = re.compile(
-    rb"0*(?P<chunk_size>[0-9A-Fa-f]{1,16})(?P<chunk_ext>" + _CHUNK_EXT + rb")[ \t]*\r\n"
-)
+# `chunk_size` group. The grammar is the one the response side uses (`core.abnf`).
+STRICT_CHUNK_HEADER = re.compile(CHUNK_LINE_PATTERN + rb"\r\n")
 # Never matches: every line is then a field line of its own, and one that starts with
 # whitespace fails h11's field-line grammar (a 400).
 _NO_OBS_FOLD = re.compile(rb"(?!)")

@@ -22,15 +22,20 @@ from tests.e2e.conftest import (
     RawClient,
     Upstream,
     UpstreamConnection,
+    access_log_lines,
     echo_json,
     gateway_client,
     http_request,
     http_response,
+    poll,
     proxy_config,
     unused_port,
 )
 
 ANNOUNCED = 100_000
+# HTTP Garden's chunk-extension shape, on a response: a client that ends the chunk line at the
+# bare CR reads a 0x41-byte chunk made of what we read as the next chunk line and the canary.
+BARE_CR_CHUNKS = b"41;a=b\r\r" + b"X" * 0x41 + b"\r\n0\r\n\r\n"
 
 
 class Misbehaving:
@@ -59,6 +64,10 @@ class Misbehaving:
                 for _ in range(3):
                     conn.send(b"400\r\n" + pseudo_random_bytes(1024) + b"\r\n")
                 return
+            if target.startswith("/bare-cr-chunk"):
+                conn.send(http_response(200, b"", [("Transfer-Encoding", "chunked")],
+                                        content_length=False) + BARE_CR_CHUNKS)
+                continue
             if target.startswith("/slow-body"):
                 # The head at once, the body over ~1 s: longer than the route's timeouts.
                 conn.send(http_response(200, b"", [("Transfer-Encoding", "chunked")],
@@ -239,6 +248,34 @@ def test_upstream_dying_mid_chunked_body_is_not_a_complete_response(
     assert b"transfer-encoding: chunked" in data.lower()
     assert not data.endswith(b"0\r\n\r\n"), "a truncated body was framed as complete"
     assert_still_serving(client)
+
+
+def _access_log_line(gw: Process, target: str) -> dict[str, str]:
+    found = poll(
+        lambda: [line for line in access_log_lines(gw.output()) if line["http.path"] == target],
+        lambda lines: len(lines) >= 1,
+        what=f"the access log line of {target}",
+    )
+    assert len(found) == 1, found
+    line: dict[str, str] = found[0]
+    return line
+
+
+def test_a_chunk_line_with_a_bare_cr_is_not_relayed(gw: Process) -> None:
+    """HTTP Garden's chunk-extension desync, upstream side: relayed as it came, the response
+    would be framed one way by us and another by a client that ends lines at a bare CR; the
+    bytes after the bad line never reach the client and its connection is closed."""
+    with RawClient(gw.port) as raw:
+        raw.send(http_request("GET", "/bare-cr-chunk"))
+        data = raw.reader.read_until_close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), data[:200]
+    assert b"transfer-encoding: chunked" in head.lower()
+    # Nothing past the bad line's LF (a read may have ended inside the line, and what came
+    # before its LF could not be judged yet).
+    assert BARE_CR_CHUNKS.startswith(body) and b"\n" not in body, body[:200]
+    line = _access_log_line(gw, "/bare-cr-chunk")
+    assert line["error"].startswith("upstream call failed: invalid response: bad chunk line"), line
 
 
 def test_client_vanishing_mid_download_releases_the_upstream(

@@ -7,6 +7,7 @@ import h11
 import pytest
 
 from agw_fast.core.h11_strict import STRICT_CHUNK_HEADER, harden_h11
+from agw_fast.core.http1 import UpstreamProtocolError, decode_chunked
 
 harden_h11()
 
@@ -41,51 +42,63 @@ def _body(chunks: bytes) -> bytes | int:
     return b"".join(e for e in events[1:-1] if isinstance(e, bytes))
 
 
-@pytest.mark.parametrize(
-    "chunks",
-    [
-        b"5\r\nhello\r\n0\r\n\r\n",
-        b"5;a\r\nhello\r\n0\r\n\r\n",
-        b"5;a=b;c=d\r\nhello\r\n0\r\n\r\n",
-        b'5 ; a = "quoted \\" string; with, separators" ; b\r\nhello\r\n0\r\n\r\n',
-        b"5;a=\"\x80\xff\"\r\nhello\r\n0\r\n\r\n",  # obs-text in a quoted string
-        b"5 \r\nhello\r\n0\r\n\r\n",  # h11's own leniency: whitespace before CRLF
-        b"0005\r\nhello\r\n0000\r\n\r\n",
-        b"000000000000000000005\r\nhello\r\n0\r\n\r\n",
-        b"5\r\nhello\r\n0;last=1\r\nX-Trailer: t\r\n\r\n",
-    ],
-)
+VALID_CHUNKS = [
+    b"5\r\nhello\r\n0\r\n\r\n",
+    b"5;a\r\nhello\r\n0\r\n\r\n",
+    b"5;a=b;c=d\r\nhello\r\n0\r\n\r\n",
+    b'5 ; a = "quoted \\" string; with, separators" ; b\r\nhello\r\n0\r\n\r\n',
+    b"5;a=\"\x80\xff\"\r\nhello\r\n0\r\n\r\n",  # obs-text in a quoted string
+    b"5 \r\nhello\r\n0\r\n\r\n",  # h11's own leniency: whitespace before CRLF
+    b"0005\r\nhello\r\n0000\r\n\r\n",
+    b"000000000000000000005\r\nhello\r\n0\r\n\r\n",
+    b"5\r\nhello\r\n0;last=1\r\nX-Trailer: t\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("chunks", VALID_CHUNKS)
 def test_valid_chunk_lines(chunks: bytes) -> None:
     assert _body(chunks) == b"hello"
 
 
-@pytest.mark.parametrize(
-    "chunks",
-    [
-        b"41;a=b\r\rXXXX\r\n",  # a bare CR inside the extension (HTTP Garden)
-        b"5;a=b\rc\r\nhello\r\n0\r\n\r\n",
-        b"5;a=b\nc\r\nhello\r\n0\r\n\r\n",
-        b"5;a=\x01\r\nhello\r\n0\r\n\r\n",
-        b"5;a=\x7f\r\nhello\r\n0\r\n\r\n",
-        b'5;a="\x00"\r\nhello\r\n0\r\n\r\n',
-        b"5;\r\nhello\r\n0\r\n\r\n",
-        b"5;=b\r\nhello\r\n0\r\n\r\n",
-        b"5;a=\r\nhello\r\n0\r\n\r\n",
-        b"5;a=b c\r\nhello\r\n0\r\n\r\n",
-        b'5;a="b\r\nhello\r\n0\r\n\r\n',
-        b"5;a=(b)\r\nhello\r\n0\r\n\r\n",
-        b"zz\r\nhello\r\n0\r\n\r\n",
-        b"-5\r\nhello\r\n0\r\n\r\n",
-        b"+5\r\nhello\r\n0\r\n\r\n",
-        b"0x5\r\nhello\r\n0\r\n\r\n",
-        b" 5\r\nhello\r\n0\r\n\r\n",
-        b"\r\nhello\r\n0\r\n\r\n",
-        b"10000000000000000\r\nhello\r\n0\r\n\r\n",  # 2**64: does not fit
-        b"5\nhello\r\n0\r\n\r\n",
-    ],
-)
+INVALID_CHUNKS = [
+    b"41;a=b\r\rXXXX\r\n",  # a bare CR inside the extension (HTTP Garden)
+    b"5;a=b\rc\r\nhello\r\n0\r\n\r\n",
+    b"5;a=b\nc\r\nhello\r\n0\r\n\r\n",
+    b"5;a=\x01\r\nhello\r\n0\r\n\r\n",
+    b"5;a=\x7f\r\nhello\r\n0\r\n\r\n",
+    b'5;a="\x00"\r\nhello\r\n0\r\n\r\n',
+    b"5;\r\nhello\r\n0\r\n\r\n",
+    b"5;=b\r\nhello\r\n0\r\n\r\n",
+    b"5;a=\r\nhello\r\n0\r\n\r\n",
+    b"5;a=b c\r\nhello\r\n0\r\n\r\n",
+    b'5;a="b\r\nhello\r\n0\r\n\r\n',
+    b"5;a=(b)\r\nhello\r\n0\r\n\r\n",
+    b"zz\r\nhello\r\n0\r\n\r\n",
+    b"-5\r\nhello\r\n0\r\n\r\n",
+    b"+5\r\nhello\r\n0\r\n\r\n",
+    b"0x5\r\nhello\r\n0\r\n\r\n",
+    b" 5\r\nhello\r\n0\r\n\r\n",
+    b"\r\nhello\r\n0\r\n\r\n",
+    b"10000000000000000\r\nhello\r\n0\r\n\r\n",  # 2**64: does not fit
+    b"5\nhello\r\n0\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("chunks", INVALID_CHUNKS)
 def test_invalid_chunk_lines_are_400(chunks: bytes) -> None:
     assert _body(chunks) == 400
+
+
+@pytest.mark.parametrize("chunks", VALID_CHUNKS + INVALID_CHUNKS)
+def test_responses_are_held_to_the_grammar_of_requests(chunks: bytes) -> None:
+    """One chunk-line grammar (`core.abnf`) both ways: the upstream response scanner accepts
+    exactly the lines h11 accepts in a request once hardened."""
+    try:
+        payload, end = decode_chunked(chunks)
+    except UpstreamProtocolError:
+        payload, end = b"", -1
+    request = _body(chunks)
+    assert (payload if end == len(chunks) else 400) == request
 
 
 def test_largest_64_bit_chunk_size_is_accepted() -> None:
@@ -123,3 +136,4 @@ def test_harden_refuses_an_h11_without_the_expected_internals(
     monkeypatch.delattr(h11._readers, "obs_fold_re")
     with pytest.raises(RuntimeError, match="obs_fold_re"):
         harden_h11()
+
