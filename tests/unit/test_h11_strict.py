@@ -3,7 +3,14 @@ h11 upgrade moves the internals we replace, these fail instead of the checks goi
 
 from __future__ import annotations
 
+import re
+import types
+from collections.abc import Callable
+from typing import Any
+
 import h11
+import h11._abnf
+import h11._readers
 import pytest
 
 from agw_fast.core.h11_strict import STRICT_CHUNK_HEADER, harden_h11
@@ -137,3 +144,38 @@ def test_harden_refuses_an_h11_without_the_expected_internals(
     with pytest.raises(RuntimeError, match="obs_fold_re"):
         harden_h11()
 
+
+def _rebound(function: Callable[..., Any], **names: object) -> Callable[..., Any]:
+    """`function` reading `names` from a namespace of its own, not its module's: as if h11 had
+    bound its regexes at import instead of looking them up by module name each time."""
+    return types.FunctionType(
+        function.__code__,
+        {**function.__globals__, **names},
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+
+
+# h11 0.16's own patterns, before hardening.
+_H11_OBS_FOLD = re.compile(rb"[ \t]+")
+_H11_CHUNK_HEADER = re.compile(h11._abnf.chunk_header.encode("ascii"))
+
+
+def test_harden_refuses_an_h11_that_no_longer_reads_its_fold_pattern(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fold = _rebound(h11._readers._obsolete_line_fold, obs_fold_re=_H11_OBS_FOLD)
+    monkeypatch.setattr(h11._readers, "_obsolete_line_fold", fold)
+    with pytest.raises(RuntimeError, match="folded header"):
+        harden_h11()
+
+
+def test_harden_refuses_an_h11_that_no_longer_reads_its_chunk_pattern(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reader = h11._readers.ChunkedReader
+    call = _rebound(reader.__call__, chunk_header_re=_H11_CHUNK_HEADER)
+    monkeypatch.setattr(reader, "__call__", call)
+    with pytest.raises(RuntimeError, match="bare CR in a chunk extension"):
+        harden_h11()
