@@ -79,7 +79,14 @@ def parse_response_head(
     `drop`: lowercase names of fields not to relay (hop-by-hop, response header policy).
     The kept lines are returned ready to relay, so the relayed head costs one join.
     """
-    lines = bytes(buf[:end]).split(b"\r\n")
+    raw = bytes(buf[:end])
+    lines = raw.split(b"\r\n")
+    breaks = len(lines) - 1
+    # The lines are relayed as they came, so the client reads them again: a bare CR or LF
+    # that it takes for a line end (h11 does, for LF) would give it fields we never saw, a
+    # Transfer-Encoding among them. RFC 9110 §5.5 lets us reject CR, LF and NUL in values.
+    if raw.count(b"\n") != breaks or raw.count(b"\r") != breaks or b"\0" in raw:
+        raise UpstreamProtocolError("bare CR, LF or NUL in the response head")
     first = lines[0]
     parts = first.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3:

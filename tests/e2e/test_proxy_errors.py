@@ -68,6 +68,11 @@ class Misbehaving:
                 conn.send(http_response(200, b"", [("Transfer-Encoding", "chunked")],
                                         content_length=False) + BARE_CR_CHUNKS)
                 continue
+            if target.startswith("/bare-lf-head"):
+                # To a client that ends lines at a bare LF, this is chunked *and* 5 bytes long.
+                conn.send(b"HTTP/1.1 200 OK\r\nX-A: a\nTransfer-Encoding: chunked\r\n"
+                          b"Content-Length: 5\r\n\r\nhello")
+                continue
             if target.startswith("/slow-body"):
                 # The head at once, the body over ~1 s: longer than the route's timeouts.
                 conn.send(http_response(200, b"", [("Transfer-Encoding", "chunked")],
@@ -276,6 +281,17 @@ def test_a_chunk_line_with_a_bare_cr_is_not_relayed(gw: Process) -> None:
     assert BARE_CR_CHUNKS.startswith(body) and b"\n" not in body, body[:200]
     line = _access_log_line(gw, "/bare-cr-chunk")
     assert line["error"].startswith("upstream call failed: invalid response: bad chunk line"), line
+
+
+def test_a_response_head_with_a_bare_lf_is_503(client: httpx.Client) -> None:
+    # The head is relayed as it came: a client that ends lines at the bare LF would read a
+    # Transfer-Encoding we never saw. Nothing was relayed yet, so the client gets an answer.
+    assert_local_error(
+        client.get("/bare-lf-head"),
+        503,
+        "upstream call failed: invalid response: bare CR, LF or NUL in the response head",
+    )
+    assert_still_serving(client)
 
 
 def test_client_vanishing_mid_download_releases_the_upstream(

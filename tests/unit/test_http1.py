@@ -249,6 +249,27 @@ def test_invalid_heads_raise(raw: bytes) -> None:
         _parse(raw)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # h11 (and others) end a line at a bare LF: the client would see a Transfer-Encoding
+        # that we relay as part of X-A's value, and frame the body differently from us.
+        b"HTTP/1.1 200 OK\r\nX-A: a\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: a\rTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 O\rK\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: a\r\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: a\n\r\n\r\n",
+    ],
+)
+def test_bare_cr_lf_or_nul_in_a_head_raises(raw: bytes) -> None:
+    # RFC 9110 §5.5: CR, LF and NUL are invalid in a field value; the head is relayed as it
+    # came, so one the client reads as a line end would give it fields we never parsed.
+    with pytest.raises(UpstreamProtocolError):
+        _parse(raw)
+
+
 @pytest.mark.parametrize("value", [b"+5", b"5_0", b"-0", b"1_000", b" +1"])
 def test_content_length_is_digits_only(value: bytes) -> None:
     # RFC 9110 §8.6: Content-Length = 1*DIGIT; int() would also take a sign or underscores.
