@@ -5,6 +5,7 @@ downstream (never framed as complete); a client that goes away releases the upst
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from tests.e2e.conftest import (
 )
 
 ANNOUNCED = 100_000
+CLOSE_DELIMITED = b"a body delimited by the close"
 # HTTP Garden's chunk-extension shape, on a response: a client that ends the chunk line at the
 # bare CR reads a 0x41-byte chunk made of what we read as the next chunk line and the canary.
 BARE_CR_CHUNKS = b"41;a=b\r\r" + b"X" * 0x41 + b"\r\n0\r\n\r\n"
@@ -43,6 +45,7 @@ class Misbehaving:
 
     def __init__(self) -> None:
         self.released = threading.Event()  # the gateway closed a connection we were holding
+        self.end_body = threading.Event()  # the test saw the body: end the connection now
         self.upstream = Upstream(self.handle)
 
     def handle(self, conn: UpstreamConnection) -> None:
@@ -63,6 +66,16 @@ class Misbehaving:
                                         content_length=False))
                 for _ in range(3):
                     conn.send(b"400\r\n" + pseudo_random_bytes(1024) + b"\r\n")
+                return
+            if target.startswith("/close-delimited/"):
+                # No Content-Length, no chunked: the body ends at the close (RFC 9112 §6.3).
+                conn.send(http_response(200, CLOSE_DELIMITED, content_length=False))
+                self.end_body.wait(DEADLINE)
+                if target.endswith("/reset"):
+                    # SO_LINGER 0: close() sends an RST instead of a FIN.
+                    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                         struct.pack("ii", 1, 0))
+                conn.sock.close()
                 return
             if target.startswith("/bare-cr-chunk"):
                 conn.send(http_response(200, b"", [("Transfer-Encoding", "chunked")],
@@ -264,6 +277,31 @@ def _access_log_line(gw: Process, target: str) -> dict[str, str]:
     assert len(found) == 1, found
     line: dict[str, str] = found[0]
     return line
+
+
+@pytest.mark.parametrize("ending", ["clean", "reset"])
+def test_a_reset_does_not_end_a_close_delimited_body(
+    gw: Process, misbehaving: Misbehaving, ending: str
+) -> None:
+    """A close-delimited body ends at the upstream's close (RFC 9112 §6.3); a reset is no end:
+    the body may be cut short (RFC 9112 §8). The client sees a close either way, but a reset
+    is recorded as the upstream failure it is."""
+    target = f"/close-delimited/{ending}"
+    misbehaving.end_body.clear()
+    with RawClient(gw.port) as raw:
+        raw.send(http_request("GET", target))
+        head = raw.reader.read_until(b"\r\n\r\n")
+        assert raw.reader.read_exact(len(CLOSE_DELIMITED)) == CLOSE_DELIMITED
+        misbehaving.end_body.set()  # the gateway relayed it all: now end the upstream side
+        assert raw.reader.read_until_close() == b""
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in head.lower()
+    line = _access_log_line(gw, target)
+    assert line["http.status"] == "200"
+    if ending == "clean":
+        assert "error" not in line, line
+    else:
+        assert line["error"].startswith("upstream call failed: connection closed: "), line
 
 
 def test_a_chunk_line_with_a_bare_cr_is_not_relayed(gw: Process) -> None:
