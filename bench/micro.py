@@ -139,6 +139,27 @@ def _sse_usage() -> tuple[Callable[[], object], int]:
     return stream, len(events)
 
 
+@case("chunk scan: per event (50-event SSE body, one chunk a read)")
+def _chunk_scan() -> tuple[Callable[[], object], int]:
+    """What `ChunkedScanner` costs an SSE stream: one `<hex>CRLF` line and one CRLF after the
+    data per event, each chunk arriving in a read of its own (as servers flush events)."""
+    scanner_cls = _attr("agw_fast.core.http1", "ChunkedScanner")
+    events = [sse_event(i) for i in range(50)] + [sse_final_events(50)]
+    reads = [b"%x\r\n%s\r\n" % (len(event), event) for event in events]
+    reads[-1] += b"0\r\n\r\n"
+
+    def observe(payload: bytes) -> None:  # the SSE observer's place (the LLM routes)
+        pass
+
+    def stream() -> object:
+        scanner = scanner_cls(observe)
+        for data in reads:
+            end = scanner.feed(data)
+        return end
+
+    return stream, len(reads)
+
+
 @case("usage parse: non-streaming 345 B response")
 def _json_usage() -> tuple[Callable[[], object], int]:
     parse = _attr("agw_fast.llm.usage", "usage_from_json_body")

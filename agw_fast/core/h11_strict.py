@@ -15,33 +15,25 @@ runs a regex there anyway) where re-scanning every chunked body in Python would:
   field (`Transfer-Encoding:\\r\\n chunked` is empty to it and chunked to us), so we answer 400
   as hyper (agentgateway) and nginx do: a continuation line is then just an invalid field line.
 
-`harden_h11()` raises if h11's internals moved, so that an h11 upgrade cannot silently turn
-this off; tests check the behaviour through h11's public API.
+`harden_h11()` raises if h11's internals moved or no longer take effect (it feeds h11 one
+request of each kind and expects a `RemoteProtocolError`), so that an h11 upgrade cannot
+silently turn this off; tests check the behaviour through h11's public API too.
 """
 
 from __future__ import annotations
 
 import re
 
+import h11
 import h11._readers
+
+from agw_fast.core.abnf import CHUNK_LINE_PATTERN
 
 __all__ = ["STRICT_CHUNK_HEADER", "harden_h11"]
 
-_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"  # RFC 9110 §5.6.2
-# RFC 9110 §5.6.4: qdtext is HTAB, SP, VCHAR except `"` and `\`, or obs-text; a quoted-pair
-# escapes HTAB, SP, VCHAR or obs-text. No other control character anywhere.
-_QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
-_BWS = rb"[ \t]*"
-_CHUNK_EXT = (
-    rb"(?:" + _BWS + rb";" + _BWS + _TOKEN
-    + rb"(?:" + _BWS + rb"=" + _BWS + rb"(?:" + _TOKEN + rb"|" + _QUOTED_STRING + rb"))?)*"
-)
 # h11 reads the line up to the first CRLF and fullmatches it; it reads the size from the
-# `chunk_size` group. 16 hex digits hold any 64-bit size; zeros in front add nothing. The
-# trailing whitespace before CRLF is h11's own leniency (some clients send it), kept.
-STRICT_CHUNK_HEADER = re.compile(
-    rb"0*(?P<chunk_size>[0-9A-Fa-f]{1,16})(?P<chunk_ext>" + _CHUNK_EXT + rb")[ \t]*\r\n"
-)
+# `chunk_size` group. The grammar is the one the response side uses (`core.abnf`).
+STRICT_CHUNK_HEADER = re.compile(CHUNK_LINE_PATTERN + rb"\r\n")
 # Never matches: every line is then a field line of its own, and one that starts with
 # whitespace fails h11's field-line grammar (a 400).
 _NO_OBS_FOLD = re.compile(rb"(?!)")
@@ -59,3 +51,36 @@ def harden_h11() -> None:
             )
     readers.chunk_header_re = STRICT_CHUNK_HEADER
     readers.obs_fold_re = _NO_OBS_FOLD
+    # The attributes existing says nothing of h11 still reading them by module name (a
+    # reader that bound the pattern at import would keep h11's own): check what it does.
+    for what, probe in _PROBES:
+        if not _refused(probe):
+            raise RuntimeError(
+                f"h11 {version} still accepts {what} after hardening: "
+                "agw_fast.core.h11_strict must be updated for this h11 version"
+            )
+
+
+# Each must be refused once hardened, and h11 0.16 alone accepts each.
+_PROBES = (
+    ("a folded header line", b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n"),
+    (
+        "a bare CR in a chunk extension",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;\rx\r\nhello\r\n",
+    ),
+)
+
+
+def _refused(request: bytes) -> bool:
+    """Whether a fresh server-side h11 connection raises on `request` before it has read it
+    all (a handful of events, once per hardening)."""
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(request)
+    try:
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA or isinstance(event, h11.EndOfMessage):
+                return False
+    except h11.RemoteProtocolError:
+        return True

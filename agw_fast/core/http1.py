@@ -2,8 +2,9 @@
 
 h11 parses every downstream *request*. Responses from upstream are relayed as framed bytes
 (h11 would re-check every field we relay): we find the head, decide the body framing once
-(RFC 9112 §6.3), and scan chunk sizes only to know where the message ends, so body bytes are
-forwarded untouched.
+(RFC 9112 §6.3), and scan chunk lines only to know where the message ends, so body bytes are
+forwarded untouched. What we relay untouched the client parses again, so whatever it could
+read differently from us (bare CR or LF, odd chunk extensions) is refused, not passed on.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+
+from agw_fast.core.abnf import CHUNK_LINE, FIELD_LINE
 
 __all__ = [
     "BODY_CHUNKED",
@@ -30,7 +33,9 @@ __all__ = [
 
 MAX_RESPONSE_HEAD = 64 * 1024
 _MAX_CHUNK_LINE = 4 * 1024
-_HEX_DIGITS = b"0123456789abcdefABCDEF"
+_HEX = b"0123456789abcdefABCDEF"
+# ChunkedScanner states.
+_SIZE, _DATA, _DATA_CRLF, _TRAILER = 0, 1, 2, 3
 
 BODY_NONE = 0
 BODY_LENGTH = 1
@@ -74,7 +79,14 @@ def parse_response_head(
     `drop`: lowercase names of fields not to relay (hop-by-hop, response header policy).
     The kept lines are returned ready to relay, so the relayed head costs one join.
     """
-    lines = bytes(buf[:end]).split(b"\r\n")
+    raw = bytes(buf[:end])
+    lines = raw.split(b"\r\n")
+    breaks = len(lines) - 1
+    # The lines are relayed as they came, so the client reads them again: a bare CR or LF
+    # that it takes for a line end (h11 does, for LF) would give it fields we never saw, a
+    # Transfer-Encoding among them. RFC 9110 §5.5 lets us reject CR, LF and NUL in values.
+    if raw.count(b"\n") != breaks or raw.count(b"\r") != breaks or b"\0" in raw:
+        raise UpstreamProtocolError("bare CR, LF or NUL in the response head")
     first = lines[0]
     parts = first.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3:
@@ -154,14 +166,18 @@ class ChunkedScanner:
     that belong to this message (the rest belongs to the next one). When `on_payload` is set
     it receives each slice of de-chunked payload (used by the SSE observer and to de-chunk
     for HTTP/1.0 clients).
+
+    The bytes go to the client as they came, so the client parses these lines again: any
+    line it could read differently (a bare CR or LF, anything but `token [= value]` after a
+    `;`, a trailer that is no field line) would let it frame the body differently from us,
+    and take what we relay as the body for the start of the next response. Such a line is an
+    `UpstreamProtocolError`, on the grammar h11 applies to requests (`core.abnf`).
     """
 
     __slots__ = ("_state", "_remaining", "_line", "on_payload")
 
-    _SIZE, _DATA, _DATA_CRLF, _TRAILER = 0, 1, 2, 3
-
     def __init__(self, on_payload: Callable[[bytes], None] | None = None) -> None:
-        self._state = self._SIZE
+        self._state = _SIZE
         self._remaining = 0
         self._line = b""
         self.on_payload = on_payload
@@ -171,14 +187,19 @@ class ChunkedScanner:
         size = len(data)
         while pos < size:
             state = self._state
-            if state == self._DATA:
+            if state == _DATA:
                 take = min(self._remaining, size - pos)
                 if self.on_payload is not None:
                     self.on_payload(data[pos : pos + take])
                 pos += take
                 self._remaining -= take
                 if self._remaining == 0:
-                    self._state = self._DATA_CRLF
+                    # The CRLF after the data, when it is here (it usually is): no line to cut.
+                    if data.startswith(b"\r\n", pos):
+                        pos += 2
+                        self._state = _SIZE
+                    else:
+                        self._state = _DATA_CRLF
                 continue
             newline = data.find(b"\n", pos)
             if newline == -1:
@@ -186,30 +207,54 @@ class ChunkedScanner:
                 if len(self._line) > _MAX_CHUNK_LINE:
                     raise UpstreamProtocolError("chunk line too long")
                 return -1
+            # The line without its LF; every line ends with CRLF (RFC 9112 §7.1, §2.2: a
+            # bare LF is a line end only to some of the peers that read these bytes next).
             line = self._line + data[pos:newline]
             self._line = b""
             pos = newline + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if state == self._SIZE:
-                size_text = line.split(b";", 1)[0].rstrip(b" \t")
-                # Hex digits only: int(x, 16) would also take "0x5", "+5" and "5_0".
-                if not size_text or size_text.strip(_HEX_DIGITS) or len(size_text) > 16:
-                    raise UpstreamProtocolError(f"bad chunk size {size_text[:20]!r}")
-                chunk_size = int(size_text, 16)
+            if state == _SIZE:
+                size_text = line[:-1]
+                # The common line, `<hex>CRLF`, is checked without a regex; anything else
+                # (extensions, over 16 digits with leading zeros, errors) meets the grammar.
+                if 0 < len(size_text) <= 16 and line[-1] == 13 and not size_text.strip(_HEX):
+                    chunk_size = int(size_text, 16)
+                else:
+                    chunk_size = _chunk_size(line)
                 if chunk_size == 0:
-                    self._state = self._TRAILER
+                    self._state = _TRAILER
                 else:
                     self._remaining = chunk_size
-                    self._state = self._DATA
-            elif state == self._DATA_CRLF:
-                if line:
+                    self._state = _DATA
+            elif state == _DATA_CRLF:
+                if line != b"\r":
                     raise UpstreamProtocolError("missing CRLF after chunk data")
-                self._state = self._SIZE
-            elif not line:  # _TRAILER: an empty line ends the message
-                self._state = self._SIZE
+                self._state = _SIZE
+            elif line == b"\r":  # _TRAILER: the empty line ends the message
+                self._state = _SIZE
                 return pos
+            else:
+                _check_trailer(line)
         return -1
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size on a chunk line other than `<hex>CR` (`line` ends before its LF)."""
+    if line[-1:] != b"\r":
+        raise UpstreamProtocolError("chunk line not ended by CRLF")
+    if len(line) > _MAX_CHUNK_LINE:  # the same bound whether it came in one read or many
+        raise UpstreamProtocolError("chunk line too long")
+    match = CHUNK_LINE.fullmatch(line, 0, len(line) - 1)
+    if match is None:
+        raise UpstreamProtocolError(f"bad chunk line {line[:20]!r}")
+    return int(match["chunk_size"], 16)
+
+
+def _check_trailer(line: bytes) -> None:
+    """A trailer line must be a field line (RFC 9112 §7.1.2) ended by CRLF."""
+    if len(line) > _MAX_CHUNK_LINE:
+        raise UpstreamProtocolError("chunk line too long")
+    if line[-1:] != b"\r" or not FIELD_LINE.fullmatch(line, 0, len(line) - 1):
+        raise UpstreamProtocolError("bad trailer line")
 
 
 def decode_chunked(data: bytes) -> tuple[bytes, int]:

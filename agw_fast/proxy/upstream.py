@@ -97,8 +97,10 @@ class UpstreamConnection(asyncio.Protocol):
             return  # idle: the pool drops closed connections
         self.sink = None
         head = self._head
-        if head is not None and self._framing == BODY_CLOSE:
-            # Read-until-close framing: the close *is* the end of the message.
+        if head is not None and self._framing == BODY_CLOSE and exc is None:
+            # Read-until-close framing: a clean close *is* the end of the message. A reset
+            # (exc set) is not: the body may be cut short, an incomplete message (RFC 9112
+            # §8), so it is a lost upstream like any other, and recorded as an error.
             sink.on_response_end(False)
             return
         reason = f"connection closed: {exc}" if exc is not None else "connection closed"

@@ -5,6 +5,7 @@ downstream (never framed as complete); a client that goes away releases the upst
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -22,15 +23,21 @@ from tests.e2e.conftest import (
     RawClient,
     Upstream,
     UpstreamConnection,
+    access_log_lines,
     echo_json,
     gateway_client,
     http_request,
     http_response,
+    poll,
     proxy_config,
     unused_port,
 )
 
 ANNOUNCED = 100_000
+CLOSE_DELIMITED = b"a body delimited by the close"
+# HTTP Garden's chunk-extension shape, on a response: a client that ends the chunk line at the
+# bare CR reads a 0x41-byte chunk made of what we read as the next chunk line and the canary.
+BARE_CR_CHUNKS = b"41;a=b\r\r" + b"X" * 0x41 + b"\r\n0\r\n\r\n"
 
 
 class Misbehaving:
@@ -38,6 +45,7 @@ class Misbehaving:
 
     def __init__(self) -> None:
         self.released = threading.Event()  # the gateway closed a connection we were holding
+        self.end_body = threading.Event()  # the test saw the body: end the connection now
         self.upstream = Upstream(self.handle)
 
     def handle(self, conn: UpstreamConnection) -> None:
@@ -59,6 +67,25 @@ class Misbehaving:
                 for _ in range(3):
                     conn.send(b"400\r\n" + pseudo_random_bytes(1024) + b"\r\n")
                 return
+            if target.startswith("/close-delimited/"):
+                # No Content-Length, no chunked: the body ends at the close (RFC 9112 §6.3).
+                conn.send(http_response(200, CLOSE_DELIMITED, content_length=False))
+                self.end_body.wait(DEADLINE)
+                if target.endswith("/reset"):
+                    # SO_LINGER 0: close() sends an RST instead of a FIN.
+                    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                         struct.pack("ii", 1, 0))
+                conn.sock.close()
+                return
+            if target.startswith("/bare-cr-chunk"):
+                conn.send(http_response(200, b"", [("Transfer-Encoding", "chunked")],
+                                        content_length=False) + BARE_CR_CHUNKS)
+                continue
+            if target.startswith("/bare-lf-head"):
+                # To a client that ends lines at a bare LF, this is chunked *and* 5 bytes long.
+                conn.send(b"HTTP/1.1 200 OK\r\nX-A: a\nTransfer-Encoding: chunked\r\n"
+                          b"Content-Length: 5\r\n\r\nhello")
+                continue
             if target.startswith("/slow-body"):
                 # The head at once, the body over ~1 s: longer than the route's timeouts.
                 conn.send(http_response(200, b"", [("Transfer-Encoding", "chunked")],
@@ -238,6 +265,70 @@ def test_upstream_dying_mid_chunked_body_is_not_a_complete_response(
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
     assert b"transfer-encoding: chunked" in data.lower()
     assert not data.endswith(b"0\r\n\r\n"), "a truncated body was framed as complete"
+    assert_still_serving(client)
+
+
+def _access_log_line(gw: Process, target: str) -> dict[str, str]:
+    found = poll(
+        lambda: [line for line in access_log_lines(gw.output()) if line["http.path"] == target],
+        lambda lines: len(lines) >= 1,
+        what=f"the access log line of {target}",
+    )
+    assert len(found) == 1, found
+    line: dict[str, str] = found[0]
+    return line
+
+
+@pytest.mark.parametrize("ending", ["clean", "reset"])
+def test_a_reset_does_not_end_a_close_delimited_body(
+    gw: Process, misbehaving: Misbehaving, ending: str
+) -> None:
+    """A close-delimited body ends at the upstream's close (RFC 9112 §6.3); a reset is no end:
+    the body may be cut short (RFC 9112 §8). The client sees a close either way, but a reset
+    is recorded as the upstream failure it is."""
+    target = f"/close-delimited/{ending}"
+    misbehaving.end_body.clear()
+    with RawClient(gw.port) as raw:
+        raw.send(http_request("GET", target))
+        head = raw.reader.read_until(b"\r\n\r\n")
+        assert raw.reader.read_exact(len(CLOSE_DELIMITED)) == CLOSE_DELIMITED
+        misbehaving.end_body.set()  # the gateway relayed it all: now end the upstream side
+        assert raw.reader.read_until_close() == b""
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in head.lower()
+    line = _access_log_line(gw, target)
+    assert line["http.status"] == "200"
+    if ending == "clean":
+        assert "error" not in line, line
+    else:
+        assert line["error"].startswith("upstream call failed: connection closed: "), line
+
+
+def test_a_chunk_line_with_a_bare_cr_is_not_relayed(gw: Process) -> None:
+    """HTTP Garden's chunk-extension desync, upstream side: relayed as it came, the response
+    would be framed one way by us and another by a client that ends lines at a bare CR; the
+    bytes after the bad line never reach the client and its connection is closed."""
+    with RawClient(gw.port) as raw:
+        raw.send(http_request("GET", "/bare-cr-chunk"))
+        data = raw.reader.read_until_close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), data[:200]
+    assert b"transfer-encoding: chunked" in head.lower()
+    # Nothing past the bad line's LF (a read may have ended inside the line, and what came
+    # before its LF could not be judged yet).
+    assert BARE_CR_CHUNKS.startswith(body) and b"\n" not in body, body[:200]
+    line = _access_log_line(gw, "/bare-cr-chunk")
+    assert line["error"].startswith("upstream call failed: invalid response: bad chunk line"), line
+
+
+def test_a_response_head_with_a_bare_lf_is_503(client: httpx.Client) -> None:
+    # The head is relayed as it came: a client that ends lines at the bare LF would read a
+    # Transfer-Encoding we never saw. Nothing was relayed yet, so the client gets an answer.
+    assert_local_error(
+        client.get("/bare-lf-head"),
+        503,
+        "upstream call failed: invalid response: bare CR, LF or NUL in the response head",
+    )
     assert_still_serving(client)
 
 

@@ -249,6 +249,27 @@ def test_invalid_heads_raise(raw: bytes) -> None:
         _parse(raw)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # h11 (and others) end a line at a bare LF: the client would see a Transfer-Encoding
+        # that we relay as part of X-A's value, and frame the body differently from us.
+        b"HTTP/1.1 200 OK\r\nX-A: a\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: a\rTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 O\rK\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: a\r\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: a\n\r\n\r\n",
+    ],
+)
+def test_bare_cr_lf_or_nul_in_a_head_raises(raw: bytes) -> None:
+    # RFC 9110 §5.5: CR, LF and NUL are invalid in a field value; the head is relayed as it
+    # came, so one the client reads as a line end would give it fields we never parsed.
+    with pytest.raises(UpstreamProtocolError):
+        _parse(raw)
+
+
 @pytest.mark.parametrize("value", [b"+5", b"5_0", b"-0", b"1_000", b" +1"])
 def test_content_length_is_digits_only(value: bytes) -> None:
     # RFC 9110 §8.6: Content-Length = 1*DIGIT; int() would also take a sign or underscores.
@@ -357,8 +378,16 @@ def test_scanner_is_ready_for_the_next_message() -> None:
         (b"a\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
         (b"A\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
         (b"1\r\nx\r\n1\r\ny\r\n0\r\n\r\n", b"xy"),
-        # Bare LF line endings are tolerated (RFC 9112 §2.2).
-        (b"1\nx\n0\n\n", b"x"),
+        # Extensions as RFC 9112 §7.1.1 spells them, with BWS around `;` and `=`.
+        (b"1;a\r\nx\r\n0\r\n\r\n", b"x"),
+        (b"1 ; a = b ;c=d\t\r\nx\r\n0;e\r\n\r\n", b"x"),
+        (b'1;a="q \\" ;\x80"\r\nx\r\n0\r\n\r\n', b"x"),
+        (b"1 \r\nx\r\n0\r\n\r\n", b"x"),  # whitespace before CRLF: h11's leniency, shared
+        # Leading zeros do not count towards the 16 digits of a 64-bit size.
+        (b"00000000000000000001\r\nx\r\n0000\r\n\r\n", b"x"),
+        # Trailers are field lines: empty values, OWS and control characters other than
+        # CR, LF and NUL (RFC 9110 §5.5) are kept.
+        (b"1\r\nx\r\n0\r\nA: \r\nB:\tv w\t\r\nC: \x01\x7f\xff\r\n\r\n", b"x"),
     ],
 )
 def test_small_messages(message: bytes, payload: bytes) -> None:
@@ -385,6 +414,40 @@ def test_small_messages(message: bytes, payload: bytes) -> None:
         b"5 5\r\n",
         b"5\r\nhelloX\r\n0\r\n\r\n",  # no CRLF after the chunk data
         b"5\r\nhello\r\nzz\r\n",
+        b"10000000000000000\r\n",  # 2**64: over 16 digits
+        # A line ends with CRLF (RFC 9112 §7.1): a bare LF anywhere is refused, since a
+        # client that does not take it for a line end frames the body differently.
+        b"5\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\n0\r\n\r\n",
+        b"5;a\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n0\n\r\n",
+        b"5\r\nhello\r\n0\r\n\n",
+        b"5\r\nhello\r\n0\r\nT: v\n\r\n",
+        # A bare CR inside a chunk line (HTTP Garden: a client that ends the line there reads
+        # a 0x41-byte chunk, then what follows as the next response).
+        b"41;a=b\r\r" + b"X" * 0x41 + b"\r\n0\r\n\r\n",
+        b"5;\rx\r\nhello\r\n0\r\n\r\n",
+        b"5\r\r\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\r\r\n0\r\n\r\n",
+        # Extensions other than `token [= token / quoted-string]` (RFC 9112 §7.1.1).
+        b"5;\r\nhello\r\n0\r\n\r\n",
+        b"5;=b\r\nhello\r\n0\r\n\r\n",
+        b"5;a=\r\nhello\r\n0\r\n\r\n",
+        b"5;a=b c\r\nhello\r\n0\r\n\r\n",
+        b"5;a=(b)\r\nhello\r\n0\r\n\r\n",
+        b'5;a="b\r\nhello\r\n0\r\n\r\n',
+        b'5;a="\x00"\r\nhello\r\n0\r\n\r\n',
+        b"5;a=\x01\r\nhello\r\n0\r\n\r\n",
+        b"5;a=\x7f\r\nhello\r\n0\r\n\r\n",
+        b"5 x\r\nhello\r\n0\r\n\r\n",
+        # Trailer lines that are no field lines.
+        b"0\r\nT: a\rb\r\n\r\n",
+        b"0\r\nT: a\x00b\r\n\r\n",
+        b"0\r\nno colon\r\n\r\n",
+        b"0\r\nT : v\r\n\r\n",
+        b"0\r\n: v\r\n\r\n",
+        b"0\r\nT: a\r\n folded\r\n\r\n",
+        b"0\r\n\rT: v\r\n\r\n",
     ],
 )
 def test_invalid_chunks_raise(data: bytes) -> None:
@@ -409,6 +472,15 @@ def test_overlong_line_raises(prefix: bytes) -> None:
     with pytest.raises(UpstreamProtocolError):
         for _ in range(100):
             scanner.feed(b"1" * 100)
+
+
+@pytest.mark.parametrize(
+    "line", [b"5;a=" + b"b" * 5000 + b"\r\n", b"0\r\nT: " + b"v" * 5000 + b"\r\n"]
+)
+def test_overlong_line_in_one_read_raises(line: bytes) -> None:
+    # The bound holds for a line that arrives whole too, so no regex runs over a huge one.
+    with pytest.raises(UpstreamProtocolError, match="too long"):
+        ChunkedScanner().feed(line)
 
 
 # -- status lines ------------------------------------------------------------------------------
