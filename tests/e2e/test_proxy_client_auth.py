@@ -275,7 +275,8 @@ def test_the_basic_prefix_is_case_insensitive_and_passwords_keep_colons(
 ) -> None:
     encoded = base64.b64encode(b"sha_user:password").decode()
     assert forwarded(client.get("/basic/x", headers={"Authorization": f"basic {encoded}"}))
-    assert forwarded(client.get("/basic/x", headers={"Authorization": basic("colon_user", "sha-pass")}))
+    colon = basic("colon_user", "sha-pass")
+    assert forwarded(client.get("/basic/x", headers={"Authorization": colon}))
 
 
 def test_optional_basic_from_a_file(client: httpx.Client) -> None:
@@ -312,6 +313,8 @@ def test_credentials_never_reach_config_dump_or_the_log(
         c.get("/strict/x", headers={"Authorization": f"Bearer {KEY}"})
         c.get("/strict/x", headers={"Authorization": f"Bearer {KEY}-wrong"})
         c.get("/basic/x", headers={"Authorization": basic("sha_user", "password")})
+        c.get("/query/x", params={"api_key": KEY})
+        c.get("/query/x", params={"api_key": KEY + "-wrong"})
     with gateway_client(admin) as a:
 
         def dump() -> httpx.Response | None:
