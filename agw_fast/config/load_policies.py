@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
+import re
 from pathlib import Path
 
 from agw_fast.config.model import (
+    BASIC_LOCATION,
+    BEARER_LOCATION,
     AIPolicy,
+    ApiKeyAuth,
+    ApiKeyEntry,
     AuthorityRewrite,
     BackendAuth,
     BackendPolicies,
     BackendTLS,
+    BasicAuth,
+    CredentialLocation,
     DirectResponse,
     HeaderModifier,
+    HtpasswdEntry,
     PathRewrite,
     RequestRedirect,
     RoutePolicies,
@@ -279,6 +289,9 @@ def _backend_auth(raw: object, path: str, base_dir: Path) -> BackendAuth:
 
 def _auth_location(raw: object, path: str) -> tuple[str, str]:
     loc = Obj(raw, path, "AuthorizationLocation")
+    for other in ("queryParameter", "cookie"):
+        if loc.has(other):
+            raise not_supported(loc.child(other))  # backendAuth sends the key in a header
     header = Obj(loc.require("header"), loc.child("header"), "AuthorizationLocation/header")
     loc.close()
     name = check_header_name(header.require("name"), header.child("name")).lower()
@@ -286,6 +299,147 @@ def _auth_location(raw: object, path: str) -> tuple[str, str]:
     check_header_value(prefix, header.child("prefix"))
     header.close()
     return name, prefix
+
+
+def _credential_location(raw: object, path: str) -> CredentialLocation:
+    """Where `apiKey`/`basicAuth` read the credential (AuthorizationLocation, http/auth/mod.rs)."""
+    loc = Obj(raw, path, "AuthorizationLocation")
+    present = [k for k in ("header", "queryParameter", "cookie") if loc.has(k)]
+    if len(present) != 1:
+        raise ConfigError(path, "expected exactly one of: header, queryParameter, cookie")
+    kind_ = present[0]
+    spec = {
+        "header": "AuthorizationLocation/header",
+        "queryParameter": "AuthorizationLocation/queryParameter",
+        "cookie": "AuthorizationLocation/cookie",
+    }[kind_]
+    sub = Obj(loc.get(kind_), loc.child(kind_), spec)
+    loc.close()
+    if kind_ == "header":
+        name = check_header_name(sub.require("name"), sub.child("name")).lower()
+        prefix = sub.opt_str("prefix")  # None: the whole value is the credential
+        sub.close()
+        return CredentialLocation("header", name, prefix)
+    name = sub.req_str("name")
+    sub.close()
+    return CredentialLocation("queryParameter" if kind_ == "queryParameter" else "cookie", name)
+
+
+_API_KEY_MODES = ("strict", "optional", "permissive")
+
+
+def _api_key(raw: object, path: str) -> ApiKeyAuth:
+    o = Obj(raw, path, "LocalAPIKeys")
+    by_digest: dict[bytes, ApiKeyEntry] = {}
+    o.require("keys")
+    for item_path, item in o.items("keys"):
+        e = Obj(item, item_path, "LocalAPIKey")
+        if e.has("key") == e.has("keyHash"):
+            raise ConfigError(item_path, "expected exactly one of: key, keyHash")
+        if e.get("allowedModels") is not None:
+            # agentgateway applies it in model routing, after the body is read (model_router.rs).
+            raise not_supported(e.child("allowedModels"))
+        if e.has("key"):
+            # Never quote the key: it must not reach a log line or an error message.
+            digest = hashlib.sha256(e.req_str("key").encode()).digest()
+        else:
+            digest = _key_hash(e.req_str("keyHash"), e.child("keyHash"))
+        # Keys are a map by hash in agentgateway: a repeated key keeps its last metadata.
+        by_digest[digest] = ApiKeyEntry(digest, e.get("metadata"))
+        e.close()
+    mode = o.get("mode")
+    location = o.get("location")
+    result = ApiKeyAuth(
+        keys=tuple(by_digest.values()),
+        mode="optional" if mode is None else choice(mode, o.child("mode"), _API_KEY_MODES),  # type: ignore[arg-type]
+        location=(
+            BEARER_LOCATION if location is None
+            else _credential_location(location, o.child("location"))
+        ),
+    )
+    o.close()
+    return result
+
+
+def _key_hash(text: str, path: str) -> bytes:
+    digest = text.removeprefix("sha256:")
+    if digest == text:
+        raise ConfigError(path, "keyHash must use the sha256:<hex> format")
+    try:
+        decoded = bytes.fromhex(digest)
+    except ValueError:
+        raise ConfigError(path, "keyHash is not valid hex") from None
+    if len(decoded) != 32:
+        raise ConfigError(path, "sha256 keyHash must decode to 32 bytes")
+    return decoded
+
+
+# What htpasswd-verify-fork (agentgateway's crate) tells apart, in its order.
+_BCRYPT = re.compile(r"\$2[abxy]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+_BASIC_AUTH_MODES = ("strict", "optional")
+_EXTRA = "pip install 'agw-fast[basicauth]'"
+
+
+def _htpasswd_scheme(hash_: str) -> str | None:
+    """The hash scheme of an htpasswd entry, or None for an entry that can never match
+    (agentgateway drops a malformed apr1 or bcrypt entry; anything else is crypt(3))."""
+    if hash_.startswith("$apr1$"):
+        salt, sep, digest = hash_[6:].partition("$")
+        return "apr1" if sep and salt and len(salt) <= 8 and digest else None
+    if hash_[:4] in ("$2a$", "$2b$", "$2x$", "$2y$"):
+        return "bcrypt" if _BCRYPT.fullmatch(hash_) else None
+    if hash_.startswith("{SHA}"):
+        return "sha1"
+    return "crypt"
+
+
+def _basic_auth(raw: object, path: str, base_dir: Path) -> BasicAuth:
+    o = Obj(raw, path, "LocalBasicAuth")
+    source = o.require("htpasswd")
+    source_path = o.child("htpasswd")
+    if isinstance(source, str):
+        text = source
+    else:
+        f = Obj(source, source_path, "FileOrInline")
+        file_path = f.child("file")
+        resolved = _readable_file(f.require("file"), file_path, base_dir)
+        f.close()
+        try:
+            text = Path(resolved).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(file_path, f"{resolved} is not valid UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(file_path, f"cannot read {resolved}: {exc.strerror}") from None
+    users: dict[str, HtpasswdEntry] = {}
+    # As htpasswd-verify-fork reads it: `user:hash` lines split on LF, a line without a colon
+    # skipped, a later line for the same user replacing an earlier one.
+    for line in text.split("\n"):
+        username, sep, hash_ = line.partition(":")
+        scheme = _htpasswd_scheme(hash_) if sep else None
+        if scheme is None:
+            continue
+        needs = {"bcrypt": "bcrypt", "apr1": "passlib", "crypt": "passlib"}.get(scheme)
+        if needs is not None and importlib.util.find_spec(needs) is None:
+            raise ConfigError(
+                source_path, f"{scheme} hashes (user {username!r}) need an extra: {_EXTRA}"
+            )
+        users[username] = HtpasswdEntry(username, hash_, scheme)  # type: ignore[arg-type]
+    realm = o.opt_str("realm")
+    if realm is not None:
+        check_header_value(realm, o.child("realm"))
+    mode = o.get("mode")
+    location = o.get("authorizationLocation")
+    result = BasicAuth(
+        htpasswd=tuple(users.values()),
+        realm="Restricted" if realm is None else realm,
+        mode="optional" if mode is None else choice(mode, o.child("mode"), _BASIC_AUTH_MODES),  # type: ignore[arg-type]
+        location=(
+            BASIC_LOCATION if location is None
+            else _credential_location(location, o.child("authorizationLocation"))
+        ),
+    )
+    o.close()
+    return result
 
 
 def _timeout(raw: object, path: str) -> TimeoutPolicy | None:
@@ -342,6 +496,8 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     auth, p7 = sub("backendAuth")
     timeout, p8 = sub("timeout")
     ai, p9 = sub("ai")
+    basic, p10 = sub("basicAuth")
+    api_key, p11 = sub("apiKey")
     o.close()
     result = RoutePolicies(
         request_header_modifier=None if req_hm is None else _header_modifier(req_hm, p1),
@@ -353,6 +509,8 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         backend_auth=None if auth is None else _backend_auth(auth, p7, base_dir),
         timeout=None if timeout is None else _timeout(timeout, p8),
         ai=None if ai is None else _ai_policy(ai, p9),
+        basic_auth=None if basic is None else _basic_auth(basic, p10, base_dir),
+        api_key=None if api_key is None else _api_key(api_key, p11),
     )
     return None if result == RoutePolicies() else result
 

@@ -13,17 +13,24 @@ from typing import Literal
 __all__ = [
     "AIBackend",
     "AIPolicy",
+    "ApiKeyAuth",
+    "ApiKeyEntry",
     "AuthorityRewrite",
+    "BASIC_LOCATION",
+    "BEARER_LOCATION",
     "BackendAuth",
     "BackendPolicies",
     "BackendPoolConfig",
     "BackendTLS",
+    "BasicAuth",
     "Bind",
     "Config",
+    "CredentialLocation",
     "DirectResponse",
     "FrontendPolicies",
     "HeaderModifier",
     "HostBackend",
+    "HtpasswdEntry",
     "KeepaliveConfig",
     "Listener",
     "LoggingConfig",
@@ -160,6 +167,47 @@ class BackendPolicies:
 
 
 @dataclass(frozen=True, slots=True)
+class CredentialLocation:
+    """Where a client credential is read from (agentgateway's AuthorizationLocation)."""
+
+    kind: Literal["header", "queryParameter", "cookie"]
+    name: str  # a header name is lowercased
+    prefix: str | None = None  # header only: stripped, ASCII case-insensitively
+
+
+BEARER_LOCATION = CredentialLocation("header", "authorization", "Bearer ")
+BASIC_LOCATION = CredentialLocation("header", "authorization", "Basic ")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyEntry:
+    sha256: bytes = field(repr=False)  # the key's SHA-256 digest (`key` is hashed at load)
+    metadata: object = None  # JSON value handed to later policies (CEL `apiKey`)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyAuth:
+    keys: tuple[ApiKeyEntry, ...] = field(repr=False)
+    mode: Literal["strict", "optional", "permissive"] = "optional"
+    location: CredentialLocation = BEARER_LOCATION
+
+
+@dataclass(frozen=True, slots=True)
+class HtpasswdEntry:
+    username: str
+    hash: str = field(repr=False)  # as written: `$2y$...`, `$apr1$...`, `{SHA}...`, crypt
+    scheme: Literal["bcrypt", "apr1", "sha1", "crypt"] = "crypt"
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    htpasswd: tuple[HtpasswdEntry, ...] = field(repr=False)
+    realm: str = "Restricted"
+    mode: Literal["strict", "optional"] = "optional"
+    location: CredentialLocation = BASIC_LOCATION
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePolicies:
     request_header_modifier: HeaderModifier | None = None
     response_header_modifier: HeaderModifier | None = None
@@ -170,6 +218,8 @@ class RoutePolicies:
     backend_auth: BackendAuth | None = None
     timeout: TimeoutPolicy | None = None
     ai: AIPolicy | None = None
+    basic_auth: BasicAuth | None = None
+    api_key: ApiKeyAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,8 +66,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "QueryValueMatch": ("exact regex", ""),
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
-        "directResponse backendTLS backendAuth timeout ai",
-        "a2a apiKey authorization backendTunnel basicAuth buffer cors csrf delay extAuthz "
+        "directResponse backendTLS backendAuth timeout ai apiKey basicAuth",
+        "a2a authorization backendTunnel buffer cors csrf delay extAuthz "
         "extProc jwtAuth localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
         "oidc remoteRateLimit requestMirror retry transformations",
     ),
@@ -90,7 +90,12 @@ _TABLE: dict[str, tuple[str, str]] = {
     ),
     "BackendAuth/key": ("value location", ""),
     "FileOrInline": ("file", ""),
-    "AuthorizationLocation": ("header", "cookie expression queryParameter"),
+    "AuthorizationLocation": ("header cookie queryParameter", "expression"),
+    "AuthorizationLocation/queryParameter": ("name", ""),
+    "AuthorizationLocation/cookie": ("name", ""),
+    "LocalAPIKeys": ("keys mode location", ""),
+    "LocalAPIKey": ("key keyHash metadata allowedModels", ""),
+    "LocalBasicAuth": ("htpasswd realm mode authorizationLocation", ""),
     "AuthorizationLocation/header": ("name prefix", ""),
     "TimeoutPolicy": ("requestTimeout backendRequestTimeout", ""),
     "Policy": (

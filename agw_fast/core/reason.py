@@ -12,6 +12,8 @@ class Reason:
 
     UPSTREAM = "Upstream"  # relayed from the backend, whatever its status
     DIRECT_RESPONSE = "DirectResponse"  # a directResponse or requestRedirect policy
+    BASIC_AUTH = "BasicAuth"  # a basicAuth policy refused the credentials
+    API_KEY_AUTH = "APIKeyAuth"  # an apiKey policy refused the key
     NOT_FOUND = "NotFound"  # no listener or no route matched
     NO_HEALTHY_BACKEND = "NoHealthyBackend"  # the route has no backend to use
     INTERNAL = "Internal"  # a rewrite or redirect that could not be applied, ...

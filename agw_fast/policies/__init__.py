@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from agw_fast.config.model import RoutePolicies
-from agw_fast.policies import direct_response, redirect
+from agw_fast.policies import api_key, basic_auth, direct_response, redirect
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
     "STEP_BUILDERS",
     "PolicyAnswer",
-    "PolicyRequest",     "RequestStep",
+    "PolicyRequest",
+    "RequestStep",
     "compile_request_steps",
     "run_steps",
 ]
@@ -30,6 +31,8 @@ StepBuilder = Callable[[RoutePolicies], RequestStep | None]
 
 # The order agentgateway applies them in; the first step that answers ends the request.
 STEP_BUILDERS: tuple[StepBuilder, ...] = (
+    basic_auth.build,
+    api_key.build,
     direct_response.build,
     redirect.build,
 )

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["PolicyAnswer", "PolicyRequest", "RequestStep"]
+__all__ = ["ApiKeyClaims", "PolicyAnswer", "PolicyRequest", "RequestStep"]
+
+
+class ApiKeyClaims(NamedTuple):
+    """What an `apiKey` policy learnt of a request (CEL's `apiKey`: the key, redacted unless
+    asked for, and the matched key's `metadata` flattened beside it)."""
+
+    key: str
+    metadata: object
 
 
 class PolicyRequest:
@@ -15,11 +23,16 @@ class PolicyRequest:
     the client sent them; `query` keeps its leading `?` (b"" when there is none);
     `matched_prefix` is the route's path prefix when a prefix match selected it. A step may
     also add response fields (`add_response_header`), e.g. rate-limit or CORS headers.
+
+    A step may replace `headers` (a new list) and `query` to change what is forwarded (and
+    what later steps see): authentication policies take out the credential they consumed.
+    Authentication results for later policies (CEL): `api_key` (ApiKeyClaims) and
+    `basic_auth_user` (the username), None when the request did not authenticate that way.
     """
 
     __slots__ = (
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
-        "response_lines",
+        "response_lines", "api_key", "basic_auth_user",
     )  # fmt: skip
 
     def __init__(
@@ -28,7 +41,7 @@ class PolicyRequest:
         host: bytes,
         path: bytes,
         query: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]],
         matched_prefix: str | None,
         source: str = "",
     ) -> None:
@@ -41,6 +54,8 @@ class PolicyRequest:
         self.source = source  # the client's "addr:port" (IPv6 in brackets)
         # Lines (`name: value\r\n`) steps add to whatever response the request gets.
         self.response_lines: list[bytes] | None = None
+        self.api_key: ApiKeyClaims | None = None
+        self.basic_auth_user: str | None = None
 
     def add_response_header(self, name: bytes, value: bytes) -> None:
         """Have the response, proxied or answered by a later step, carry this field."""

@@ -593,6 +593,11 @@ class DownstreamProtocol(asyncio.Protocol):
                     request, response, int(response[9:12]), started, route.labels, reason
                 )
                 return
+            # Steps may have taken fields or a query parameter out (a consumed credential).
+            headers = policy_request.headers
+            if policy_request.query is not query:
+                query = policy_request.query
+                target = path + query
         backend = route.choose_backend()
         if backend is None:
             self._local(

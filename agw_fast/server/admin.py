@@ -120,11 +120,16 @@ def _admin_handler(config: Config) -> Handler:
     return handle
 
 
+# backendAuth's key; apiKey's key list (digests and metadata, as agentgateway redacts its
+# whole map of users); basicAuth's htpasswd entries.
+_SECRET_FIELDS = frozenset({"key", "keys", "htpasswd"})
+
+
 def _redact(value: object) -> None:
-    """Secrets (backendAuth keys) never leave the process, not even on the admin port."""
+    """Secrets never leave the process, not even on the admin port."""
     if isinstance(value, dict):
         for key in value:
-            if key == "key" and isinstance(value[key], str):
+            if key in _SECRET_FIELDS and value[key] is not None:
                 value[key] = "<redacted>"
             else:
                 _redact(value[key])
