@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from agw_fast.config.model import (
     AIPolicy,
     AuthorityRewrite,
+    Authorization,
+    AuthorizationRule,
     BackendAuth,
     BackendPolicies,
     BackendTLS,
@@ -326,6 +329,41 @@ def _backend_http(raw: object, path: str) -> float | None:
     return timeout
 
 
+_RULE_MODES: dict[object, Literal["allow", "deny", "require"]] = {
+    "allow": "allow",
+    "deny": "deny",
+    "require": "require",
+}
+
+
+def _authorization(raw: object, path: str) -> Authorization:
+    """`authorization` (RuleSet): each rule a CEL string (an allow rule) or a one-key map
+    {allow|deny|require: string}, as agentgateway's http/authorization.rs `RuleSerde`."""
+    o = Obj(raw, path, "RuleSet")
+    rules_path = o.child("rules")
+    items = as_list(o.require("rules"), rules_path)
+    o.close()
+    rules = []
+    for index, item in enumerate(items):
+        item_path = f"{rules_path}[{index}]"
+        if isinstance(item, str):
+            rules.append(AuthorizationRule("allow", item, item_path))
+            continue
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(
+                item_path,
+                "a rule is a CEL string or a map with one of allow, deny, require; "
+                f"got {kind(item) if not isinstance(item, dict) else sorted(item)}",
+            )
+        ((key, expression),) = item.items()
+        rule_path = join(item_path, str(key))
+        mode = _RULE_MODES.get(key)
+        if mode is None:
+            raise ConfigError(rule_path, 'unknown rule kind: expected "allow", "deny" or "require"')
+        rules.append(AuthorizationRule(mode, as_str(expression, rule_path), rule_path))
+    return Authorization(tuple(rules))
+
+
 def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicies | None:
     """A route's `policies` (FilterOrPolicy); None when nothing is set."""
     o = Obj(raw, path, "FilterOrPolicy")
@@ -342,6 +380,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     auth, p7 = sub("backendAuth")
     timeout, p8 = sub("timeout")
     ai, p9 = sub("ai")
+    authz, p10 = sub("authorization")
     o.close()
     result = RoutePolicies(
         request_header_modifier=None if req_hm is None else _header_modifier(req_hm, p1),
@@ -353,6 +392,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         backend_auth=None if auth is None else _backend_auth(auth, p7, base_dir),
         timeout=None if timeout is None else _timeout(timeout, p8),
         ai=None if ai is None else _ai_policy(ai, p9),
+        authorization=None if authz is None else _authorization(authz, p10),
     )
     return None if result == RoutePolicies() else result
 

@@ -14,6 +14,8 @@ __all__ = [
     "AIBackend",
     "AIPolicy",
     "AuthorityRewrite",
+    "Authorization",
+    "AuthorizationRule",
     "BackendAuth",
     "BackendPolicies",
     "BackendPoolConfig",
@@ -160,6 +162,20 @@ class BackendPolicies:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthorizationRule:
+    """One `authorization.rules` entry: a CEL expression (compiled when the plan is built)."""
+
+    mode: Literal["allow", "deny", "require"]
+    expression: str
+    path: str  # where it is in the config, for a compile error
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    rules: tuple[AuthorizationRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePolicies:
     request_header_modifier: HeaderModifier | None = None
     response_header_modifier: HeaderModifier | None = None
@@ -170,6 +186,7 @@ class RoutePolicies:
     backend_auth: BackendAuth | None = None
     timeout: TimeoutPolicy | None = None
     ai: AIPolicy | None = None
+    authorization: Authorization | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,8 +66,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "QueryValueMatch": ("exact regex", ""),
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
-        "directResponse backendTLS backendAuth timeout ai",
-        "a2a apiKey authorization backendTunnel basicAuth buffer cors csrf delay extAuthz "
+        "directResponse backendTLS backendAuth timeout ai authorization",
+        "a2a apiKey backendTunnel basicAuth buffer cors csrf delay extAuthz "
         "extProc jwtAuth localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
         "oidc remoteRateLimit requestMirror retry transformations",
     ),
@@ -115,6 +115,7 @@ _TABLE: dict[str, tuple[str, str]] = {
         "mcpAuthorization mcpGuardrails sessionAffinity tcp transformations",
     ),
     "HTTP": ("version requestTimeout", ""),
+    "RuleSet": ("rules", ""),
 }
 
 SPECS: dict[str, ObjectSpec] = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from agw_fast.config.model import RoutePolicies
-from agw_fast.policies import direct_response, redirect
+from agw_fast.policies import authorization, direct_response, redirect
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
@@ -28,8 +28,11 @@ __all__ = [
 
 StepBuilder = Callable[[RoutePolicies], RequestStep | None]
 
-# The order agentgateway applies them in; the first step that answers ends the request.
+# The order agentgateway applies them in (proxy/httpproxy.rs): cors, the authentication
+# policies (jwtAuth, basicAuth, apiKey), extAuthz, authorization, rate limits, csrf,
+# requestRedirect, directResponse. The first step that answers ends the request.
 STEP_BUILDERS: tuple[StepBuilder, ...] = (
+    authorization.build,
     direct_response.build,
     redirect.build,
 )

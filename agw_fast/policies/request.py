@@ -14,12 +14,13 @@ class PolicyRequest:
     Built only for routes that have steps. `headers` are (lowercase name, value) pairs as
     the client sent them; `query` keeps its leading `?` (b"" when there is none);
     `matched_prefix` is the route's path prefix when a prefix match selected it. A step may
-    also add response fields (`add_response_header`), e.g. rate-limit or CORS headers.
+    also add response fields (`add_response_header`), e.g. rate-limit or CORS headers, and
+    an authentication step records its claims for later steps (`set_claims`).
     """
 
     __slots__ = (
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
-        "response_lines",
+        "response_lines", "version", "claims",
     )  # fmt: skip
 
     def __init__(
@@ -31,6 +32,7 @@ class PolicyRequest:
         headers: Sequence[tuple[bytes, bytes]],
         matched_prefix: str | None,
         source: str = "",
+        version: bytes = b"1.1",
     ) -> None:
         self.method = method
         self.host = host
@@ -41,6 +43,17 @@ class PolicyRequest:
         self.source = source  # the client's "addr:port" (IPv6 in brackets)
         # Lines (`name: value\r\n`) steps add to whatever response the request gets.
         self.response_lines: list[bytes] | None = None
+        self.version = version  # h11's http_version: b"1.1" or b"1.0"
+        # What authentication steps established, by agentgateway's CEL variable name
+        # ("jwt", "apiKey", "basicAuth"): later steps (authorization) read it.
+        self.claims: dict[str, object] | None = None
+
+    def set_claims(self, variable: str, value: object) -> None:
+        """Record an authentication result under its CEL variable name (e.g. "jwt")."""
+        if self.claims is None:
+            self.claims = {variable: value}
+        else:
+            self.claims[variable] = value
 
     def add_response_header(self, name: bytes, value: bytes) -> None:
         """Have the response, proxied or answered by a later step, carry this field."""
