@@ -8,9 +8,10 @@ Variables follow agentgateway's names (crates/agentgateway/src/cel/types.rs `Exe
 `request`, `source`, `jwt`, `apiKey`, `basicAuth`, each a map. Any other variable
 (`response`, `llm`, `llmRequest`, `mcp`, ...) is an undeclared reference, so an expression
 using it fails to compile: at load, never at request time. The same holds for functions:
-the CEL standard library, the cel-go `strings` and `math` extensions, and the agentgateway
-extensions listed in `FUNCTIONS` are declared; any other call fails to compile, and the
-agentgateway extensions agw-fast lacks get a message saying so (`REFUSED_FUNCTIONS`).
+the CEL standard library, the cel-go `strings`, `math` and optional extensions
+(`m[?"k"].orValue(d)`), and the agentgateway extensions listed in `FUNCTIONS` are
+declared; any other call fails to compile, and the agentgateway extensions agw-fast lacks
+get a message saying so (`REFUSED_FUNCTIONS`).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ REFUSED_FUNCTIONS = frozenset(
 
 try:
     from cel_expr_python import cel as _cel
-    from cel_expr_python.ext import ext_math, ext_strings
+    from cel_expr_python.ext import ext_math, ext_optional, ext_strings
 except ImportError:  # the optional extra is not installed
     _cel = None
 
@@ -178,7 +179,7 @@ def _environment() -> Any:
         dyn_map = t.Map(t.STRING, t.DYN)
         _ENVIRONMENT = _cel.NewEnv(
             variables=dict.fromkeys(VARIABLES, dyn_map),
-            extensions=[ext_strings.ExtStrings(), ext_math.ExtMath()],
+            extensions=[ext_strings.ExtStrings(), ext_math.ExtMath(), ext_optional.ExtOptional()],
             functions=_function_declarations(),
         )
     return _ENVIRONMENT
