@@ -33,6 +33,8 @@ __all__ = [
     "VARIABLES",
     "CelCompileError",
     "CelProgram",
+    "Activation",
+    "activation",
     "available",
     "compile_expression",
 ]
@@ -68,6 +70,16 @@ except ImportError:  # the optional extra is not installed
     _cel = None
 
 
+# The engine's variable bindings for one request, converted once and shared by every rule.
+Activation = Any
+
+
+def activation(variables: Mapping[str, object]) -> Activation:
+    """Convert one request's variables for the engine (about 4 us for a request map), so
+    several expressions evaluated against them pay for the conversion once."""
+    return _environment().Activation(variables)
+
+
 def available() -> bool:
     """Whether the CEL engine (the `cel` extra) is installed."""
     return _cel is not None
@@ -87,17 +99,17 @@ class CelProgram:
         self.uses = uses
         self._program = program
 
-    def evaluate(self, variables: Mapping[str, object]) -> object:
+    def evaluate(self, bound: Activation) -> object:
         """The expression's value, or an `EvaluationError` (never raises for a bad request)."""
-        value = self._program.eval(data=variables)
+        value = self._program.eval(activation=bound)
         if value.type() == _cel.Type.ERROR:
             return EvaluationError(str(value.value()))
         return value.plain_value()
 
-    def evaluate_bool(self, variables: Mapping[str, object]) -> bool:
+    def evaluate_bool(self, bound: Activation) -> bool:
         """True only when the expression yields the boolean true: an error (a missing header,
         a failed conversion) or another type is false, as agentgateway's `eval_bool`."""
-        value = self._program.eval(data=variables)
+        value = self._program.eval(activation=bound)
         return value.type() == _cel.Type.BOOL and value.value() is True
 
 

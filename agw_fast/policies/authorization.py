@@ -12,7 +12,7 @@ not deny, a failed `require` denies. A denied request gets 403 `authorization fa
 from __future__ import annotations
 
 from agw_fast.config.model import RoutePolicies
-from agw_fast.core.cel import CelCompileError, CelProgram, compile_expression
+from agw_fast.core.cel import CelCompileError, CelProgram, activation, compile_expression
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response
 from agw_fast.errors import ConfigError
@@ -42,7 +42,7 @@ def build(policies: RoutePolicies) -> RequestStep | None:
     allow_by_default = not allow_rules
 
     def authorize(request: PolicyRequest) -> PolicyAnswer | None:
-        variables = cel_variables(request, uses)
+        variables = activation(cel_variables(request, uses))
         for program in deny_rules:
             if program.evaluate_bool(variables):
                 return DENIED

@@ -28,7 +28,7 @@ def _request(
 
 def _eval(expression: str, request: PolicyRequest | None = None) -> object:
     program = compile_expression(expression)
-    return program.evaluate(cel_variables(request or _request(), program.uses))
+    return program.evaluate(cel.activation(cel_variables(request or _request(), program.uses)))
 
 
 # --- compile errors ---------------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_headers_sent_twice_are_a_list_and_non_utf8_ones_are_absent() -> None:
 
 def test_a_missing_header_is_an_error_that_a_rule_reads_as_false() -> None:
     program = compile_expression('request.headers["x-missing"] == "a"')
-    variables = cel_variables(_request(), program.uses)
+    variables = cel.activation(cel_variables(_request(), program.uses))
     assert isinstance(program.evaluate(variables), cel.EvaluationError)
     assert program.evaluate_bool(variables) is False
     assert _eval('has(request.headers.x) ? "yes" : "no"') == "no"
