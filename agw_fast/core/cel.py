@@ -130,10 +130,22 @@ def compile_expression(text: str) -> CelProgram:
     if _cel is None:
         raise CelCompileError(f"CEL expressions need the `cel` extra: {CEL_EXTRA_HINT}")
     try:
-        program = _environment().compile(text)
+        program = _environment().compile(_lowercase_header_keys(text))
     except RuntimeError as error:
         raise CelCompileError(_one_line(str(error))) from None
     return CelProgram(text, program, _variables_used(text))
+
+
+# `request.headers["X-Team"]`: agentgateway looks header names up case-insensitively (an
+# http::HeaderMap); here they are map keys in lowercase, so a literal key is lowercased.
+_HEADER_KEY = re.compile(
+    r"""(\brequest\s*\.\s*headers\s*\[\s*)"""
+    r"""("[A-Za-z0-9!#$%&'*+.^_`|~-]*"|'[A-Za-z0-9!#$%&*+.^_`|~-]*')"""
+)
+
+
+def _lowercase_header_keys(text: str) -> str:
+    return _HEADER_KEY.sub(lambda m: m.group(1) + m.group(2).lower(), text)
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -98,6 +98,12 @@ def test_request_variable() -> None:
     assert _eval('"x-team" in request.headers && !("x-other" in request.headers)') is True
 
 
+def test_header_names_in_literal_keys_match_case_insensitively_as_in_agentgateway() -> None:
+    assert _eval('request.headers["X-Team"] == "a" && request.headers[\'X-TEAM\'] == "a"') is True
+    assert _eval('{"X-Team": 1}["X-Team"]') == 1  # only request.headers keys are names
+    assert _eval('"request.headers[\\"X\\"]"') == 'request.headers["X"]'
+
+
 def test_headers_sent_twice_are_a_list_and_non_utf8_ones_are_absent() -> None:
     request = _request([(b"x-a", b"1"), (b"x-a", b"2"), (b"x-b", b"\xff"), (b"x-c", b"\xc3\xa9")])
     assert _eval('request.headers["x-a"]', request) == ["1", "2"]
