@@ -33,6 +33,7 @@ __all__ = [
     "VARIABLES",
     "CelCompileError",
     "CelProgram",
+    "EvaluationError",
     "Activation",
     "activation",
     "available",
