@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from agw_fast.config.model import (
     BASIC_LOCATION,
@@ -15,6 +16,8 @@ from agw_fast.config.model import (
     ApiKeyAuth,
     ApiKeyEntry,
     AuthorityRewrite,
+    Authorization,
+    AuthorizationRule,
     BackendAuth,
     BackendPolicies,
     BackendTLS,
@@ -480,6 +483,41 @@ def _backend_http(raw: object, path: str) -> float | None:
     return timeout
 
 
+_RULE_MODES: dict[object, Literal["allow", "deny", "require"]] = {
+    "allow": "allow",
+    "deny": "deny",
+    "require": "require",
+}
+
+
+def _authorization(raw: object, path: str) -> Authorization:
+    """`authorization` (RuleSet): each rule a CEL string (an allow rule) or a one-key map
+    {allow|deny|require: string}, as agentgateway's http/authorization.rs `RuleSerde`."""
+    o = Obj(raw, path, "RuleSet")
+    rules_path = o.child("rules")
+    items = as_list(o.require("rules"), rules_path)
+    o.close()
+    rules = []
+    for index, item in enumerate(items):
+        item_path = f"{rules_path}[{index}]"
+        if isinstance(item, str):
+            rules.append(AuthorizationRule("allow", item, item_path))
+            continue
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(
+                item_path,
+                "a rule is a CEL string or a map with one of allow, deny, require; "
+                f"got {kind(item) if not isinstance(item, dict) else sorted(item)}",
+            )
+        ((key, expression),) = item.items()
+        rule_path = join(item_path, str(key))
+        mode = _RULE_MODES.get(key)
+        if mode is None:
+            raise ConfigError(rule_path, 'unknown rule kind: expected "allow", "deny" or "require"')
+        rules.append(AuthorizationRule(mode, as_str(expression, rule_path), rule_path))
+    return Authorization(tuple(rules))
+
+
 def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicies | None:
     """A route's `policies` (FilterOrPolicy); None when nothing is set."""
     o = Obj(raw, path, "FilterOrPolicy")
@@ -498,6 +536,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     ai, p9 = sub("ai")
     basic, p10 = sub("basicAuth")
     api_key, p11 = sub("apiKey")
+    authz, p12 = sub("authorization")
     o.close()
     result = RoutePolicies(
         request_header_modifier=None if req_hm is None else _header_modifier(req_hm, p1),
@@ -511,6 +550,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         ai=None if ai is None else _ai_policy(ai, p9),
         basic_auth=None if basic is None else _basic_auth(basic, p10, base_dir),
         api_key=None if api_key is None else _api_key(api_key, p11),
+        authorization=None if authz is None else _authorization(authz, p12),
     )
     return None if result == RoutePolicies() else result
 

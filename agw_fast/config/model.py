@@ -18,6 +18,8 @@ __all__ = [
     "AuthorityRewrite",
     "BASIC_LOCATION",
     "BEARER_LOCATION",
+    "Authorization",
+    "AuthorizationRule",
     "BackendAuth",
     "BackendPolicies",
     "BackendPoolConfig",
@@ -208,6 +210,20 @@ class BasicAuth:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthorizationRule:
+    """One `authorization.rules` entry: a CEL expression (compiled when the plan is built)."""
+
+    mode: Literal["allow", "deny", "require"]
+    expression: str
+    path: str  # where it is in the config, for a compile error
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    rules: tuple[AuthorizationRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePolicies:
     request_header_modifier: HeaderModifier | None = None
     response_header_modifier: HeaderModifier | None = None
@@ -220,6 +236,7 @@ class RoutePolicies:
     ai: AIPolicy | None = None
     basic_auth: BasicAuth | None = None
     api_key: ApiKeyAuth | None = None
+    authorization: Authorization | None = None
 
 
 @dataclass(frozen=True, slots=True)

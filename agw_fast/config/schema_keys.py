@@ -66,8 +66,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "QueryValueMatch": ("exact regex", ""),
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
-        "directResponse backendTLS backendAuth timeout ai apiKey basicAuth",
-        "a2a authorization backendTunnel buffer cors csrf delay extAuthz "
+        "directResponse backendTLS backendAuth timeout ai apiKey basicAuth authorization",
+        "a2a backendTunnel buffer cors csrf delay extAuthz "
         "extProc jwtAuth localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
         "oidc remoteRateLimit requestMirror retry transformations",
     ),
@@ -120,6 +120,7 @@ _TABLE: dict[str, tuple[str, str]] = {
         "mcpAuthorization mcpGuardrails sessionAffinity tcp transformations",
     ),
     "HTTP": ("version requestTimeout", ""),
+    "RuleSet": ("rules", ""),
 }
 
 SPECS: dict[str, ObjectSpec] = {

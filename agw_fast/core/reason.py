@@ -19,4 +19,5 @@ class Reason:
     INTERNAL = "Internal"  # a rewrite or redirect that could not be applied, ...
     INVALID_REQUEST = "InvalidRequest"  # a request we refuse to forward (LLM body, framing)
     TIMEOUT = "Timeout"  # request or backend request timeout
+    AUTHORIZATION = "Authorization"  # an authorization policy denied the request
     UPSTREAM_FAILURE = "UpstreamFailure"  # connect, TLS or the upstream connection failed

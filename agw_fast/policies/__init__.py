@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from agw_fast.config.model import RoutePolicies
-from agw_fast.policies import api_key, basic_auth, direct_response, redirect
+from agw_fast.policies import api_key, authorization, basic_auth, direct_response, redirect
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
@@ -29,12 +29,15 @@ __all__ = [
 
 StepBuilder = Callable[[RoutePolicies], RequestStep | None]
 
-# The order agentgateway applies them in; the first step that answers ends the request.
+# The order agentgateway applies them in (proxy/httpproxy.rs): cors, the authentication
+# policies (jwtAuth, basicAuth, apiKey), extAuthz, authorization, rate limits, csrf,
+# requestRedirect, directResponse. The first step that answers ends the request.
 STEP_BUILDERS: tuple[StepBuilder, ...] = (
     basic_auth.build,
     api_key.build,
-    direct_response.build,
+    authorization.build,
     redirect.build,
+    direct_response.build,
 )
 
 

@@ -38,6 +38,12 @@ def build(policies: RoutePolicies) -> RequestStep | None:
     if config is None:
         return None
     metadata = {entry.sha256: entry.metadata for entry in config.keys}
+    # CEL's `apiKey` (agentgateway's apikey::Claims): the key, redacted, beside the entry's
+    # metadata flattened into it; built once per key.
+    cel_claims = {
+        digest: {"key": "<redacted>", **(value if isinstance(value, dict) else {})}
+        for digest, value in metadata.items()
+    }
     extract, remove = compile_location(config.location)
     strict = config.mode == "strict"
     permissive = config.mode == "permissive"
@@ -52,6 +58,7 @@ def build(policies: RoutePolicies) -> RequestStep | None:
             return None if permissive else INVALID
         remove(request)
         request.api_key = ApiKeyClaims(key, metadata[digest])
+        request.set_claims("apiKey", cel_claims[digest])
         return None
 
     return authenticate

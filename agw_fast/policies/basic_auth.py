@@ -130,6 +130,7 @@ def build(policies: RoutePolicies) -> RequestStep | None:
             return invalid
         remove(request)
         request.basic_auth_user = username
+        request.set_claims("basicAuth", {"username": username})
         return None
 
     return authenticate

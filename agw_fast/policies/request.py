@@ -22,17 +22,18 @@ class PolicyRequest:
     Built only for routes that have steps. `headers` are (lowercase name, value) pairs as
     the client sent them; `query` keeps its leading `?` (b"" when there is none);
     `matched_prefix` is the route's path prefix when a prefix match selected it. A step may
-    also add response fields (`add_response_header`), e.g. rate-limit or CORS headers.
+    also add response fields (`add_response_header`), e.g. rate-limit or CORS headers, and
+    an authentication step records its claims for later steps (`set_claims`).
 
     A step may replace `headers` (a new list) and `query` to change what is forwarded (and
     what later steps see): authentication policies take out the credential they consumed.
-    Authentication results for later policies (CEL): `api_key` (ApiKeyClaims) and
+    Authentication results: `claims` by CEL variable name, and `api_key` (ApiKeyClaims) and
     `basic_auth_user` (the username), None when the request did not authenticate that way.
     """
 
     __slots__ = (
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
-        "response_lines", "api_key", "basic_auth_user",
+        "response_lines", "version", "claims", "api_key", "basic_auth_user",
     )  # fmt: skip
 
     def __init__(
@@ -44,6 +45,7 @@ class PolicyRequest:
         headers: list[tuple[bytes, bytes]],
         matched_prefix: str | None,
         source: str = "",
+        version: bytes = b"1.1",
     ) -> None:
         self.method = method
         self.host = host
@@ -56,6 +58,17 @@ class PolicyRequest:
         self.response_lines: list[bytes] | None = None
         self.api_key: ApiKeyClaims | None = None
         self.basic_auth_user: str | None = None
+        self.version = version  # h11's http_version: b"1.1" or b"1.0"
+        # What authentication steps established, by agentgateway's CEL variable name
+        # ("jwt", "apiKey", "basicAuth"): later steps (authorization) read it.
+        self.claims: dict[str, object] | None = None
+
+    def set_claims(self, variable: str, value: object) -> None:
+        """Record an authentication result under its CEL variable name (e.g. "jwt")."""
+        if self.claims is None:
+            self.claims = {variable: value}
+        else:
+            self.claims[variable] = value
 
     def add_response_header(self, name: bytes, value: bytes) -> None:
         """Have the response, proxied or answered by a later step, carry this field."""

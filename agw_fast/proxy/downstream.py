@@ -579,7 +579,8 @@ class DownstreamProtocol(asyncio.Protocol):
         policy_lines = b""
         if steps:
             policy_request = PolicyRequest(
-                method, host, path, query, headers, prefix, self.peer_name()
+                method, host, path, query, headers, prefix, self.peer_name(),
+                request.http_version,
             )
             answer = run_steps(steps, policy_request)
             if policy_request.response_lines is not None:
