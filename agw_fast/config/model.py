@@ -24,6 +24,9 @@ __all__ = [
     "FrontendPolicies",
     "HeaderModifier",
     "HostBackend",
+    "JwtAuth",
+    "JwtMode",
+    "JwtProvider",
     "KeepaliveConfig",
     "Listener",
     "LoggingConfig",
@@ -159,6 +162,32 @@ class BackendPolicies:
     ai: AIPolicy | None = None
 
 
+JwtMode = Literal["strict", "optional", "permissive"]
+
+
+@dataclass(frozen=True, slots=True)
+class JwtProvider:
+    """One trusted issuer of `jwtAuth` (the single form is one provider)."""
+
+    issuer: str
+    jwks_source: str  # where the set came from: "inline", a file path or the URL
+    jwks_text: str | None  # the JWKS document; None for a URL (fetched when serving)
+    audiences: tuple[str, ...] = ()  # empty: `aud` is not checked
+    required_claims: frozenset[str] = frozenset({"exp"})
+    jwks_url: str | None = None
+    path: str = ""  # the provider's config path, for errors in its key set
+
+
+@dataclass(frozen=True, slots=True)
+class JwtAuth:
+    """`jwtAuth`: the token's location and what to do with a missing or invalid one."""
+
+    providers: tuple[JwtProvider, ...]
+    mode: JwtMode = "optional"
+    header_name: str = "authorization"
+    prefix: str = "Bearer "
+
+
 @dataclass(frozen=True, slots=True)
 class RoutePolicies:
     request_header_modifier: HeaderModifier | None = None
@@ -170,6 +199,7 @@ class RoutePolicies:
     backend_auth: BackendAuth | None = None
     timeout: TimeoutPolicy | None = None
     ai: AIPolicy | None = None
+    jwt_auth: JwtAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,9 +66,9 @@ _TABLE: dict[str, tuple[str, str]] = {
     "QueryValueMatch": ("exact regex", ""),
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
-        "directResponse backendTLS backendAuth timeout ai",
+        "directResponse backendTLS backendAuth timeout ai jwtAuth",
         "a2a apiKey authorization backendTunnel basicAuth buffer cors csrf delay extAuthz "
-        "extProc jwtAuth localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
+        "extProc localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
         "oidc remoteRateLimit requestMirror retry transformations",
     ),
     "UrlRewrite": ("authority path", ""),
@@ -92,6 +92,10 @@ _TABLE: dict[str, tuple[str, str]] = {
     "FileOrInline": ("file", ""),
     "AuthorizationLocation": ("header", "cookie expression queryParameter"),
     "AuthorizationLocation/header": ("name prefix", ""),
+    "LocalJwtConfig": ("mode location providers issuer audiences jwks jwtValidationOptions", ""),
+    "ProviderConfig": ("issuer audiences jwks jwtValidationOptions", ""),
+    "JWTValidationOptions": ("requiredClaims", ""),
+    "FileInlineOrRemote": ("file url", ""),
     "TimeoutPolicy": ("requestTimeout backendRequestTimeout", ""),
     "Policy": (
         "routes",

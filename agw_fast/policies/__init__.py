@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from agw_fast.config.model import RoutePolicies
-from agw_fast.policies import direct_response, redirect
+from agw_fast.policies import direct_response, jwt, redirect
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
@@ -30,6 +30,7 @@ StepBuilder = Callable[[RoutePolicies], RequestStep | None]
 
 # The order agentgateway applies them in; the first step that answers ends the request.
 STEP_BUILDERS: tuple[StepBuilder, ...] = (
+    jwt.build,
     direct_response.build,
     redirect.build,
 )

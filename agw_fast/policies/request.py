@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["PolicyAnswer", "PolicyRequest", "RequestStep"]
 
@@ -14,12 +14,15 @@ class PolicyRequest:
     Built only for routes that have steps. `headers` are (lowercase name, value) pairs as
     the client sent them; `query` keeps its leading `?` (b"" when there is none);
     `matched_prefix` is the route's path prefix when a prefix match selected it. A step may
-    also add response fields (`add_response_header`), e.g. rate-limit or CORS headers.
+    also add response fields (`add_response_header`), e.g. rate-limit or CORS headers, and
+    drop a request field before it goes upstream (`remove_request_header`), e.g. a verified
+    credential. `jwt_claims` holds the claims of a token `jwtAuth` verified (the JSON payload,
+    for CEL's `jwt`), `jwt_token` the token itself; both None otherwise.
     """
 
     __slots__ = (
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
-        "response_lines",
+        "response_lines", "forward_headers", "jwt_claims", "jwt_token",
     )  # fmt: skip
 
     def __init__(
@@ -41,6 +44,10 @@ class PolicyRequest:
         self.source = source  # the client's "addr:port" (IPv6 in brackets)
         # Lines (`name: value\r\n`) steps add to whatever response the request gets.
         self.response_lines: list[bytes] | None = None
+        # The fields to send upstream when a step changed them (None: `headers` as sent).
+        self.forward_headers: list[tuple[bytes, bytes]] | None = None
+        self.jwt_claims: dict[str, Any] | None = None
+        self.jwt_token: str | None = None
 
     def add_response_header(self, name: bytes, value: bytes) -> None:
         """Have the response, proxied or answered by a later step, carry this field."""
@@ -49,6 +56,13 @@ class PolicyRequest:
             self.response_lines = [line]
         else:
             self.response_lines.append(line)
+
+
+    def remove_request_header(self, name: bytes) -> None:
+        """Send the request upstream without any `name` field (a lowercase name); later
+        steps see the request without it too."""
+        kept = [pair for pair in self.headers if pair[0] != name]
+        self.headers = self.forward_headers = kept
 
 
 class PolicyAnswer(NamedTuple):

@@ -582,6 +582,8 @@ class DownstreamProtocol(asyncio.Protocol):
                 method, host, path, query, headers, prefix, self.peer_name()
             )
             answer = run_steps(steps, policy_request)
+            if policy_request.forward_headers is not None:
+                headers = policy_request.forward_headers
             if policy_request.response_lines is not None:
                 policy_lines = b"".join(policy_request.response_lines)
             if answer is not None:
