@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import ssl
 import subprocess
 import sys
 import threading
@@ -27,12 +28,15 @@ from agw_fast.policies.jwt import KeySetHolder, ProviderRules, Verifier
 from agw_fast.server import jwks as jwks_module
 from tests.e2e.conftest import (
     DEADLINE,
+    Certs,
     GatewayFactory,
     Process,
     RawClient,
     Upstream,
     gateway_client,
     http_request,
+    tls_client_context,
+    tls_server_context,
     unused_port,
 )
 
@@ -206,7 +210,7 @@ def test_a_bad_inline_key_set_fails_startup(tmp_path: Path, upstream: Upstream) 
 class JwksServer:
     """The test's own HTTP server for a JWKS document; `stop()` takes it down."""
 
-    def __init__(self, document: str, port: int = 0) -> None:
+    def __init__(self, document: str, tls: ssl.SSLContext | None = None) -> None:
         self.document = document
         self.hits = 0
         outer = self
@@ -225,9 +229,13 @@ class JwksServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/jwks.json"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        # The suite's certificate names `localhost`.
+        origin = f"http://127.0.0.1:{self.port}" if tls is None else f"https://localhost:{self.port}"
+        self.url = f"{origin}/jwks.json"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -316,3 +324,18 @@ async def _until(predicate: Any) -> None:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
 
+
+
+def test_an_https_jwks_url_is_verified_against_certifi_roots(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = JwksServer(JWKS, tls=tls_server_context(certs))
+    try:
+        # The suite's CA is not among certifi's roots: refused.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            asyncio.run(jwks_module.fetch_jwks(server.url))
+        monkeypatch.setattr(jwks_module, "_TLS", tls_client_context(certs))
+        text, ttl = asyncio.run(jwks_module.fetch_jwks(server.url))
+        assert json.loads(text) == json.loads(JWKS) and ttl == 60
+    finally:
+        server.stop()
