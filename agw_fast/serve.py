@@ -12,6 +12,7 @@ from agw_fast.errors import ConfigError
 from agw_fast.log import configure_logging, logger
 from agw_fast.plan import compile_config
 from agw_fast.server.admin import admin_child
+from agw_fast.server.jwks import load_remote_key_sets
 from agw_fast.server.sockets import default_bind_address, open_listen_sockets
 from agw_fast.server.supervisor import ChildSpec, Supervisor
 from agw_fast.server.worker import run_worker
@@ -40,6 +41,7 @@ def serve(
     """
     try:
         runtime = compile_config(config)  # TLS files, regexes: everything that can fail
+        load_remote_key_sets()  # jwtAuth JWKS URLs, fetched once before the workers fork
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 1

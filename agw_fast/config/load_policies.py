@@ -7,7 +7,7 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from agw_fast.config.model import (
     BASIC_LOCATION,
@@ -26,6 +26,9 @@ from agw_fast.config.model import (
     DirectResponse,
     HeaderModifier,
     HtpasswdEntry,
+    JwtAuth,
+    JwtMode,
+    JwtProvider,
     PathRewrite,
     RequestRedirect,
     RoutePolicies,
@@ -443,6 +446,73 @@ def _basic_auth(raw: object, path: str, base_dir: Path) -> BasicAuth:
     )
     o.close()
     return result
+_JWT_MODES = ("strict", "optional", "permissive")
+
+
+def _jwt_auth(raw: object, path: str, base_dir: Path) -> JwtAuth:
+    """`jwtAuth`: the `providers` form when that key is there (as agentgateway decides),
+    else the single-issuer form. The keys themselves are read by policies/jwt.py."""
+    o = Obj(raw, path, "LocalJwtConfig")
+    multi = o.has("providers")
+    mode = choice(o.get("mode") or "optional", o.child("mode"), _JWT_MODES)
+    name, prefix = "authorization", "Bearer "
+    if o.has("location"):
+        name, prefix = _auth_location(o.get("location"), o.child("location"))
+    if multi:
+        for key in ("issuer", "audiences", "jwks", "jwtValidationOptions"):
+            if o.has(key):
+                raise ConfigError(o.child(key), f'unknown field "{key}" next to "providers"')
+        providers = tuple(_jwt_provider(item, p, base_dir) for p, item in o.items("providers"))
+    else:
+        providers = (_jwt_provider_fields(o, base_dir),)
+    o.close()
+    return JwtAuth(providers, cast(JwtMode, mode), name, prefix)
+
+
+def _jwt_provider(raw: object, path: str, base_dir: Path) -> JwtProvider:
+    o = Obj(raw, path, "ProviderConfig")
+    provider = _jwt_provider_fields(o, base_dir)
+    o.close()
+    return provider
+
+
+def _jwt_provider_fields(o: Obj, base_dir: Path) -> JwtProvider:
+    issuer = o.req_str("issuer")
+    audiences = tuple(as_str(a, p) for p, a in o.items("audiences"))
+    required = frozenset({"exp"})
+    if o.has("jwtValidationOptions"):
+        opts = Obj(o.get("jwtValidationOptions"), o.child("jwtValidationOptions"),
+                   "JWTValidationOptions")  # fmt: skip
+        if opts.has("requiredClaims"):
+            required = frozenset(as_str(c, p) for p, c in opts.items("requiredClaims"))
+        opts.close()
+    jwks_path = o.child("jwks")
+    jwks = o.require("jwks")
+    url: str | None = None
+    if isinstance(jwks, str):
+        source, text = "inline", jwks
+    else:
+        j = Obj(jwks, jwks_path, "FileInlineOrRemote")
+        if j.has("file") == j.has("url"):
+            raise ConfigError(jwks_path, "expected exactly one of file, url")
+        if j.has("file"):
+            file_path = j.child("file")
+            source = _readable_file(j.get("file"), file_path, base_dir)
+            try:
+                text = Path(source).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(file_path, f"cannot read {source}: {exc}") from None
+        else:
+            url = source = j.req_str("url")
+            text = None
+            if not url.startswith(("http://", "https://")):
+                expected = "an http:// or https:// URL"
+                raise ConfigError(j.child("url"), f"expected {expected}, got {url!r}")
+        j.close()
+    return JwtProvider(
+        issuer=issuer, jwks_source=source, jwks_text=text, audiences=audiences,
+        required_claims=required, jwks_url=url, path=o.path,
+    )
 
 
 def _timeout(raw: object, path: str) -> TimeoutPolicy | None:
@@ -537,6 +607,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     basic, p10 = sub("basicAuth")
     api_key, p11 = sub("apiKey")
     authz, p12 = sub("authorization")
+    jwt, p13 = sub("jwtAuth")
     o.close()
     result = RoutePolicies(
         request_header_modifier=None if req_hm is None else _header_modifier(req_hm, p1),
@@ -551,6 +622,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         basic_auth=None if basic is None else _basic_auth(basic, p10, base_dir),
         api_key=None if api_key is None else _api_key(api_key, p11),
         authorization=None if authz is None else _authorization(authz, p12),
+        jwt_auth=None if jwt is None else _jwt_auth(jwt, p13, base_dir),
     )
     return None if result == RoutePolicies() else result
 

@@ -33,6 +33,9 @@ __all__ = [
     "HeaderModifier",
     "HostBackend",
     "HtpasswdEntry",
+    "JwtAuth",
+    "JwtMode",
+    "JwtProvider",
     "KeepaliveConfig",
     "Listener",
     "LoggingConfig",
@@ -168,6 +171,32 @@ class BackendPolicies:
     ai: AIPolicy | None = None
 
 
+JwtMode = Literal["strict", "optional", "permissive"]
+
+
+@dataclass(frozen=True, slots=True)
+class JwtProvider:
+    """One trusted issuer of `jwtAuth` (the single form is one provider)."""
+
+    issuer: str
+    jwks_source: str  # where the set came from: "inline", a file path or the URL
+    jwks_text: str | None  # the JWKS document; None for a URL (fetched when serving)
+    audiences: tuple[str, ...] = ()  # empty: `aud` is not checked
+    required_claims: frozenset[str] = frozenset({"exp"})
+    jwks_url: str | None = None
+    path: str = ""  # the provider's config path, for errors in its key set
+
+
+@dataclass(frozen=True, slots=True)
+class JwtAuth:
+    """`jwtAuth`: the token's location and what to do with a missing or invalid one."""
+
+    providers: tuple[JwtProvider, ...]
+    mode: JwtMode = "optional"
+    header_name: str = "authorization"
+    prefix: str = "Bearer "
+
+
 @dataclass(frozen=True, slots=True)
 class CredentialLocation:
     """Where a client credential is read from (agentgateway's AuthorizationLocation)."""
@@ -237,6 +266,7 @@ class RoutePolicies:
     basic_auth: BasicAuth | None = None
     api_key: ApiKeyAuth | None = None
     authorization: Authorization | None = None
+    jwt_auth: JwtAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,9 +66,9 @@ _TABLE: dict[str, tuple[str, str]] = {
     "QueryValueMatch": ("exact regex", ""),
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
-        "directResponse backendTLS backendAuth timeout ai apiKey basicAuth authorization",
+        "directResponse backendTLS backendAuth timeout ai apiKey basicAuth authorization jwtAuth",
         "a2a backendTunnel buffer cors csrf delay extAuthz "
-        "extProc jwtAuth localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
+        "extProc localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
         "oidc remoteRateLimit requestMirror retry transformations",
     ),
     "UrlRewrite": ("authority path", ""),
@@ -97,6 +97,10 @@ _TABLE: dict[str, tuple[str, str]] = {
     "LocalAPIKey": ("key keyHash metadata allowedModels", ""),
     "LocalBasicAuth": ("htpasswd realm mode authorizationLocation", ""),
     "AuthorizationLocation/header": ("name prefix", ""),
+    "LocalJwtConfig": ("mode location providers issuer audiences jwks jwtValidationOptions", ""),
+    "ProviderConfig": ("issuer audiences jwks jwtValidationOptions", ""),
+    "JWTValidationOptions": ("requiredClaims", ""),
+    "FileInlineOrRemote": ("file url", ""),
     "TimeoutPolicy": ("requestTimeout backendRequestTimeout", ""),
     "Policy": (
         "routes",

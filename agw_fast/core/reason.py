@@ -16,6 +16,7 @@ class Reason:
     API_KEY_AUTH = "APIKeyAuth"  # an apiKey policy refused the key
     NOT_FOUND = "NotFound"  # no listener or no route matched
     NO_HEALTHY_BACKEND = "NoHealthyBackend"  # the route has no backend to use
+    JWT_AUTH = "JwtAuth"  # jwtAuth refused the request (401)
     INTERNAL = "Internal"  # a rewrite or redirect that could not be applied, ...
     INVALID_REQUEST = "InvalidRequest"  # a request we refuse to forward (LLM body, framing)
     TIMEOUT = "Timeout"  # request or backend request timeout

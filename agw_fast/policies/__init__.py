@@ -15,7 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from agw_fast.config.model import RoutePolicies
-from agw_fast.policies import api_key, authorization, basic_auth, direct_response, redirect
+from agw_fast.policies import (
+    api_key,
+    authorization,
+    basic_auth,
+    direct_response,
+    jwt,
+    redirect,
+)
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
@@ -33,6 +40,7 @@ StepBuilder = Callable[[RoutePolicies], RequestStep | None]
 # policies (jwtAuth, basicAuth, apiKey), extAuthz, authorization, rate limits, csrf,
 # requestRedirect, directResponse. The first step that answers ends the request.
 STEP_BUILDERS: tuple[StepBuilder, ...] = (
+    jwt.build,
     basic_auth.build,
     api_key.build,
     authorization.build,

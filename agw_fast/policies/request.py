@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = ["ApiKeyClaims", "PolicyAnswer", "PolicyRequest", "RequestStep"]
 
@@ -26,14 +26,17 @@ class PolicyRequest:
     an authentication step records its claims for later steps (`set_claims`).
 
     A step may replace `headers` (a new list) and `query` to change what is forwarded (and
-    what later steps see): authentication policies take out the credential they consumed.
-    Authentication results: `claims` by CEL variable name, and `api_key` (ApiKeyClaims) and
-    `basic_auth_user` (the username), None when the request did not authenticate that way.
+    what later steps see): authentication policies take out the credential they consumed
+    (`remove_request_header`). Authentication results: `claims` by CEL variable name; for
+    the steps themselves `api_key` (ApiKeyClaims), `basic_auth_user` (the username),
+    `jwt_claims` (a verified token's payload) and `jwt_token`, None when not authenticated
+    that way.
     """
 
     __slots__ = (
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
-        "response_lines", "version", "claims", "api_key", "basic_auth_user",
+        "response_lines", "version", "claims", "api_key", "basic_auth_user", "jwt_claims",
+        "jwt_token",
     )  # fmt: skip
 
     def __init__(
@@ -58,6 +61,8 @@ class PolicyRequest:
         self.response_lines: list[bytes] | None = None
         self.api_key: ApiKeyClaims | None = None
         self.basic_auth_user: str | None = None
+        self.jwt_claims: dict[str, Any] | None = None
+        self.jwt_token: str | None = None
         self.version = version  # h11's http_version: b"1.1" or b"1.0"
         # What authentication steps established, by agentgateway's CEL variable name
         # ("jwt", "apiKey", "basicAuth"): later steps (authorization) read it.
@@ -70,6 +75,11 @@ class PolicyRequest:
         else:
             self.claims[variable] = value
 
+    def remove_request_header(self, name: bytes) -> None:
+        """Send the request upstream without any `name` field (a lowercase name); later
+        steps see the request without it too."""
+        self.headers = [pair for pair in self.headers if pair[0] != name]
+
     def add_response_header(self, name: bytes, value: bytes) -> None:
         """Have the response, proxied or answered by a later step, carry this field."""
         line = b"%s: %s\r\n" % (name, value)
@@ -77,6 +87,7 @@ class PolicyRequest:
             self.response_lines = [line]
         else:
             self.response_lines.append(line)
+
 
 
 class PolicyAnswer(NamedTuple):

@@ -23,6 +23,7 @@ from agw_fast.log import logger
 from agw_fast.plan import RuntimeBind
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
+from agw_fast.server.jwks import JwksRefresher
 from agw_fast.server.listener import DescriptorBudget, Listener
 from agw_fast.telemetry.access_log import AccessLog
 from agw_fast.telemetry.metrics import MetricsRegistry
@@ -156,7 +157,9 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.call_later(HOUSEKEEPING_INTERVAL, ctx.housekeeping)
+    jwks = JwksRefresher(loop)
     await stop.wait()
+    jwks.close()
     await _drain(index, config, ctx, listeners)
     budget.close()
     ctx.pool.close_all()
