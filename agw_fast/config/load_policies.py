@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 from agw_fast.config.model import (
@@ -11,6 +13,7 @@ from agw_fast.config.model import (
     BackendAuth,
     BackendPolicies,
     BackendTLS,
+    CorsPolicy,
     DirectResponse,
     HeaderModifier,
     PathRewrite,
@@ -66,6 +69,7 @@ _ALPN_HTTP11 = "http/1.1"
 # Offering h2 next to http/1.1 only states a preference: the server still settles on
 # http/1.1 when that is all agw-fast offers, so such lists keep their meaning.
 _ALPN_DROPPABLE = frozenset({"h2"})
+_METHOD = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 def _header_modifier(raw: object, path: str) -> HeaderModifier:
@@ -298,6 +302,41 @@ def _timeout(raw: object, path: str) -> TimeoutPolicy | None:
     return None if result == TimeoutPolicy() else result
 
 
+def _cors_list(o: Obj, key: str, check: Callable[[str, str], str]) -> tuple[str, ...]:
+    """agentgateway's WildcardOrList: a `*` anywhere means any (the rest is not read)."""
+    items = [(where, as_str(item, where)) for where, item in o.items(key)]
+    if any(text == "*" for _, text in items):
+        return ("*",)
+    return tuple(check(text, where) for where, text in items)
+
+
+def _token_name(text: str, where: str) -> str:
+    # http::HeaderName parses case-insensitively and prints lowercase.
+    return check_header_name(text, where).lower()
+
+
+def _method(text: str, where: str) -> str:
+    # http::Method: a token (RFC 9110 §9.1), case kept (`get` is an extension method).
+    if not _METHOD.match(text):
+        raise ConfigError(where, f"invalid method {text!r}")
+    return text
+
+
+def _cors(raw: object, path: str) -> CorsPolicy:
+    o = Obj(raw, path, "CorsSerde")
+    max_age = o.opt_duration("maxAge")
+    result = CorsPolicy(
+        allow_credentials=bool(o.opt_bool("allowCredentials")),
+        allow_headers=_cors_list(o, "allowHeaders", _token_name),
+        allow_methods=_cors_list(o, "allowMethods", _method),
+        allow_origins=_cors_list(o, "allowOrigins", lambda text, _where: text),
+        expose_headers=_cors_list(o, "exposeHeaders", _token_name),
+        max_age=None if max_age is None else int(max_age),
+    )
+    o.close()
+    return result
+
+
 def _ai_policy(raw: object, path: str) -> AIPolicy:
     o = Obj(raw, path, "Policy")
     routes: list[tuple[str, str]] = []
@@ -342,6 +381,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     auth, p7 = sub("backendAuth")
     timeout, p8 = sub("timeout")
     ai, p9 = sub("ai")
+    cors, p10 = sub("cors")
     o.close()
     result = RoutePolicies(
         request_header_modifier=None if req_hm is None else _header_modifier(req_hm, p1),
@@ -353,6 +393,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         backend_auth=None if auth is None else _backend_auth(auth, p7, base_dir),
         timeout=None if timeout is None else _timeout(timeout, p8),
         ai=None if ai is None else _ai_policy(ai, p9),
+        cors=None if cors is None else _cors(cors, p10),
     )
     return None if result == RoutePolicies() else result
 

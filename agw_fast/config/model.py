@@ -20,6 +20,7 @@ __all__ = [
     "BackendTLS",
     "Bind",
     "Config",
+    "CorsPolicy",
     "DirectResponse",
     "FrontendPolicies",
     "HeaderModifier",
@@ -147,6 +148,19 @@ class AIPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    """`cors`: each list is empty (not set), ("*",) (any) or the configured entries, with
+    header names lowercased as agentgateway's `HeaderName` prints them."""
+
+    allow_credentials: bool = False
+    allow_headers: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None  # whole seconds (agentgateway sends `as_secs()`)
+
+
+@dataclass(frozen=True, slots=True)
 class BackendPolicies:
     """Policies that apply per backend (may also be written on a route: copied to each)."""
 
@@ -170,6 +184,7 @@ class RoutePolicies:
     backend_auth: BackendAuth | None = None
     timeout: TimeoutPolicy | None = None
     ai: AIPolicy | None = None
+    cors: CorsPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)

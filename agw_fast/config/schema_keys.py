@@ -66,12 +66,16 @@ _TABLE: dict[str, tuple[str, str]] = {
     "QueryValueMatch": ("exact regex", ""),
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
-        "directResponse backendTLS backendAuth timeout ai",
-        "a2a apiKey authorization backendTunnel basicAuth buffer cors csrf delay extAuthz "
+        "directResponse backendTLS backendAuth timeout ai cors",
+        "a2a apiKey authorization backendTunnel basicAuth buffer csrf delay extAuthz "
         "extProc jwtAuth localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
         "oidc remoteRateLimit requestMirror retry transformations",
     ),
     "UrlRewrite": ("authority path", ""),
+    "CorsSerde": (
+        "allowCredentials allowHeaders allowMethods allowOrigins exposeHeaders maxAge",
+        "",
+    ),
     "HostRedirect": ("full host port", ""),
     "PathRedirect": ("full prefix", ""),
     "HeaderModifier": ("add set remove", ""),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from agw_fast.config.model import RoutePolicies
-from agw_fast.policies import direct_response, redirect
+from agw_fast.policies import cors, direct_response, redirect
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
@@ -29,7 +29,10 @@ __all__ = [
 StepBuilder = Callable[[RoutePolicies], RequestStep | None]
 
 # The order agentgateway applies them in; the first step that answers ends the request.
+# CORS comes first (proxy/httpproxy.rs apply_request_policies): a preflight is answered
+# before any other policy, and its fields reach later steps' answers too.
 STEP_BUILDERS: tuple[StepBuilder, ...] = (
+    cors.build,
     direct_response.build,
     redirect.build,
 )

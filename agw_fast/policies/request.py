@@ -19,7 +19,7 @@ class PolicyRequest:
 
     __slots__ = (
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
-        "response_lines",
+        "response_lines", "response_replaces",
     )  # fmt: skip
 
     def __init__(
@@ -41,6 +41,8 @@ class PolicyRequest:
         self.source = source  # the client's "addr:port" (IPv6 in brackets)
         # Lines (`name: value\r\n`) steps add to whatever response the request gets.
         self.response_lines: list[bytes] | None = None
+        # Lowercase names whose upstream fields the proxied response loses (see `replace`).
+        self.response_replaces: frozenset[bytes] | None = None
 
     def add_response_header(self, name: bytes, value: bytes) -> None:
         """Have the response, proxied or answered by a later step, carry this field."""
@@ -49,6 +51,20 @@ class PolicyRequest:
             self.response_lines = [line]
         else:
             self.response_lines.append(line)
+
+    def add_response_lines(self, lines: bytes) -> None:
+        """`add_response_header` for a block of complete lines built at load."""
+        if self.response_lines is None:
+            self.response_lines = [lines]
+        else:
+            self.response_lines.append(lines)
+
+    def replace_response_fields(self, names: frozenset[bytes]) -> None:
+        """Have a proxied response drop the upstream's fields of these (lowercase) names, so
+        the fields this request's steps add replace them (agentgateway inserts policy
+        response headers, overriding the upstream's)."""
+        previous = self.response_replaces
+        self.response_replaces = names if previous is None else previous | names
 
 
 class PolicyAnswer(NamedTuple):

@@ -577,6 +577,7 @@ class DownstreamProtocol(asyncio.Protocol):
         prefix = matched.match.path.value if matched.match.path.kind == "prefix" else None
         steps = route.request_steps
         policy_lines = b""
+        policy_replaces: frozenset[bytes] | None = None
         if steps:
             policy_request = PolicyRequest(
                 method, host, path, query, headers, prefix, self.peer_name()
@@ -584,6 +585,7 @@ class DownstreamProtocol(asyncio.Protocol):
             answer = run_steps(steps, policy_request)
             if policy_request.response_lines is not None:
                 policy_lines = b"".join(policy_request.response_lines)
+                policy_replaces = policy_request.response_replaces
             if answer is not None:
                 response, reason = answer
                 if policy_lines:
@@ -630,6 +632,8 @@ class DownstreamProtocol(asyncio.Protocol):
         )
         if policy_lines:
             exchange.response_extra += policy_lines
+            if policy_replaces is not None:
+                exchange.response_drop = exchange.response_drop | policy_replaces
         self.exchange = exchange
         exchange.start(expect and self.h11.they_are_waiting_for_100_continue)
 
