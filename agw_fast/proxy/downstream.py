@@ -394,8 +394,9 @@ class DownstreamProtocol(asyncio.Protocol):
         started: float,
         labels: RouteLabels,
         reason: str,
+        extra_headers: bytes = b"",
     ) -> None:
-        response = local_response(status, body)
+        response = local_response(status, body, extra_headers=extra_headers)
         self._answer(request, response, status, started, labels, reason, body)
 
     def _reject(
@@ -589,8 +590,7 @@ class DownstreamProtocol(asyncio.Protocol):
             if answer is not None:
                 response, reason = answer
                 if policy_lines:
-                    head_end = response.index(b"\r\n\r\n") + 2
-                    response = response[:head_end] + policy_lines + response[head_end:]
+                    response = _with_lines(response, policy_lines)
                 self._answer(
                     request, response, int(response[9:12]), started, route.labels, reason
                 )
@@ -599,12 +599,13 @@ class DownstreamProtocol(asyncio.Protocol):
         if backend is None:
             self._local(
                 request, 500, b"no valid backends", started, route.labels,
-                Reason.NO_HEALTHY_BACKEND,
+                Reason.NO_HEALTHY_BACKEND, policy_lines,
             )
             return
         if backend.redirect is not None:
             self._redirect(
-                request, route, backend, backend.redirect, host, path, query, prefix, started
+                request, route, backend, backend.redirect, host, path, query, prefix, started,
+                policy_lines,
             )
             return
         authority = backend.auto_authority or host
@@ -616,7 +617,7 @@ class DownstreamProtocol(asyncio.Protocol):
             except ProxyError as error:
                 self._local(
                     request, error.status, error.body.encode(), started, route.labels,
-                    Reason.INTERNAL,
+                    Reason.INTERNAL, policy_lines,
                 )
                 return
             if rewrite.authority is not None:
@@ -632,6 +633,7 @@ class DownstreamProtocol(asyncio.Protocol):
         )
         if policy_lines:
             exchange.response_extra += policy_lines
+            exchange.policy_lines = policy_lines
             if policy_replaces is not None:
                 exchange.response_drop = exchange.response_drop | policy_replaces
         self.exchange = exchange
@@ -648,6 +650,7 @@ class DownstreamProtocol(asyncio.Protocol):
         query: bytes,
         prefix: str | None,
         started: float,
+        policy_lines: bytes = b"",
     ) -> None:
         # agentgateway answers a redirect as a direct response; one it cannot build is a
         # filter error (Internal).
@@ -656,13 +659,21 @@ class DownstreamProtocol(asyncio.Protocol):
         except ProxyError as error:
             self._local(
                 request, error.status, error.body.encode(), started, route.labels,
-                Reason.INTERNAL,
+                Reason.INTERNAL, policy_lines,
             )
             return
+        if policy_lines:
+            response = _with_lines(response, policy_lines)
         self._answer(
             request, response, redirect.status, started, route.labels, Reason.DIRECT_RESPONSE,
             backend=backend,
         )
+
+
+def _with_lines(response: bytes, lines: bytes) -> bytes:
+    """A complete local response with header lines added at the end of its head."""
+    head_end = response.index(b"\r\n\r\n") + 2
+    return response[:head_end] + lines + response[head_end:]
 
 
 def parser_reason(error: h11.RemoteProtocolError) -> str:
