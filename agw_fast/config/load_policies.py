@@ -15,6 +15,7 @@ from agw_fast.config.model import (
     BackendTLS,
     CorsPolicy,
     DirectResponse,
+    GatewayPolicies,
     HeaderModifier,
     PathRewrite,
     RequestRedirect,
@@ -40,7 +41,13 @@ from agw_fast.config.validate import (
 )
 from agw_fast.errors import ConfigError
 
-__all__ = ["ROUTE_TYPES", "SERVED_ROUTE_TYPES", "parse_backend_policies", "parse_route_policies"]
+__all__ = [
+    "ROUTE_TYPES",
+    "SERVED_ROUTE_TYPES",
+    "parse_backend_policies",
+    "parse_gateway_policies",
+    "parse_route_policies",
+]
 
 # `$defs.RouteType` in agentgateway's schema.
 ROUTE_TYPES = (
@@ -396,6 +403,15 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         cors=None if cors is None else _cors(cors, p10),
     )
     return None if result == RoutePolicies() else result
+
+
+def parse_gateway_policies(raw: object, path: str) -> GatewayPolicies | None:
+    """A listener's `policies` (LocalGatewayPolicy); None when nothing is set."""
+    o = Obj(raw, path, "LocalGatewayPolicy")
+    cors = o.get("cors")
+    result = GatewayPolicies(cors=None if cors is None else _cors(cors, o.child("cors")))
+    o.close()
+    return None if result == GatewayPolicies() else result
 
 
 def parse_backend_policies(raw: object, path: str, base_dir: Path) -> BackendPolicies | None:

@@ -23,6 +23,7 @@ __all__ = [
     "CorsPolicy",
     "DirectResponse",
     "FrontendPolicies",
+    "GatewayPolicies",
     "HeaderModifier",
     "HostBackend",
     "KeepaliveConfig",
@@ -225,11 +226,20 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayPolicies:
+    """A listener's `policies` (LocalGatewayPolicy): run on each of its requests before
+    route selection (agentgateway's gateway phase)."""
+
+    cors: CorsPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Listener:
     name: str
     hostname: str = ""  # "" is the fallback for any host; "*…" matches hosts ending in "…"
     protocol: Literal["HTTP"] = "HTTP"
     routes: tuple[Route, ...] = ()
+    policies: GatewayPolicies | None = None
 
 
 @dataclass(frozen=True, slots=True)

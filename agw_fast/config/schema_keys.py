@@ -56,7 +56,11 @@ _TABLE: dict[str, tuple[str, str]] = {
         "maxConnectionDuration",
     ),
     "LocalBind": ("port listeners tunnelProtocol mode", ""),
-    "LocalListener": ("name namespace hostname protocol routes", "policies tcpRoutes tls"),
+    "LocalListener": ("name namespace hostname protocol routes policies", "tcpRoutes tls"),
+    "LocalGatewayPolicy": (
+        "cors",
+        "apiKey authorization basicAuth extAuthz extProc jwtAuth oidc transformations",
+    ),
     "LocalRoute": ("name namespace ruleName hostnames matches policies backends", ""),
     "RouteMatch": ("headers path method query", ""),
     "PathMatch": ("exact pathPrefix regex", ""),

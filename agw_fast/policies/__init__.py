@@ -14,14 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from agw_fast.config.model import RoutePolicies
+from agw_fast.config.model import GatewayPolicies, RoutePolicies
 from agw_fast.policies import cors, direct_response, redirect
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
+    "GATEWAY_STEP_BUILDERS",
     "STEP_BUILDERS",
     "PolicyAnswer",
-    "PolicyRequest",     "RequestStep",
+    "PolicyRequest",
+    "RequestStep",
+    "compile_gateway_steps",
     "compile_request_steps",
     "run_steps",
 ]
@@ -36,6 +39,20 @@ STEP_BUILDERS: tuple[StepBuilder, ...] = (
     direct_response.build,
     redirect.build,
 )
+
+
+# A listener's `policies` (agentgateway's gateway phase), run before route selection.
+GATEWAY_STEP_BUILDERS: tuple[Callable[[GatewayPolicies], RequestStep | None], ...] = (
+    cors.build,
+)
+
+
+def compile_gateway_steps(policies: GatewayPolicies | None) -> tuple[RequestStep, ...]:
+    """The steps a listener runs on each request before choosing a route."""
+    if policies is None:
+        return ()
+    steps = (build(policies) for build in GATEWAY_STEP_BUILDERS)
+    return tuple(step for step in steps if step is not None)
 
 
 def compile_request_steps(policies: RoutePolicies | None) -> tuple[RequestStep, ...]:

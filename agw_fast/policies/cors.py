@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from agw_fast.config.model import CorsPolicy, RoutePolicies
+from agw_fast.config.model import CorsPolicy, GatewayPolicies, RoutePolicies
 from agw_fast.core.http1 import status_line
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response
@@ -179,7 +179,7 @@ class _Cors:
         # The preflight answer's fields after Allow-Methods/Allow-Headers, in agentgateway's
         # order, then the framing of an empty body.
         self.preflight_tail = age_line + credentials + expose_line + b"content-length: 0\r\n\r\n"
-        self.actual_lines = credentials + expose_line
+        self.actual_lines = tuple(line for line in (credentials, expose_line) if line)
         replaces = {_ALLOW_ORIGIN}
         if credentials:
             replaces.add(_ALLOW_CREDENTIALS)
@@ -200,10 +200,10 @@ class _Cors:
             return None
         if request.method == b"OPTIONS":
             return PolicyAnswer(self._preflight(origin, headers), Reason.DIRECT_RESPONSE)
-        request.add_response_header(_ALLOW_ORIGIN, origin)
-        if self.actual_lines:
-            request.add_response_lines(self.actual_lines)
         request.replace_response_fields(self.replaces)
+        request.add_response_header(_ALLOW_ORIGIN, origin)
+        for line in self.actual_lines:
+            request.add_response_line(line)
         return None
 
     def _preflight(self, origin: bytes, headers: Headers) -> bytes:
@@ -225,7 +225,9 @@ class _Cors:
 _PREFLIGHT_HEAD = status_line(200) + _ALLOW_ORIGIN + b": "
 
 
-def build(policies: RoutePolicies) -> RequestStep | None:
+def build(policies: RoutePolicies | GatewayPolicies) -> RequestStep | None:
+    """The step of a route's or a listener's `cors` (agentgateway runs both, the
+    listener's before route selection)."""
     policy = policies.cors
     if policy is None:
         return None

@@ -52,17 +52,23 @@ class PolicyRequest:
         else:
             self.response_lines.append(line)
 
-    def add_response_lines(self, lines: bytes) -> None:
-        """`add_response_header` for a block of complete lines built at load."""
+    def add_response_line(self, line: bytes) -> None:
+        """`add_response_header` for one complete `name: value\r\n` line built at load."""
         if self.response_lines is None:
-            self.response_lines = [lines]
+            self.response_lines = [line]
         else:
-            self.response_lines.append(lines)
+            self.response_lines.append(line)
 
     def replace_response_fields(self, names: frozenset[bytes]) -> None:
-        """Have a proxied response drop the upstream's fields of these (lowercase) names, so
-        the fields this request's steps add replace them (agentgateway inserts policy
-        response headers, overriding the upstream's)."""
+        """Fields of these (lowercase) names added from now on replace the upstream's and
+        those earlier steps added (agentgateway inserts policy response headers into a map,
+        so a route's CORS fields override the gateway's and the upstream's). Call it before
+        adding the replacing fields."""
+        lines = self.response_lines
+        if lines is not None:
+            self.response_lines = [
+                line for line in lines if line[: line.index(b":")].lower() not in names
+            ] or None
         previous = self.response_replaces
         self.response_replaces = names if previous is None else previous | names
 

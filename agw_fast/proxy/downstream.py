@@ -36,7 +36,7 @@ from agw_fast.core.routing import RequestView, host_without_port, select_listene
 from agw_fast.errors import ProxyError
 from agw_fast.log import logger
 from agw_fast.plan import RouteLabels, RuntimeBackend, RuntimeBind, RuntimeRoute
-from agw_fast.policies import PolicyRequest, run_steps
+from agw_fast.policies import PolicyAnswer, PolicyRequest, run_steps
 from agw_fast.proxy.exchange import Exchange, ReadPause, Services
 from agw_fast.telemetry.record import RequestRecord
 
@@ -555,46 +555,61 @@ class DownstreamProtocol(asyncio.Protocol):
         bind = self.bind
         path, query = split_target(target)
         table = bind.single
-        # The common single catch-all route needs neither the host nor a RequestView.
-        matched = table.constant if table is not None else None
-        if matched is None:
+        host_name: str | None = None
+        if table is None:
             host_name = host_without_port(host)
-            table = table or select_listener(bind.listeners, host_name)
+            table = select_listener(bind.listeners, host_name)
             if table is None:
                 self._local(
                     request, 404, b"listener not found", started, bind.labels, Reason.NOT_FOUND
                 )
                 return
+        # Policy steps: the listener's (before route selection, as agentgateway's gateway
+        # phase), then the route's; both share one PolicyRequest so response fields add up.
+        policy_request: PolicyRequest | None = None
+        if table.request_steps:
+            policy_request = PolicyRequest(
+                method, host, path, query, headers, None, self.peer_name()
+            )
+            answer = run_steps(table.request_steps, policy_request)
+            if answer is not None:
+                self._policy_answer(request, answer, policy_request, started, table.labels)
+                return
+        # The common single catch-all route needs neither the host nor a RequestView.
+        matched = table.constant
+        if matched is None:
+            if host_name is None:
+                host_name = host_without_port(host)
             view = RequestView(
                 method.decode("ascii"), path.decode("latin-1"), query[1:].decode("latin-1"),
                 headers,
             )
             matched = table.select(host_name, view)
         if matched is None:
-            assert table is not None
-            self._local(request, 404, b"route not found", started, table.labels, Reason.NOT_FOUND)
+            self._local(
+                request, 404, b"route not found", started, table.labels, Reason.NOT_FOUND,
+                _lines_of(policy_request),
+            )
             return
         route = matched.route
         prefix = matched.match.path.value if matched.match.path.kind == "prefix" else None
         steps = route.request_steps
+        if steps:
+            if policy_request is None:
+                policy_request = PolicyRequest(
+                    method, host, path, query, headers, prefix, self.peer_name()
+                )
+            else:
+                policy_request.matched_prefix = prefix
+            answer = run_steps(steps, policy_request)
+            if answer is not None:
+                self._policy_answer(request, answer, policy_request, started, route.labels)
+                return
         policy_lines = b""
         policy_replaces: frozenset[bytes] | None = None
-        if steps:
-            policy_request = PolicyRequest(
-                method, host, path, query, headers, prefix, self.peer_name()
-            )
-            answer = run_steps(steps, policy_request)
-            if policy_request.response_lines is not None:
-                policy_lines = b"".join(policy_request.response_lines)
-                policy_replaces = policy_request.response_replaces
-            if answer is not None:
-                response, reason = answer
-                if policy_lines:
-                    response = _with_lines(response, policy_lines)
-                self._answer(
-                    request, response, int(response[9:12]), started, route.labels, reason
-                )
-                return
+        if policy_request is not None and policy_request.response_lines is not None:
+            policy_lines = b"".join(policy_request.response_lines)
+            policy_replaces = policy_request.response_replaces
         backend = route.choose_backend()
         if backend is None:
             self._local(
@@ -639,6 +654,21 @@ class DownstreamProtocol(asyncio.Protocol):
         self.exchange = exchange
         exchange.start(expect and self.h11.they_are_waiting_for_100_continue)
 
+    def _policy_answer(
+        self,
+        request: h11.Request,
+        answer: PolicyAnswer,
+        policy_request: PolicyRequest,
+        started: float,
+        labels: RouteLabels,
+    ) -> None:
+        """Send a policy step's answer, with the fields earlier steps added."""
+        response, reason = answer
+        lines = policy_request.response_lines
+        if lines is not None:
+            response = _with_lines(response, b"".join(lines))
+        self._answer(request, response, int(response[9:12]), started, labels, reason)
+
     def _redirect(
         self,
         request: h11.Request,
@@ -668,6 +698,13 @@ class DownstreamProtocol(asyncio.Protocol):
             request, response, redirect.status, started, route.labels, Reason.DIRECT_RESPONSE,
             backend=backend,
         )
+
+
+def _lines_of(policy_request: PolicyRequest | None) -> bytes:
+    """The response lines policy steps added, b"" when none ran or none added any."""
+    if policy_request is None or policy_request.response_lines is None:
+        return b""
+    return b"".join(policy_request.response_lines)
 
 
 def _with_lines(response: bytes, lines: bytes) -> bytes:

@@ -300,6 +300,80 @@ def test_requests_without_origin_are_untouched(
     assert [r.method for r in upstream.requests[before:]] == ["OPTIONS", "GET", "GET"]
 
 
+@pytest.fixture(scope="module")
+def listener_gateway(module_gateway: GatewayFactory, upstream: Upstream) -> Process:
+    backend = f'[{{host: "127.0.0.1:{upstream.port}"}}]'
+    return module_gateway(
+        QUIET
+        + f"""binds:
+- port: 0
+  listeners:
+  - policies:
+      cors:
+        allowOrigins: ["{APP}"]
+        allowCredentials: true
+        allowMethods: [GET]
+    routes:
+    - name: api
+      matches: [{{path: {{pathPrefix: /api}}}}]
+      backends: {backend}
+    - name: route-cors
+      matches: [{{path: {{pathPrefix: /both}}}}]
+      policies:
+        cors: {{allowOrigins: ["*"], exposeHeaders: [x-route], allowMethods: [PUT]}}
+      backends: {backend}
+"""
+    )
+
+
+def test_listener_cors_answers_preflights_before_route_selection(
+    listener_gateway: Process, upstream: Upstream
+) -> None:
+    before = len(upstream.requests)
+    with gateway_client(listener_gateway.port) as client:
+        routed = client.options("/api/x", headers=_preflight(APP))
+        unrouted = client.options("/no-route", headers=_preflight(APP))
+        # The listener answers first, so the route's own cors never sees this preflight.
+        both = client.options("/both", headers=_preflight(APP))
+    for response in (routed, unrouted, both):
+        assert response.status_code == 200
+        assert _cors_fields(response) == {
+            "access-control-allow-origin": APP,
+            "access-control-allow-methods": "GET",
+            "access-control-allow-credentials": "true",
+        }
+    assert len(upstream.requests) == before
+
+
+def test_listener_cors_fields_on_proxied_and_not_found(
+    listener_gateway: Process, upstream: Upstream
+) -> None:
+    with RawClient(listener_gateway.port) as client:
+        proxied = client.request(http_request("GET", "/api/own", headers=[("Origin", APP)]))
+        missing = client.request(http_request("GET", "/nothing", headers=[("Origin", APP)]))
+        other = client.request(
+            http_request("GET", "/api/own", headers=[("Origin", "https://evil.example")])
+        )
+    assert proxied.status == 200
+    assert proxied.header_values("access-control-allow-origin") == [APP]
+    assert proxied.header_values("access-control-allow-credentials") == ["true"]
+    assert proxied.header_values("access-control-expose-headers") == ["x-upstream"]
+    assert missing.status == 404
+    assert missing.header_values("access-control-allow-origin") == [APP]
+    assert other.header_values("access-control-allow-origin") == ["https://upstream.example"]
+
+
+def test_route_cors_overrides_the_listeners(
+    listener_gateway: Process, upstream: Upstream
+) -> None:
+    with RawClient(listener_gateway.port) as client:
+        answer = client.request(http_request("GET", "/both/own", headers=[("Origin", APP)]))
+    assert answer.status == 200
+    assert answer.header_values("access-control-allow-origin") == [APP]
+    assert answer.header_values("access-control-allow-credentials") == ["true"]
+    assert answer.header_values("access-control-expose-headers") == ["x-route"]
+
+
 @pytest.mark.parametrize(
     ("cors", "message"),
     [

@@ -11,10 +11,16 @@ from pathlib import Path
 import pytest
 
 from agw_fast.config.load import load_config
-from agw_fast.config.model import CorsPolicy, RoutePolicies
+from agw_fast.config.model import CorsPolicy, DirectResponse, GatewayPolicies, RoutePolicies
 from agw_fast.core.reason import Reason
 from agw_fast.errors import ConfigError
-from agw_fast.policies import PolicyAnswer, PolicyRequest, compile_request_steps, run_steps
+from agw_fast.policies import (
+    PolicyAnswer,
+    PolicyRequest,
+    compile_gateway_steps,
+    compile_request_steps,
+    run_steps,
+)
 from agw_fast.policies.cors import OriginMatcher, parse_origin
 
 
@@ -302,8 +308,6 @@ def test_no_allowed_origins_allows_none() -> None:
 
 
 def test_cors_runs_before_direct_response_and_its_fields_reach_the_answer() -> None:
-    from agw_fast.config.model import DirectResponse
-
     policies = RoutePolicies(
         cors=CorsPolicy(allow_origins=("*",)), direct_response=DirectResponse(403, b"no")
     )
@@ -315,3 +319,43 @@ def test_cors_runs_before_direct_response_and_its_fields_reach_the_answer() -> N
     preflight = PolicyRequest(b"OPTIONS", b"lo", b"/", b"", _PREFLIGHT, None, "127.0.0.1:1")
     answer = run_steps(steps, preflight)
     assert answer is not None and answer.response.startswith(b"HTTP/1.1 200")
+
+
+# -- listener (gateway phase) ---------------------------------------------------------------
+
+
+def test_listener_policies_load() -> None:
+    listener = {
+        "policies": {"cors": {"allowOrigins": ["*"], "maxAge": "5s"}},
+        "routes": [{"backends": [{"host": "127.0.0.1:1"}]}],
+    }
+    text = json.dumps({"binds": [{"port": 3000, "listeners": [listener]}]})
+    loaded = load_config(text, {}, base_dir=Path("/")).binds[0].listeners[0]
+    assert loaded.policies == GatewayPolicies(cors=CorsPolicy(allow_origins=("*",), max_age=5))
+    assert compile_gateway_steps(loaded.policies) != ()
+    assert compile_gateway_steps(None) == ()
+    assert compile_gateway_steps(GatewayPolicies()) == ()
+
+
+def test_a_later_cors_replaces_an_earlier_ones_fields() -> None:
+    # A listener's and a route's cors both apply; agentgateway inserts into one header map,
+    # so the route's fields win and the listener's other fields stay.
+    gateway = compile_gateway_steps(
+        GatewayPolicies(CorsPolicy(allow_origins=("*",), allow_credentials=True))
+    )
+    route = compile_request_steps(
+        RoutePolicies(cors=CorsPolicy(allow_origins=("*",), expose_headers=("x-id",)))
+    )
+    request = PolicyRequest(b"GET", b"lo", b"/", b"", [_ORIGIN], None, "127.0.0.1:1")
+    assert run_steps(gateway, request) is None
+    assert run_steps(route, request) is None
+    assert request.response_lines == [
+        b"access-control-allow-credentials: true\r\n",
+        b"access-control-allow-origin: http://example.com\r\n",
+        b"access-control-expose-headers: x-id\r\n",
+    ]
+    assert request.response_replaces == {
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-expose-headers",
+    }
