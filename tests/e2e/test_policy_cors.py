@@ -8,6 +8,7 @@ inserted into whatever response the request gets).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -298,6 +299,26 @@ def test_requests_without_origin_are_untouched(
         ]
         assert response.headers.get_list("access-control-max-age") == ["5"]
     assert [r.method for r in upstream.requests[before:]] == ["OPTIONS", "GET", "GET"]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_curl_preflight(cors_gateway: Process, upstream: Upstream) -> None:
+    before = len(upstream.requests)
+    result = subprocess.run(
+        [
+            "curl", "-sS", "-i", "-X", "OPTIONS", f"http://127.0.0.1:{cors_gateway.port}/v1",
+            "-H", f"Origin: {APP}", "-H", "Access-Control-Request-Method: POST",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )  # fmt: skip
+    head = result.stdout.lower()
+    assert head.startswith(b"http/1.1 200 ok\r\n")
+    assert f"access-control-allow-origin: {APP}\r\n".encode() in head
+    assert b"access-control-max-age: 630\r\n" in head
+    assert head.endswith(b"\r\n\r\n")
+    assert len(upstream.requests) == before
 
 
 @pytest.fixture(scope="module")

@@ -359,3 +359,31 @@ def test_a_later_cors_replaces_an_earlier_ones_fields() -> None:
         b"access-control-allow-credentials",
         b"access-control-expose-headers",
     }
+
+
+def test_agentgateway_traffic_http_example_block() -> None:
+    # The cors block of agentgateway's examples/traffic-http/config.yaml.
+    cors = _load_cors(
+        {
+            "allowHeaders": ["header"],
+            "allowOrigins": ["*"],
+            "allowCredentials": True,
+            "allowMethods": ["GET"],
+            "exposeHeaders": ["header2"],
+            "maxAge": "100s",
+        }
+    )
+    assert cors is not None
+    headers = [(b"origin", b"http://site.example"), (b"access-control-request-method", b"GET")]
+    answer, _ = _run(cors, b"OPTIONS", headers)
+    assert answer is not None
+    assert answer.response == (
+        b"HTTP/1.1 200 OK\r\n"
+        b"access-control-allow-origin: http://site.example\r\n"
+        b"access-control-allow-methods: GET\r\n"
+        b"access-control-allow-headers: header\r\n"
+        b"access-control-max-age: 100\r\n"
+        b"access-control-allow-credentials: true\r\n"
+        b"access-control-expose-headers: header2\r\n"
+        b"content-length: 0\r\n\r\n"
+    )
