@@ -41,6 +41,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # `HeaderValue::to_str` succeeds only for visible ASCII and HTAB.
 _NOT_VISIBLE_ASCII = re.compile(rb"[^\t\x20-\x7e]")
 _OWS = b" \t"
+_SEEN_LIMIT = 1024
 
 
 class ParsedOrigin(NamedTuple):
@@ -79,7 +80,7 @@ def parse_origin(value: str, allow_wildcard_host: bool = False) -> ParsedOrigin 
 
 def _ascii_lower(text: str) -> str:
     # Rust's to_ascii_lowercase leaves non-ASCII letters alone; str.lower() would not.
-    return text.translate(_ASCII_LOWER)
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 
 
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
@@ -93,7 +94,7 @@ class OriginMatcher:
     never matches, as in agentgateway.
     """
 
-    __slots__ = ("exact", "patterns")
+    __slots__ = ("exact", "patterns", "_seen")
 
     def __init__(self, allowed: tuple[str, ...]) -> None:
         exact: set[ParsedOrigin] = set()
@@ -109,8 +110,21 @@ class OriginMatcher:
                 exact.add(parsed)
         self.exact = frozenset(exact)
         self.patterns = tuple(patterns)
+        # Verdicts by Origin value: a site's traffic comes from a handful of origins, so
+        # most requests cost one dict lookup. Bounded (cleared when full) against clients
+        # sending endless distinct values.
+        self._seen: dict[bytes, bool] = {}
 
     def allows(self, origin: bytes) -> bool:
+        verdict = self._seen.get(origin)
+        if verdict is None:
+            verdict = self._match(origin)
+            if len(self._seen) >= _SEEN_LIMIT:
+                self._seen.clear()
+            self._seen[origin] = verdict
+        return verdict
+
+    def _match(self, origin: bytes) -> bool:
         if _NOT_VISIBLE_ASCII.search(origin):
             return False
         parsed = parse_origin(origin.decode("ascii"))
@@ -201,7 +215,7 @@ class _Cors:
         if request.method == b"OPTIONS":
             return PolicyAnswer(self._preflight(origin, headers), Reason.DIRECT_RESPONSE)
         request.replace_response_fields(self.replaces)
-        request.add_response_header(_ALLOW_ORIGIN, origin)
+        request.add_response_line(b"".join((_ALLOW_ORIGIN_FIELD, origin, b"\r\n")))
         for line in self.actual_lines:
             request.add_response_line(line)
         return None
@@ -222,7 +236,8 @@ class _Cors:
         return b"".join(parts)
 
 
-_PREFLIGHT_HEAD = status_line(200) + _ALLOW_ORIGIN + b": "
+_ALLOW_ORIGIN_FIELD = _ALLOW_ORIGIN + b": "
+_PREFLIGHT_HEAD = status_line(200) + _ALLOW_ORIGIN_FIELD
 
 
 def build(policies: RoutePolicies | GatewayPolicies) -> RequestStep | None:

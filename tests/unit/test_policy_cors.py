@@ -387,3 +387,12 @@ def test_agentgateway_traffic_http_example_block() -> None:
         b"access-control-expose-headers: header2\r\n"
         b"content-length: 0\r\n\r\n"
     )
+
+
+def test_origin_verdicts_are_remembered_within_a_bound() -> None:
+    matcher = OriginMatcher(("https://*.example",))
+    for i in range(3000):
+        assert matcher.allows(b"https://h%d.example" % i)
+        assert not matcher.allows(b"https://h%d.other" % i)
+    assert len(matcher._seen) <= 1024
+    assert matcher.allows(b"https://h1.example") and not matcher.allows(b"https://h1.other")
