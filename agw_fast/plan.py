@@ -39,7 +39,7 @@ from agw_fast.core.tls import client_context
 from agw_fast.errors import ConfigError
 from agw_fast.llm.exchange import AIRuntime
 from agw_fast.llm.providers.openai import RouteTypeResolver
-from agw_fast.policies import RequestStep, compile_request_steps
+from agw_fast.policies import RequestStep, compile_gateway_steps, compile_request_steps
 
 __all__ = [
     "DEFAULT_LLM_BUFFER",
@@ -154,10 +154,15 @@ class RuntimeListener(RouteTable[RuntimeRoute]):
     """A listener's route table, with its telemetry names (for a request no route matched)."""
 
     def __init__(
-        self, routes: list[tuple[str, Route, RuntimeRoute]], labels: RouteLabels
+        self,
+        routes: list[tuple[str, Route, RuntimeRoute]],
+        labels: RouteLabels,
+        request_steps: tuple[RequestStep, ...] = (),
     ) -> None:
         super().__init__(routes)
         self.labels = labels
+        # The listener's own policies (agw_fast.policies), run before route selection.
+        self.request_steps = request_steps
 
 
 @dataclass(eq=False, slots=True)
@@ -323,7 +328,9 @@ class _Compiler:
                 runtime = self.route(where, bind.port, listener, route)
                 routes.append((runtime.key, route, runtime))
             labels = RouteLabels.of(bind_name, GATEWAY_NAME, listener.name)
-            tables[listener.hostname.lower()] = RuntimeListener(routes, labels)
+            tables[listener.hostname.lower()] = RuntimeListener(
+                routes, labels, compile_gateway_steps(listener.policies)
+            )
         # One listener that takes every host ("" or "*") needs no per-request choice.
         only = next(iter(tables.items())) if len(tables) == 1 else None
         single = only[1] if only is not None and only[0] in ("", "*") else None

@@ -12,7 +12,11 @@ from pathlib import Path
 
 from agw_fast.config.durations import parse_duration
 from agw_fast.config.envsubst import expand_env
-from agw_fast.config.load_policies import parse_backend_policies, parse_route_policies
+from agw_fast.config.load_policies import (
+    parse_backend_policies,
+    parse_gateway_policies,
+    parse_route_policies,
+)
 from agw_fast.config.model import (
     AIBackend,
     BackendPoolConfig,
@@ -308,12 +312,17 @@ def _listener(raw: object, path: str, idx: int, base_dir: Path) -> Listener:
     if not o.has("routes"):
         raise ConfigError(path, "HTTP listener requires routes")
     routes = tuple(_route(item, p, i, base_dir) for i, (p, item) in enumerate(o.items("routes")))
+    policies_raw = o.get("policies")
+    policies = (
+        None if policies_raw is None else parse_gateway_policies(policies_raw, o.child("policies"))
+    )
     o.close()
     return Listener(
         name=f"listener{idx}" if name is None else name,
         hostname="" if hostname is None else hostname.lower(),
         protocol="HTTP",
         routes=routes,
+        policies=policies,
     )
 
 

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, cast
 
@@ -22,8 +23,10 @@ from agw_fast.config.model import (
     BackendPolicies,
     BackendTLS,
     BasicAuth,
+    CorsPolicy,
     CredentialLocation,
     DirectResponse,
+    GatewayPolicies,
     HeaderModifier,
     HtpasswdEntry,
     JwtAuth,
@@ -53,7 +56,13 @@ from agw_fast.config.validate import (
 )
 from agw_fast.errors import ConfigError
 
-__all__ = ["ROUTE_TYPES", "SERVED_ROUTE_TYPES", "parse_backend_policies", "parse_route_policies"]
+__all__ = [
+    "ROUTE_TYPES",
+    "SERVED_ROUTE_TYPES",
+    "parse_backend_policies",
+    "parse_gateway_policies",
+    "parse_route_policies",
+]
 
 # `$defs.RouteType` in agentgateway's schema.
 ROUTE_TYPES = (
@@ -82,6 +91,7 @@ _ALPN_HTTP11 = "http/1.1"
 # Offering h2 next to http/1.1 only states a preference: the server still settles on
 # http/1.1 when that is all agw-fast offers, so such lists keep their meaning.
 _ALPN_DROPPABLE = frozenset({"h2"})
+_METHOD = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 def _header_modifier(raw: object, path: str) -> HeaderModifier:
@@ -525,6 +535,41 @@ def _timeout(raw: object, path: str) -> TimeoutPolicy | None:
     return None if result == TimeoutPolicy() else result
 
 
+def _cors_list(o: Obj, key: str, check: Callable[[str, str], str]) -> tuple[str, ...]:
+    """agentgateway's WildcardOrList: a `*` anywhere means any (the rest is not read)."""
+    items = [(where, as_str(item, where)) for where, item in o.items(key)]
+    if any(text == "*" for _, text in items):
+        return ("*",)
+    return tuple(check(text, where) for where, text in items)
+
+
+def _token_name(text: str, where: str) -> str:
+    # http::HeaderName parses case-insensitively and prints lowercase.
+    return check_header_name(text, where).lower()
+
+
+def _method(text: str, where: str) -> str:
+    # http::Method: a token (RFC 9110 §9.1), case kept (`get` is an extension method).
+    if not _METHOD.match(text):
+        raise ConfigError(where, f"invalid method {text!r}")
+    return text
+
+
+def _cors(raw: object, path: str) -> CorsPolicy:
+    o = Obj(raw, path, "CorsSerde")
+    max_age = o.opt_duration("maxAge")
+    result = CorsPolicy(
+        allow_credentials=bool(o.opt_bool("allowCredentials")),
+        allow_headers=_cors_list(o, "allowHeaders", _token_name),
+        allow_methods=_cors_list(o, "allowMethods", _method),
+        allow_origins=_cors_list(o, "allowOrigins", lambda text, _where: text),
+        expose_headers=_cors_list(o, "exposeHeaders", _token_name),
+        max_age=None if max_age is None else int(max_age),
+    )
+    o.close()
+    return result
+
+
 def _ai_policy(raw: object, path: str) -> AIPolicy:
     o = Obj(raw, path, "Policy")
     routes: list[tuple[str, str]] = []
@@ -608,6 +653,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     api_key, p11 = sub("apiKey")
     authz, p12 = sub("authorization")
     jwt, p13 = sub("jwtAuth")
+    cors, p14 = sub("cors")
     o.close()
     result = RoutePolicies(
         request_header_modifier=None if req_hm is None else _header_modifier(req_hm, p1),
@@ -623,8 +669,18 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         api_key=None if api_key is None else _api_key(api_key, p11),
         authorization=None if authz is None else _authorization(authz, p12),
         jwt_auth=None if jwt is None else _jwt_auth(jwt, p13, base_dir),
+        cors=None if cors is None else _cors(cors, p14),
     )
     return None if result == RoutePolicies() else result
+
+
+def parse_gateway_policies(raw: object, path: str) -> GatewayPolicies | None:
+    """A listener's `policies` (LocalGatewayPolicy); None when nothing is set."""
+    o = Obj(raw, path, "LocalGatewayPolicy")
+    cors = o.get("cors")
+    result = GatewayPolicies(cors=None if cors is None else _cors(cors, o.child("cors")))
+    o.close()
+    return None if result == GatewayPolicies() else result
 
 
 def parse_backend_policies(raw: object, path: str, base_dir: Path) -> BackendPolicies | None:

@@ -28,8 +28,10 @@ __all__ = [
     "Bind",
     "Config",
     "CredentialLocation",
+    "CorsPolicy",
     "DirectResponse",
     "FrontendPolicies",
+    "GatewayPolicies",
     "HeaderModifier",
     "HostBackend",
     "HtpasswdEntry",
@@ -159,6 +161,19 @@ class AIPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    """`cors`: each list is empty (not set), ("*",) (any) or the configured entries, with
+    header names lowercased as agentgateway's `HeaderName` prints them."""
+
+    allow_credentials: bool = False
+    allow_headers: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None  # whole seconds (agentgateway sends `as_secs()`)
+
+
+@dataclass(frozen=True, slots=True)
 class BackendPolicies:
     """Policies that apply per backend (may also be written on a route: copied to each)."""
 
@@ -267,6 +282,7 @@ class RoutePolicies:
     api_key: ApiKeyAuth | None = None
     authorization: Authorization | None = None
     jwt_auth: JwtAuth | None = None
+    cors: CorsPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,11 +323,20 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayPolicies:
+    """A listener's `policies` (LocalGatewayPolicy): run on each of its requests before
+    route selection (agentgateway's gateway phase)."""
+
+    cors: CorsPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Listener:
     name: str
     hostname: str = ""  # "" is the fallback for any host; "*…" matches hosts ending in "…"
     protocol: Literal["HTTP"] = "HTTP"
     routes: tuple[Route, ...] = ()
+    policies: GatewayPolicies | None = None
 
 
 @dataclass(frozen=True, slots=True)

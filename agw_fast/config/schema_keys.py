@@ -56,7 +56,11 @@ _TABLE: dict[str, tuple[str, str]] = {
         "maxConnectionDuration",
     ),
     "LocalBind": ("port listeners tunnelProtocol mode", ""),
-    "LocalListener": ("name namespace hostname protocol routes", "policies tcpRoutes tls"),
+    "LocalListener": ("name namespace hostname protocol routes policies", "tcpRoutes tls"),
+    "LocalGatewayPolicy": (
+        "cors",
+        "apiKey authorization basicAuth extAuthz extProc jwtAuth oidc transformations",
+    ),
     "LocalRoute": ("name namespace ruleName hostnames matches policies backends", ""),
     "RouteMatch": ("headers path method query", ""),
     "PathMatch": ("exact pathPrefix regex", ""),
@@ -66,12 +70,17 @@ _TABLE: dict[str, tuple[str, str]] = {
     "QueryValueMatch": ("exact regex", ""),
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
-        "directResponse backendTLS backendAuth timeout ai apiKey basicAuth authorization jwtAuth",
-        "a2a backendTunnel buffer cors csrf delay extAuthz "
+        "directResponse backendTLS backendAuth timeout ai apiKey basicAuth authorization jwtAuth "
+        "cors",
+        "a2a backendTunnel buffer csrf delay extAuthz "
         "extProc localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
         "oidc remoteRateLimit requestMirror retry transformations",
     ),
     "UrlRewrite": ("authority path", ""),
+    "CorsSerde": (
+        "allowCredentials allowHeaders allowMethods allowOrigins exposeHeaders maxAge",
+        "",
+    ),
     "HostRedirect": ("full host port", ""),
     "PathRedirect": ("full prefix", ""),
     "HeaderModifier": ("add set remove", ""),

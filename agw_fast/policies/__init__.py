@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from agw_fast.config.model import RoutePolicies
+from agw_fast.config.model import GatewayPolicies, RoutePolicies
 from agw_fast.policies import (
     api_key,
     authorization,
     basic_auth,
+    cors,
     direct_response,
     jwt,
     redirect,
@@ -26,10 +27,12 @@ from agw_fast.policies import (
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
+    "GATEWAY_STEP_BUILDERS",
     "STEP_BUILDERS",
     "PolicyAnswer",
     "PolicyRequest",
     "RequestStep",
+    "compile_gateway_steps",
     "compile_request_steps",
     "run_steps",
 ]
@@ -38,8 +41,11 @@ StepBuilder = Callable[[RoutePolicies], RequestStep | None]
 
 # The order agentgateway applies them in (proxy/httpproxy.rs): cors, the authentication
 # policies (jwtAuth, basicAuth, apiKey), extAuthz, authorization, rate limits, csrf,
-# requestRedirect, directResponse. The first step that answers ends the request.
+# requestRedirect, directResponse. The first step that answers ends the request. CORS comes
+# first: a preflight is answered before any other policy, and its fields reach later steps'
+# answers too.
 STEP_BUILDERS: tuple[StepBuilder, ...] = (
+    cors.build,
     jwt.build,
     basic_auth.build,
     api_key.build,
@@ -47,6 +53,20 @@ STEP_BUILDERS: tuple[StepBuilder, ...] = (
     redirect.build,
     direct_response.build,
 )
+
+
+# A listener's `policies` (agentgateway's gateway phase), run before route selection.
+GATEWAY_STEP_BUILDERS: tuple[Callable[[GatewayPolicies], RequestStep | None], ...] = (
+    cors.build,
+)
+
+
+def compile_gateway_steps(policies: GatewayPolicies | None) -> tuple[RequestStep, ...]:
+    """The steps a listener runs on each request before choosing a route."""
+    if policies is None:
+        return ()
+    steps = (build(policies) for build in GATEWAY_STEP_BUILDERS)
+    return tuple(step for step in steps if step is not None)
 
 
 def compile_request_steps(policies: RoutePolicies | None) -> tuple[RequestStep, ...]:

@@ -35,8 +35,8 @@ class PolicyRequest:
 
     __slots__ = (
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
-        "response_lines", "version", "claims", "api_key", "basic_auth_user", "jwt_claims",
-        "jwt_token",
+        "response_lines", "response_replaces", "version", "claims", "api_key",
+        "basic_auth_user", "jwt_claims", "jwt_token",
     )  # fmt: skip
 
     def __init__(
@@ -59,6 +59,8 @@ class PolicyRequest:
         self.source = source  # the client's "addr:port" (IPv6 in brackets)
         # Lines (`name: value\r\n`) steps add to whatever response the request gets.
         self.response_lines: list[bytes] | None = None
+        # Lowercase names whose upstream fields the proxied response loses (see `replace`).
+        self.response_replaces: frozenset[bytes] | None = None
         self.api_key: ApiKeyClaims | None = None
         self.basic_auth_user: str | None = None
         self.jwt_claims: dict[str, Any] | None = None
@@ -87,6 +89,26 @@ class PolicyRequest:
             self.response_lines = [line]
         else:
             self.response_lines.append(line)
+
+    def add_response_line(self, line: bytes) -> None:
+        """`add_response_header` for one complete `name: value\r\n` line built at load."""
+        if self.response_lines is None:
+            self.response_lines = [line]
+        else:
+            self.response_lines.append(line)
+
+    def replace_response_fields(self, names: frozenset[bytes]) -> None:
+        """Fields of these (lowercase) names added from now on replace the upstream's and
+        those earlier steps added (agentgateway inserts policy response headers into a map,
+        so a route's CORS fields override the gateway's and the upstream's). Call it before
+        adding the replacing fields."""
+        lines = self.response_lines
+        if lines is not None:
+            self.response_lines = [
+                line for line in lines if line[: line.index(b":")].lower() not in names
+            ] or None
+        previous = self.response_replaces
+        self.response_replaces = names if previous is None else previous | names
 
 
 

@@ -36,7 +36,7 @@ from agw_fast.core.routing import RequestView, host_without_port, select_listene
 from agw_fast.errors import ProxyError
 from agw_fast.log import logger
 from agw_fast.plan import RouteLabels, RuntimeBackend, RuntimeBind, RuntimeRoute
-from agw_fast.policies import PolicyRequest, run_steps
+from agw_fast.policies import PolicyAnswer, PolicyRequest, run_steps
 from agw_fast.proxy.exchange import Exchange, ReadPause, Services
 from agw_fast.telemetry.record import RequestRecord
 
@@ -394,8 +394,9 @@ class DownstreamProtocol(asyncio.Protocol):
         started: float,
         labels: RouteLabels,
         reason: str,
+        extra_headers: bytes = b"",
     ) -> None:
-        response = local_response(status, body)
+        response = local_response(status, body, extra_headers=extra_headers)
         self._answer(request, response, status, started, labels, reason, body)
 
     def _reject(
@@ -554,61 +555,79 @@ class DownstreamProtocol(asyncio.Protocol):
         bind = self.bind
         path, query = split_target(target)
         table = bind.single
-        # The common single catch-all route needs neither the host nor a RequestView.
-        matched = table.constant if table is not None else None
-        if matched is None:
+        host_name: str | None = None
+        if table is None:
             host_name = host_without_port(host)
-            table = table or select_listener(bind.listeners, host_name)
+            table = select_listener(bind.listeners, host_name)
             if table is None:
                 self._local(
                     request, 404, b"listener not found", started, bind.labels, Reason.NOT_FOUND
                 )
                 return
+        # Policy steps: the listener's (before route selection, as agentgateway's gateway
+        # phase), then the route's; both share one PolicyRequest so response fields add up.
+        policy_request: PolicyRequest | None = None
+        if table.request_steps:
+            policy_request = PolicyRequest(
+                method, host, path, query, headers, None, self.peer_name(), request.http_version
+            )
+            answer = run_steps(table.request_steps, policy_request)
+            if answer is not None:
+                self._policy_answer(request, answer, policy_request, started, table.labels)
+                return
+        # The common single catch-all route needs neither the host nor a RequestView.
+        matched = table.constant
+        if matched is None:
+            if host_name is None:
+                host_name = host_without_port(host)
             view = RequestView(
                 method.decode("ascii"), path.decode("latin-1"), query[1:].decode("latin-1"),
                 headers,
             )
             matched = table.select(host_name, view)
         if matched is None:
-            assert table is not None
-            self._local(request, 404, b"route not found", started, table.labels, Reason.NOT_FOUND)
+            self._local(
+                request, 404, b"route not found", started, table.labels, Reason.NOT_FOUND,
+                _lines_of(policy_request),
+            )
             return
         route = matched.route
         prefix = matched.match.path.value if matched.match.path.kind == "prefix" else None
         steps = route.request_steps
-        policy_lines = b""
         if steps:
-            policy_request = PolicyRequest(
-                method, host, path, query, headers, prefix, self.peer_name(),
-                request.http_version,
-            )
-            answer = run_steps(steps, policy_request)
-            if policy_request.response_lines is not None:
-                policy_lines = b"".join(policy_request.response_lines)
-            if answer is not None:
-                response, reason = answer
-                if policy_lines:
-                    head_end = response.index(b"\r\n\r\n") + 2
-                    response = response[:head_end] + policy_lines + response[head_end:]
-                self._answer(
-                    request, response, int(response[9:12]), started, route.labels, reason
+            if policy_request is None:
+                policy_request = PolicyRequest(
+                    method, host, path, query, headers, prefix, self.peer_name(),
+                    request.http_version,
                 )
+            else:
+                policy_request.matched_prefix = prefix
+            answer = run_steps(steps, policy_request)
+            if answer is not None:
+                self._policy_answer(request, answer, policy_request, started, route.labels)
                 return
+        if policy_request is not None:
             # Steps may have taken fields or a query parameter out (a consumed credential).
             headers = policy_request.headers
             if policy_request.query is not query:
                 query = policy_request.query
                 target = path + query
+        policy_lines = b""
+        policy_replaces: frozenset[bytes] | None = None
+        if policy_request is not None and policy_request.response_lines is not None:
+            policy_lines = b"".join(policy_request.response_lines)
+            policy_replaces = policy_request.response_replaces
         backend = route.choose_backend()
         if backend is None:
             self._local(
                 request, 500, b"no valid backends", started, route.labels,
-                Reason.NO_HEALTHY_BACKEND,
+                Reason.NO_HEALTHY_BACKEND, policy_lines,
             )
             return
         if backend.redirect is not None:
             self._redirect(
-                request, route, backend, backend.redirect, host, path, query, prefix, started
+                request, route, backend, backend.redirect, host, path, query, prefix, started,
+                policy_lines,
             )
             return
         authority = backend.auto_authority or host
@@ -620,7 +639,7 @@ class DownstreamProtocol(asyncio.Protocol):
             except ProxyError as error:
                 self._local(
                     request, error.status, error.body.encode(), started, route.labels,
-                    Reason.INTERNAL,
+                    Reason.INTERNAL, policy_lines,
                 )
                 return
             if rewrite.authority is not None:
@@ -636,8 +655,26 @@ class DownstreamProtocol(asyncio.Protocol):
         )
         if policy_lines:
             exchange.response_extra += policy_lines
+            exchange.policy_lines = policy_lines
+            if policy_replaces is not None:
+                exchange.response_drop = exchange.response_drop | policy_replaces
         self.exchange = exchange
         exchange.start(expect and self.h11.they_are_waiting_for_100_continue)
+
+    def _policy_answer(
+        self,
+        request: h11.Request,
+        answer: PolicyAnswer,
+        policy_request: PolicyRequest,
+        started: float,
+        labels: RouteLabels,
+    ) -> None:
+        """Send a policy step's answer, with the fields earlier steps added."""
+        response, reason = answer
+        lines = policy_request.response_lines
+        if lines is not None:
+            response = _with_lines(response, b"".join(lines))
+        self._answer(request, response, int(response[9:12]), started, labels, reason)
 
     def _redirect(
         self,
@@ -650,6 +687,7 @@ class DownstreamProtocol(asyncio.Protocol):
         query: bytes,
         prefix: str | None,
         started: float,
+        policy_lines: bytes = b"",
     ) -> None:
         # agentgateway answers a redirect as a direct response; one it cannot build is a
         # filter error (Internal).
@@ -658,13 +696,28 @@ class DownstreamProtocol(asyncio.Protocol):
         except ProxyError as error:
             self._local(
                 request, error.status, error.body.encode(), started, route.labels,
-                Reason.INTERNAL,
+                Reason.INTERNAL, policy_lines,
             )
             return
+        if policy_lines:
+            response = _with_lines(response, policy_lines)
         self._answer(
             request, response, redirect.status, started, route.labels, Reason.DIRECT_RESPONSE,
             backend=backend,
         )
+
+
+def _lines_of(policy_request: PolicyRequest | None) -> bytes:
+    """The response lines policy steps added, b"" when none ran or none added any."""
+    if policy_request is None or policy_request.response_lines is None:
+        return b""
+    return b"".join(policy_request.response_lines)
+
+
+def _with_lines(response: bytes, lines: bytes) -> bytes:
+    """A complete local response with header lines added at the end of its head."""
+    head_end = response.index(b"\r\n\r\n") + 2
+    return response[:head_end] + lines + response[head_end:]
 
 
 def parser_reason(error: h11.RemoteProtocolError) -> str:

@@ -140,6 +140,7 @@ class Exchange:
         "error",
         "reason",
         "response_extra",
+        "policy_lines",
     )
 
     def __init__(
@@ -174,6 +175,9 @@ class Exchange:
         # Response lines the gateway adds: the backend's plan, plus what this request's
         # policy steps asked for (set by the client side before `start`).
         self.response_extra = backend.response_extra
+        # The policy steps' part of that, which the gateway's own error answers carry too
+        # (agentgateway merges policy response headers into every response, errors included).
+        self.policy_lines = b""
         self.request_length = request_length
         self.request_chunked = request_chunked
         self.request_done = False
@@ -531,7 +535,11 @@ class Exchange:
         # lingering close): skipping an unknown amount of body is not worth keeping it.
         keep_alive = self.down.keep_alive and not self.down.closing and self.request_done
         response = local_response(
-            status, body.encode(), content_type=content_type, close=not keep_alive
+            status,
+            body.encode(),
+            content_type=content_type,
+            extra_headers=self.policy_lines,
+            close=not keep_alive,
         )
         self.down.write(without_body(response) if self.head_request else response)
         self._finish(keep_alive=keep_alive)

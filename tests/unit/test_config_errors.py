@@ -71,7 +71,10 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
         "binds[0].listeners[0].tls",
         {"binds": [{"port": 1, "listeners": [{"tls": {}, "routes": []}]}]},
     ),
-    ("binds[0].listeners[0].policies", {"binds": [{"port": 1, "listeners": [{"policies": {}}]}]}),
+    (
+        "binds[0].listeners[0].policies.jwtAuth",
+        {"binds": [{"port": 1, "listeners": [{"routes": [], "policies": {"jwtAuth": {}}}]}]},
+    ),
     (
         f"{R}.policies.directResponse.bodyExpression",
         policies({"directResponse": {"status": 200, "bodyExpression": "x"}}),
