@@ -13,6 +13,7 @@ from agw_fast.config.model import (
     BackendTLS,
     DirectResponse,
     HeaderModifier,
+    LocalRateLimit,
     PathRewrite,
     RequestRedirect,
     RoutePolicies,
@@ -21,6 +22,7 @@ from agw_fast.config.model import (
 )
 from agw_fast.config.validate import (
     Obj,
+    as_duration,
     as_int,
     as_list,
     as_str,
@@ -61,6 +63,7 @@ SERVED_ROUTE_TYPES = frozenset(
     {"completions", "responses", "embeddings", "detect", "passthrough", "models"}
 )
 # http_serde's spellings of http::Version; agw-fast speaks HTTP/1.1 to every backend.
+_LIMIT_TYPES = ("requests", "tokens")
 _HTTP_VERSIONS = ("HTTP/0.9", "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3.0")
 _ALPN_HTTP11 = "http/1.1"
 # Offering h2 next to http/1.1 only states a preference: the server still settles on
@@ -179,6 +182,36 @@ def _direct_response(raw: object, path: str) -> DirectResponse:
         body = bytes(as_int(b, f"{body_path}[{i}]", 0, 255) for i, b in enumerate(body_raw))
     o.close()
     return DirectResponse(status=status, body=body)
+
+
+def _local_rate_limits(raw: object, path: str) -> tuple[LocalRateLimit, ...]:
+    """`localRateLimit`: a list of buckets, or `{conditional: [...]}` (needs CEL: refused)."""
+    if isinstance(raw, dict):
+        Obj(raw, path, "LocalConditionalPolicies_RateLimitSpec").close()
+        raise ConfigError(path, 'expected a list of rate limits or {"conditional": [...]}')
+    items = as_list(raw, path)
+    return tuple(_rate_limit(item, f"{path}[{i}]") for i, item in enumerate(items))
+
+
+def _rate_limit(raw: object, path: str) -> LocalRateLimit:
+    o = Obj(raw, path, "RateLimitSpec")
+    u64 = 2**64 - 1
+    max_tokens = o.opt_int("maxTokens", 0, u64) or 0
+    per_fill = o.opt_int("tokensPerFill", 0, u64) or 0
+    interval = as_duration(o.require("fillInterval"), o.child("fillInterval"))
+    kind_ = o.get("type")
+    limit_type = "requests" if kind_ is None else choice(kind_, o.child("type"), _LIMIT_TYPES)
+    o.close()
+    # agentgateway's bucket builder refuses this config; a zero interval would divide by
+    # zero at the first refill there, so it is refused here at load instead.
+    if max_tokens < per_fill:
+        raise ConfigError(path, "maxTokens cannot be less than tokensPerFill")
+    fill_ns = round(interval * 1e9)
+    if fill_ns <= 0:
+        raise ConfigError(o.child("fillInterval"), "fillInterval must be greater than 0")
+    if limit_type == "tokens":
+        raise not_supported(o.child("type"), "type: tokens")
+    return LocalRateLimit(max_tokens, per_fill, fill_ns, limit_type)
 
 
 def _readable_file(raw: object, path: str, base_dir: Path) -> str:
@@ -342,6 +375,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     auth, p7 = sub("backendAuth")
     timeout, p8 = sub("timeout")
     ai, p9 = sub("ai")
+    rate_limit, p10 = sub("localRateLimit")
     o.close()
     result = RoutePolicies(
         request_header_modifier=None if req_hm is None else _header_modifier(req_hm, p1),
@@ -353,6 +387,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         backend_auth=None if auth is None else _backend_auth(auth, p7, base_dir),
         timeout=None if timeout is None else _timeout(timeout, p8),
         ai=None if ai is None else _ai_policy(ai, p9),
+        local_rate_limit=() if rate_limit is None else _local_rate_limits(rate_limit, p10),
     )
     return None if result == RoutePolicies() else result
 

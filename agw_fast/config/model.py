@@ -26,6 +26,7 @@ __all__ = [
     "HostBackend",
     "KeepaliveConfig",
     "Listener",
+    "LocalRateLimit",
     "LoggingConfig",
     "PathMatch",
     "PathRewrite",
@@ -160,6 +161,16 @@ class BackendPolicies:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalRateLimit:
+    """One `localRateLimit` token bucket (agentgateway's `RateLimitSpec`)."""
+
+    max_tokens: int  # capacity, and what the bucket holds at start
+    tokens_per_fill: int
+    fill_interval_ns: int  # > 0
+    kind: str = "requests"  # "requests" (1 per request) or "tokens" (LLM usage)
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePolicies:
     request_header_modifier: HeaderModifier | None = None
     response_header_modifier: HeaderModifier | None = None
@@ -170,6 +181,7 @@ class RoutePolicies:
     backend_auth: BackendAuth | None = None
     timeout: TimeoutPolicy | None = None
     ai: AIPolicy | None = None
+    local_rate_limit: tuple[LocalRateLimit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,9 +66,9 @@ _TABLE: dict[str, tuple[str, str]] = {
     "QueryValueMatch": ("exact regex", ""),
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
-        "directResponse backendTLS backendAuth timeout ai",
+        "directResponse backendTLS backendAuth timeout ai localRateLimit",
         "a2a apiKey authorization backendTunnel basicAuth buffer cors csrf delay extAuthz "
-        "extProc jwtAuth localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
+        "extProc jwtAuth mcpAuthentication mcpAuthorization mcpGuardrails "
         "oidc remoteRateLimit requestMirror retry transformations",
     ),
     "UrlRewrite": ("authority path", ""),
@@ -80,6 +80,9 @@ _TABLE: dict[str, tuple[str, str]] = {
         "status body",
         "bodyExpression conditional headers",
     ),
+    "RateLimitSpec": ("maxTokens tokensPerFill fillInterval type", ""),
+    # `conditional` entries select a bucket with a CEL `condition`: refused until CEL lands.
+    "LocalConditionalPolicies_RateLimitSpec": ("", "conditional"),
     "LocalBackendTLS": (
         "cert key root hostname insecure insecureHost alpn",
         "keyExchangeGroups spiffe subjectAltNames",

@@ -16,5 +16,6 @@ class Reason:
     NO_HEALTHY_BACKEND = "NoHealthyBackend"  # the route has no backend to use
     INTERNAL = "Internal"  # a rewrite or redirect that could not be applied, ...
     INVALID_REQUEST = "InvalidRequest"  # a request we refuse to forward (LLM body, framing)
+    RATE_LIMIT = "RateLimit"  # a localRateLimit bucket was empty
     TIMEOUT = "Timeout"  # request or backend request timeout
     UPSTREAM_FAILURE = "UpstreamFailure"  # connect, TLS or the upstream connection failed

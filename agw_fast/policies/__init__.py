@@ -8,6 +8,11 @@ without policies pays one empty-tuple check per request.
 
 Adding a policy: parse its config in `config/load_policies.py`, write one module here with a
 `build(policies) -> RequestStep | None`, and add that function to `STEP_BUILDERS`.
+
+State shared by all workers: `build` runs when the config is compiled, which `serve()` does in
+the supervisor before it forks, so memory a builder maps MAP_SHARED (an anonymous mmap or a
+memfd) is the same pages in every worker and in any worker forked again later
+(see `localratelimit`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from agw_fast.config.model import RoutePolicies
-from agw_fast.policies import direct_response, redirect
+from agw_fast.policies import direct_response, localratelimit, redirect
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
@@ -30,6 +35,7 @@ StepBuilder = Callable[[RoutePolicies], RequestStep | None]
 
 # The order agentgateway applies them in; the first step that answers ends the request.
 STEP_BUILDERS: tuple[StepBuilder, ...] = (
+    localratelimit.build,
     direct_response.build,
     redirect.build,
 )

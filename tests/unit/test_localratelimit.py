@@ -1,0 +1,261 @@
+"""localRateLimit: config, bucket arithmetic on a fake clock, answers and headers, and one
+bucket shared by processes forked after it was built."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from agw_fast.config import load_config
+from agw_fast.config.model import LocalRateLimit, RoutePolicies
+from agw_fast.core.reason import Reason
+from agw_fast.errors import ConfigError
+from agw_fast.policies import PolicyRequest, compile_request_steps
+from agw_fast.policies.localratelimit import build_with_clock, take
+
+S = 1_000_000_000
+R = "binds[0].listeners[0].routes[0].policies.localRateLimit"
+
+
+def _policies(rate_limit: object) -> RoutePolicies | None:
+    doc = {
+        "binds": [
+            {
+                "port": 3000,
+                "listeners": [
+                    {"routes": [{"policies": {"localRateLimit": rate_limit}, "backends": []}]}
+                ],
+            }
+        ]
+    }
+    config = load_config(json.dumps(doc), {}, base_dir=Path.cwd())
+    return config.binds[0].listeners[0].routes[0].policies
+
+
+def _error(rate_limit: object) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        _policies(rate_limit)
+    return info.value
+
+
+# -- config
+
+
+def test_config_defaults_and_values() -> None:
+    policies = _policies(
+        [
+            {"maxTokens": 10, "tokensPerFill": 1, "fillInterval": "60s"},
+            {"fillInterval": "1.5s", "type": "requests"},
+        ]
+    )
+    assert policies is not None
+    assert policies.local_rate_limit == (
+        LocalRateLimit(10, 1, 60 * S, "requests"),
+        LocalRateLimit(0, 0, 1_500_000_000, "requests"),
+    )
+
+
+def test_empty_list_is_no_policy() -> None:
+    assert _policies([]) is None
+    assert compile_request_steps(RoutePolicies()) == ()
+
+
+@pytest.mark.parametrize(
+    ("rate_limit", "path", "message"),
+    [
+        ([{"maxTokens": 1}], f"{R}[0].fillInterval", 'missing required field "fillInterval"'),
+        ([{"maxTokens": 1, "fillInterval": "0s"}], f"{R}[0].fillInterval", "greater than 0"),
+        ([{"maxTokens": 1, "fillInterval": "1x"}], f"{R}[0].fillInterval", "invalid duration"),
+        ([{"maxTokens": -1, "fillInterval": "1s"}], f"{R}[0].maxTokens", "must be in"),
+        ([{"maxTokens": 2**64, "fillInterval": "1s"}], f"{R}[0].maxTokens", "must be in"),
+        ([{"maxTokens": "5", "fillInterval": "1s"}], f"{R}[0].maxTokens", "an integer"),
+        (
+            [{"maxTokens": 1, "tokensPerFill": 2, "fillInterval": "1s"}],
+            f"{R}[0]",
+            "maxTokens cannot be less than tokensPerFill",
+        ),
+        ([{"fillInterval": "1s", "type": "bytes"}], f"{R}[0].type", "bytes"),
+        ([{"fillInterval": "1s", "burst": 3}], f"{R}[0].burst", 'unknown field "burst"'),
+        ({"maxTokens": 1, "fillInterval": "1s"}, f"{R}.maxTokens", 'unknown field "maxTokens"'),
+        ({}, R, "expected a list of rate limits"),
+        ("10/s", R, "expected a list"),
+        (
+            [{"fillInterval": "1s", "type": "tokens"}],
+            f"{R}[0].type",
+            f"not supported: {R}[0].type (type: tokens)",
+        ),
+        (
+            {"conditional": [{"fillInterval": "1s"}]},
+            f"{R}.conditional",
+            f"not supported: {R}.conditional",
+        ),
+    ],
+)
+def test_config_errors(rate_limit: object, path: str, message: str) -> None:
+    error = _error(rate_limit)
+    assert error.path == path
+    assert message in error.message
+
+
+# -- bucket arithmetic (agentgateway's ratelimiter: fixed refill grid, lazy, capped)
+
+
+def test_take_until_empty_then_refill_on_the_grid() -> None:
+    cells = [3, 10 * S]  # full bucket of 3, first refill due at t=10s
+    assert take(cells, 0, 3, 1, 10 * S, 0) == (True, 2, 10 * S)
+    assert take(cells, 0, 3, 1, 10 * S, 1 * S) == (True, 1, 9 * S)
+    assert take(cells, 0, 3, 1, 10 * S, 2 * S) == (True, 0, 8 * S)
+    assert take(cells, 0, 3, 1, 10 * S, 9 * S) == (False, 0, 1 * S)
+    # At 10s one token arrives and the next refill is at 20s.
+    assert take(cells, 0, 3, 1, 10 * S, 10 * S) == (True, 0, 10 * S)
+    assert cells == [0, 20 * S]
+    # Late by 2.5 intervals: 3 refills (20s, 30s, 40s) are due at 45s, capped at 3.
+    assert take(cells, 0, 3, 1, 10 * S, 45 * S) == (True, 2, 5 * S)
+    assert cells == [2, 50 * S]
+
+
+def test_idle_bucket_does_not_exceed_capacity() -> None:
+    cells = [5, 1 * S]
+    assert take(cells, 0, 5, 5, 1 * S, 1000 * S) == (True, 4, 1 * S)
+
+
+def test_zero_capacity_refuses_with_reset_zero() -> None:
+    cells = [0, 1 * S]
+    assert take(cells, 0, 0, 0, 1 * S, 2 * S) == (False, 0, 0)
+    assert cells == [0, 1 * S]
+
+
+def test_no_fill_means_a_fixed_budget() -> None:
+    cells = [1, 1 * S]
+    assert take(cells, 0, 1, 0, 1 * S, 0)[0]
+    assert take(cells, 0, 1, 0, 1 * S, 5 * S) == (False, 0, 1 * S)
+
+
+# -- the step: answers and headers
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000 * S
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _request() -> PolicyRequest:
+    return PolicyRequest(b"GET", b"h", b"/", b"", [], None, "127.0.0.1:1")
+
+
+def _step(*limits: LocalRateLimit, clock: Clock):  # type: ignore[no-untyped-def]
+    step = build_with_clock(RoutePolicies(local_rate_limit=limits), clock)
+    assert step is not None
+    return step
+
+
+def test_allowed_requests_carry_the_headers_then_429() -> None:
+    clock = Clock()
+    step = _step(LocalRateLimit(2, 1, 60 * S), clock=clock)
+    request = _request()
+    assert step(request) is None
+    assert request.response_lines == [
+        b"x-ratelimit-limit: 2\r\n",
+        b"x-ratelimit-remaining: 1\r\n",
+        b"x-ratelimit-reset: 60\r\n",
+    ]
+    clock.now += 1 * S + 1
+    assert step(_request()) is None
+    clock.now += 1 * S
+    request = _request()
+    answer = step(request)
+    assert answer is not None
+    assert answer.reason == Reason.RATE_LIMIT == "RateLimit"
+    assert answer.response == (
+        b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\n"
+        b"x-ratelimit-limit: 2\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: 57\r\n"
+        b"content-length: 19\r\n\r\nrate limit exceeded"
+    )
+    assert request.response_lines is None
+    clock.now = 1000 * S + 60 * S  # the refill is due
+    assert step(_request()) is None
+
+
+def test_headers_report_the_most_constrained_limit() -> None:
+    clock = Clock()
+    step = _step(
+        LocalRateLimit(100, 1, 10 * S), LocalRateLimit(3, 3, 30 * S), clock=clock
+    )
+    request = _request()
+    assert step(request) is None
+    assert request.response_lines == [
+        b"x-ratelimit-limit: 3\r\n",
+        b"x-ratelimit-remaining: 2\r\n",
+        b"x-ratelimit-reset: 30\r\n",
+    ]
+    # A tie keeps the first limit.
+    step = _step(LocalRateLimit(2, 1, 10 * S), LocalRateLimit(2, 1, 30 * S), clock=clock)
+    request = _request()
+    assert step(request) is None
+    assert request.response_lines is not None
+    assert request.response_lines[2] == b"x-ratelimit-reset: 10\r\n"
+
+
+def test_the_first_empty_limit_answers_and_earlier_ones_keep_their_take() -> None:
+    clock = Clock()
+    step = _step(LocalRateLimit(2, 1, 10 * S), LocalRateLimit(1, 1, 30 * S), clock=clock)
+    assert step(_request()) is None  # 1 and 0 left
+    answer = step(_request())  # the first limit gives its last token, the second has none
+    assert answer is not None
+    assert b"x-ratelimit-limit: 1\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: 30\r\n" in (
+        answer.response
+    )
+    # As in agentgateway, the refused request's token is not given back to the first limit.
+    answer = step(_request())
+    assert answer is not None
+    assert b"x-ratelimit-limit: 2\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: 10\r\n" in (
+        answer.response
+    )
+
+
+def test_rate_limit_runs_before_direct_response() -> None:
+    from agw_fast.config.model import DirectResponse
+    from agw_fast.policies import run_steps
+
+    steps = compile_request_steps(
+        RoutePolicies(
+            direct_response=DirectResponse(200, b"ok"),
+            local_rate_limit=(LocalRateLimit(1, 1, 3600 * S),),
+        )
+    )
+    request = _request()
+    first = run_steps(steps, request)
+    assert first is not None and first.reason == Reason.DIRECT_RESPONSE
+    assert request.response_lines is not None and len(request.response_lines) == 3
+    second = run_steps(steps, _request())
+    assert second is not None and second.reason == Reason.RATE_LIMIT
+
+
+# -- one bucket for processes forked after the build
+
+
+def _hammer(step, n: int, results) -> None:  # type: ignore[no-untyped-def]
+    allowed = sum(1 for _ in range(n) if step(_request()) is None)
+    results.put(allowed)
+
+
+def test_processes_forked_after_the_build_share_the_bucket() -> None:
+    step = compile_request_steps(
+        RoutePolicies(local_rate_limit=(LocalRateLimit(3000, 1, 3600 * S),))
+    )[0]
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    workers = [ctx.Process(target=_hammer, args=(step, 2000, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    allowed = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sum(allowed) == 3000
+    assert step(_request()) is not None  # and the parent sees the empty bucket too
