@@ -46,6 +46,7 @@ __all__ = ["Cells", "SharedBuckets", "build", "build_with_clock", "take"]
 _WORDS = 2  # per bucket: tokens available, next refill time (monotonic ns)
 _NS = 1_000_000_000
 _LIMITED_BODY = b"rate limit exceeded"  # ProxyError::RateLimitExceeded's text
+_FIELDS = b"x-ratelimit-limit: %d\r\nx-ratelimit-remaining: %d\r\nx-ratelimit-reset: %d\r\n"
 
 
 class Cells(Protocol):
@@ -101,10 +102,6 @@ class SharedBuckets:
             self.cells[_WORDS * i + 1] = now + limit.fill_interval_ns
 
 
-def _fields(limit: int, remaining: int, wait_ns: int) -> tuple[bytes, bytes, bytes]:
-    return b"%d" % limit, b"%d" % remaining, b"%d" % (wait_ns // _NS)
-
-
 def build(policies: RoutePolicies) -> RequestStep | None:
     return build_with_clock(policies, time.monotonic_ns)
 
@@ -139,18 +136,13 @@ def build_with_clock(policies: RoutePolicies, clock: Callable[[], int]) -> Reque
         finally:
             lockf(fd, unlock)
         assert best is not None and buckets is not None  # `buckets` keeps the mapping alive
-        limit, remaining, reset = _fields(*best)
+        capacity, left, wait = best
+        fields = _FIELDS % (capacity, left, wait // _NS)
         if refused:
-            head = (
-                b"x-ratelimit-limit: %s\r\nx-ratelimit-remaining: %s\r\nx-ratelimit-reset: %s\r\n"
-                % (limit, remaining, reset)
-            )
             return PolicyAnswer(
-                local_response(429, _LIMITED_BODY, extra_headers=head), Reason.RATE_LIMIT
+                local_response(429, _LIMITED_BODY, extra_headers=fields), Reason.RATE_LIMIT
             )
-        request.add_response_header(b"x-ratelimit-limit", limit)
-        request.add_response_header(b"x-ratelimit-remaining", remaining)
-        request.add_response_header(b"x-ratelimit-reset", reset)
+        request.add_response_lines(fields)
         return None
 
     return check

@@ -50,6 +50,13 @@ class PolicyRequest:
         else:
             self.response_lines.append(line)
 
+    def add_response_lines(self, lines: bytes) -> None:
+        """Like `add_response_header`, for prebuilt field lines (each `name: value\r\n`)."""
+        if self.response_lines is None:
+            self.response_lines = [lines]
+        else:
+            self.response_lines.append(lines)
+
 
 class PolicyAnswer(NamedTuple):
     """A policy's own answer to a request: the complete response and why (a `Reason`)."""
