@@ -40,6 +40,7 @@ from agw_fast.errors import ConfigError
 from agw_fast.llm.exchange import AIRuntime
 from agw_fast.llm.providers.openai import RouteTypeResolver
 from agw_fast.policies import RequestStep, compile_request_steps
+from agw_fast.policies.localratelimit import TokenLimits, build_token_limits
 
 __all__ = [
     "DEFAULT_LLM_BUFFER",
@@ -130,6 +131,8 @@ class RuntimeRoute:
     url_rewrite: UrlRewrite | None
     request_timeout: float | None
     backends: tuple[RuntimeBackend, ...]
+    # `localRateLimit` of `type: tokens`: checked and charged by LLM exchanges only.
+    token_limits: TokenLimits | None = None
     _cumulative: list[int] = field(default_factory=list)
     _total: int = 0
 
@@ -303,6 +306,7 @@ class _Compiler:
             listener=listener.name,
             labels=labels,
             request_steps=compile_request_steps(policies),
+            token_limits=build_token_limits(policies),
             url_rewrite=policies.url_rewrite if policies else None,
             request_timeout=(
                 policies.timeout.request_timeout if policies and policies.timeout else None

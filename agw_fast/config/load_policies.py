@@ -209,8 +209,6 @@ def _rate_limit(raw: object, path: str) -> LocalRateLimit:
     fill_ns = round(interval * 1e9)
     if fill_ns <= 0:
         raise ConfigError(o.child("fillInterval"), "fillInterval must be greater than 0")
-    if limit_type == "tokens":
-        raise not_supported(o.child("type"), "type: tokens")
     return LocalRateLimit(max_tokens, per_fill, fill_ns, limit_type)
 
 

@@ -41,7 +41,16 @@ from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
-__all__ = ["Cells", "SharedBuckets", "build", "build_with_clock", "take"]
+__all__ = [
+    "Cells",
+    "SharedBuckets",
+    "TokenLimits",
+    "build",
+    "build_token_limits",
+    "build_with_clock",
+    "peek",
+    "take",
+]
 
 _WORDS = 2  # per bucket: tokens available, next refill time (monotonic ns)
 _NS = 1_000_000_000
@@ -83,6 +92,21 @@ def take(
     return True, available, refill_at - now
 
 
+def peek(
+    cells: Cells, at: int, capacity: int, per_fill: int, interval: int, now: int
+) -> tuple[int, int]:
+    """Refill the bucket if due and return (tokens available, ns until the next refill)."""
+    available = cells[at]
+    refill_at = cells[at + 1]
+    if now >= refill_at:
+        intervals = (now - refill_at) // interval + 1
+        refill_at += intervals * interval
+        available = min(capacity, available + intervals * per_fill)
+        cells[at] = available
+        cells[at + 1] = refill_at
+    return available, refill_at - now
+
+
 class SharedBuckets:
     """The buckets of one route, in a MAP_SHARED memfd that also carries their lock."""
 
@@ -107,7 +131,7 @@ def build(policies: RoutePolicies) -> RequestStep | None:
 
 
 def build_with_clock(policies: RoutePolicies, clock: Callable[[], int]) -> RequestStep | None:
-    """The route's rate-limit step; `clock` gives monotonic nanoseconds (tests pass a fake)."""
+    """The route's `type: requests` step; `clock` gives monotonic ns (tests pass a fake)."""
     limits = tuple(limit for limit in policies.local_rate_limit if limit.kind == "requests")
     if not limits:
         return None
@@ -146,3 +170,64 @@ def build_with_clock(policies: RoutePolicies, clock: Callable[[], int]) -> Reque
         return None
 
     return check
+
+
+class TokenLimits:
+    """A route's `type: tokens` limits, which apply to LLM requests only (agentgateway's
+    `check_llm_request` and `amend_tokens`, without `tokenize`): once the request is parsed,
+    every bucket must hold at least one token; once the response's usage is known, input plus
+    output tokens are taken from every bucket, leaving it at 0 rather than below."""
+
+    __slots__ = ("_buckets", "_clock", "_plan")
+
+    def __init__(self, limits: Sequence[LocalRateLimit], clock: Callable[[], int]) -> None:
+        self._clock = clock
+        self._buckets = SharedBuckets(limits, clock())
+        self._plan = tuple(
+            (_WORDS * i, limit.max_tokens, limit.tokens_per_fill, limit.fill_interval_ns)
+            for i, limit in enumerate(limits)
+        )
+
+    def check(self) -> tuple[bool, bytes]:
+        """(whether the request may go on, the x-ratelimit-* lines for its response): the
+        first empty bucket's numbers when refused, else the most constrained bucket's."""
+        cells, fd = self._buckets.cells, self._buckets.fd
+        best: tuple[int, int, int] | None = None
+        allowed = True
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            now = self._clock()
+            for at, capacity, per_fill, interval in self._plan:
+                available, wait = peek(cells, at, capacity, per_fill, interval, now)
+                if available == 0:
+                    best, allowed = (capacity, 0, wait), False
+                    break
+                if best is None or available < best[1]:
+                    best = (capacity, available, wait)
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        assert best is not None
+        capacity, left, wait = best
+        return allowed, _FIELDS % (capacity, left, max(wait, 0) // _NS)
+
+    def charge(self, tokens: int) -> None:
+        """Take the usage of a finished LLM call from every bucket (no refill first)."""
+        if tokens <= 0:
+            return
+        cells, fd = self._buckets.cells, self._buckets.fd
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            for at, _, _, _ in self._plan:
+                cells[at] = max(0, cells[at] - tokens)
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+
+
+def build_token_limits(
+    policies: RoutePolicies | None, clock: Callable[[], int] = time.monotonic_ns
+) -> TokenLimits | None:
+    """The route's `type: tokens` limits, None when it has none (built before fork, too)."""
+    if policies is None:
+        return None
+    limits = tuple(limit for limit in policies.local_rate_limit if limit.kind == "tokens")
+    return TokenLimits(limits, clock) if limits else None

@@ -294,6 +294,16 @@ class Exchange:
             reason = Reason.INVALID_REQUEST if error.status < 500 else Reason.INTERNAL
             self.fail(error.status, error.body, reason, error.content_type)
             return
+        limits = self.route.token_limits
+        if limits is not None:
+            # agentgateway checks `type: tokens` limits once the LLM request is parsed; the
+            # fields of a `type: requests` limit, already set, are kept (set_ratelimit_headers).
+            allowed, fields = limits.check()
+            if not allowed:
+                self.fail(429, "rate limit exceeded", Reason.RATE_LIMIT, extra_headers=fields)
+                return
+            if b"x-ratelimit-limit: " not in self.response_extra:
+                self.response_extra += fields
         self.llm = LLMResponseObserver(llm_request, self.started)
         self.target = llm_request.target
         headers = self.headers
@@ -513,7 +523,12 @@ class Exchange:
         self.fail(504, message, Reason.TIMEOUT)
 
     def fail(
-        self, status: int, body: str, reason: str, content_type: bytes = b"text/plain"
+        self,
+        status: int,
+        body: str,
+        reason: str,
+        content_type: bytes = b"text/plain",
+        extra_headers: bytes = b"",
     ) -> None:
         """End the exchange with a local error (or a closed connection once answering);
         `reason` is a `Reason` for telemetry."""
@@ -531,7 +546,8 @@ class Exchange:
         # lingering close): skipping an unknown amount of body is not worth keeping it.
         keep_alive = self.down.keep_alive and not self.down.closing and self.request_done
         response = local_response(
-            status, body.encode(), content_type=content_type, close=not keep_alive
+            status, body.encode(), content_type=content_type, extra_headers=extra_headers,
+            close=not keep_alive,
         )
         self.down.write(without_body(response) if self.head_request else response)
         self._finish(keep_alive=keep_alive)
@@ -581,6 +597,12 @@ class Exchange:
         try:
             down = self.down
             llm = self.llm
+            outcome = llm.outcome() if llm is not None else None
+            if outcome is not None and self.route.token_limits is not None:
+                # agentgateway's amend_tokens: the call's real input and output usage.
+                self.route.token_limits.charge(
+                    (outcome.input_tokens or 0) + (outcome.output_tokens or 0)
+                )
             backend = self.backend
             record: RequestRecord = (
                 self.route.labels,
@@ -596,7 +618,7 @@ class Exchange:
                 self.reason,
                 self.error,
                 time.monotonic() - self.started,
-                llm.outcome() if llm is not None else None,
+                outcome,
             )
             self.services.recorder.record(record)
         finally:

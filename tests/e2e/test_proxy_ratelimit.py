@@ -5,6 +5,7 @@ thousands of racing requests, x-ratelimit-* fields on allowed and refused respon
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 
@@ -15,8 +16,12 @@ from tests.e2e.conftest import (
     QUIET,
     GatewayFactory,
     Upstream,
+    UpstreamConnection,
+    ai_route,
     child_pids,
     gateway_client,
+    http_response,
+    llm_config,
     metric_total,
     poll,
     scrape_metrics,
@@ -197,3 +202,69 @@ def test_refusals_count_with_reason_rate_limit(gateway: GatewayFactory) -> None:
             lambda total: total == 2,
             what="two requests refused with reason RateLimit",
         )
+
+
+# -- type: tokens on an LLM route: one token to start, the response's usage charged after
+
+COMPLETION = json.dumps(
+    {
+        "id": "c1", "object": "chat.completion", "model": "command",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 20, "total_tokens": 50},
+    }
+).encode()
+
+
+def _complete(conn: UpstreamConnection) -> None:
+    while conn.read_request() is not None:
+        conn.send(http_response(200, COMPLETION, [("Content-Type", "application/json")]))
+
+
+def _llm_config(upstream_port: int) -> str:
+    plain = {"host": "127.0.0.1", "authority": None, "auth_key": None}
+    tokens = ai_route(upstream_port, match_prefix="/tokens", **plain)
+    both = ai_route(upstream_port, match_prefix="/both", **plain)
+    tokens["policies"] = {
+        "localRateLimit": [{"maxTokens": 100, "tokensPerFill": 100, "fillInterval": "3600s",
+                            "type": "tokens"}]
+    }
+    both["policies"] = {
+        "localRateLimit": [
+            {"maxTokens": 10, "tokensPerFill": 1, "fillInterval": "60s"},
+            {"maxTokens": 60, "tokensPerFill": 60, "fillInterval": "3600s", "type": "tokens"},
+        ]
+    }
+    return llm_config(tokens, both)
+
+
+def test_token_limits_charge_the_usage_of_llm_calls(gateway: GatewayFactory) -> None:
+    body = {"model": "command", "messages": [{"role": "user", "content": "hi"}]}
+    with Upstream(_complete) as upstream:
+        gw = gateway(_llm_config(upstream.port), workers=2)
+        with gateway_client(gw.port) as client:
+            left = []
+            for _ in range(2):
+                response = client.post("/tokens/v1/chat/completions", json=body)
+                assert response.status_code == 200, response.text
+                assert response.headers["x-ratelimit-limit"] == "100"
+                left.append(response.headers["x-ratelimit-remaining"])
+            # The check takes nothing; each call's 30 + 20 tokens are charged once it ends.
+            assert left == ["100", "50"]
+            refused = client.post("/tokens/v1/chat/completions", json=body)
+            assert refused.status_code == 429
+            assert refused.text == "rate limit exceeded"
+            assert refused.headers["x-ratelimit-limit"] == "100"
+            assert refused.headers["x-ratelimit-remaining"] == "0"
+            assert 3590 <= int(refused.headers["x-ratelimit-reset"]) <= 3600
+            assert len(upstream.requests) == 2
+            # With a requests limit too, its fields are the ones the response carries; the
+            # tokens limit (60) still refuses once 2 calls (100 tokens) have drained it.
+            first = client.post("/both/v1/chat/completions", json=body)
+            assert first.status_code == 200
+            assert first.headers["x-ratelimit-limit"] == "10"
+            assert first.headers["x-ratelimit-remaining"] == "9"
+            assert client.post("/both/v1/chat/completions", json=body).status_code == 200
+            refused = client.post("/both/v1/chat/completions", json=body)
+            assert refused.status_code == 429
+            assert refused.headers["x-ratelimit-limit"] == "60"
+            assert len(upstream.requests) == 4

@@ -14,7 +14,7 @@ from agw_fast.config.model import LocalRateLimit, RoutePolicies
 from agw_fast.core.reason import Reason
 from agw_fast.errors import ConfigError
 from agw_fast.policies import PolicyRequest, compile_request_steps
-from agw_fast.policies.localratelimit import build_with_clock, take
+from agw_fast.policies.localratelimit import build_token_limits, build_with_clock, peek, take
 
 S = 1_000_000_000
 R = "binds[0].listeners[0].routes[0].policies.localRateLimit"
@@ -82,11 +82,6 @@ def test_empty_list_is_no_policy() -> None:
         ({"maxTokens": 1, "fillInterval": "1s"}, f"{R}.maxTokens", 'unknown field "maxTokens"'),
         ({}, R, "expected a list of rate limits"),
         ("10/s", R, "expected a list"),
-        (
-            [{"fillInterval": "1s", "type": "tokens"}],
-            f"{R}[0].type",
-            f"not supported: {R}[0].type (type: tokens)",
-        ),
         (
             {"conditional": [{"fillInterval": "1s"}]},
             f"{R}.conditional",
@@ -234,6 +229,54 @@ def test_rate_limit_runs_before_direct_response() -> None:
     assert _fields(request).startswith(b"x-ratelimit-limit: 1\r\n")
     second = run_steps(steps, _request())
     assert second is not None and second.reason == Reason.RATE_LIMIT
+
+
+# -- type: tokens (LLM requests: at least one token to start, usage charged at the end)
+
+
+def test_peek_refills_without_taking() -> None:
+    cells = [0, 10 * S]
+    assert peek(cells, 0, 100, 40, 10 * S, 5 * S) == (0, 5 * S)
+    assert peek(cells, 0, 100, 40, 10 * S, 25 * S) == (80, 5 * S)
+    assert cells == [80, 30 * S]
+
+
+def test_token_limits_need_one_token_and_charge_usage() -> None:
+    clock = Clock()
+    policies = RoutePolicies(
+        local_rate_limit=(
+            LocalRateLimit(1, 1, 60 * S),  # a requests limit: not theirs
+            LocalRateLimit(100, 50, 60 * S, "tokens"),
+            LocalRateLimit(1000, 1000, 3600 * S, "tokens"),
+        )
+    )
+    limits = build_token_limits(policies, clock)
+    assert limits is not None
+    assert limits.check() == (
+        True, b"x-ratelimit-limit: 100\r\nx-ratelimit-remaining: 100\r\nx-ratelimit-reset: 60\r\n"
+    )
+    limits.charge(99)  # the check itself takes nothing
+    allowed, fields = limits.check()
+    assert allowed and b"x-ratelimit-remaining: 1\r\n" in fields
+    limits.charge(30)  # more than is left: the bucket stops at 0
+    clock.now += 10 * S
+    assert limits.check() == (
+        False, b"x-ratelimit-limit: 100\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: 50\r\n"
+    )
+    clock.now += 50 * S  # one refill of 50
+    allowed, fields = limits.check()
+    assert allowed and b"x-ratelimit-limit: 100\r\nx-ratelimit-remaining: 50\r\n" in fields
+    # The other bucket lost the same 129 tokens.
+    limits.charge(50)
+    clock.now += 3600 * S
+    assert limits.check()[0]
+    assert build_token_limits(RoutePolicies(local_rate_limit=(LocalRateLimit(1, 1, S),))) is None
+    assert build_token_limits(None) is None
+
+
+def test_tokens_limits_make_no_request_step() -> None:
+    policies = RoutePolicies(local_rate_limit=(LocalRateLimit(5, 5, S, "tokens"),))
+    assert compile_request_steps(policies) == ()
 
 
 # -- one bucket for processes forked after the build
