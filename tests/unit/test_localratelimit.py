@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -49,12 +52,14 @@ def test_config_defaults_and_values() -> None:
         [
             {"maxTokens": 10, "tokensPerFill": 1, "fillInterval": "60s"},
             {"fillInterval": "1.5s", "type": "requests"},
+            {"maxTokens": 5000, "tokensPerFill": 100, "fillInterval": "1m", "type": "tokens"},
         ]
     )
     assert policies is not None
     assert policies.local_rate_limit == (
         LocalRateLimit(10, 1, 60 * S, "requests"),
         LocalRateLimit(0, 0, 1_500_000_000, "requests"),
+        LocalRateLimit(5000, 100, 60 * S, "tokens"),
     )
 
 
@@ -301,3 +306,34 @@ def test_processes_forked_after_the_build_share_the_bucket() -> None:
         worker.join(timeout=60)
     assert sum(allowed) == 3000
     assert step(_request()) is not None  # and the parent sees the empty bucket too
+
+
+def test_a_process_killed_inside_the_lock_does_not_wedge_the_bucket() -> None:
+    # Why a record lock and not a semaphore: the kernel releases it when its holder dies.
+    parent = os.getpid()
+
+    def clock() -> int:  # read inside the lock: the forked child dies right there
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return time.monotonic_ns()
+
+    step = build_with_clock(
+        RoutePolicies(local_rate_limit=(LocalRateLimit(5, 1, 3600 * S),)), clock
+    )
+    assert step is not None
+    child = multiprocessing.get_context("fork").Process(target=step, args=(_request(),))
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == -signal.SIGKILL
+    def wedged(signum: int, frame: object) -> None:
+        raise TimeoutError("the bucket's lock was never released")
+
+    previous = signal.signal(signal.SIGALRM, wedged)
+    signal.alarm(10)  # a wedged lock would block forever: fail the test instead
+    try:
+        request = _request()
+        assert step(request) is None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert _fields(request).startswith(b"x-ratelimit-limit: 5\r\nx-ratelimit-remaining: 4\r\n")
