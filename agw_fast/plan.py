@@ -40,7 +40,7 @@ from agw_fast.errors import ConfigError
 from agw_fast.llm.exchange import AIRuntime
 from agw_fast.llm.providers.openai import RouteTypeResolver
 from agw_fast.policies import RequestStep, compile_request_steps
-from agw_fast.policies.localratelimit import TokenLimits, build_token_limits
+from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS, TokenLimits, build_token_limits
 
 __all__ = [
     "DEFAULT_LLM_BUFFER",
@@ -272,6 +272,10 @@ class _Compiler:
         if route_policies is not None and route_policies.timeout is not None:
             backend_timeout = backend_timeout or route_policies.timeout.backend_request_timeout
         response_plan = ResponseHeaderPlan.build(response_modifiers)
+        response_drop = response_plan.drop if response_plan else RESPONSE_HOP_BY_HOP
+        if route_policies is not None and route_policies.local_rate_limit:
+            # agentgateway inserts its own x-ratelimit-* over the upstream's (merge_in_headers).
+            response_drop = response_drop | RATE_LIMIT_FIELDS
         endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return RuntimeBackend(
             name=name,
@@ -285,7 +289,7 @@ class _Compiler:
             pool_key=(host, port, id(context) if context is not None else 0),
             auto_authority=auto_authority,
             request_headers=RequestHeaderPlan.build(request_modifiers, auth),
-            response_drop=response_plan.drop if response_plan else RESPONSE_HOP_BY_HOP,
+            response_drop=response_drop,
             response_extra=response_plan.extra if response_plan else b"",
             redirect=redirect,
             backend_request_timeout=backend_timeout,

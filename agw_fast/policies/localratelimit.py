@@ -42,6 +42,7 @@ from agw_fast.core.rewrite import local_response
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
+    "RATE_LIMIT_FIELDS",
     "Cells",
     "SharedBuckets",
     "TokenLimits",
@@ -55,6 +56,10 @@ __all__ = [
 _WORDS = 2  # per bucket: tokens available, next refill time (monotonic ns)
 _NS = 1_000_000_000
 _LIMITED_BODY = b"rate limit exceeded"  # ProxyError::RateLimitExceeded's text
+# The fields a limited route's responses carry; an upstream's own are replaced by them.
+RATE_LIMIT_FIELDS = frozenset(
+    {b"x-ratelimit-limit", b"x-ratelimit-remaining", b"x-ratelimit-reset"}
+)
 _FIELDS = b"x-ratelimit-limit: %d\r\nx-ratelimit-remaining: %d\r\nx-ratelimit-reset: %d\r\n"
 
 

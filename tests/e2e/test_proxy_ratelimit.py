@@ -19,6 +19,7 @@ from tests.e2e.conftest import (
     UpstreamConnection,
     ai_route,
     child_pids,
+    echo_json,
     gateway_client,
     http_response,
     llm_config,
@@ -144,16 +145,29 @@ def test_one_bucket_holds_across_two_workers_under_a_race(gateway: GatewayFactor
         assert 3590 <= int(answer.fields["x-ratelimit-reset"]) <= 3600
 
 
+def _echo_with_own_limits(conn: UpstreamConnection) -> None:
+    while (request := conn.read_request()) is not None:
+        fields = [
+            ("Content-Type", "application/json"),
+            ("X-RateLimit-Limit", "999"),
+            ("X-RateLimit-Remaining", "998"),
+            ("x-ratelimit-limit-requests", "5000"),
+        ]
+        conn.send(http_response(200, echo_json(request), fields))
+
+
 def test_answers_headers_and_independent_routes(gateway: GatewayFactory) -> None:
-    with Upstream() as upstream:
+    with Upstream(_echo_with_own_limits) as upstream:
         gw = gateway(_config(upstream.port), workers=2)
         with gateway_client(gw.port) as client:
             # The most constrained of two limits is reported on a proxied response.
             for left in (2, 1, 0):
                 response = client.get("/proxied")
                 assert response.status_code == 200
-                assert response.headers["x-ratelimit-limit"] == "3"
-                assert response.headers["x-ratelimit-remaining"] == str(left)
+                # Ours replace the upstream's fields of the same names, as in agentgateway.
+                assert response.headers.get_list("x-ratelimit-limit") == ["3"]
+                assert response.headers.get_list("x-ratelimit-remaining") == [str(left)]
+                assert response.headers["x-ratelimit-limit-requests"] == "5000"
                 assert 3590 <= int(response.headers["x-ratelimit-reset"]) <= 3600
             refused = client.get("/proxied", headers={"x-keep": "1"})
             assert refused.status_code == 429
@@ -166,7 +180,7 @@ def test_answers_headers_and_independent_routes(gateway: GatewayFactory) -> None
             assert [client.get("/other").status_code for _ in range(3)] == [200, 200, 429]
             free = client.get("/free")
             assert free.status_code == 200
-            assert "x-ratelimit-limit" not in free.headers
+            assert free.headers.get_list("x-ratelimit-limit") == ["999"]  # the upstream's
             head = client.head("/proxied")
             assert head.status_code == 429 and head.content == b""
 
