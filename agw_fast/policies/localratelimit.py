@@ -33,6 +33,7 @@ import fcntl
 import mmap
 import os
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -115,13 +116,16 @@ def peek(
 class SharedBuckets:
     """The buckets of one route, in a MAP_SHARED memfd that also carries their lock."""
 
-    __slots__ = ("cells", "fd", "_mm")
+    __slots__ = ("__weakref__", "_mm", "cells", "fd")
 
     def __init__(self, limits: Sequence[LocalRateLimit], now: int) -> None:
         size = max(8 * _WORDS * len(limits), 8)
         # Inherited across fork (CLOEXEC only matters to exec); never closed, since closing
         # any descriptor of the file would drop the process's record locks on it.
         self.fd = os.memfd_create("agw-fast-ratelimit", os.MFD_CLOEXEC)
+        # Closed with the buckets: a compiled config that is dropped (the CLI's check before
+        # `serve()` compiles its own) leaves no descriptor behind in the processes.
+        weakref.finalize(self, os.close, self.fd)
         os.ftruncate(self.fd, size)
         self._mm = mmap.mmap(self.fd, size)  # MAP_SHARED
         # Aligned 8-byte words: each load and store is one machine access.
