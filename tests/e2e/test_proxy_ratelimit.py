@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import socket
+import time
 
 import httpx
 
@@ -45,6 +46,12 @@ def _config(upstream_port: int) -> str:
       policies:
         localRateLimit:
         - {{maxTokens: {RACE_CAPACITY}, tokensPerFill: 1, fillInterval: 3600s}}
+        directResponse: {{status: 200, body: "ok"}}
+    - name: refilled
+      matches: [{{path: {{pathPrefix: /refilled}}}}]
+      policies:
+        localRateLimit:
+        - {{maxTokens: 50, tokensPerFill: 50, fillInterval: 100ms}}
         directResponse: {{status: 200, body: "ok"}}
     - name: other
       matches: [{{path: {{pathPrefix: /other}}}}]
@@ -85,7 +92,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[Answer, bytes]:
     return Answer(status, fields), body
 
 
-async def _race(port: int, workers: list[int]) -> tuple[list[Answer], set[int]]:
+async def _race(
+    port: int, workers: list[int], path: bytes = b"/race", requests: int = RACE_REQUESTS
+) -> tuple[list[Answer], set[int]]:
     """Open every connection first, note which worker accepted each, then have them all send
     their share of requests at once (keep-alive, one request in flight per connection)."""
     streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(CONNECTIONS)]
@@ -106,8 +115,8 @@ async def _race(port: int, workers: list[int]) -> tuple[list[Answer], set[int]]:
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await start.wait()
-        for _ in range(RACE_REQUESTS // CONNECTIONS):
-            writer.write(b"GET /race HTTP/1.1\r\nhost: rl.test\r\n\r\n")
+        for _ in range(requests // CONNECTIONS):
+            writer.write(b"GET %s HTTP/1.1\r\nhost: rl.test\r\n\r\n" % path)
             answer, _ = await _read_response(reader)
             answers.append(answer)
             assert answer.fields.get("connection") != "close"
@@ -154,6 +163,22 @@ def _echo_with_own_limits(conn: UpstreamConnection) -> None:
             ("x-ratelimit-limit-requests", "5000"),
         ]
         conn.send(http_response(200, echo_json(request), fields))
+
+
+def test_refills_across_two_workers_never_exceed_the_rate(gateway: GatewayFactory) -> None:
+    # 50 tokens every 100 ms, on a grid that starts when the config is compiled: whatever
+    # the timing, no more than 50 + 50 per elapsed interval can get through.
+    began = time.monotonic()
+    with Upstream() as upstream:
+        gw = gateway(_config(upstream.port), workers=2)
+        wait_until(lambda: len(child_pids(gw.proc.pid)) == 2, what="2 workers")
+        workers = child_pids(gw.proc.pid)
+        answers, serving = asyncio.run(_race(gw.port, workers, b"/refilled", 6000))
+        elapsed = time.monotonic() - began
+    assert sorted(serving) == workers
+    allowed = sum(1 for a in answers if a.status == 200)
+    assert sum(1 for a in answers if a.status == 429) == len(answers) - allowed
+    assert 50 <= allowed <= 50 + 50 * int(elapsed / 0.1)
 
 
 def test_answers_headers_and_independent_routes(gateway: GatewayFactory) -> None:
