@@ -11,13 +11,18 @@ pelikan's ratelimiter there):
     refill). Tokens the limits before it took are not given back, as in agentgateway;
   * an allowed request's response carries the same three fields for the most constrained
     limit: the fewest tokens left, the first such limit on a tie (`most_constrained`);
-  * a limit whose capacity is 0 refuses everything, with reset 0 (`try_wait_n`, n > capacity).
+  * a limit whose capacity is 0 refuses everything, with reset 0 (`try_wait_n`, n > capacity);
+  * `type: tokens` limits (`TokenLimits`) apply to LLM exchanges only: once the request is
+    parsed each needs one token left (nothing taken), and the call's input + output usage is
+    taken when it ends, never below 0 (`check_llm_request`, `amend_tokens` in llm/mod.rs);
+  * a limited route's responses carry these fields in place of the upstream's own.
 
 Sharing: `build` runs when the config is compiled, which `serve()` does in the supervisor
 before it forks the workers. Each route's buckets live in one memfd mapped MAP_SHARED, so all
 workers (and any worker the supervisor forks again later) count in the same words; there is
 no message per request. Python has no compare-and-swap on shared memory, so a request takes
-a POSIX record lock (fcntl) on that memfd around its read-modify-write of the route's buckets.
+a POSIX record lock (fcntl) on that memfd around its read-modify-write of the route's buckets
+(one lock for all of them: one pair of system calls per request, however many limits).
 Measured uncontended: a lock/unlock pair of fcntl costs ~0.8 µs where a multiprocessing
 semaphore costs ~0.07 µs, but the kernel drops a record lock when its holder dies: a worker
 killed by SIGKILL (OOM killer, the drain deadline) inside the few microseconds it holds the
