@@ -40,6 +40,7 @@ from agw_fast.errors import ConfigError
 from agw_fast.llm.exchange import AIRuntime
 from agw_fast.llm.providers.openai import RouteTypeResolver
 from agw_fast.policies import RequestStep, compile_gateway_steps, compile_request_steps
+from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS, TokenLimits, build_token_limits
 
 __all__ = [
     "DEFAULT_LLM_BUFFER",
@@ -130,6 +131,8 @@ class RuntimeRoute:
     url_rewrite: UrlRewrite | None
     request_timeout: float | None
     backends: tuple[RuntimeBackend, ...]
+    # `localRateLimit` of `type: tokens`: checked and charged by LLM exchanges only.
+    token_limits: TokenLimits | None = None
     _cumulative: list[int] = field(default_factory=list)
     _total: int = 0
 
@@ -274,6 +277,10 @@ class _Compiler:
         if route_policies is not None and route_policies.timeout is not None:
             backend_timeout = backend_timeout or route_policies.timeout.backend_request_timeout
         response_plan = ResponseHeaderPlan.build(response_modifiers)
+        response_drop = response_plan.drop if response_plan else RESPONSE_HOP_BY_HOP
+        if route_policies is not None and route_policies.local_rate_limit:
+            # agentgateway inserts its own x-ratelimit-* over the upstream's (merge_in_headers).
+            response_drop = response_drop | RATE_LIMIT_FIELDS
         endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return RuntimeBackend(
             name=name,
@@ -287,7 +294,7 @@ class _Compiler:
             pool_key=(host, port, id(context) if context is not None else 0),
             auto_authority=auto_authority,
             request_headers=RequestHeaderPlan.build(request_modifiers, auth),
-            response_drop=response_plan.drop if response_plan else RESPONSE_HOP_BY_HOP,
+            response_drop=response_drop,
             response_extra=response_plan.extra if response_plan else b"",
             redirect=redirect,
             backend_request_timeout=backend_timeout,
@@ -308,6 +315,7 @@ class _Compiler:
             listener=listener.name,
             labels=labels,
             request_steps=compile_request_steps(policies),
+            token_limits=build_token_limits(policies),
             url_rewrite=policies.url_rewrite if policies else None,
             request_timeout=(
                 policies.timeout.request_timeout if policies and policies.timeout else None

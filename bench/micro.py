@@ -111,6 +111,33 @@ def _header_rewrite() -> tuple[Callable[[], object], int]:
     ), 1
 
 
+def _rate_limit_step(capacity: int) -> tuple[Callable[[], object], int]:
+    model = importlib.import_module("agw_fast.config.model")
+    limit = model.LocalRateLimit(capacity, capacity, 3600 * 10**9)
+    step = _attr("agw_fast.policies.localratelimit", "build")(
+        model.RoutePolicies(local_rate_limit=(limit,))
+    )
+    request = _attr("agw_fast.policies", "PolicyRequest")(
+        b"POST", b"api.example.com", b"/v1/chat/completions", b"", _HEADERS, None
+    )
+
+    def run() -> object:
+        request.response_lines = None
+        return step(request)
+
+    return run, 1
+
+
+@case("local rate limit: 1 bucket, allowed (lock, take, 3 fields)")
+def _rate_limit_allowed() -> tuple[Callable[[], object], int]:
+    return _rate_limit_step(2**62)
+
+
+@case("local rate limit: 1 bucket, refused (429 answer)")
+def _rate_limit_refused() -> tuple[Callable[[], object], int]:
+    return _rate_limit_step(0)
+
+
 @case("body rewrite: model override (300 B JSON)")
 def _body_rewrite() -> tuple[Callable[[], object], int]:
     rewrite = _attr("agw_fast.llm.providers.openai", "rewrite_request_body")

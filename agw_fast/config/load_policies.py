@@ -32,6 +32,7 @@ from agw_fast.config.model import (
     JwtAuth,
     JwtMode,
     JwtProvider,
+    LocalRateLimit,
     PathRewrite,
     RequestRedirect,
     RoutePolicies,
@@ -40,6 +41,7 @@ from agw_fast.config.model import (
 )
 from agw_fast.config.validate import (
     Obj,
+    as_duration,
     as_int,
     as_list,
     as_str,
@@ -86,6 +88,7 @@ SERVED_ROUTE_TYPES = frozenset(
     {"completions", "responses", "embeddings", "detect", "passthrough", "models"}
 )
 # http_serde's spellings of http::Version; agw-fast speaks HTTP/1.1 to every backend.
+_LIMIT_TYPES = ("requests", "tokens")
 _HTTP_VERSIONS = ("HTTP/0.9", "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3.0")
 _ALPN_HTTP11 = "http/1.1"
 # Offering h2 next to http/1.1 only states a preference: the server still settles on
@@ -205,6 +208,34 @@ def _direct_response(raw: object, path: str) -> DirectResponse:
         body = bytes(as_int(b, f"{body_path}[{i}]", 0, 255) for i, b in enumerate(body_raw))
     o.close()
     return DirectResponse(status=status, body=body)
+
+
+def _local_rate_limits(raw: object, path: str) -> tuple[LocalRateLimit, ...]:
+    """`localRateLimit`: a list of buckets, or `{conditional: [...]}` (needs CEL: refused)."""
+    if isinstance(raw, dict):
+        Obj(raw, path, "LocalConditionalPolicies_RateLimitSpec").close()
+        raise ConfigError(path, 'expected a list of rate limits or {"conditional": [...]}')
+    items = as_list(raw, path)
+    return tuple(_rate_limit(item, f"{path}[{i}]") for i, item in enumerate(items))
+
+
+def _rate_limit(raw: object, path: str) -> LocalRateLimit:
+    o = Obj(raw, path, "RateLimitSpec")
+    u64 = 2**64 - 1
+    max_tokens = o.opt_int("maxTokens", 0, u64) or 0
+    per_fill = o.opt_int("tokensPerFill", 0, u64) or 0
+    interval = as_duration(o.require("fillInterval"), o.child("fillInterval"))
+    kind_ = o.get("type")
+    limit_type = "requests" if kind_ is None else choice(kind_, o.child("type"), _LIMIT_TYPES)
+    o.close()
+    # agentgateway's bucket builder refuses this config; a zero interval would divide by
+    # zero at the first refill there, so it is refused here at load instead.
+    if max_tokens < per_fill:
+        raise ConfigError(path, "maxTokens cannot be less than tokensPerFill")
+    fill_ns = round(interval * 1e9)
+    if fill_ns <= 0:
+        raise ConfigError(o.child("fillInterval"), "fillInterval must be greater than 0")
+    return LocalRateLimit(max_tokens, per_fill, fill_ns, limit_type)
 
 
 def _readable_file(raw: object, path: str, base_dir: Path) -> str:
@@ -654,6 +685,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     authz, p12 = sub("authorization")
     jwt, p13 = sub("jwtAuth")
     cors, p14 = sub("cors")
+    rate_limit, p15 = sub("localRateLimit")
     o.close()
     result = RoutePolicies(
         request_header_modifier=None if req_hm is None else _header_modifier(req_hm, p1),
@@ -670,6 +702,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         authorization=None if authz is None else _authorization(authz, p12),
         jwt_auth=None if jwt is None else _jwt_auth(jwt, p13, base_dir),
         cors=None if cors is None else _cors(cors, p14),
+        local_rate_limit=() if rate_limit is None else _local_rate_limits(rate_limit, p15),
     )
     return None if result == RoutePolicies() else result
 

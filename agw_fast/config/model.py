@@ -40,6 +40,7 @@ __all__ = [
     "JwtProvider",
     "KeepaliveConfig",
     "Listener",
+    "LocalRateLimit",
     "LoggingConfig",
     "PathMatch",
     "PathRewrite",
@@ -268,6 +269,16 @@ class Authorization:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalRateLimit:
+    """One `localRateLimit` token bucket (agentgateway's `RateLimitSpec`)."""
+
+    max_tokens: int  # capacity, and what the bucket holds at start
+    tokens_per_fill: int
+    fill_interval_ns: int  # > 0
+    kind: str = "requests"  # "requests" (1 per request) or "tokens" (LLM usage)
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePolicies:
     request_header_modifier: HeaderModifier | None = None
     response_header_modifier: HeaderModifier | None = None
@@ -283,6 +294,7 @@ class RoutePolicies:
     authorization: Authorization | None = None
     jwt_auth: JwtAuth | None = None
     cors: CorsPolicy | None = None
+    local_rate_limit: tuple[LocalRateLimit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

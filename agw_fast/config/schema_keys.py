@@ -71,9 +71,9 @@ _TABLE: dict[str, tuple[str, str]] = {
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
         "directResponse backendTLS backendAuth timeout ai apiKey basicAuth authorization jwtAuth "
-        "cors",
+        "cors localRateLimit",
         "a2a backendTunnel buffer csrf delay extAuthz "
-        "extProc localRateLimit mcpAuthentication mcpAuthorization mcpGuardrails "
+        "extProc mcpAuthentication mcpAuthorization mcpGuardrails "
         "oidc remoteRateLimit requestMirror retry transformations",
     ),
     "UrlRewrite": ("authority path", ""),
@@ -89,6 +89,9 @@ _TABLE: dict[str, tuple[str, str]] = {
         "status body",
         "bodyExpression conditional headers",
     ),
+    "RateLimitSpec": ("maxTokens tokensPerFill fillInterval type", ""),
+    # `conditional` entries select a bucket with a CEL `condition`: refused until CEL lands.
+    "LocalConditionalPolicies_RateLimitSpec": ("", "conditional"),
     "LocalBackendTLS": (
         "cert key root hostname insecure insecureHost alpn",
         "keyExchangeGroups spiffe subjectAltNames",

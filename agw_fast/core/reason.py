@@ -19,6 +19,7 @@ class Reason:
     JWT_AUTH = "JwtAuth"  # jwtAuth refused the request (401)
     INTERNAL = "Internal"  # a rewrite or redirect that could not be applied, ...
     INVALID_REQUEST = "InvalidRequest"  # a request we refuse to forward (LLM body, framing)
+    RATE_LIMIT = "RateLimit"  # a localRateLimit bucket was empty
     TIMEOUT = "Timeout"  # request or backend request timeout
     AUTHORIZATION = "Authorization"  # an authorization policy denied the request
     UPSTREAM_FAILURE = "UpstreamFailure"  # connect, TLS or the upstream connection failed

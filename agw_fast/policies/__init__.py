@@ -8,6 +8,11 @@ without policies pays one empty-tuple check per request.
 
 Adding a policy: parse its config in `config/load_policies.py`, write one module here with a
 `build(policies) -> RequestStep | None`, and add that function to `STEP_BUILDERS`.
+
+State shared by all workers: `build` runs when the config is compiled, which `serve()` does in
+the supervisor before it forks, so memory a builder maps MAP_SHARED (an anonymous mmap or a
+memfd) is the same pages in every worker and in any worker forked again later
+(see `localratelimit`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from agw_fast.policies import (
     cors,
     direct_response,
     jwt,
+    localratelimit,
     redirect,
 )
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
@@ -50,6 +56,7 @@ STEP_BUILDERS: tuple[StepBuilder, ...] = (
     basic_auth.build,
     api_key.build,
     authorization.build,
+    localratelimit.build,
     redirect.build,
     direct_response.build,
 )

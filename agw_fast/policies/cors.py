@@ -215,9 +215,9 @@ class _Cors:
         if request.method == b"OPTIONS":
             return PolicyAnswer(self._preflight(origin, headers), Reason.DIRECT_RESPONSE)
         request.replace_response_fields(self.replaces)
-        request.add_response_line(b"".join((_ALLOW_ORIGIN_FIELD, origin, b"\r\n")))
+        request.add_response_lines(b"".join((_ALLOW_ORIGIN_FIELD, origin, b"\r\n")))
         for line in self.actual_lines:
-            request.add_response_line(line)
+            request.add_response_lines(line)
         return None
 
     def _preflight(self, origin: bytes, headers: Headers) -> bytes:

@@ -90,13 +90,6 @@ class PolicyRequest:
         else:
             self.response_lines.append(line)
 
-    def add_response_line(self, line: bytes) -> None:
-        """`add_response_header` for one complete `name: value\r\n` line built at load."""
-        if self.response_lines is None:
-            self.response_lines = [line]
-        else:
-            self.response_lines.append(line)
-
     def replace_response_fields(self, names: frozenset[bytes]) -> None:
         """Fields of these (lowercase) names added from now on replace the upstream's and
         those earlier steps added (agentgateway inserts policy response headers into a map,
@@ -104,12 +97,22 @@ class PolicyRequest:
         adding the replacing fields."""
         lines = self.response_lines
         if lines is not None:
+            # An entry may hold several prebuilt lines (`add_response_lines`).
             self.response_lines = [
-                line for line in lines if line[: line.index(b":")].lower() not in names
+                line
+                for block in lines
+                for line in block.splitlines(keepends=True)
+                if line[: line.index(b":")].lower() not in names
             ] or None
         previous = self.response_replaces
         self.response_replaces = names if previous is None else previous | names
 
+    def add_response_lines(self, lines: bytes) -> None:
+        """Like `add_response_header`, for one or more prebuilt lines (`name: value\r\n`)."""
+        if self.response_lines is None:
+            self.response_lines = [lines]
+        else:
+            self.response_lines.append(lines)
 
 
 class PolicyAnswer(NamedTuple):

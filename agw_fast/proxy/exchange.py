@@ -298,6 +298,16 @@ class Exchange:
             reason = Reason.INVALID_REQUEST if error.status < 500 else Reason.INTERNAL
             self.fail(error.status, error.body, reason, error.content_type)
             return
+        limits = self.route.token_limits
+        if limits is not None:
+            # agentgateway checks `type: tokens` limits once the LLM request is parsed; the
+            # fields of a `type: requests` limit, already set, are kept (set_ratelimit_headers).
+            allowed, fields = limits.check()
+            if not allowed:
+                self.fail(429, "rate limit exceeded", Reason.RATE_LIMIT, extra_headers=fields)
+                return
+            if b"x-ratelimit-limit: " not in self.response_extra:
+                self.response_extra += fields
         self.llm = LLMResponseObserver(llm_request, self.started)
         self.target = llm_request.target
         headers = self.headers
@@ -517,10 +527,16 @@ class Exchange:
         self.fail(504, message, Reason.TIMEOUT)
 
     def fail(
-        self, status: int, body: str, reason: str, content_type: bytes = b"text/plain"
+        self,
+        status: int,
+        body: str,
+        reason: str,
+        content_type: bytes = b"text/plain",
+        extra_headers: bytes = b"",
     ) -> None:
         """End the exchange with a local error (or a closed connection once answering);
-        `reason` is a `Reason` for telemetry."""
+        `reason` is a `Reason` for telemetry. `extra_headers` (complete lines) go with the
+        policy steps' fields and replace those of the same names."""
         if self.finished:
             return
         self._release_upstream()
@@ -538,7 +554,7 @@ class Exchange:
             status,
             body.encode(),
             content_type=content_type,
-            extra_headers=self.policy_lines,
+            extra_headers=_merged_fields(self.policy_lines, extra_headers),
             close=not keep_alive,
         )
         self.down.write(without_body(response) if self.head_request else response)
@@ -589,6 +605,12 @@ class Exchange:
         try:
             down = self.down
             llm = self.llm
+            outcome = llm.outcome() if llm is not None else None
+            if outcome is not None and self.route.token_limits is not None:
+                # agentgateway's amend_tokens: the call's real input and output usage.
+                self.route.token_limits.charge(
+                    (outcome.input_tokens or 0) + (outcome.output_tokens or 0)
+                )
             backend = self.backend
             record: RequestRecord = (
                 self.route.labels,
@@ -604,12 +626,24 @@ class Exchange:
                 self.reason,
                 self.error,
                 time.monotonic() - self.started,
-                llm.outcome() if llm is not None else None,
+                outcome,
             )
             self.services.recorder.record(record)
         finally:
             # Even if telemetry failed, the connection must move on (or close).
             self.down.exchange_finished(keep_alive)
+
+
+def _merged_fields(base: bytes, replacing: bytes) -> bytes:
+    """Field lines `base` then `replacing`, without the `base` lines `replacing` names."""
+    if not base or not replacing:
+        return base + replacing
+    names = {line.split(b":", 1)[0].lower() for line in replacing.splitlines()}
+    kept = [
+        line for line in base.splitlines(keepends=True)
+        if line.split(b":", 1)[0].lower() not in names
+    ]
+    return b"".join(kept) + replacing
 
 
 def _is_transfer_encoding(line: bytes) -> bool:

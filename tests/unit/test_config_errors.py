@@ -145,11 +145,13 @@ def test_every_known_unsupported_key_is_refused(path: str, config: object) -> No
     assert error_of(config).message == f"not supported: {path}"
 
 
-def test_rate_limit_is_refused_not_ignored() -> None:
-    error = error_of(policies({"localRateLimit": [{"maxTokens": 1, "fillInterval": "1s"}]}))
+def test_conditional_rate_limit_is_refused_not_ignored() -> None:
+    # `conditional` entries choose a bucket with a CEL condition, which agw-fast lacks yet.
+    entry = {"condition": "true", "maxTokens": 1, "fillInterval": "1s"}
+    error = error_of(policies({"localRateLimit": {"conditional": [entry]}}))
     assert str(error) == (
-        "binds[0].listeners[0].routes[0].policies.localRateLimit: "
-        "not supported: binds[0].listeners[0].routes[0].policies.localRateLimit"
+        "binds[0].listeners[0].routes[0].policies.localRateLimit.conditional: "
+        "not supported: binds[0].listeners[0].routes[0].policies.localRateLimit.conditional"
     )
 
 
