@@ -61,16 +61,13 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
     ),
     (
         "binds[0].listeners[0].protocol",
-        {"binds": [{"port": 1, "listeners": [{"protocol": "HTTPS"}]}]},
-    ),
-    (
-        "binds[0].listeners[0].protocol",
         {"binds": [{"port": 1, "listeners": [{"protocol": "TCP"}]}]},
     ),
     (
-        "binds[0].listeners[0].tls",
-        {"binds": [{"port": 1, "listeners": [{"tls": {}, "routes": []}]}]},
+        "binds[0].listeners[0].tls.keyExchangeGroups",
+        {"binds": [{"port": 1, "listeners": [{"tls": {"keyExchangeGroups": ["X25519"]}}]}]},
     ),
+    ("frontendPolicies.tls.alpn", {"frontendPolicies": {"tls": {"alpn": [[104, 50]]}}}),
     ("binds[0].listeners[0].policies", {"binds": [{"port": 1, "listeners": [{"policies": {}}]}]}),
     (
         f"{R}.policies.directResponse.bodyExpression",
