@@ -44,6 +44,14 @@ class TLSFileError(ValueError):
         self.field = field
 
 
+def _has_certificates(path: str) -> bool:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError, ValueError):
+        return False
+    return True
+
+
 def _why(error: Exception) -> str:
     return str(getattr(error, "reason", None) or error)
 
@@ -93,10 +101,10 @@ def server_context(tls: ListenerTLS) -> ssl.SSLContext:
     try:
         context.load_cert_chain(tls.cert, tls.key)
     except (ssl.SSLError, OSError, ValueError) as error:
-        reason = _why(error)
-        # OpenSSL reads the certificate first: a PEM error mentioning keys is the key file's.
-        field = "key" if "KEY" in reason.upper() and "CERT" not in reason.upper() else "cert"
-        raise TLSFileError(field, f"cannot load the certificate and key: {reason}") from None
+        # OpenSSL does not say which file it choked on: whichever holds no readable
+        # certificate is the culprit, else the key (unreadable, or not the certificate's).
+        field = "key" if _has_certificates(tls.cert) else "cert"
+        raise TLSFileError(field, f"cannot load the certificate and key: {_why(error)}") from None
     if tls.root is not None:
         try:
             context.load_verify_locations(cafile=tls.root)

@@ -65,7 +65,16 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
     ),
     (
         "binds[0].listeners[0].tls.keyExchangeGroups",
-        {"binds": [{"port": 1, "listeners": [{"tls": {"keyExchangeGroups": ["X25519"]}}]}]},
+        {
+            "binds": [
+                {
+                    "port": 1,
+                    "listeners": [
+                        {"protocol": "HTTPS", "routes": [], "tls": {"keyExchangeGroups": ["X"]}}
+                    ],
+                }
+            ]
+        },
     ),
     ("frontendPolicies.tls.alpn", {"frontendPolicies": {"tls": {"alpn": [[104, 50]]}}}),
     ("binds[0].listeners[0].policies", {"binds": [{"port": 1, "listeners": [{"policies": {}}]}]}),
