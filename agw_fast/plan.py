@@ -212,7 +212,8 @@ def _server_context(where: str, bind: Bind, index: int) -> ssl.SSLContext:
         # context, before SNI picks the listener; agentgateway can vary them per listener.
         raise not_supported(
             f"{where}[{index}].tls",
-            "listeners on one port must share root, minTLSVersion, maxTLSVersion, cipherSuites",
+            "HTTPS listeners on one port must agree on minTLSVersion, maxTLSVersion, "
+            "cipherSuites and whether a root (client certificates) is set",
         )
     try:
         return server_context(tls)

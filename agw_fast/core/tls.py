@@ -75,9 +75,10 @@ def client_context(tls: BackendTLS) -> ssl.SSLContext:
 
 
 def handshake_profile(tls: ListenerTLS) -> tuple[object, ...]:
-    """What OpenSSL fixes from the first context, before the SNI callback can switch to a
-    listener's own: listeners sharing a port must agree on all of it."""
-    return (tls.min_version, tls.max_version, tls.ciphers, tls.tls13_suites, tls.root)
+    """What OpenSSL keeps from the port's first context when the SNI callback switches to a
+    listener's own (versions, suites, whether a client certificate is required; the CA store
+    does follow the switch): listeners sharing a port must agree on all of it."""
+    return (tls.min_version, tls.max_version, tls.ciphers, tls.tls13_suites, tls.root is not None)
 
 
 def server_context(tls: ListenerTLS) -> ssl.SSLContext:

@@ -76,7 +76,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         leaf = ca.issue_cert(*hosts)
         leaf.cert_chain_pems[0].write_to_path(str(directory / f"{name}.pem"))
         leaf.private_key_pem.write_to_path(str(directory / f"{name}.key"))
-    return Pki(directory, ca, ca.issue_cert("client.test"), trustme.CA().issue_cert("client.test"))
+    rogue_ca = trustme.CA()
+    rogue_ca.cert_pem.write_to_path(str(directory / "rogue-ca.pem"))
+    return Pki(directory, ca, ca.issue_cert("client.test"), rogue_ca.issue_cert("client.test"))
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +122,7 @@ class Profiles:
     tls13: int
     tls12: int
     llm: int
+    mtls_sni: int  # a.test trusts the CA's clients, b.test the rogue CA's
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +130,7 @@ def profiles(
     module_gateway: GatewayFactory, pki: Pki, upstream: Upstream, tls_upstream: Process,
     certs: Certs,
 ) -> Profiles:
-    ports = Profiles(unused_port(), unused_port(), unused_port(), unused_port())
+    ports = Profiles(*(unused_port() for _ in range(5)))
     llm_route = ai_route(tls_upstream.port, rewrite_path="/compatibility/v1/chat/completions",
                          ca_path=certs.ca_path)
 
@@ -140,6 +143,11 @@ def profiles(
         bind(ports.tls13, tls(pki, "local", minTLSVersion="TLS_V1_3"), echo_routes(upstream.port)),
         bind(ports.tls12, tls(pki, "local", maxTLSVersion="TLS_V1_2"), echo_routes(upstream.port)),
         bind(ports.llm, tls(pki, "local"), [llm_route]),
+        {"port": ports.mtls_sni, "listeners": [
+            {"hostname": name, "protocol": "HTTPS", "routes": echo_routes(upstream.port),
+             "tls": tls(pki, name[0], root=pki.path(root))}
+            for name, root in (("a.test", "ca.pem"), ("b.test", "rogue-ca.pem"))
+        ]},
     ]
     config = gateway_yaml(binds).replace("'$UPSTREAM_KEY'", '"$UPSTREAM_KEY"')
     module_gateway(config, env={"UPSTREAM_KEY": UPSTREAM_KEY})
@@ -287,6 +295,15 @@ def test_mtls_client_without_valid_certificate_fails(
     cert = None if which == "none" else pki.rogue_client
     with pytest.raises(httpx.TransportError):
         get(profiles.mtls, pki.client_context(cert=cert))
+
+
+def test_mtls_roots_per_sni_listener(profiles: Profiles, pki: Pki) -> None:
+    port = profiles.mtls_sni
+    assert get(port, pki.client_context(cert=pki.client), sni="a.test").status_code == 200
+    assert get(port, pki.client_context(cert=pki.rogue_client), sni="b.test").status_code == 200
+    for sni, cert in (("a.test", pki.rogue_client), ("b.test", pki.client), ("b.test", None)):
+        with pytest.raises(httpx.TransportError):
+            get(port, pki.client_context(cert=cert), sni=sni)
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])

@@ -196,8 +196,21 @@ def test_http_and_https_listeners_cannot_share_a_port(files: Path) -> None:
     assert "cannot share a port" in error.message
 
 
+def test_listeners_on_one_port_may_trust_different_roots(files: Path) -> None:
+    b = {"cert": "b.test.pem", "key": "b.test.key", "root": "b.test.pem"}
+    (bind,) = load(doc(listener({**AB, "root": "ca.pem"}, "a.test"), listener(b, "b.test")), files)
+    assert len(bind.tls_listeners) == 2  # type: ignore[attr-defined]
+
+
+def test_listeners_on_one_port_all_or_none_verify_clients(files: Path) -> None:
+    b = {"cert": "b.test.pem", "key": "b.test.key", "root": "ca.pem"}
+    error = error_of(doc(listener(AB, "a.test"), listener(b, "b.test")), files)
+    assert error.path == "binds[0].listeners[1].tls"
+    assert "whether a root" in error.message
+
+
 def test_listeners_on_one_port_share_the_handshake_profile(files: Path) -> None:
     b = {"cert": "b.test.pem", "key": "b.test.key", "minTLSVersion": "TLS_V1_3"}
     error = error_of(doc(listener(AB, "a.test"), listener(b, "b.test")), files)
     assert error.path == "binds[0].listeners[1].tls"
-    assert error.message.startswith("not supported: binds[0].listeners[1].tls (listeners on one")
+    assert error.message.startswith("not supported: binds[0].listeners[1].tls (HTTPS listeners")
