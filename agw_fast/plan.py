@@ -29,13 +29,20 @@ from agw_fast.config.model import (
     RoutePolicies,
     UrlRewrite,
 )
+from agw_fast.config.validate import not_supported
 from agw_fast.core.rewrite import (
     RESPONSE_HOP_BY_HOP,
     RequestHeaderPlan,
     ResponseHeaderPlan,
 )
 from agw_fast.core.routing import ListenerMap, RouteTable
-from agw_fast.core.tls import client_context
+from agw_fast.core.tls import (
+    TLSFileError,
+    client_context,
+    handshake_profile,
+    server_context,
+    sni_chooser,
+)
 from agw_fast.errors import ConfigError
 from agw_fast.llm.exchange import AIRuntime
 from agw_fast.llm.providers.openai import RouteTypeResolver
@@ -174,6 +181,10 @@ class RuntimeBind:
     listeners: ListenerMap[RuntimeListener]
     single: RuntimeListener | None  # the only listener, when it matches any host
     labels: RouteLabels  # for a request no listener matched
+    # HTTPS: the context to serve with (its sni_callback switches to the chosen listener's)
+    # and each listener by its context, for the 421 rule (`detect_misdirected`).
+    ssl_context: ssl.SSLContext | None = None
+    tls_listeners: dict[ssl.SSLContext, RuntimeListener] | None = None
 
 
 def _is_ip(host: str) -> bool:
@@ -198,6 +209,24 @@ def _merged(
         auth = policies.backend_auth or auth
         ai = policies.ai or ai
     return tls, auth, ai
+
+
+def _server_context(where: str, bind: Bind, index: int) -> ssl.SSLContext:
+    tls = bind.listeners[index].tls
+    assert tls is not None
+    first = bind.listeners[0].tls
+    if first is not None and handshake_profile(tls) != handshake_profile(first):
+        # OpenSSL settles versions, suites and client verification from the port's first
+        # context, before SNI picks the listener; agentgateway can vary them per listener.
+        raise not_supported(
+            f"{where}[{index}].tls",
+            "HTTPS listeners on one port must agree on minTLSVersion, maxTLSVersion, "
+            "cipherSuites and whether a root (client certificates) is set",
+        )
+    try:
+        return server_context(tls)
+    except TLSFileError as error:
+        raise ConfigError(f"{where}[{index}].tls.{error.field}", str(error)) from None
 
 
 class _Compiler:
@@ -329,6 +358,7 @@ class _Compiler:
     def bind(self, path: str, bind: Bind) -> RuntimeBind:
         bind_name = f"bind/{bind.port}"
         tables: dict[str, RuntimeListener] = {}
+        contexts: dict[int, ssl.SSLContext] = {}
         for li, listener in enumerate(bind.listeners):
             routes = []
             for ri, route in enumerate(listener.routes):
@@ -336,13 +366,23 @@ class _Compiler:
                 runtime = self.route(where, bind.port, listener, route)
                 routes.append((runtime.key, route, runtime))
             labels = RouteLabels.of(bind_name, GATEWAY_NAME, listener.name)
-            tables[listener.hostname.lower()] = RuntimeListener(
+            table = tables[listener.hostname.lower()] = RuntimeListener(
                 routes, labels, compile_gateway_steps(listener.policies)
             )
+            if listener.tls is not None:
+                contexts[id(table)] = _server_context(f"{path}.listeners", bind, li)
         # One listener that takes every host ("" or "*") needs no per-request choice.
         only = next(iter(tables.items())) if len(tables) == 1 else None
         single = only[1] if only is not None and only[0] in ("", "*") else None
-        return RuntimeBind(bind.port, ListenerMap(tables), single, RouteLabels.of(bind_name))
+        result = RuntimeBind(bind.port, ListenerMap(tables), single, RouteLabels.of(bind_name))
+        if contexts:
+            listeners = result.listeners
+            first = contexts[id(listeners.get("") or next(iter(tables.values())))]
+            first.sni_callback = sni_chooser(listeners, contexts)
+            result.ssl_context = first
+            result.tls_listeners = {contexts[id(t)]: t for t in tables.values()}
+        return result
+
 
 
 def compile_config(config: Config) -> list[RuntimeBind]:

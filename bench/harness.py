@@ -192,13 +192,13 @@ def brief(rep: Rep) -> str:
 
 
 def _warm(bench: Bench, target: Target, script: Path, conns: int, body: bytes) -> None:
-    if bench.settings.warmup >= 1:
+    if bench.settings.warmup >= 1 or target.scheme != "http":  # send_requests speaks plain HTTP
         run_wrk(
             bench.wrk,
             target.url(CHAT_PATH),
             script=script,
             connections=conns,
-            duration=bench.settings.warmup,
+            duration=max(bench.settings.warmup, 1.0),
             cpu=load_cpu(bench),
         )
     else:

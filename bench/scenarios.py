@@ -71,6 +71,9 @@ def _main_targets(
         targets += [
             stack.nginx_proxy("nginx-tls", stack.upstream_tls_port, tls=True),
             stack.agw("agw-tls", stack.upstream_tls_port, tls=True),
+            # Client TLS terminated by the proxy (the certificate the TLS upstream uses).
+            stack.nginx_proxy("nginx-https", up.port, https=True),
+            stack.agw("agw-https", up.port, https=True),
         ]
     if peers:  # peers only in saturation and c=1 (issue item 5)
         targets += [peer(bench, up.port) for peer in bench.peers]

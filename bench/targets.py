@@ -71,6 +71,7 @@ class Target:
     procs: list[Proc] = field(default_factory=list)
     error: str | None = None
     workers: int = 1
+    scheme: str = "http"  # "https": the proxy terminates client TLS
 
     @property
     def ok(self) -> bool:
@@ -81,7 +82,7 @@ class Target:
         return [proc.pid for proc in self.procs]
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
 
 def agw_config(
@@ -90,8 +91,10 @@ def agw_config(
     *,
     route: str = "plain",
     tls: bool = False,
+    listener_cert: tuple[Path, Path] | None = None,
 ) -> dict[str, object]:
-    """The gateway config: a plain host route or an OpenAI AI route (model rewrite on)."""
+    """The gateway config: a plain host route or an OpenAI AI route (model rewrite on);
+    with `listener_cert` (cert, key) the listener serves HTTPS."""
     upstream = f"127.0.0.1:{upstream_port}"
     backend: dict[str, object]
     if route == "ai":
@@ -105,6 +108,10 @@ def agw_config(
     else:
         backend = {"host": upstream}
     route_doc: dict[str, object] = {"backends": [backend]}
+    listener: dict[str, object] = {"routes": [route_doc]}
+    if listener_cert is not None:
+        listener["protocol"] = "HTTPS"
+        listener["tls"] = {"cert": str(listener_cert[0]), "key": str(listener_cert[1])}
     if tls:
         # Verification is skipped: with kept-alive upstream connections it only costs at
         # handshake time, and the bench cert is self-signed.
@@ -116,7 +123,7 @@ def agw_config(
             "readinessAddr": "off",
             "logging": {"level": "warn"},
         },
-        "binds": [{"port": port, "listeners": [{"routes": [route_doc]}]}],
+        "binds": [{"port": port, "listeners": [listener]}],
     }
 
 
@@ -262,12 +269,23 @@ class Stack:
 
     # -- proxies --------------------------------------------------------------------------
     def nginx_proxy(
-        self, name: str, upstream_port: int, *, tls: bool = False, connections: int = 16384
+        self,
+        name: str,
+        upstream_port: int,
+        *,
+        tls: bool = False,
+        connections: int = 16384,
+        https: bool = False,
     ) -> Target:
-        return self.cached(name, lambda: self._start_nginx(name, upstream_port, tls, connections))
+        return self.cached(
+            name, lambda: self._start_nginx(name, upstream_port, tls, connections, https)
+        )
 
-    def _start_nginx(self, name: str, upstream_port: int, tls: bool, connections: int) -> Target:
+    def _start_nginx(
+        self, name: str, upstream_port: int, tls: bool, connections: int, https: bool = False
+    ) -> Target:
         desc = "nginx reverse proxy (1 worker, keepalive 128, proxy_buffering off)"
+        desc += ", terminating client TLS" if https else ""
         if self.tools.nginx is None:
             return Target(
                 name, "nginx", desc, error="nginx is not installed (apt-get install nginx-light)"
@@ -280,13 +298,14 @@ class Stack:
             upstream_port=upstream_port,
             tls=tls,
             connections=connections,
+            listen_cert=make_cert(self.work) if https else None,
         )
         proc = self._proc(name, nginx_argv(self.tools.nginx, self.work, conf, name), cpu=CPU_PROXY)
         try:
             proc.start().wait_ready(port)
         except ProcStartError as exc:
             return Target(name, "nginx", desc, error=str(exc))
-        return Target(name, "nginx", desc, port, [proc])
+        return Target(name, "nginx", desc, port, [proc], scheme="https" if https else "http")
 
     def agw(
         self,
@@ -297,9 +316,11 @@ class Stack:
         route: str = "plain",
         tls: bool = False,
         listen_mode: str | None = None,
+        https: bool = False,
     ) -> Target:
         return self.cached(
-            name, lambda: self._start_agw(name, upstream_port, workers, route, tls, listen_mode)
+            name,
+            lambda: self._start_agw(name, upstream_port, workers, route, tls, listen_mode, https),
         )
 
     def _start_agw(
@@ -310,15 +331,23 @@ class Stack:
         route: str,
         tls: bool,
         listen_mode: str | None,
+        https: bool = False,
     ) -> Target:
         desc = f"agw-fast, {workers} worker(s), {route} route" + (", TLS upstream" if tls else "")
+        desc += ", HTTPS listener" if https else ""
+        listener_cert = make_cert(self.work) if https else None
         if listen_mode:
             desc += f", --listen-mode {listen_mode}"
         port = free_port()
         config = self.work / f"{name}.yaml"
         # JSON is YAML: no YAML writer needed.
         config.write_text(
-            json.dumps(agw_config(port, upstream_port, route=route, tls=tls), indent=2)
+            json.dumps(
+                agw_config(
+                    port, upstream_port, route=route, tls=tls, listener_cert=listener_cert
+                ),
+                indent=2,
+            )
         )
         # Loopback only, like every other bench server (the default is all interfaces).
         argv = [*self.agw_cmd, "-f", str(config), "--workers", str(workers)]
@@ -333,7 +362,8 @@ class Stack:
                 name, "agw", desc, error=str(exc).replace(name, "agw-fast", 1), workers=workers
             )
         self._wait_workers(proc, port, workers, listen_mode)
-        return Target(name, "agw", desc, port, [proc], workers=workers)
+        scheme = "https" if https else "http"
+        return Target(name, "agw", desc, port, [proc], workers=workers, scheme=scheme)
 
     @staticmethod
     def _wait_workers(proc: Proc, port: int, workers: int, listen_mode: str | None) -> None:

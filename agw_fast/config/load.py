@@ -17,6 +17,7 @@ from agw_fast.config.load_policies import (
     parse_gateway_policies,
     parse_route_policies,
 )
+from agw_fast.config.load_tls import parse_frontend_tls, parse_listener_tls
 from agw_fast.config.model import (
     AIBackend,
     BackendPoolConfig,
@@ -253,7 +254,11 @@ def _frontend(raw: object | None, path: str) -> FrontendPolicies:
         return default
     o = Obj(raw, path, "LocalFrontendPolicies")
     http_raw = o.get("http")
+    tls_raw = o.get("tls")
     o.close()
+    handshake = None if tls_raw is None else parse_frontend_tls(tls_raw, o.child("tls"))
+    if handshake is not None:
+        default = FrontendPolicies(tls_handshake_timeout=handshake)
     if http_raw is None:
         return default
     h = Obj(http_raw, o.child("http"), "FrontendHTTP")
@@ -268,6 +273,7 @@ def _frontend(raw: object | None, path: str) -> FrontendPolicies:
     result = FrontendPolicies(
         max_buffer_size=h.opt_int("maxBufferSize", 0),
         http1_idle_timeout=default.http1_idle_timeout if idle is None else idle,
+        tls_handshake_timeout=default.tls_handshake_timeout,
     )
     h.close()
     return result
@@ -294,6 +300,14 @@ def _bind(raw: object, path: str, base_dir: Path) -> Bind:
         _listener(item, p, i, base_dir) for i, (p, item) in enumerate(o.items("listeners"))
     )
     o.close()
+    https = [i for i, listener in enumerate(listeners) if listener.protocol == "HTTPS"]
+    if https and len(https) < len(listeners):
+        # agentgateway then serves the whole port as TLS and the HTTP listener is never reached.
+        plain = next(i for i, listener in enumerate(listeners) if listener.protocol == "HTTP")
+        raise ConfigError(
+            f"{o.child('listeners')}[{plain}].protocol",
+            "HTTP and HTTPS listeners cannot share a port (the port serves TLS only)",
+        )
     return Bind(port=port, listeners=listeners)
 
 
@@ -305,12 +319,20 @@ def _listener(raw: object, path: str, idx: int, base_dir: Path) -> Listener:
     # starting with "*" matches every host that ends with the rest ("*" matches all).
     hostname = o.opt_str("hostname")
     protocol = o.get("protocol")
+    proto = "HTTP"
     if protocol is not None:
         proto = choice(protocol, o.child("protocol"), _LISTENER_PROTOCOLS)
-        if proto != "HTTP":
+        if proto not in ("HTTP", "HTTPS"):
             raise not_supported(o.child("protocol"), proto)
     if not o.has("routes"):
-        raise ConfigError(path, "HTTP listener requires routes")
+        raise ConfigError(path, f"{proto} listener requires routes")
+    tls_raw = o.get("tls")
+    if proto == "HTTPS" and tls_raw is None:
+        raise ConfigError(o.child("tls"), "HTTPS listener requires 'tls'")
+    if proto == "HTTP" and tls_raw is not None:
+        # agentgateway would serve plain HTTP and ignore the certificate: surely not meant.
+        raise ConfigError(o.child("tls"), "tls requires protocol: HTTPS")
+    tls = None if tls_raw is None else parse_listener_tls(tls_raw, o.child("tls"), base_dir)
     routes = tuple(_route(item, p, i, base_dir) for i, (p, item) in enumerate(o.items("routes")))
     policies_raw = o.get("policies")
     policies = (
@@ -320,9 +342,10 @@ def _listener(raw: object, path: str, idx: int, base_dir: Path) -> Listener:
     return Listener(
         name=f"listener{idx}" if name is None else name,
         hostname="" if hostname is None else hostname.lower(),
-        protocol="HTTP",
+        protocol="HTTPS" if tls is not None else "HTTP",
         routes=routes,
         policies=policies,
+        tls=tls,
     )
 
 

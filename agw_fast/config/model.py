@@ -41,6 +41,7 @@ __all__ = [
     "KeepaliveConfig",
     "Listener",
     "LocalRateLimit",
+    "ListenerTLS",
     "LoggingConfig",
     "PathMatch",
     "PathRewrite",
@@ -343,12 +344,28 @@ class GatewayPolicies:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerTLS:
+    """A listener's `tls` (protocol HTTPS): files resolved, versions and suites checked."""
+
+    cert: str  # certificate chain file (PEM)
+    key: str  # private key file (PEM)
+    root: str | None = None  # CA file: clients must present a certificate it signed (mTLS)
+    min_version: Literal["TLS_V1_2", "TLS_V1_3"] | None = None
+    max_version: Literal["TLS_V1_2", "TLS_V1_3"] | None = None
+    # OpenSSL names of the TLS 1.2 suites allowed, in order (None: agentgateway's defaults);
+    # TLS 1.3 suites are on or off as a whole (Python's ssl cannot choose among them).
+    ciphers: tuple[str, ...] | None = None
+    tls13_suites: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Listener:
     name: str
     hostname: str = ""  # "" is the fallback for any host; "*…" matches hosts ending in "…"
-    protocol: Literal["HTTP"] = "HTTP"
+    protocol: Literal["HTTP", "HTTPS"] = "HTTP"
     routes: tuple[Route, ...] = ()
     policies: GatewayPolicies | None = None
+    tls: ListenerTLS | None = None  # set exactly when protocol is HTTPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +420,7 @@ class StaticConfig:
 class FrontendPolicies:
     max_buffer_size: int | None = None  # None: LLM default (32 MiB)
     http1_idle_timeout: float = 600 * SECONDS
+    tls_handshake_timeout: float = 15 * SECONDS  # `tls.handshakeTimeout`
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,9 +45,9 @@ _TABLE: dict[str, tuple[str, str]] = {
     "KeepaliveConfig": ("enabled time interval retries", ""),
     "RawLogging": ("level format", "database fields filter"),
     "LocalFrontendPolicies": (
-        "http",
+        "http tls",
         "accessLog connect logging networkAuthorization networkExtAuthz proxy "
-        "proxyProtocol tcp tls tracing",
+        "proxyProtocol tcp tracing",
     ),
     "FrontendHTTP": (
         "maxBufferSize http1IdleTimeout http1HeaderCase",
@@ -56,11 +56,16 @@ _TABLE: dict[str, tuple[str, str]] = {
         "maxConnectionDuration",
     ),
     "LocalBind": ("port listeners tunnelProtocol mode", ""),
-    "LocalListener": ("name namespace hostname protocol routes policies", "tcpRoutes tls"),
+    "LocalListener": ("name namespace hostname protocol routes policies tls", "tcpRoutes"),
     "LocalGatewayPolicy": (
         "cors",
         "apiKey authorization basicAuth extAuthz extProc jwtAuth oidc transformations",
     ),
+    "LocalTLSServerConfig": (
+        "mode cert key root cipherSuites minTLSVersion minTlsVersion maxTLSVersion maxTlsVersion",
+        "spiffe keyExchangeGroups",
+    ),
+    "TLS": ("handshakeTimeout", "alpn minVersion maxVersion cipherSuites keyExchangeGroups"),
     "LocalRoute": ("name namespace ruleName hostnames matches policies backends", ""),
     "RouteMatch": ("headers path method query", ""),
     "PathMatch": ("exact pathPrefix regex", ""),

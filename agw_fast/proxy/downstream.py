@@ -35,7 +35,13 @@ from agw_fast.core.rewrite import (
 from agw_fast.core.routing import RequestView, host_without_port, select_listener
 from agw_fast.errors import ProxyError
 from agw_fast.log import logger
-from agw_fast.plan import RouteLabels, RuntimeBackend, RuntimeBind, RuntimeRoute
+from agw_fast.plan import (
+    RouteLabels,
+    RuntimeBackend,
+    RuntimeBind,
+    RuntimeListener,
+    RuntimeRoute,
+)
 from agw_fast.policies import PolicyAnswer, PolicyRequest, run_steps
 from agw_fast.proxy.exchange import Exchange, ReadPause, Services
 from agw_fast.telemetry.record import RequestRecord
@@ -112,6 +118,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "head_started",
         "peer",
         "lingering",
+        "sni_listener",
     )
 
     def __init__(self, ctx: ConnectionServices, bind: RuntimeBind) -> None:
@@ -136,6 +143,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.head_started = 0.0
         self.peer = ""
         self.lingering = False
+        # HTTPS: the listener the client's SNI chose during the handshake.
+        self.sni_listener: RuntimeListener | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -144,6 +153,10 @@ class DownstreamProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.last_active = self.loop.time()
         self.ctx.connections.add(self)
+        by_context = self.bind.tls_listeners
+        if by_context is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            self.sni_listener = by_context.get(ssl_object.context)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.connections.discard(self)
@@ -559,6 +572,21 @@ class DownstreamProtocol(asyncio.Protocol):
         if table is None:
             host_name = host_without_port(host)
             table = select_listener(bind.listeners, host_name)
+            sni = self.sni_listener
+            if sni is not None and table is not sni:
+                # agentgateway's detect_misdirected (the Gateway API rule for HTTPS): the
+                # Host belongs to another TLS listener: 421 (RFC 9110 §15.5.20); to none: 404.
+                if table is None:
+                    self._local(
+                        request, 404, b"route not found", started, sni.labels,
+                        Reason.NOT_FOUND,
+                    )
+                else:
+                    self._local(
+                        request, 421, b"misdirected request", started, sni.labels,
+                        Reason.NOT_FOUND,
+                    )
+                return
             if table is None:
                 self._local(
                     request, 404, b"listener not found", started, bind.labels, Reason.NOT_FOUND

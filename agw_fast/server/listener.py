@@ -23,8 +23,10 @@ import errno
 import os
 import resource
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sized
+from typing import Any
 
 from agw_fast.log import logger
 from agw_fast.server.sockets import LISTEN_BACKLOG
@@ -189,8 +191,14 @@ class Listener:
         factory: ProtocolFactory,
         budget: DescriptorBudget,
         spawn: Callable[[Coroutine[object, object, None]], None],
+        tls: tuple[ssl.SSLContext, float] | None = None,  # context, handshake timeout
     ) -> None:
         self.loop = loop
+        # Passed to create_server and connect_accepted_socket: TLS binds hand the protocol
+        # only connections whose handshake completed within the timeout.
+        self.tls: dict[str, Any] = (
+            {} if tls is None else {"ssl": tls[0], "ssl_handshake_timeout": tls[1]}
+        )
         self.sock = sock
         self.factory = factory
         self.budget = budget
@@ -225,7 +233,7 @@ class Listener:
             return  # no descriptor for it: keep accepting ourselves
         try:
             server = await self.loop.create_server(
-                self.factory, sock=duplicate, backlog=LISTEN_BACKLOG
+                self.factory, sock=duplicate, backlog=LISTEN_BACKLOG, **self.tls
             )  # create_server calls listen() again, with this backlog
         except OSError:
             duplicate.close()
@@ -270,7 +278,7 @@ class Listener:
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
-            await self.loop.connect_accepted_socket(self.factory, conn)
+            await self.loop.connect_accepted_socket(self.factory, conn, **self.tls)
         except OSError:
             conn.close()
 

@@ -146,8 +146,12 @@ async def _serve(
     recorder = worker_recorder(loop, config, slots, index)
     ctx = WorkerContext(loop, config, recorder)
     budget = DescriptorBudget(loop, ctx.connections, lambda: _idle_upstream(ctx.pool))
+    handshake = config.frontend.tls_handshake_timeout
     listeners = [
-        Listener(loop, sock, _protocol_factory(ctx, bind, budget), budget, ctx.spawn)
+        Listener(
+            loop, sock, _protocol_factory(ctx, bind, budget), budget, ctx.spawn,
+            None if bind.ssl_context is None else (bind.ssl_context, handshake),
+        )
         for sock, bind in binds
     ]
     for listener in listeners:

@@ -61,20 +61,26 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
     ),
     (
         "binds[0].listeners[0].protocol",
-        {"binds": [{"port": 1, "listeners": [{"protocol": "HTTPS"}]}]},
-    ),
-    (
-        "binds[0].listeners[0].protocol",
         {"binds": [{"port": 1, "listeners": [{"protocol": "TCP"}]}]},
     ),
     (
-        "binds[0].listeners[0].tls",
-        {"binds": [{"port": 1, "listeners": [{"tls": {}, "routes": []}]}]},
+        "binds[0].listeners[0].tls.keyExchangeGroups",
+        {
+            "binds": [
+                {
+                    "port": 1,
+                    "listeners": [
+                        {"protocol": "HTTPS", "routes": [], "tls": {"keyExchangeGroups": ["X"]}}
+                    ],
+                }
+            ]
+        },
     ),
     (
         "binds[0].listeners[0].policies.jwtAuth",
         {"binds": [{"port": 1, "listeners": [{"routes": [], "policies": {"jwtAuth": {}}}]}]},
     ),
+    ("frontendPolicies.tls.alpn", {"frontendPolicies": {"tls": {"alpn": [[104, 50]]}}}),
     (
         f"{R}.policies.directResponse.bodyExpression",
         policies({"directResponse": {"status": 200, "bodyExpression": "x"}}),
