@@ -127,9 +127,18 @@ def _read_one(sock: socket.socket, framer: ResponseFramer) -> None:
             return
 
 
-def send_requests(port: int, count: int, *, body: bytes | None = None, conns: int = 1) -> None:
+def send_requests(
+    port: int,
+    count: int,
+    *,
+    body: bytes | None = None,
+    conns: int = 1,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Warm-up: `count` sequential requests spread over `conns` keep-alive connections."""
-    request = request_bytes(f"127.0.0.1:{port}", body=REQUEST_BODY if body is None else body)
+    request = request_bytes(
+        f"127.0.0.1:{port}", body=REQUEST_BODY if body is None else body, headers=headers
+    )
     sockets = [_connect(port, 10 * SECONDS) for _ in range(max(1, conns))]
     try:
         for i in range(count):

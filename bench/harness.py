@@ -87,7 +87,14 @@ class Bench:
         assert self.stack.tools.wrk is not None, "wrk is required"
         return self.stack.tools.wrk
 
-    def script(self, name: str, body: bytes, *, close: bool = False) -> Path:
+    def script(
+        self, name: str, body: bytes, *, close: bool = False, target: Target | None = None
+    ) -> Path:
+        """The wrk script `name`; with a `target` that needs its own request fields (a JWT),
+        that target's variant `<name>-<target>.lua`."""
+        if target is not None and target.headers:
+            path = self.work / "lua" / f"{name}-{target.name}.lua"
+            return lua_script(path, body, close=close, headers=target.headers)
         return lua_script(self.work / "lua" / f"{name}.lua", body, close=close)
 
 
@@ -202,7 +209,7 @@ def _warm(bench: Bench, target: Target, script: Path, conns: int, body: bytes) -
             cpu=load_cpu(bench),
         )
     else:
-        send_requests(target.port, 20, body=body, conns=min(conns, 4))
+        send_requests(target.port, 20, body=body, conns=min(conns, 4), headers=target.headers)
 
 
 def check_errors(errors: float, requests: float) -> None:
@@ -257,6 +264,7 @@ def measure_wrk(
             "proxy_cpu_s": proxy.cpu_s,
             "proxy_cores": proxy.cpu_s / result.duration_s,
             "req_per_cpu_s": result.requests / proxy.cpu_s if proxy.cpu_s else 0.0,
+            "cpu_us_per_req": proxy.cpu_s / result.requests * 1e6,
             "user_us_per_req": proxy.user_s / result.requests * 1e6,
             "sys_us_per_req": proxy.sys_s / result.requests * 1e6,
         }

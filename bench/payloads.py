@@ -69,18 +69,22 @@ def request_bytes(
     body: bytes = REQUEST_BODY,
     *,
     close: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> bytes:
-    """A complete HTTP/1.1 POST as an SDK would send it."""
-    head = (
-        f"POST {path} HTTP/1.1\r\n"
-        f"Host: {host}\r\n"
-        "User-Agent: agw-fast-bench/1\r\n"
-        "Accept: application/json\r\n"
-        "Content-Type: application/json\r\n"
-        f"Authorization: Bearer {API_KEY}\r\n"
-        f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
-    )
-    return head.encode() + body
+    """A complete HTTP/1.1 POST as an SDK would send it; `headers` replace the default
+    fields of the same name or add to them."""
+    fields = {
+        "Host": host,
+        "User-Agent": "agw-fast-bench/1",
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {API_KEY}",
+    } | (headers or {})
+    fields["Content-Length"] = str(len(body))
+    if close:
+        fields["Connection"] = "close"
+    head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    return (head + "\r\n").encode() + body
 
 
 def sse_event(index: int) -> bytes:

@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 Results = dict[str, Any]
+POLICIES = "policies route"  # agw-policies: plain route + jwtAuth, localRateLimit, cors
 Reps = dict[int, dict[str, float]]
 KiB = 1024
 MiB = 1024 * KiB
@@ -112,12 +113,15 @@ def _ratio_row(
     unit: str = "rate",
     minimum: float | None = None,
     maximum: float | None = None,
+    ratio_to: str | None = None,
 ) -> Row | None:
-    """agw-fast vs nginx on one metric; target as a bound on the paired ratio."""
+    """agw-fast vs nginx on one metric; target as a bound on the paired ratio. With
+    `ratio_to` the ratio divides by that target instead (e.g. the plain agw-fast route)."""
     if agw not in section:  # not run (filtered out, or the scenario did not run)
         return None
     agw_reps, nginx_reps = _reps(section, agw), _reps(section, nginx)
-    ratio = Stat.of(_paired(agw_reps, nginx_reps, _ratio, metric))
+    base = ratio_to or nginx
+    ratio = Stat.of(_paired(agw_reps, _reps(section, base), _ratio, metric))
     target, met = "–", None
     if minimum is not None:
         target = f"≥ {minimum:g}× nginx"
@@ -132,9 +136,28 @@ def _ratio_row(
         Stat.of(_values(nginx_reps, metric)),
         Stat.of(_values(_reps(section, direct), metric)),
         ratio,
-        "nginx",
+        base or "nginx",
         target,
         met,
+    )
+
+
+def _cost_row(section: dict[str, Any], figure: str, metric: str, agw: str, base: str) -> Row | None:
+    """What `agw` adds over `base` (another agw-fast target of the same run) on one metric:
+    the paired difference, and the paired ratio to `base`."""
+    if agw not in section or base not in section:
+        return None
+    agw_reps, base_reps = _reps(section, agw), _reps(section, base)
+    return Row(
+        figure,
+        "us+",
+        Stat.of(_paired(agw_reps, base_reps, _minus, metric)),
+        None,
+        None,
+        Stat.of(_paired(agw_reps, base_reps, _ratio, metric)),
+        base,
+        "–",
+        None,
     )
 
 
@@ -225,6 +248,33 @@ def key_figures(results: Results) -> list[Row]:
             direct=None,
         ),
     ]
+    rows += [
+        _ratio_row(
+            sat,
+            "req per proxy CPU-s, HTTPS listener",
+            "req_per_cpu_s",
+            "agw-https",
+            nginx="nginx-https",
+            direct=None,
+        ),
+        # The three edge policies (jwtAuth, localRateLimit, cors) on the plain route.
+        _ratio_row(sat, f"req per proxy CPU-s, {POLICIES}", "req_per_cpu_s", "agw-policies"),
+        _ratio_row(
+            sat,
+            f"req per proxy CPU-s, {POLICIES} ÷ plain",
+            "req_per_cpu_s",
+            "agw-policies",
+            direct=None,
+            ratio_to="agw-1w",
+        ),
+        _cost_row(
+            sat,
+            f"proxy CPU µs per request, {POLICIES} − plain",
+            "cpu_us_per_req",
+            "agw-policies",
+            "agw-1w",
+        ),
+    ]
     lat = section(results, "latency")
     for route, agw in (("plain", "agw-1w"), ("AI route", "agw-ai")):
         rows += [
@@ -245,6 +295,21 @@ def key_figures(results: Results) -> list[Row]:
                 nginx="nginx",
                 direct="direct",
                 max_added_us=200,
+            ),
+        ]
+    for metric in ("p50_us", "p99_us"):
+        label = metric[:-3]
+        rows += [
+            _added_row(
+                lat,
+                f"added latency c=1 {label}, {POLICIES}",
+                metric,
+                "agw-policies",
+                nginx="nginx",
+                direct="direct",
+            ),
+            _cost_row(
+                lat, f"latency c=1 {label}, {POLICIES} − plain", metric, "agw-policies", "agw-1w"
             ),
         ]
     rate = section(results, "rate")

@@ -160,13 +160,18 @@ def git_commit(repo: Path) -> str | None:
     if not head.startswith("ref:"):
         return head or None
     ref = head.split(":", 1)[1].strip()
-    for base in (git, git.parent if (git / "commondir").exists() else git):
+    common = git
+    try:  # a worktree's branches live in the main repository's git directory
+        common = (git / (git / "commondir").read_text().strip()).resolve()
+    except OSError:
+        pass
+    for base in (git, common):
         try:
             return (base / ref).read_text().strip()
         except OSError:
             pass
     try:
-        for line in (git / "packed-refs").read_text().splitlines():
+        for line in (common / "packed-refs").read_text().splitlines():
             if line.endswith(" " + ref):
                 return line.split()[0]
     except OSError:
@@ -327,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{settings.reps} rep(s): medians [min…max]; ratios paired per repetition"
     )
     print(report.format_table(rows))
+    for name, note in sorted(stack.notes.items()):
+        if note.startswith("skipped:"):
+            print(f"{name} {note}")
     print()
     if not args.no_chart:
         plt = chart.load_matplotlib(allow_install=not args.no_install, log=log)

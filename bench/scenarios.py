@@ -55,7 +55,13 @@ __all__ = [
 
 
 def _main_targets(
-    bench: Bench, *, workers_n: bool, tls: bool, ai: bool = True, peers: bool = False
+    bench: Bench,
+    *,
+    workers_n: bool,
+    tls: bool,
+    ai: bool = True,
+    policies: bool = False,
+    peers: bool = False,
 ) -> list[Target]:
     stack, up = bench.stack, bench.stack.upstream()
     targets = [up]
@@ -67,6 +73,8 @@ def _main_targets(
         targets.append(stack.agw(f"agw-{n}w", up.port, workers=n))
     if ai:
         targets.append(stack.agw("agw-ai", up.port, route="ai"))
+    if policies:  # right after the plain route it is compared with
+        targets.append(stack.agw("agw-policies", up.port, route="policies"))
     if tls and stack.upstream_tls_port is not None:
         targets += [
             stack.nginx_proxy("nginx-tls", stack.upstream_tls_port, tls=True),
@@ -83,13 +91,14 @@ def _main_targets(
 def saturation(bench: Bench) -> dict[str, object]:
     """Closed-loop wrk POST at -c32: req/s, latency, and requests per proxy CPU-second."""
     s = bench.settings
-    script = bench.script("post", REQUEST_BODY)
     collector = Collector()
-    targets = _main_targets(bench, workers_n=True, tls=True, peers=True)
+    targets = _main_targets(bench, workers_n=True, tls=True, policies=True, peers=True)
     interleave(
         bench,
         targets,
-        lambda t: measure_wrk(bench, t, script, conns=s.saturation_conns)[0],
+        lambda t: measure_wrk(
+            bench, t, bench.script("post", REQUEST_BODY, target=t), conns=s.saturation_conns
+        )[0],
         collector,
         "saturation",
     )
@@ -103,13 +112,12 @@ def saturation(bench: Bench) -> dict[str, object]:
 
 def latency(bench: Bench) -> dict[str, object]:
     """Unloaded latency: one connection, sequential requests (wrk -c1)."""
-    script = bench.script("post", REQUEST_BODY)
     collector = Collector()
-    targets = _main_targets(bench, workers_n=False, tls=False, peers=True)
+    targets = _main_targets(bench, workers_n=False, tls=False, policies=True, peers=True)
     interleave(
         bench,
         targets,
-        lambda t: measure_wrk(bench, t, script, conns=1)[0],
+        lambda t: measure_wrk(bench, t, bench.script("post", REQUEST_BODY, target=t), conns=1)[0],
         collector,
         "latency c=1",
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.nginx import make_cert, nginx_argv, proxy_conf, upstream_conf
+from bench.policies import PolicyRoute, PolicyUnavailable, policy_route
 from bench.procs import (
     Proc,
     ProcStartError,
@@ -32,6 +34,8 @@ __all__ = ["Stack", "Target", "Tools", "agw_config"]
 SECONDS = 1.0
 # With --pin: load generator and upstream on CPU 0, the proxy under test on CPU 1.
 CPU_LOAD, CPU_PROXY = 0, 1
+# How agw-fast names a missing optional dependency when it refuses a config at load.
+_INSTALL_HINT = re.compile(r"pip install '?agw-fast\[[a-z0-9,_-]+\]'?")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,9 @@ class Target:
     error: str | None = None
     workers: int = 1
     scheme: str = "http"  # "https": the proxy terminates client TLS
+    # Request fields this target needs in place of (or beside) the bench's defaults, e.g. a
+    # JWT in `Authorization`; wrk scripts and warm-up requests carry them.
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -92,9 +99,10 @@ def agw_config(
     route: str = "plain",
     tls: bool = False,
     listener_cert: tuple[Path, Path] | None = None,
+    policies: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """The gateway config: a plain host route or an OpenAI AI route (model rewrite on);
-    with `listener_cert` (cert, key) the listener serves HTTPS."""
+    with `listener_cert` (cert, key) the listener serves HTTPS; `policies` go on the route."""
     upstream = f"127.0.0.1:{upstream_port}"
     backend: dict[str, object]
     if route == "ai":
@@ -108,6 +116,7 @@ def agw_config(
     else:
         backend = {"host": upstream}
     route_doc: dict[str, object] = {"backends": [backend]}
+    route_policies: dict[str, object] = dict(policies or {})
     listener: dict[str, object] = {"routes": [route_doc]}
     if listener_cert is not None:
         listener["protocol"] = "HTTPS"
@@ -115,7 +124,9 @@ def agw_config(
     if tls:
         # Verification is skipped: with kept-alive upstream connections it only costs at
         # handshake time, and the bench cert is self-signed.
-        route_doc["policies"] = {"backendTLS": {"insecure": True}}
+        route_policies["backendTLS"] = {"insecure": True}
+    if route_policies:
+        route_doc["policies"] = route_policies
     return {
         "config": {
             "statsAddr": "off",
@@ -152,6 +163,7 @@ class Stack:
         self.upstream_tls_port: int | None = None
         self.notes: dict[str, str] = {}
         self.only: list[str] | None = None  # fnmatch patterns from --targets
+        self._policy_route: PolicyRoute | PolicyUnavailable | None = None
         work.mkdir(parents=True, exist_ok=True)
 
     def allowed(self, name: str) -> bool:
@@ -335,6 +347,13 @@ class Stack:
     ) -> Target:
         desc = f"agw-fast, {workers} worker(s), {route} route" + (", TLS upstream" if tls else "")
         desc += ", HTTPS listener" if https else ""
+        policies: PolicyRoute | None = None
+        if route == "policies":
+            try:
+                policies = self.policy_route()
+            except PolicyUnavailable as exc:
+                return self._skip(name, desc, str(exc))
+            desc = f"agw-fast, {workers} worker(s), plain route + {policies.summary}"
         listener_cert = make_cert(self.work) if https else None
         if listen_mode:
             desc += f", --listen-mode {listen_mode}"
@@ -344,7 +363,12 @@ class Stack:
         config.write_text(
             json.dumps(
                 agw_config(
-                    port, upstream_port, route=route, tls=tls, listener_cert=listener_cert
+                    port,
+                    upstream_port,
+                    route="plain" if policies else route,
+                    tls=tls,
+                    listener_cert=listener_cert,
+                    policies=policies.policies if policies else None,
                 ),
                 indent=2,
             )
@@ -358,12 +382,35 @@ class Stack:
         try:
             proc.start().wait_ready(port)
         except ProcStartError as exc:
-            return Target(
-                name, "agw", desc, error=str(exc).replace(name, "agw-fast", 1), workers=workers
-            )
+            error = str(exc).replace(name, "agw-fast", 1)
+            hint = _INSTALL_HINT.search(error)
+            if policies is not None and hint:
+                # agw-fast refused the route for a missing optional extra: a user's venv
+                # without it still benches everything else.
+                return self._skip(name, desc, f"agw-fast needs an extra: {hint.group(0)}")
+            return Target(name, "agw", desc, error=error, workers=workers)
         self._wait_workers(proc, port, workers, listen_mode)
         scheme = "https" if https else "http"
-        return Target(name, "agw", desc, port, [proc], workers=workers, scheme=scheme)
+        headers = dict(policies.headers) if policies else {}
+        return Target(
+            name, "agw", desc, port, [proc], workers=workers, scheme=scheme, headers=headers
+        )
+
+    def policy_route(self) -> PolicyRoute:
+        """One key and token for the whole run (RSA key generation takes ~0.1 s)."""
+        if self._policy_route is None:
+            try:
+                self._policy_route = policy_route()
+            except PolicyUnavailable as exc:
+                self._policy_route = exc
+        if isinstance(self._policy_route, PolicyUnavailable):
+            raise self._policy_route
+        return self._policy_route
+
+    def _skip(self, name: str, description: str, why: str) -> Target:
+        """A target that cannot run in this environment: noted, not counted as a failure."""
+        self.notes[name] = f"skipped: {why}"
+        return Target(name, "skipped", description, error=f"skipped: {why}")
 
     @staticmethod
     def _wait_workers(proc: Proc, port: int, workers: int, listen_mode: str | None) -> None:

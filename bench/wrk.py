@@ -44,17 +44,29 @@ def _lua_string(data: bytes) -> str:
     return f"[{eq}[{text}]{eq}]"
 
 
-def lua_script(path: Path, body: bytes, *, close: bool = False) -> Path:
-    """A POST like an OpenAI SDK's: JSON body, Authorization, optional `Connection: close`."""
-    lines = [
-        'wrk.method = "POST"',
-        f"wrk.body = {_lua_string(body)}",
-        'wrk.headers["Content-Type"] = "application/json"',
-        'wrk.headers["Accept"] = "application/json"',
-        f'wrk.headers["Authorization"] = "Bearer {API_KEY}"',
-    ]
+def _lua_quoted(text: str) -> str:
+    """A double-quoted Lua literal of a header name or value (visible ASCII and space)."""
+    if any(not " " <= ch <= "~" for ch in text):
+        raise ValueError(f"not a header field text: {text!r}")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def lua_script(
+    path: Path, body: bytes, *, close: bool = False, headers: dict[str, str] | None = None
+) -> Path:
+    """A POST like an OpenAI SDK's: JSON body, Authorization, optional `Connection: close`;
+    `headers` replace the default fields of the same name or add to them."""
+    fields = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "Authorization": f"Bearer {API_KEY}",
+    } | (headers or {})
     if close:
-        lines.append('wrk.headers["Connection"] = "close"')
+        fields["Connection"] = "close"
+    lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body)}"]
+    lines += [
+        f"wrk.headers[{_lua_quoted(name)}] = {_lua_quoted(value)}" for name, value in fields.items()
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n" + _DONE_HOOK)
     return path

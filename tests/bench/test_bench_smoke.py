@@ -38,7 +38,7 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
         "--memory",
         "--micro",
         "--targets",
-        "nginx,nginx-sse,agw-1w,agw-sse",
+        "nginx,nginx-sse,agw-1w,agw-sse,agw-policies",
         "--idle-conns",
         "100",
         "--no-chart",
@@ -85,9 +85,23 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     assert agw["error"] is None, f"agw-fast failed in the bench: {agw['error']}"
     assert agw["summary"]["req_per_cpu_s"]["median"] > 0
     assert "p50_us" in data["scenarios"]["latency"]["targets"]["agw-1w"]["summary"]
+    # The policies route (jwtAuth + localRateLimit + cors) runs, or is skipped with the
+    # install line when agw-fast's jwt extra is missing: never a failed target.
+    if "agw-policies" in data["notes"]:
+        assert "pip install 'agw-fast[" in data["notes"]["agw-policies"]
+        assert "agw-policies skipped: " in proc.stdout
+    else:
+        policies = saturation["agw-policies"]
+        assert policies["error"] is None, f"agw-policies failed: {policies['error']}"
+        assert policies["summary"]["req_per_cpu_s"]["median"] > 0
+        assert policies["summary"]["errors"]["median"] == 0
+        latency = data["scenarios"]["latency"]["targets"]["agw-policies"]
+        assert "p50_us" in latency["summary"], latency["error"]
     ttfb = data["scenarios"]["sse"]["ttfb"]["targets"]
     assert "p50_us" in ttfb["agw-sse"]["summary"], ttfb["agw-sse"]["error"]
     idle = data["scenarios"]["memory"]["idle"]["targets"]["agw-1w"]
     assert "bytes_per_conn" in idle["summary"], idle["error"]
     figures = {row["figure"] for row in data["key_figures"]}
     assert "req per proxy CPU-s, 1 worker, plain" in figures
+    if "agw-policies" not in data["notes"]:
+        assert "req per proxy CPU-s, policies route ÷ plain" in figures
