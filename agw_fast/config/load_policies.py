@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, cast
 
@@ -211,16 +212,42 @@ def _direct_response(raw: object, path: str) -> DirectResponse:
 
 
 def _local_rate_limits(raw: object, path: str) -> tuple[LocalRateLimit, ...]:
-    """`localRateLimit`: a list of buckets, or `{conditional: [...]}` (needs CEL: refused)."""
-    if isinstance(raw, dict):
-        Obj(raw, path, "LocalConditionalPolicies_RateLimitSpec").close()
-        raise ConfigError(path, 'expected a list of rate limits or {"conditional": [...]}')
-    items = as_list(raw, path)
-    return tuple(_rate_limit(item, f"{path}[{i}]") for i, item in enumerate(items))
+    """`localRateLimit`: a list of buckets, or `{conditional: [...]}` (types/local.rs
+    `LocalRateLimitPolicy`): entries each one bucket with a CEL `condition`, the first whose
+    condition holds applying; an entry without one is the fallback and must be last."""
+    if not isinstance(raw, dict):
+        items = as_list(raw, path)
+        return tuple(_rate_limit(item, f"{path}[{i}]") for i, item in enumerate(items))
+    o = Obj(raw, path, "LocalConditionalPolicies_RateLimitSpec")
+    entries_path = o.child("conditional")
+    entries = as_list(o.require("conditional"), entries_path)
+    o.close()
+    # agentgateway's validate_local_conditional_policies.
+    if not entries:
+        raise ConfigError(entries_path, "conditional policies must have at least one entry")
+    if len(entries) > 64:
+        raise ConfigError(entries_path, "conditional policies may have at most 64 entries")
+    limits = []
+    for i, item in enumerate(entries):
+        item_path = f"{entries_path}[{i}]"
+        limit = _rate_limit(item, item_path, "LocalConditionalPolicy_RateLimitSpec")
+        condition = cast(dict[str, object], item).get("condition")  # _rate_limit checked it
+        if condition is not None:
+            condition = as_str(condition, join(item_path, "condition"))
+        elif i + 1 != len(entries):
+            message = "conditional policy entries without condition must be last"
+            raise ConfigError(item_path, message)
+        if limit.kind == "tokens":
+            # The selected entry's `type: tokens` bucket would have to follow the request to
+            # its LLM exchange; not done yet.
+            raise not_supported(join(item_path, "type"))
+        limits.append(replace(limit, condition=condition, path=item_path))
+    return tuple(limits)
 
 
-def _rate_limit(raw: object, path: str) -> LocalRateLimit:
-    o = Obj(raw, path, "RateLimitSpec")
+def _rate_limit(raw: object, path: str, spec: str = "RateLimitSpec") -> LocalRateLimit:
+    o = Obj(raw, path, spec)
+    o.get("condition")  # read by the caller (conditional entries only)
     u64 = 2**64 - 1
     max_tokens = o.opt_int("maxTokens", 0, u64) or 0
     per_fill = o.opt_int("tokensPerFill", 0, u64) or 0

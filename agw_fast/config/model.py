@@ -277,6 +277,10 @@ class LocalRateLimit:
     tokens_per_fill: int
     fill_interval_ns: int  # > 0
     kind: str = "requests"  # "requests" (1 per request) or "tokens" (LLM usage)
+    # A `conditional` entry's CEL condition (None: an explicit limit, or the fallback entry)
+    # and its config path, for a compile error.
+    condition: str | None = None
+    path: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,8 +95,10 @@ _TABLE: dict[str, tuple[str, str]] = {
         "bodyExpression conditional headers",
     ),
     "RateLimitSpec": ("maxTokens tokensPerFill fillInterval type", ""),
-    # `conditional` entries select a bucket with a CEL `condition`: refused until CEL lands.
-    "LocalConditionalPolicies_RateLimitSpec": ("", "conditional"),
+    "LocalConditionalPolicies_RateLimitSpec": ("conditional", ""),
+    "LocalConditionalPolicy_RateLimitSpec": (
+        "condition maxTokens tokensPerFill fillInterval type", ""
+    ),
     "LocalBackendTLS": (
         "cert key root hostname insecure insecureHost alpn",
         "keyExchangeGroups spiffe subjectAltNames",
