@@ -734,11 +734,18 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     return None if result == RoutePolicies() else result
 
 
-def parse_gateway_policies(raw: object, path: str) -> GatewayPolicies | None:
+def parse_gateway_policies(raw: object, path: str, base_dir: Path) -> GatewayPolicies | None:
     """A listener's `policies` (LocalGatewayPolicy); None when nothing is set."""
     o = Obj(raw, path, "LocalGatewayPolicy")
-    cors = o.get("cors")
-    result = GatewayPolicies(cors=None if cors is None else _cors(cors, o.child("cors")))
+    cors, jwt, basic = o.get("cors"), o.get("jwtAuth"), o.get("basicAuth")
+    api_key, authz = o.get("apiKey"), o.get("authorization")
+    result = GatewayPolicies(
+        cors=None if cors is None else _cors(cors, o.child("cors")),
+        jwt_auth=None if jwt is None else _jwt_auth(jwt, o.child("jwtAuth"), base_dir),
+        basic_auth=None if basic is None else _basic_auth(basic, o.child("basicAuth"), base_dir),
+        api_key=None if api_key is None else _api_key(api_key, o.child("apiKey")),
+        authorization=None if authz is None else _authorization(authz, o.child("authorization")),
+    )
     o.close()
     return None if result == GatewayPolicies() else result
 

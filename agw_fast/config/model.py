@@ -342,9 +342,15 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class GatewayPolicies:
     """A listener's `policies` (LocalGatewayPolicy): run on each of its requests before
-    route selection (agentgateway's gateway phase)."""
+    route selection (agentgateway's gateway phase). The route's own policies of the same kinds
+    run after these, on the same request (apply_gateway_policies, then apply_request_policies
+    in proxy/httpproxy.rs): neither replaces the other."""
 
     cors: CorsPolicy | None = None
+    jwt_auth: JwtAuth | None = None
+    basic_auth: BasicAuth | None = None
+    api_key: ApiKeyAuth | None = None
+    authorization: Authorization | None = None
 
 
 @dataclass(frozen=True, slots=True)

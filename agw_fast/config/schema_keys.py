@@ -58,8 +58,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "LocalBind": ("port listeners tunnelProtocol mode", ""),
     "LocalListener": ("name namespace hostname protocol routes policies tls", "tcpRoutes"),
     "LocalGatewayPolicy": (
-        "cors",
-        "apiKey authorization basicAuth extAuthz extProc jwtAuth oidc transformations",
+        "cors apiKey authorization basicAuth jwtAuth",
+        "extAuthz extProc oidc transformations",
     ),
     "LocalTLSServerConfig": (
         "mode cert key root cipherSuites minTLSVersion minTlsVersion maxTLSVersion maxTlsVersion",

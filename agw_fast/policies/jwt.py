@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from agw_fast.config.model import JwtAuth, JwtProvider, RoutePolicies
+from agw_fast.config.model import GatewayPolicies, JwtAuth, JwtProvider, RoutePolicies
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response
 from agw_fast.errors import ConfigError
@@ -374,7 +374,7 @@ def _answer(error: TokenError) -> PolicyAnswer:
 _MISSING = _answer(TokenError("no bearer token found"))
 
 
-def build(policies: RoutePolicies) -> RequestStep | None:
+def build(policies: RoutePolicies | GatewayPolicies) -> RequestStep | None:
     auth: JwtAuth | None = policies.jwt_auth
     if auth is None:
         return None
