@@ -366,6 +366,10 @@ def _auth_location(raw: object, path: str) -> tuple[str, str]:
     for other in ("queryParameter", "cookie"):
         if loc.has(other):
             raise not_supported(loc.child(other))  # backendAuth sends the key in a header
+    if loc.has("expression"):
+        # agentgateway fails each request it would send this way (auth/mod.rs `insert`).
+        message = "an expression location can only read a credential, not send one"
+        raise ConfigError(loc.child("expression"), message)
     header = Obj(loc.require("header"), loc.child("header"), "AuthorizationLocation/header")
     loc.close()
     name = check_header_name(header.require("name"), header.child("name")).lower()
@@ -378,10 +382,17 @@ def _auth_location(raw: object, path: str) -> tuple[str, str]:
 def _credential_location(raw: object, path: str) -> CredentialLocation:
     """Where `apiKey`/`basicAuth` read the credential (AuthorizationLocation, http/auth/mod.rs)."""
     loc = Obj(raw, path, "AuthorizationLocation")
-    present = [k for k in ("header", "queryParameter", "cookie") if loc.has(k)]
+    present = [k for k in ("header", "queryParameter", "cookie", "expression") if loc.has(k)]
     if len(present) != 1:
-        raise ConfigError(path, "expected exactly one of: header, queryParameter, cookie")
+        raise ConfigError(
+            path, "expected exactly one of: header, queryParameter, cookie, expression"
+        )
     kind_ = present[0]
+    if kind_ == "expression":
+        # Compiled with the policy's steps (policies/credentials.py), which name this path.
+        text = as_str(loc.get("expression"), loc.child("expression"))
+        loc.close()
+        return CredentialLocation("expression", text, path=join(path, "expression"))
     spec = {
         "header": "AuthorizationLocation/header",
         "queryParameter": "AuthorizationLocation/queryParameter",
@@ -524,8 +535,12 @@ def _jwt_auth(raw: object, path: str, base_dir: Path) -> JwtAuth:
     multi = o.has("providers")
     mode = choice(o.get("mode") or "optional", o.child("mode"), _JWT_MODES)
     name, prefix = "authorization", "Bearer "
-    if o.has("location"):
-        name, prefix = _auth_location(o.get("location"), o.child("location"))
+    location = None
+    raw_location = o.get("location")
+    if isinstance(raw_location, dict) and "expression" in raw_location:
+        location = _credential_location(raw_location, o.child("location"))
+    elif raw_location is not None:
+        name, prefix = _auth_location(raw_location, o.child("location"))
     if multi:
         for key in ("issuer", "audiences", "jwks", "jwtValidationOptions"):
             if o.has(key):
@@ -534,7 +549,7 @@ def _jwt_auth(raw: object, path: str, base_dir: Path) -> JwtAuth:
     else:
         providers = (_jwt_provider_fields(o, base_dir),)
     o.close()
-    return JwtAuth(providers, cast(JwtMode, mode), name, prefix)
+    return JwtAuth(providers, cast(JwtMode, mode), name, prefix, location)
 
 
 def _jwt_provider(raw: object, path: str, base_dir: Path) -> JwtProvider:

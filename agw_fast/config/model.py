@@ -212,15 +212,19 @@ class JwtAuth:
     mode: JwtMode = "optional"
     header_name: str = "authorization"
     prefix: str = "Bearer "
+    # An `expression` location (the token is what the CEL expression yields); None: the
+    # header above.
+    location: CredentialLocation | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CredentialLocation:
     """Where a client credential is read from (agentgateway's AuthorizationLocation)."""
 
-    kind: Literal["header", "queryParameter", "cookie"]
-    name: str  # a header name is lowercased
+    kind: Literal["header", "queryParameter", "cookie", "expression"]
+    name: str  # a header name is lowercased; for `expression`, the CEL text
     prefix: str | None = None  # header only: stripped, ASCII case-insensitively
+    path: str = ""  # an `expression`'s config path, for its compile error
 
 
 BEARER_LOCATION = CredentialLocation("header", "authorization", "Bearer ")

@@ -109,7 +109,7 @@ _TABLE: dict[str, tuple[str, str]] = {
     ),
     "BackendAuth/key": ("value location", ""),
     "FileOrInline": ("file", ""),
-    "AuthorizationLocation": ("header cookie queryParameter", "expression"),
+    "AuthorizationLocation": ("header cookie queryParameter expression", ""),
     "AuthorizationLocation/queryParameter": ("name", ""),
     "AuthorizationLocation/cookie": ("name", ""),
     "LocalAPIKeys": ("keys mode location", ""),
