@@ -307,8 +307,10 @@ class _Compiler:
             backend_timeout = backend_timeout or route_policies.timeout.backend_request_timeout
         response_plan = ResponseHeaderPlan.build(response_modifiers)
         response_drop = response_plan.drop if response_plan else RESPONSE_HOP_BY_HOP
-        if route_policies is not None and route_policies.local_rate_limit:
-            # agentgateway inserts its own x-ratelimit-* over the upstream's (merge_in_headers).
+        limits = route_policies.local_rate_limit if route_policies is not None else ()
+        if limits and all(limit.condition is None for limit in limits):
+            # agentgateway inserts its own x-ratelimit-* over the upstream's (merge_in_headers);
+            # `conditional` limits, which may not apply, replace them per request instead.
             response_drop = response_drop | RATE_LIMIT_FIELDS
         endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return RuntimeBackend(

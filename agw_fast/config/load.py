@@ -336,7 +336,9 @@ def _listener(raw: object, path: str, idx: int, base_dir: Path) -> Listener:
     routes = tuple(_route(item, p, i, base_dir) for i, (p, item) in enumerate(o.items("routes")))
     policies_raw = o.get("policies")
     policies = (
-        None if policies_raw is None else parse_gateway_policies(policies_raw, o.child("policies"))
+        None
+        if policies_raw is None
+        else parse_gateway_policies(policies_raw, o.child("policies"), base_dir)
     )
     o.close()
     return Listener(

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, cast
 
@@ -211,16 +212,42 @@ def _direct_response(raw: object, path: str) -> DirectResponse:
 
 
 def _local_rate_limits(raw: object, path: str) -> tuple[LocalRateLimit, ...]:
-    """`localRateLimit`: a list of buckets, or `{conditional: [...]}` (needs CEL: refused)."""
-    if isinstance(raw, dict):
-        Obj(raw, path, "LocalConditionalPolicies_RateLimitSpec").close()
-        raise ConfigError(path, 'expected a list of rate limits or {"conditional": [...]}')
-    items = as_list(raw, path)
-    return tuple(_rate_limit(item, f"{path}[{i}]") for i, item in enumerate(items))
+    """`localRateLimit`: a list of buckets, or `{conditional: [...]}` (types/local.rs
+    `LocalRateLimitPolicy`): entries each one bucket with a CEL `condition`, the first whose
+    condition holds applying; an entry without one is the fallback and must be last."""
+    if not isinstance(raw, dict):
+        items = as_list(raw, path)
+        return tuple(_rate_limit(item, f"{path}[{i}]") for i, item in enumerate(items))
+    o = Obj(raw, path, "LocalConditionalPolicies_RateLimitSpec")
+    entries_path = o.child("conditional")
+    entries = as_list(o.require("conditional"), entries_path)
+    o.close()
+    # agentgateway's validate_local_conditional_policies.
+    if not entries:
+        raise ConfigError(entries_path, "conditional policies must have at least one entry")
+    if len(entries) > 64:
+        raise ConfigError(entries_path, "conditional policies may have at most 64 entries")
+    limits = []
+    for i, item in enumerate(entries):
+        item_path = f"{entries_path}[{i}]"
+        limit = _rate_limit(item, item_path, "LocalConditionalPolicy_RateLimitSpec")
+        condition = cast(dict[str, object], item).get("condition")  # _rate_limit checked it
+        if condition is not None:
+            condition = as_str(condition, join(item_path, "condition"))
+        elif i + 1 != len(entries):
+            message = "conditional policy entries without condition must be last"
+            raise ConfigError(item_path, message)
+        if limit.kind == "tokens":
+            # The selected entry's `type: tokens` bucket would have to follow the request to
+            # its LLM exchange; not done yet.
+            raise not_supported(join(item_path, "type"))
+        limits.append(replace(limit, condition=condition, path=item_path))
+    return tuple(limits)
 
 
-def _rate_limit(raw: object, path: str) -> LocalRateLimit:
-    o = Obj(raw, path, "RateLimitSpec")
+def _rate_limit(raw: object, path: str, spec: str = "RateLimitSpec") -> LocalRateLimit:
+    o = Obj(raw, path, spec)
+    o.get("condition")  # read by the caller (conditional entries only)
     u64 = 2**64 - 1
     max_tokens = o.opt_int("maxTokens", 0, u64) or 0
     per_fill = o.opt_int("tokensPerFill", 0, u64) or 0
@@ -339,6 +366,10 @@ def _auth_location(raw: object, path: str) -> tuple[str, str]:
     for other in ("queryParameter", "cookie"):
         if loc.has(other):
             raise not_supported(loc.child(other))  # backendAuth sends the key in a header
+    if loc.has("expression"):
+        # agentgateway fails each request it would send this way (auth/mod.rs `insert`).
+        message = "an expression location can only read a credential, not send one"
+        raise ConfigError(loc.child("expression"), message)
     header = Obj(loc.require("header"), loc.child("header"), "AuthorizationLocation/header")
     loc.close()
     name = check_header_name(header.require("name"), header.child("name")).lower()
@@ -351,10 +382,17 @@ def _auth_location(raw: object, path: str) -> tuple[str, str]:
 def _credential_location(raw: object, path: str) -> CredentialLocation:
     """Where `apiKey`/`basicAuth` read the credential (AuthorizationLocation, http/auth/mod.rs)."""
     loc = Obj(raw, path, "AuthorizationLocation")
-    present = [k for k in ("header", "queryParameter", "cookie") if loc.has(k)]
+    present = [k for k in ("header", "queryParameter", "cookie", "expression") if loc.has(k)]
     if len(present) != 1:
-        raise ConfigError(path, "expected exactly one of: header, queryParameter, cookie")
+        raise ConfigError(
+            path, "expected exactly one of: header, queryParameter, cookie, expression"
+        )
     kind_ = present[0]
+    if kind_ == "expression":
+        # Compiled with the policy's steps (policies/credentials.py), which name this path.
+        text = as_str(loc.get("expression"), loc.child("expression"))
+        loc.close()
+        return CredentialLocation("expression", text, path=join(path, "expression"))
     spec = {
         "header": "AuthorizationLocation/header",
         "queryParameter": "AuthorizationLocation/queryParameter",
@@ -497,8 +535,12 @@ def _jwt_auth(raw: object, path: str, base_dir: Path) -> JwtAuth:
     multi = o.has("providers")
     mode = choice(o.get("mode") or "optional", o.child("mode"), _JWT_MODES)
     name, prefix = "authorization", "Bearer "
-    if o.has("location"):
-        name, prefix = _auth_location(o.get("location"), o.child("location"))
+    location = None
+    raw_location = o.get("location")
+    if isinstance(raw_location, dict) and "expression" in raw_location:
+        location = _credential_location(raw_location, o.child("location"))
+    elif raw_location is not None:
+        name, prefix = _auth_location(raw_location, o.child("location"))
     if multi:
         for key in ("issuer", "audiences", "jwks", "jwtValidationOptions"):
             if o.has(key):
@@ -507,7 +549,7 @@ def _jwt_auth(raw: object, path: str, base_dir: Path) -> JwtAuth:
     else:
         providers = (_jwt_provider_fields(o, base_dir),)
     o.close()
-    return JwtAuth(providers, cast(JwtMode, mode), name, prefix)
+    return JwtAuth(providers, cast(JwtMode, mode), name, prefix, location)
 
 
 def _jwt_provider(raw: object, path: str, base_dir: Path) -> JwtProvider:
@@ -707,11 +749,18 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     return None if result == RoutePolicies() else result
 
 
-def parse_gateway_policies(raw: object, path: str) -> GatewayPolicies | None:
+def parse_gateway_policies(raw: object, path: str, base_dir: Path) -> GatewayPolicies | None:
     """A listener's `policies` (LocalGatewayPolicy); None when nothing is set."""
     o = Obj(raw, path, "LocalGatewayPolicy")
-    cors = o.get("cors")
-    result = GatewayPolicies(cors=None if cors is None else _cors(cors, o.child("cors")))
+    cors, jwt, basic = o.get("cors"), o.get("jwtAuth"), o.get("basicAuth")
+    api_key, authz = o.get("apiKey"), o.get("authorization")
+    result = GatewayPolicies(
+        cors=None if cors is None else _cors(cors, o.child("cors")),
+        jwt_auth=None if jwt is None else _jwt_auth(jwt, o.child("jwtAuth"), base_dir),
+        basic_auth=None if basic is None else _basic_auth(basic, o.child("basicAuth"), base_dir),
+        api_key=None if api_key is None else _api_key(api_key, o.child("apiKey")),
+        authorization=None if authz is None else _authorization(authz, o.child("authorization")),
+    )
     o.close()
     return None if result == GatewayPolicies() else result
 

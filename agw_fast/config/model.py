@@ -212,15 +212,19 @@ class JwtAuth:
     mode: JwtMode = "optional"
     header_name: str = "authorization"
     prefix: str = "Bearer "
+    # An `expression` location (the token is what the CEL expression yields); None: the
+    # header above.
+    location: CredentialLocation | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CredentialLocation:
     """Where a client credential is read from (agentgateway's AuthorizationLocation)."""
 
-    kind: Literal["header", "queryParameter", "cookie"]
-    name: str  # a header name is lowercased
+    kind: Literal["header", "queryParameter", "cookie", "expression"]
+    name: str  # a header name is lowercased; for `expression`, the CEL text
     prefix: str | None = None  # header only: stripped, ASCII case-insensitively
+    path: str = ""  # an `expression`'s config path, for its compile error
 
 
 BEARER_LOCATION = CredentialLocation("header", "authorization", "Bearer ")
@@ -277,6 +281,10 @@ class LocalRateLimit:
     tokens_per_fill: int
     fill_interval_ns: int  # > 0
     kind: str = "requests"  # "requests" (1 per request) or "tokens" (LLM usage)
+    # A `conditional` entry's CEL condition (None: an explicit limit, or the fallback entry)
+    # and its config path, for a compile error.
+    condition: str | None = None
+    path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,9 +346,15 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class GatewayPolicies:
     """A listener's `policies` (LocalGatewayPolicy): run on each of its requests before
-    route selection (agentgateway's gateway phase)."""
+    route selection (agentgateway's gateway phase). The route's own policies of the same kinds
+    run after these, on the same request (apply_gateway_policies, then apply_request_policies
+    in proxy/httpproxy.rs): neither replaces the other."""
 
     cors: CorsPolicy | None = None
+    jwt_auth: JwtAuth | None = None
+    basic_auth: BasicAuth | None = None
+    api_key: ApiKeyAuth | None = None
+    authorization: Authorization | None = None
 
 
 @dataclass(frozen=True, slots=True)

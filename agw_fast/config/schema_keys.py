@@ -58,8 +58,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "LocalBind": ("port listeners tunnelProtocol mode", ""),
     "LocalListener": ("name namespace hostname protocol routes policies tls", "tcpRoutes"),
     "LocalGatewayPolicy": (
-        "cors",
-        "apiKey authorization basicAuth extAuthz extProc jwtAuth oidc transformations",
+        "cors apiKey authorization basicAuth jwtAuth",
+        "extAuthz extProc oidc transformations",
     ),
     "LocalTLSServerConfig": (
         "mode cert key root cipherSuites minTLSVersion minTlsVersion maxTLSVersion maxTlsVersion",
@@ -95,8 +95,10 @@ _TABLE: dict[str, tuple[str, str]] = {
         "bodyExpression conditional headers",
     ),
     "RateLimitSpec": ("maxTokens tokensPerFill fillInterval type", ""),
-    # `conditional` entries select a bucket with a CEL `condition`: refused until CEL lands.
-    "LocalConditionalPolicies_RateLimitSpec": ("", "conditional"),
+    "LocalConditionalPolicies_RateLimitSpec": ("conditional", ""),
+    "LocalConditionalPolicy_RateLimitSpec": (
+        "condition maxTokens tokensPerFill fillInterval type", ""
+    ),
     "LocalBackendTLS": (
         "cert key root hostname insecure insecureHost alpn",
         "keyExchangeGroups spiffe subjectAltNames",
@@ -107,7 +109,7 @@ _TABLE: dict[str, tuple[str, str]] = {
     ),
     "BackendAuth/key": ("value location", ""),
     "FileOrInline": ("file", ""),
-    "AuthorizationLocation": ("header cookie queryParameter", "expression"),
+    "AuthorizationLocation": ("header cookie queryParameter expression", ""),
     "AuthorizationLocation/queryParameter": ("name", ""),
     "AuthorizationLocation/cookie": ("name", ""),
     "LocalAPIKeys": ("keys mode location", ""),

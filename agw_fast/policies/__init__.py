@@ -62,9 +62,15 @@ STEP_BUILDERS: tuple[StepBuilder, ...] = (
 )
 
 
-# A listener's `policies` (agentgateway's gateway phase), run before route selection.
+# A listener's `policies` (agentgateway's gateway phase, `apply_gateway_policies` in
+# proxy/httpproxy.rs), run before route selection in the same order as a route's; the
+# route's own steps run after them on the same request, so both must let it through.
 GATEWAY_STEP_BUILDERS: tuple[Callable[[GatewayPolicies], RequestStep | None], ...] = (
     cors.build,
+    jwt.build,
+    basic_auth.build,
+    api_key.build,
+    authorization.build,
 )
 
 

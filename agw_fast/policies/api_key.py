@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
-from agw_fast.config.model import RoutePolicies
+from agw_fast.config.model import GatewayPolicies, RoutePolicies
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response
 from agw_fast.policies.credentials import compile_location
@@ -33,7 +33,7 @@ MISSING = _failure(b"no API Key found")
 INVALID = _failure(b"invalid credentials")
 
 
-def build(policies: RoutePolicies) -> RequestStep | None:
+def build(policies: RoutePolicies | GatewayPolicies) -> RequestStep | None:
     config = policies.api_key
     if config is None:
         return None

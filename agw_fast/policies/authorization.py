@@ -11,7 +11,7 @@ not deny, a failed `require` denies. A denied request gets 403 `authorization fa
 
 from __future__ import annotations
 
-from agw_fast.config.model import RoutePolicies
+from agw_fast.config.model import GatewayPolicies, RoutePolicies
 from agw_fast.core.cel import CelCompileError, CelProgram, activation, compile_expression
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response
@@ -24,7 +24,7 @@ __all__ = ["DENIED", "build"]
 DENIED = PolicyAnswer(local_response(403, b"authorization failed"), Reason.AUTHORIZATION)
 
 
-def build(policies: RoutePolicies) -> RequestStep | None:
+def build(policies: RoutePolicies | GatewayPolicies) -> RequestStep | None:
     authorization = policies.authorization
     if authorization is None or not authorization.rules:
         return None  # no rules: everyone has access, at no cost

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from agw_fast.config.model import HtpasswdEntry, RoutePolicies
+from agw_fast.config.model import GatewayPolicies, HtpasswdEntry, RoutePolicies
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response
 from agw_fast.policies.credentials import compile_location
@@ -102,7 +102,7 @@ def _failure(status: int, challenge: bytes, message: bytes) -> PolicyAnswer:
     )
 
 
-def build(policies: RoutePolicies) -> RequestStep | None:
+def build(policies: RoutePolicies | GatewayPolicies) -> RequestStep | None:
     config = policies.basic_auth
     if config is None:
         return None

@@ -2,8 +2,10 @@
 
 agentgateway's `AuthorizationLocation` (http/auth/mod.rs): a header (first field of that
 name, an optional prefix matched ASCII case-insensitively), a query parameter (form-urlencoded,
-first match) or a cookie. A credential that authenticated is removed before the request goes
-on: every field of the header, every pair of the parameter, the cookie from every `Cookie`.
+first match), a cookie, or a CEL `expression` over the request whose value, when a string, is
+the credential (any other value or an evaluation error is no credential). A credential that
+authenticated is removed before the request goes on: every field of the header, every pair of
+the parameter, the cookie from every `Cookie`; what an expression read is left as it is.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl, quote_plus
 
 from agw_fast.config.model import CredentialLocation
+from agw_fast.core.cel import CelCompileError, activation, compile_expression
+from agw_fast.errors import ConfigError
+from agw_fast.policies.cel_context import cel_variables
 from agw_fast.policies.request import PolicyRequest
 
 __all__ = ["Extractor", "Remover", "compile_location"]
@@ -25,6 +30,10 @@ _NOT_VISIBLE = re.compile(rb"[^\t\x20-\x7e]")
 
 
 def compile_location(location: CredentialLocation) -> tuple[Extractor, Remover]:
+    """The location's extractor and remover; an `expression` is compiled here (a bad one
+    raises ConfigError naming its field)."""
+    if location.kind == "expression":
+        return _expression(location)
     if location.kind == "header":
         return _header(location.name.encode("latin-1"), location.prefix)
     if location.kind == "queryParameter":
@@ -127,5 +136,22 @@ def _cookie(name: str) -> tuple[Extractor, Remover]:
         if kept:
             headers.append((b"cookie", kept.encode("ascii")))
         request.headers = headers
+
+    return extract, remove
+
+
+def _expression(location: CredentialLocation) -> tuple[Extractor, Remover]:
+    try:
+        program = compile_expression(location.name)
+    except CelCompileError as error:
+        raise ConfigError(location.path, f"invalid CEL expression: {error}") from None
+    uses = program.uses
+
+    def extract(request: PolicyRequest) -> str | None:
+        value = program.evaluate(activation(cel_variables(request, uses)))
+        return value if isinstance(value, str) else None
+
+    def remove(request: PolicyRequest) -> None:
+        pass  # agentgateway cannot tell what produced the value, so it takes nothing out
 
     return extract, remove

@@ -31,10 +31,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from agw_fast.config.model import JwtAuth, JwtProvider, RoutePolicies
+from agw_fast.config.model import GatewayPolicies, JwtAuth, JwtProvider, RoutePolicies
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response
 from agw_fast.errors import ConfigError
+from agw_fast.policies.credentials import compile_location
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
@@ -374,7 +375,7 @@ def _answer(error: TokenError) -> PolicyAnswer:
 _MISSING = _answer(TokenError("no bearer token found"))
 
 
-def build(policies: RoutePolicies) -> RequestStep | None:
+def build(policies: RoutePolicies | GatewayPolicies) -> RequestStep | None:
     auth: JwtAuth | None = policies.jwt_auth
     if auth is None:
         return None
@@ -410,4 +411,23 @@ def build(policies: RoutePolicies) -> RequestStep | None:
         request.set_claims("jwt", claims)
         return None
 
-    return step
+    if auth.location is None:
+        return step
+    # An `expression` location: the token is the expression's string value; nothing is
+    # taken out of the request (agentgateway's AuthorizationLocation::remove does nothing).
+    extract, _ = compile_location(auth.location)
+
+    def expression_step(request: PolicyRequest) -> PolicyAnswer | None:
+        token = extract(request)
+        if token is None:
+            return _MISSING if strict else None
+        try:
+            claims = verifier.verify(token)
+        except TokenError as error:
+            return None if permissive else _answer(error)
+        request.jwt_claims = claims
+        request.jwt_token = token
+        request.set_claims("jwt", claims)
+        return None
+
+    return expression_step

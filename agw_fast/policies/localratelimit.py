@@ -15,7 +15,10 @@ pelikan's ratelimiter there):
   * `type: tokens` limits (`TokenLimits`) apply to LLM exchanges only: once the request is
     parsed each needs one token left (nothing taken), and the call's input + output usage is
     taken when it ends, never below 0 (`check_llm_request`, `amend_tokens` in llm/mod.rs);
-  * a limited route's responses carry these fields in place of the upstream's own.
+  * a limited route's responses carry these fields in place of the upstream's own;
+  * `conditional` entries (`RequestPolicy::select`, store/policy.rs): each is one bucket; the
+    first entry whose CEL condition is true (or the last, condition-less fallback) is the
+    request's only limit, and a request no entry selects is not limited at all.
 
 Sharing: `build` runs when the config is compiled, which `serve()` does in the supervisor
 before it forks the workers. Each route's buckets live in one memfd mapped MAP_SHARED, so all
@@ -43,8 +46,12 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from agw_fast.config.model import LocalRateLimit, RoutePolicies
+from agw_fast.config.validate import join
+from agw_fast.core.cel import CelCompileError, CelProgram, activation, compile_expression
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response
+from agw_fast.errors import ConfigError
+from agw_fast.policies.cel_context import cel_variables
 from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
@@ -149,6 +156,8 @@ def build_with_clock(policies: RoutePolicies, clock: Callable[[], int]) -> Reque
     limits = tuple(limit for limit in policies.local_rate_limit if limit.kind == "requests")
     if not limits:
         return None
+    if any(limit.condition is not None for limit in limits):
+        return _conditional(limits, clock)
     buckets = SharedBuckets(limits, clock())
     cells, fd = buckets.cells, buckets.fd
     plan = tuple(
@@ -180,6 +189,57 @@ def build_with_clock(policies: RoutePolicies, clock: Callable[[], int]) -> Reque
             return PolicyAnswer(
                 local_response(429, _LIMITED_BODY, extra_headers=fields), Reason.RATE_LIMIT
             )
+        request.add_response_lines(fields)
+        return None
+
+    return check
+
+
+def _conditional(limits: Sequence[LocalRateLimit], clock: Callable[[], int]) -> RequestStep:
+    """`conditional` entries (agentgateway's `RequestPolicy::select`, store/policy.rs): the
+    first entry whose condition is true, or the condition-less fallback (always last), is the
+    request's only limit; a condition that fails to evaluate is false. When none applies the
+    request is not limited and its response carries no x-ratelimit-* fields (an upstream's
+    own pass through); when one applies its fields replace the upstream's."""
+    programs: list[CelProgram | None] = []
+    for limit in limits:
+        if limit.condition is None:
+            programs.append(None)
+            continue
+        try:
+            programs.append(compile_expression(limit.condition))
+        except CelCompileError as error:
+            where = join(limit.path, "condition")
+            raise ConfigError(where, f"invalid CEL expression: {error}") from None
+    uses = frozenset().union(*(p.uses for p in programs if p is not None))
+    buckets = SharedBuckets(limits, clock())
+    cells, fd = buckets.cells, buckets.fd
+    entries = tuple(
+        (program, _WORDS * i, limit.max_tokens, limit.tokens_per_fill, limit.fill_interval_ns)
+        for i, (program, limit) in enumerate(zip(programs, limits, strict=True))
+    )
+    lockf, lock, unlock = fcntl.lockf, fcntl.LOCK_EX, fcntl.LOCK_UN
+
+    def check(request: PolicyRequest) -> PolicyAnswer | None:
+        variables = activation(cel_variables(request, uses))
+        for entry in entries:
+            if entry[0] is None or entry[0].evaluate_bool(variables):
+                break
+        else:
+            return None
+        _, at, capacity, per_fill, interval = entry
+        lockf(fd, lock)
+        try:
+            taken, left, wait = take(cells, at, capacity, per_fill, interval, clock())
+        finally:
+            lockf(fd, unlock)
+        assert buckets is not None  # keeps the mapping alive
+        fields = _FIELDS % (capacity, left, wait // _NS)
+        if not taken:
+            return PolicyAnswer(
+                local_response(429, _LIMITED_BODY, extra_headers=fields), Reason.RATE_LIMIT
+            )
+        request.replace_response_fields(RATE_LIMIT_FIELDS)
         request.add_response_lines(fields)
         return None
 

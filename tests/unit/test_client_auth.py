@@ -21,6 +21,7 @@ from agw_fast.config.model import (
     HtpasswdEntry,
     RoutePolicies,
 )
+from agw_fast.core import cel
 from agw_fast.core.reason import Reason
 from agw_fast.errors import ConfigError
 from agw_fast.policies import PolicyRequest, compile_request_steps, run_steps
@@ -116,8 +117,18 @@ def test_credential_locations(location: dict[str, Any], expected: CredentialLoca
         ),
         ({"apiKey": {"keys": [], "mode": "lax"}}, f"{R}.apiKey.mode"),
         (
-            {"apiKey": {"keys": [], "location": {"expression": "request.headers.x"}}},
-            f"not supported: {R}.apiKey.location.expression",
+            {"apiKey": {"keys": [], "location": {"expression": 1}}},
+            f"{R}.apiKey.location.expression: expected a string",
+        ),
+        (
+            {"apiKey": {"keys": [], "location": {"expression": "x", "cookie": {"name": "c"}}}},
+            f"{R}.apiKey.location: expected exactly one of: header, queryParameter, cookie, "
+            "expression",
+        ),
+        (
+            {"backendAuth": {"key": {"value": "k", "location": {"expression": "x"}}}},
+            f"{R}.backendAuth.key.location.expression: an expression location can only read "
+            "a credential, not send one",
         ),
         ({"apiKey": {"keys": [], "location": {}}}, "expected exactly one of"),
         (
@@ -325,3 +336,79 @@ def test_basic_auth_runs_before_api_key() -> None:
     )
     answer = run_steps(compile_request_steps(policies), request())
     assert answer is not None and answer.reason == Reason.BASIC_AUTH
+
+
+# -- an `expression` location (AuthorizationLocation::Expression, http/auth/mod.rs) ----------
+
+needs_cel = pytest.mark.skipif(not cel.available(), reason="the cel extra is not installed")
+
+
+@needs_cel
+def test_expression_location_config() -> None:
+    policies = load_policies(
+        {"apiKey": {"keys": [], "location": {"expression": 'request.headers["x-k"]'}}}
+    )
+    assert policies.api_key is not None
+    assert policies.api_key.location == CredentialLocation(
+        "expression", 'request.headers["x-k"]', path=f"{R}.apiKey.location.expression"
+    )
+
+
+@needs_cel
+def test_api_key_from_an_expression_is_not_taken_out() -> None:
+    expression = 'request.headers["x-auth"].stripPrefix("Key ")'
+    steps = compile_request_steps(
+        load_policies(
+            {"apiKey": {"mode": "strict", "keys": [{"key": KEY, "metadata": {"t": 1}}],
+                        "location": {"expression": expression}}}
+        )
+    )  # fmt: skip
+    headers = [(b"x-auth", b"Key " + KEY.encode())]
+    req = request(list(headers))
+    assert run_steps(steps, req) is None
+    assert req.api_key == ApiKeyClaims(KEY, {"t": 1})
+    assert req.headers == headers  # remove() does nothing for an expression
+    wrong = run_steps(steps, request([(b"x-auth", b"Key nope")]))
+    assert wrong is not None and wrong.response.endswith(b"invalid credentials")
+    # A failed evaluation (no such header) is no credential at all.
+    missing = run_steps(steps, request())
+    assert missing is not None and missing.response.endswith(b"no API Key found")
+
+
+@needs_cel
+def test_a_non_string_value_is_no_credential() -> None:
+    steps = compile_request_steps(
+        load_policies({"apiKey": {"mode": "strict", "keys": [{"key": KEY}],
+                                  "location": {"expression": "size(request.headers)"}}})
+    )  # fmt: skip
+    answer = run_steps(steps, request([(b"x", b"1")]))
+    assert answer is not None and answer.response.endswith(b"no API Key found")
+
+
+@needs_cel
+def test_basic_auth_from_an_expression() -> None:
+    # The credential is still base64 `user:password`, here read from another header.
+    steps = compile_request_steps(
+        load_policies({"basicAuth": {"mode": "strict",
+                                     "htpasswd": "alice:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=",
+                                     "authorizationLocation": {
+                                         "expression": 'request.headers["x-basic"]'}}})
+    )  # fmt: skip
+    encoded = base64.b64encode(b"alice:test")
+    req = request([(b"x-basic", encoded)])
+    assert run_steps(steps, req) is None
+    assert req.basic_auth_user == "alice" and req.headers == [(b"x-basic", encoded)]
+    refused = run_steps(steps, request())
+    assert refused is not None and refused.reason == Reason.BASIC_AUTH
+
+
+@needs_cel
+def test_a_bad_location_expression_fails_when_the_plan_is_built() -> None:
+    policies = load_policies(
+        {"apiKey": {"keys": [], "location": {"expression": "request.headers["}}}
+    )
+    with pytest.raises(ConfigError) as info:
+        compile_request_steps(policies)
+    assert str(info.value).startswith(
+        f"{R}.apiKey.location.expression: invalid CEL expression: "
+    )

@@ -77,8 +77,8 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
         },
     ),
     (
-        "binds[0].listeners[0].policies.jwtAuth",
-        {"binds": [{"port": 1, "listeners": [{"routes": [], "policies": {"jwtAuth": {}}}]}]},
+        "binds[0].listeners[0].policies.extAuthz",
+        {"binds": [{"port": 1, "listeners": [{"routes": [], "policies": {"extAuthz": {}}}]}]},
     ),
     ("frontendPolicies.tls.alpn", {"frontendPolicies": {"tls": {"alpn": [[104, 50]]}}}),
     (
@@ -151,14 +151,12 @@ def test_every_known_unsupported_key_is_refused(path: str, config: object) -> No
     assert error_of(config).message == f"not supported: {path}"
 
 
-def test_conditional_rate_limit_is_refused_not_ignored() -> None:
-    # `conditional` entries choose a bucket with a CEL condition, which agw-fast lacks yet.
-    entry = {"condition": "true", "maxTokens": 1, "fillInterval": "1s"}
+def test_conditional_token_rate_limit_is_refused_not_ignored() -> None:
+    # A selected `type: tokens` entry would have to follow the request to its LLM exchange.
+    entry = {"condition": "true", "maxTokens": 1, "fillInterval": "1s", "type": "tokens"}
     error = error_of(policies({"localRateLimit": {"conditional": [entry]}}))
-    assert str(error) == (
-        "binds[0].listeners[0].routes[0].policies.localRateLimit.conditional: "
-        "not supported: binds[0].listeners[0].routes[0].policies.localRateLimit.conditional"
-    )
+    where = "binds[0].listeners[0].routes[0].policies.localRateLimit.conditional[0].type"
+    assert str(error) == f"{where}: not supported: {where}"
 
 
 ERRORS: list[tuple[object, str, str]] = [

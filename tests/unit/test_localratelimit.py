@@ -85,19 +85,71 @@ def test_empty_list_is_no_policy() -> None:
         ([{"fillInterval": "1s", "type": "bytes"}], f"{R}[0].type", "bytes"),
         ([{"fillInterval": "1s", "burst": 3}], f"{R}[0].burst", 'unknown field "burst"'),
         ({"maxTokens": 1, "fillInterval": "1s"}, f"{R}.maxTokens", 'unknown field "maxTokens"'),
-        ({}, R, "expected a list of rate limits"),
+        ({}, f"{R}.conditional", 'missing required field "conditional"'),
         ("10/s", R, "expected a list"),
+        ({"conditional": []}, f"{R}.conditional", "at least one entry"),
         (
-            {"conditional": [{"fillInterval": "1s"}]},
+            {"conditional": [{"fillInterval": "1s"}] * 65},
             f"{R}.conditional",
-            f"not supported: {R}.conditional",
+            "at most 64 entries",
         ),
+        (
+            {"conditional": [{"fillInterval": "1s"}, {"condition": "true", "fillInterval": "1s"}]},
+            f"{R}.conditional[0]",
+            "entries without condition must be last",
+        ),
+        (
+            {"conditional": [{"condition": 1, "fillInterval": "1s"}]},
+            f"{R}.conditional[0].condition",
+            "expected a string",
+        ),
+        (
+            {"conditional": [{"condition": "true", "fillInterval": "0s"}]},
+            f"{R}.conditional[0].fillInterval",
+            "greater than 0",
+        ),
+        (
+            {"conditional": [{"condition": "true", "fillInterval": "1s", "burst": 1}]},
+            f"{R}.conditional[0].burst",
+            'unknown field "burst"',
+        ),
+        (
+            {"conditional": [{"condition": "true", "fillInterval": "1s", "type": "tokens"}]},
+            f"{R}.conditional[0].type",
+            f"not supported: {R}.conditional[0].type",
+        ),
+        ([{"condition": "true", "fillInterval": "1s"}], f"{R}[0].condition", "unknown field"),
     ],
 )
 def test_config_errors(rate_limit: object, path: str, message: str) -> None:
     error = _error(rate_limit)
     assert error.path == path
     assert message in error.message
+
+
+def test_conditional_config() -> None:
+    policies = _policies(
+        {
+            "conditional": [
+                {"condition": 'request.path == "/a"', "maxTokens": 2, "fillInterval": "1s"},
+                {"maxTokens": 5, "tokensPerFill": 5, "fillInterval": "1m"},
+            ]
+        }
+    )
+    assert policies is not None
+    assert policies.local_rate_limit == (
+        LocalRateLimit(2, 0, S, "requests", 'request.path == "/a"', f"{R}.conditional[0]"),
+        LocalRateLimit(5, 5, 60 * S, "requests", None, f"{R}.conditional[1]"),
+    )
+
+
+def test_a_bad_condition_fails_when_the_plan_is_built_naming_its_field() -> None:
+    policies = _policies({"conditional": [{"condition": "request.nope(", "fillInterval": "1s"}]})
+    with pytest.raises(ConfigError) as caught:
+        compile_request_steps(policies)
+    assert str(caught.value).startswith(
+        f"{R}.conditional[0].condition: invalid CEL expression: "
+    )
 
 
 # -- bucket arithmetic (agentgateway's ratelimiter: fixed refill grid, lazy, capped)
@@ -337,3 +389,79 @@ def test_a_process_killed_inside_the_lock_does_not_wedge_the_bucket() -> None:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert _fields(request).startswith(b"x-ratelimit-limit: 5\r\nx-ratelimit-remaining: 4\r\n")
+
+
+# -- conditional entries (store/policy.rs RequestPolicy::select: the first that matches)
+
+
+def _conditional_step(clock: Clock):  # type: ignore[no-untyped-def]
+    policies = _policies(
+        {
+            "conditional": [
+                {
+                    "condition": 'request.headers["x-tier"] == "free"',
+                    "maxTokens": 1, "tokensPerFill": 1, "fillInterval": "10s",
+                },
+                {
+                    "condition": 'request.path.startsWith("/api")',
+                    "maxTokens": 3, "tokensPerFill": 1, "fillInterval": "20s",
+                },
+            ]
+        }
+    )
+    assert policies is not None
+    return _step(*policies.local_rate_limit, clock=clock)
+
+
+def _tier(tier: bytes | None, path: bytes = b"/api") -> PolicyRequest:
+    headers = [] if tier is None else [(b"x-tier", tier)]
+    return PolicyRequest(b"GET", b"h", path, b"", headers, None, "127.0.0.1:1")
+
+
+def test_conditional_first_matching_entry_is_the_only_limit() -> None:
+    clock = Clock()
+    step = _conditional_step(clock)
+    request = _tier(b"free")  # both conditions hold: the first entry alone applies
+    assert step(request) is None
+    assert _fields(request) == (
+        b"x-ratelimit-limit: 1\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: 10\r\n"
+    )
+    assert request.response_replaces is not None
+    answer = step(_tier(b"free"))
+    assert answer is not None and answer.reason == Reason.RATE_LIMIT
+    assert b"x-ratelimit-limit: 1\r\nx-ratelimit-remaining: 0\r\n" in answer.response
+    # The second entry's bucket was not touched by the free tier's requests.
+    request = _tier(b"paid")
+    assert step(request) is None
+    assert _fields(request) == (
+        b"x-ratelimit-limit: 3\r\nx-ratelimit-remaining: 2\r\nx-ratelimit-reset: 20\r\n"
+    )
+    # A condition that fails to evaluate (no x-tier header) is false: the next entry applies.
+    request = _tier(None)
+    assert step(request) is None
+    assert b"x-ratelimit-remaining: 1\r\n" in _fields(request)
+
+
+def test_conditional_without_a_match_is_not_limited_and_adds_no_fields() -> None:
+    step = _conditional_step(Clock())
+    for _ in range(5):
+        request = _tier(None, b"/other")
+        assert step(request) is None
+        assert request.response_lines is None and request.response_replaces is None
+
+
+def test_conditional_fallback_applies_when_nothing_else_matches() -> None:
+    policies = _policies(
+        {
+            "conditional": [
+                {"condition": "false", "maxTokens": 9, "fillInterval": "1s"},
+                {"maxTokens": 1, "fillInterval": "1s"},
+            ]
+        }
+    )
+    assert policies is not None
+    step = _step(*policies.local_rate_limit, clock=Clock())
+    request = _request()
+    assert step(request) is None
+    assert b"x-ratelimit-limit: 1\r\n" in _fields(request)
+    assert step(_request()) is not None

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from agw_fast.config import load_config
-from agw_fast.config.model import JwtAuth, JwtProvider, RoutePolicies
+from agw_fast.config.model import CredentialLocation, JwtAuth, JwtProvider, RoutePolicies
+from agw_fast.core import cel
 from agw_fast.core.reason import Reason
 from agw_fast.errors import ConfigError
 from agw_fast.policies import PolicyRequest, compile_request_steps
@@ -279,6 +280,23 @@ def test_a_custom_header_location() -> None:
     req = request((AUTH, b"Bearer keep"), (b"x-token", token().encode()))
     assert step(req) is None
     assert req.headers == [(AUTH, b"Bearer keep")]
+
+
+@pytest.mark.skipif(not cel.available(), reason="the cel extra is not installed")
+def test_an_expression_location() -> None:
+    location = CredentialLocation("expression", 'request.headers["x-jwt"]', path="p")
+    step = step_for("strict", location=location)  # type: ignore[arg-type]
+    tok = token()
+    req = request((b"x-jwt", tok.encode()))
+    assert step(req) is None
+    assert req.jwt_token == tok and req.headers == [(b"x-jwt", tok.encode())]
+    status, body = answer_text(step(request((AUTH, b"Bearer " + tok.encode()))))
+    assert (status, body) == (401, "authentication failure: no bearer token found")
+    assert load_jwt(
+        {"issuer": ISS, "jwks": JWKS, "location": {"expression": 'request.headers["x-jwt"]'}}
+    ).location == CredentialLocation(
+        "expression", 'request.headers["x-jwt"]', path=f"{R}.location.expression"
+    )
 
 
 def test_jwt_runs_before_direct_response() -> None:
