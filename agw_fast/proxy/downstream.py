@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import IntEnum
+from functools import partial
 from typing import Protocol, cast
 
 import h11
@@ -655,10 +656,12 @@ class DownstreamProtocol(asyncio.Protocol):
             answer = run_steps(steps, policy_request)
             if answer is not None:
                 if answer is DEFER:
-                    self._defer(
-                        request, route, prefix, policy_request, method, host, path, query,
-                        target, headers, length, chunked, content_encoding, expect, started,
+                    forward = partial(
+                        self._forward, request, route, prefix, policy_request, method, host,
+                        path, query, target, headers, length, chunked, content_encoding,
+                        expect, started,
                     )
+                    self._defer(request, route, policy_request, started, forward)
                     return
                 self._policy_answer(request, answer, policy_request, started, route.labels)
                 return
@@ -744,30 +747,26 @@ class DownstreamProtocol(asyncio.Protocol):
         exchange.start(expect and self.h11.they_are_waiting_for_100_continue, spent)
         mirror = route.mirror
         if mirror is not None and mirror.chosen():
+            # The copy's Host: the client's, or what an explicit rewrite made of it; the
+            # main backend's own hostname is no business of the mirror's.
+            if authority is backend.auto_authority:
+                authority = host
             send_mirror(self.ctx, mirror, method, target, authority, headers)
 
     def _defer(
         self,
         request: h11.Request,
         route: RuntimeRoute,
-        prefix: str | None,
         policy_request: PolicyRequest,
-        method: bytes,
-        host: bytes,
-        path: bytes,
-        query: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        length: int,
-        chunked: bool,
-        content_encoding: bytes | None,
-        expect: bool,
         started: float,
+        forward: Callable[[float], None],
     ) -> None:
-        """Hold the request `policy_request.delay` seconds (`delay`), then go on from the
-        step after the one that deferred it. Meanwhile the worker serves other connections;
-        this one stops handing h11 events on (its body waits in h11's buffer, and reading
-        pauses once MAX_PIPELINED bytes are there), and a client that goes away cancels it.
+        """Hold the request `policy_request.delay` seconds (`delay`), then run the steps
+        after the one that deferred it and, if none answers, `forward(seconds spent)`.
+
+        Meanwhile the worker serves other connections; this one hands no h11 events on (the
+        body waits in h11's buffer, and reading pauses once MAX_PIPELINED bytes are there),
+        and a client that goes away cancels the timer (`connection_lost`).
         """
         seconds = policy_request.delay
         timeout = route.request_timeout
@@ -780,9 +779,7 @@ class DownstreamProtocol(asyncio.Protocol):
             )
         else:
             self.delay_timer = self.loop.call_later(
-                seconds, self._resume, request, route, prefix, policy_request, method, host,
-                path, query, target, headers, length, chunked, content_encoding, expect,
-                started, seconds,
+                seconds, self._resume, request, route, policy_request, started, forward, seconds
             )
 
     def _delay_timed_out(self, request: h11.Request, route: RuntimeRoute, started: float) -> None:
@@ -791,39 +788,33 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         self.mode = _IDLE
         self._local(request, 504, b"request timeout", started, route.labels, Reason.TIMEOUT)
+        self._delay_over()
+
+    def _delay_over(self) -> None:
+        """Go on with what waited in h11's buffer during the delay (the request's body)."""
+        self.last_active = self.loop.time()
+        self.buffered = 0
+        if self.read_pauses & ReadPause.PIPELINE:
+            self.resume_reading(ReadPause.PIPELINE)
         self._process()
 
     def _resume(
         self,
         request: h11.Request,
         route: RuntimeRoute,
-        prefix: str | None,
         policy_request: PolicyRequest,
-        method: bytes,
-        host: bytes,
-        path: bytes,
-        query: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        length: int,
-        chunked: bool,
-        content_encoding: bytes | None,
-        expect: bool,
         started: float,
+        forward: Callable[[float], None],
         spent: float,
     ) -> None:
         self.delay_timer = None
         if self.transport is None:
             return
         self.mode = _IDLE
-        self.last_active = self.loop.time()
         try:
             answer = run_steps(policy_request.resume, policy_request)
             if answer is None:
-                self._forward(
-                    request, route, prefix, policy_request, method, host, path, query, target,
-                    headers, length, chunked, content_encoding, expect, started, spent,
-                )
+                forward(spent)
             else:
                 # A route has one `delay`, so nothing after it defers again.
                 self._policy_answer(request, answer, policy_request, started, route.labels)
@@ -834,11 +825,7 @@ class DownstreamProtocol(asyncio.Protocol):
                 exchange.abort()
             self.abort()
             return
-        if self.read_pauses & ReadPause.PIPELINE:
-            self.resume_reading(ReadPause.PIPELINE)
-        self.buffered = 0
-        # The body (and what follows) that waited in h11's buffer.
-        self._process()
+        self._delay_over()
 
     def _policy_answer(
         self,
