@@ -271,3 +271,25 @@ def test_slow_mirror_never_affects_the_response(setup: Setup) -> None:
 def test_no_internal_errors(setup: Setup) -> None:
     output = setup.gateway.output()
     assert "Traceback" not in output and "internal error" not in output
+
+
+def test_a_delay_longer_than_the_idle_timeout_is_not_cut(gateway: GatewayFactory) -> None:
+    """The idle sweep expires connections the gateway waits on, not one it holds itself."""
+    with Upstream() as upstream:
+        config = QUIET + f"""frontendPolicies:
+  http:
+    http1IdleTimeout: 1s
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - policies:
+        delay: {{duration: 2500ms}}
+      backends: [{{host: "127.0.0.1:{upstream.port}"}}]
+"""
+        process = gateway(config)
+        started = time.monotonic()
+        with RawClient(process.port) as client:
+            response = client.request(http_request("GET", "/held"))
+        assert response.status == 200
+        assert time.monotonic() - started >= 2.5
