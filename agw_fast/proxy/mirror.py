@@ -7,7 +7,8 @@ dropped, and a failure is only logged. Nothing of it reaches the client's reques
 copy starts after the proxied exchange has, uses a pooled connection of its own, and its
 errors never leave this module.
 
-One Task per copy (mirroring is opt-in per route). A copy whose response has not ended
+One Task per copy (mirroring is opt-in per route), which a worker's stop does not wait
+for. A copy whose response has not ended
 after `MIRROR_TIMEOUT` seconds is cut, so a slow mirror target cannot pile up connections.
 """
 
@@ -53,6 +54,7 @@ class _RateLimitedLog:
 
 
 _log = _RateLimitedLog()
+_tasks: set[asyncio.Task[None]] = set()  # copies in flight (the loop holds tasks weakly)
 
 
 class DiscardSink:
@@ -109,7 +111,11 @@ def send_mirror(
         backend.request_headers,
         b"" if method in _BODILESS else _EMPTY_BODY,
     )
-    services.spawn(_send(services, mirror, head, method == b"HEAD"))
+    # Held here, not by `services.spawn`: a worker's drain waits for its own tasks, and a
+    # copy must never hold up a stop (the loop cancels what is left when it closes).
+    task = services.loop.create_task(_send(services, mirror, head, method == b"HEAD"))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 async def _send(services: Services, mirror: RuntimeMirror, head: bytes, head_only: bool) -> None:

@@ -293,3 +293,28 @@ binds:
             response = client.request(http_request("GET", "/held"))
         assert response.status == 200
         assert time.monotonic() - started >= 2.5
+
+
+def test_a_slow_mirror_never_holds_up_a_stop(gateway: GatewayFactory) -> None:
+    with Upstream() as upstream, Upstream(_silent) as slow:
+        config = f"""config:
+  statsAddr: "off"
+  adminAddr: "off"
+  readinessAddr: "off"
+  connectionTerminationDeadline: 30s
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - policies:
+        requestMirror: {{backend: {{host: "127.0.0.1:{slow.port}"}}, percentage: 1}}
+      backends: [{{host: "127.0.0.1:{upstream.port}"}}]
+"""
+        process = gateway(config)
+        with RawClient(process.port) as client:
+            assert client.request(http_request("GET", "/copied")).status == 200
+        wait_until(lambda: len(slow.requests) == 1)
+        started = time.monotonic()
+        assert process.stop() == 0
+        # Not the 10 s the mirror holds the copy, nor the 30 s drain deadline.
+        assert time.monotonic() - started < 8
