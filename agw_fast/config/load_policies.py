@@ -250,8 +250,12 @@ def _delay(raw: object, path: str) -> DelayPolicy:
     try:
         seconds = parse_duration(text, where)
     except ConfigError:
+        seconds = -1.0
+    if seconds < 0:
+        # Not a duration (agentgateway's durfmt refuses negative ones too): CEL, which
+        # `-1s` is not, so such a value fails at load there and here alike.
         return DelayPolicy(expression=text, path=where)
-    return DelayPolicy(seconds=max(seconds, 0.0), path=where)
+    return DelayPolicy(seconds=seconds, path=where)
 
 
 def _request_mirror(raw: object, path: str) -> RequestMirror:

@@ -6,6 +6,11 @@ complete local response and its `Reason`). `compile_request_steps` builds a rout
 in agentgateway's order; a route gets a step only for a policy it configures, so a route
 without policies pays one empty-tuple check per request.
 
+A step that must hold the request for a while (`delay`) never waits itself: it sets
+`request.delay` and returns `DEFER`; `run_steps` records the steps after it in
+`request.resume`, and the client connection runs those, and proxies the request, from a
+timer (`DownstreamProtocol._defer`), serving other connections meanwhile.
+
 Adding a policy: parse its config in `config/load_policies.py`, write one module here with a
 `build(policies) -> RequestStep | None`, and add that function to `STEP_BUILDERS`.
 

@@ -73,8 +73,23 @@ def test_delay_duration_string_is_fixed_and_needs_no_cel() -> None:
     assert step(request) is DEFER and request.delay == 0.15
 
 
-def test_zero_fixed_delay_adds_no_step() -> None:
-    assert compile_request_steps(_parse({"delay": {"duration": "0s"}})) == ()
+@pytest.mark.parametrize("duration", ["0s", "0"])
+def test_zero_fixed_delay_adds_no_step(duration: str) -> None:
+    assert compile_request_steps(_parse({"delay": {"duration": duration}})) == ()
+
+
+@needs_cel
+def test_negative_duration_is_not_a_duration_and_not_cel() -> None:
+    assert _error({"delay": {"duration": "-1s"}}).startswith(
+        f"{P}.delay.duration: invalid CEL expression"
+    )
+
+
+@needs_cel
+def test_number_without_unit_is_cel_milliseconds() -> None:
+    (step,) = compile_request_steps(_parse({"delay": {"duration": "250"}}))
+    request = _request()
+    assert step(request) is DEFER and request.delay == 0.25
 
 
 def test_other_text_is_a_cel_expression() -> None:
