@@ -55,6 +55,7 @@ __all__ = [
     "RuntimeBackend",
     "RuntimeBind",
     "RuntimeListener",
+    "RuntimeMirror",
     "RuntimeRoute",
     "compile_config",
 ]
@@ -140,6 +141,7 @@ class RuntimeRoute:
     backends: tuple[RuntimeBackend, ...]
     # `localRateLimit` of `type: tokens`: checked and charged by LLM exchanges only.
     token_limits: TokenLimits | None = None
+    mirror: RuntimeMirror | None = None  # `requestMirror` (None also for percentage 0)
     _cumulative: list[int] = field(default_factory=list)
     _total: int = 0
 
@@ -158,6 +160,18 @@ class RuntimeRoute:
         if self._total <= 0:
             return None
         return backends[bisect_right(self._cumulative, random.randrange(self._total))]
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class RuntimeMirror:
+    """`requestMirror`: where copies go, and how often (agentgateway's `random_bool`)."""
+
+    backend: RuntimeBackend
+    percentage: float  # in (0, 1]
+
+    def chosen(self) -> bool:
+        """Whether this request is copied."""
+        return self.percentage >= 1.0 or random.random() < self.percentage
 
 
 class RuntimeListener(RouteTable[RuntimeRoute]):
@@ -332,6 +346,37 @@ class _Compiler:
             ai=ai_runtime,
         )
 
+    def mirror(self, policies: RoutePolicies | None, name: str) -> RuntimeMirror | None:
+        """A plain-HTTP backend for `requestMirror`'s `host`; the copy carries the route's
+        request header changes, as agentgateway mirrors the request after them."""
+        mirror = policies.request_mirror if policies is not None else None
+        if mirror is None or mirror.percentage <= 0.0:
+            return None
+        assert policies is not None
+        host, port = mirror.target.host, mirror.target.port
+        auto_authority = None if _is_ip(host) else (
+            host if port == 80 else f"{host}:{port}"
+        ).encode()
+        backend = RuntimeBackend(
+            name=name,
+            weight=1,
+            host=host,
+            port=port,
+            endpoint=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            protocol="http",
+            ssl=None,
+            server_hostname=None,
+            pool_key=(host, port, 0),
+            auto_authority=auto_authority,
+            request_headers=RequestHeaderPlan.build([policies.request_header_modifier], None),
+            response_drop=RESPONSE_HOP_BY_HOP,
+            response_extra=b"",
+            redirect=None,
+            backend_request_timeout=None,
+            ai=None,
+        )
+        return RuntimeMirror(backend, mirror.percentage)
+
     def route(self, path: str, port: int, listener: Listener, route: Route) -> RuntimeRoute:
         policies = route.policies
         # agentgateway's names (types/local.rs): the route is `{namespace}/{name}`; an inline
@@ -347,6 +392,7 @@ class _Compiler:
             labels=labels,
             request_steps=compile_request_steps(policies),
             token_limits=build_token_limits(policies),
+            mirror=self.mirror(policies, f"/{route_key}/mirror"),
             url_rewrite=policies.url_rewrite if policies else None,
             request_timeout=(
                 policies.timeout.request_timeout if policies and policies.timeout else None

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal, cast
 
+from agw_fast.config.durations import parse_duration
 from agw_fast.config.model import (
     BASIC_LOCATION,
     BEARER_LOCATION,
@@ -24,8 +25,10 @@ from agw_fast.config.model import (
     BackendPolicies,
     BackendTLS,
     BasicAuth,
+    ConditionalDirectResponse,
     CorsPolicy,
     CredentialLocation,
+    DelayPolicy,
     DirectResponse,
     GatewayPolicies,
     HeaderModifier,
@@ -35,6 +38,7 @@ from agw_fast.config.model import (
     JwtProvider,
     LocalRateLimit,
     PathRewrite,
+    RequestMirror,
     RequestRedirect,
     RoutePolicies,
     TimeoutPolicy,
@@ -56,6 +60,7 @@ from agw_fast.config.validate import (
     join,
     kind,
     not_supported,
+    parse_host_port,
 )
 from agw_fast.errors import ConfigError
 
@@ -191,8 +196,13 @@ def _redirect(raw: object, path: str) -> RequestRedirect:
     return result
 
 
-def _direct_response(raw: object, path: str) -> DirectResponse:
-    o = Obj(raw, path, "LocalExplicitOrConditional_DirectResponse")
+def _direct_response(raw: object, path: str) -> DirectResponse | ConditionalDirectResponse:
+    if isinstance(raw, dict) and "conditional" in raw:
+        return _conditional_direct_response(raw, path)
+    return _direct_answer(Obj(raw, path, "LocalExplicitOrConditional_DirectResponse"))
+
+
+def _direct_answer(o: Obj) -> DirectResponse:
     status = as_int(o.require("status"), o.child("status"))
     # A 1xx is an interim response (RFC 9110 §15.2): it cannot be the final answer.
     if not 200 <= status <= 599:
@@ -209,6 +219,59 @@ def _direct_response(raw: object, path: str) -> DirectResponse:
         body = bytes(as_int(b, f"{body_path}[{i}]", 0, 255) for i, b in enumerate(body_raw))
     o.close()
     return DirectResponse(status=status, body=body)
+
+
+def _conditional_direct_response(raw: dict[str, object], path: str) -> ConditionalDirectResponse:
+    """agentgateway's `LocalConditionalPolicies` (types/local.rs): 1..64 entries, an entry
+    without `condition` only last."""
+    o = Obj(raw, path, "LocalConditionalPolicies_DirectResponse")
+    items = o.items("conditional")
+    o.close()
+    if not items:
+        raise ConfigError(join(path, "conditional"), "conditional policies need at least one entry")
+    if len(items) > 64:
+        raise ConfigError(join(path, "conditional"), "conditional policies take at most 64 entries")
+    entries = []
+    for index, (item_path, item) in enumerate(items):
+        entry = Obj(item, item_path, "LocalConditionalPolicy_DirectResponse")
+        condition = entry.opt_str("condition")
+        if condition is None and index + 1 != len(items):
+            raise ConfigError(item_path, "an entry without condition must be the last")
+        entries.append((condition, _direct_answer(entry), entry.child("condition")))
+    return ConditionalDirectResponse(tuple(entries))
+
+
+def _delay(raw: object, path: str) -> DelayPolicy:
+    """`delay.duration`: a duration string (`2s`) is fixed, anything else a CEL expression,
+    as agentgateway's `de_duration_or_expression` (cel/helpers.rs)."""
+    o = Obj(raw, path, "DelayPolicy")
+    text = o.req_str("duration")
+    where = o.child("duration")
+    o.close()
+    try:
+        seconds = parse_duration(text, where)
+    except ConfigError:
+        seconds = -1.0
+    if seconds < 0:
+        # Not a duration (agentgateway's durfmt refuses negative ones too): CEL, which
+        # `-1s` is not, so such a value fails at load there and here alike.
+        return DelayPolicy(expression=text, path=where)
+    return DelayPolicy(seconds=seconds, path=where)
+
+
+def _request_mirror(raw: object, path: str) -> RequestMirror:
+    o = Obj(raw, path, "RequestMirror")
+    backend = Obj(o.require("backend"), o.child("backend"), "SimpleLocalBackendSerde")
+    target = parse_host_port(backend.require("host"), backend.child("host"))
+    backend.close()
+    percentage_path = o.child("percentage")
+    percentage = o.require("percentage")
+    if isinstance(percentage, bool) or not isinstance(percentage, int | float):
+        raise ConfigError(percentage_path, f"expected a number, got {kind(percentage)}")
+    if not 0.0 <= percentage <= 1.0:
+        raise ConfigError(percentage_path, f"percentage must be in 0.0..1.0, got {percentage}")
+    o.close()
+    return RequestMirror(target, float(percentage))
 
 
 def _local_rate_limits(raw: object, path: str) -> tuple[LocalRateLimit, ...]:
@@ -728,6 +791,8 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     jwt, p13 = sub("jwtAuth")
     cors, p14 = sub("cors")
     rate_limit, p15 = sub("localRateLimit")
+    delay, p16 = sub("delay")
+    mirror, p17 = sub("requestMirror")
     o.close()
     result = RoutePolicies(
         request_header_modifier=None if req_hm is None else _header_modifier(req_hm, p1),
@@ -745,6 +810,8 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         jwt_auth=None if jwt is None else _jwt_auth(jwt, p13, base_dir),
         cors=None if cors is None else _cors(cors, p14),
         local_rate_limit=() if rate_limit is None else _local_rate_limits(rate_limit, p15),
+        delay=None if delay is None else _delay(delay, p16),
+        request_mirror=None if mirror is None else _request_mirror(mirror, p17),
     )
     return None if result == RoutePolicies() else result
 

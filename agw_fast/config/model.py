@@ -29,6 +29,8 @@ __all__ = [
     "Config",
     "CredentialLocation",
     "CorsPolicy",
+    "ConditionalDirectResponse",
+    "DelayPolicy",
     "DirectResponse",
     "FrontendPolicies",
     "GatewayPolicies",
@@ -45,6 +47,7 @@ __all__ = [
     "LoggingConfig",
     "PathMatch",
     "PathRewrite",
+    "RequestMirror",
     "RequestRedirect",
     "Route",
     "RouteBackend",
@@ -125,6 +128,32 @@ class RequestRedirect:
 class DirectResponse:
     status: int
     body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionalDirectResponse:
+    """`directResponse: {conditional: [...]}`: the first entry whose CEL `condition` is true
+    answers; an entry without one (last only) is the fallback; none true: no answer."""
+
+    entries: tuple[tuple[str | None, DirectResponse, str], ...]  # (condition, answer, path)
+
+
+@dataclass(frozen=True, slots=True)
+class DelayPolicy:
+    """`delay.duration`: a fixed duration (`seconds`) or a CEL `expression` (milliseconds or
+    a duration value), evaluated per request."""
+
+    seconds: float = 0.0
+    expression: str | None = None
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMirror:
+    """`requestMirror`: copy a `percentage` (0..1) of requests to `target`, heads only."""
+
+    target: HostBackend
+    percentage: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +322,7 @@ class RoutePolicies:
     response_header_modifier: HeaderModifier | None = None
     request_redirect: RequestRedirect | None = None
     url_rewrite: UrlRewrite | None = None
-    direct_response: DirectResponse | None = None
+    direct_response: DirectResponse | ConditionalDirectResponse | None = None
     backend_tls: BackendTLS | None = None
     backend_auth: BackendAuth | None = None
     timeout: TimeoutPolicy | None = None
@@ -304,6 +333,8 @@ class RoutePolicies:
     jwt_auth: JwtAuth | None = None
     cors: CorsPolicy | None = None
     local_rate_limit: tuple[LocalRateLimit, ...] = ()
+    delay: DelayPolicy | None = None
+    request_mirror: RequestMirror | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,10 +76,10 @@ _TABLE: dict[str, tuple[str, str]] = {
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
         "directResponse backendTLS backendAuth timeout ai apiKey basicAuth authorization jwtAuth "
-        "cors localRateLimit",
-        "a2a backendTunnel buffer csrf delay extAuthz "
+        "cors localRateLimit delay requestMirror",
+        "a2a backendTunnel buffer csrf extAuthz "
         "extProc mcpAuthentication mcpAuthorization mcpGuardrails "
-        "oidc remoteRateLimit requestMirror retry transformations",
+        "oidc remoteRateLimit retry transformations",
     ),
     "UrlRewrite": ("authority path", ""),
     "CorsSerde": (
@@ -91,9 +91,14 @@ _TABLE: dict[str, tuple[str, str]] = {
     "HeaderModifier": ("add set remove", ""),
     "RequestRedirect": ("scheme authority path status", ""),
     "LocalExplicitOrConditional_DirectResponse": (
-        "status body",
-        "bodyExpression conditional headers",
+        "status body conditional",
+        "bodyExpression headers",
     ),
+    "LocalConditionalPolicies_DirectResponse": ("conditional", ""),
+    "LocalConditionalPolicy_DirectResponse": ("condition status body", "bodyExpression headers"),
+    "DelayPolicy": ("duration", ""),
+    "RequestMirror": ("backend percentage", ""),
+    "SimpleLocalBackendSerde": ("host", "service backend"),
     "RateLimitSpec": ("maxTokens tokensPerFill fillInterval type", ""),
     "LocalConditionalPolicies_RateLimitSpec": ("conditional", ""),
     "LocalConditionalPolicy_RateLimitSpec": (

@@ -6,6 +6,11 @@ complete local response and its `Reason`). `compile_request_steps` builds a rout
 in agentgateway's order; a route gets a step only for a policy it configures, so a route
 without policies pays one empty-tuple check per request.
 
+A step that must hold the request for a while (`delay`) never waits itself: it sets
+`request.delay` and returns `DEFER`; `run_steps` records the steps after it in
+`request.resume`, and the client connection runs those, and proxies the request, from a
+timer (`DownstreamProtocol._defer`), serving other connections meanwhile.
+
 Adding a policy: parse its config in `config/load_policies.py`, write one module here with a
 `build(policies) -> RequestStep | None`, and add that function to `STEP_BUILDERS`.
 
@@ -25,14 +30,16 @@ from agw_fast.policies import (
     authorization,
     basic_auth,
     cors,
+    delay,
     direct_response,
     jwt,
     localratelimit,
     redirect,
 )
-from agw_fast.policies.request import PolicyAnswer, PolicyRequest, RequestStep
+from agw_fast.policies.request import DEFER, PolicyAnswer, PolicyRequest, RequestStep
 
 __all__ = [
+    "DEFER",
     "GATEWAY_STEP_BUILDERS",
     "STEP_BUILDERS",
     "PolicyAnswer",
@@ -47,7 +54,7 @@ StepBuilder = Callable[[RoutePolicies], RequestStep | None]
 
 # The order agentgateway applies them in (proxy/httpproxy.rs): cors, the authentication
 # policies (jwtAuth, basicAuth, apiKey), extAuthz, authorization, rate limits, csrf,
-# requestRedirect, directResponse. The first step that answers ends the request. CORS comes
+# requestRedirect, delay, directResponse. The first step that answers ends the request. CORS comes
 # first: a preflight is answered before any other policy, and its fields reach later steps'
 # answers too.
 STEP_BUILDERS: tuple[StepBuilder, ...] = (
@@ -58,6 +65,7 @@ STEP_BUILDERS: tuple[StepBuilder, ...] = (
     authorization.build,
     localratelimit.build,
     redirect.build,
+    delay.build,
     direct_response.build,
 )
 
@@ -91,9 +99,13 @@ def compile_request_steps(policies: RoutePolicies | None) -> tuple[RequestStep, 
 
 
 def run_steps(steps: Sequence[RequestStep], request: PolicyRequest) -> PolicyAnswer | None:
-    """The answer of the first step that answers, or None to proxy the request."""
+    """The answer of the first step that answers, or None to proxy the request. `DEFER`
+    means: wait `request.delay` seconds, then run `request.resume` the same way."""
     for step in steps:
         answer = step(request)
         if answer is not None:
+            if answer is DEFER:
+                # Only on the (rare) deferring path: where to pick up when the time is up.
+                request.resume = steps[steps.index(step) + 1 :]
             return answer
     return None

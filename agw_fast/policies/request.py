@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["ApiKeyClaims", "PolicyAnswer", "PolicyRequest", "RequestStep"]
+__all__ = ["DEFER", "ApiKeyClaims", "PolicyAnswer", "PolicyRequest", "RequestStep"]
 
 
 class ApiKeyClaims(NamedTuple):
@@ -36,7 +36,7 @@ class PolicyRequest:
     __slots__ = (
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
         "response_lines", "response_replaces", "version", "claims", "api_key",
-        "basic_auth_user", "jwt_claims", "jwt_token",
+        "basic_auth_user", "jwt_claims", "jwt_token", "delay", "resume",
     )  # fmt: skip
 
     def __init__(
@@ -69,6 +69,9 @@ class PolicyRequest:
         # What authentication steps established, by agentgateway's CEL variable name
         # ("jwt", "apiKey", "basicAuth"): later steps (authorization) read it.
         self.claims: dict[str, object] | None = None
+        # A step that returned `DEFER`: seconds to wait, and the steps still to run then.
+        self.delay = 0.0
+        self.resume: Sequence[RequestStep] = ()
 
     def set_claims(self, variable: str, value: object) -> None:
         """Record an authentication result under its CEL variable name (e.g. "jwt")."""
@@ -124,3 +127,8 @@ class PolicyAnswer(NamedTuple):
 
 # None lets the request go on; an answer ends it with the gateway's own response.
 RequestStep = Callable[[PolicyRequest], PolicyAnswer | None]
+
+# The answer of a step that holds the request for `PolicyRequest.delay` seconds (`delay`):
+# `run_steps` then records the steps after it in `PolicyRequest.resume`, and the connection
+# runs them, and proxies the request, when the time is up. Compared by identity.
+DEFER = PolicyAnswer(b"", "Deferred")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import IntEnum
+from functools import partial
 from typing import Protocol, cast
 
 import h11
@@ -42,8 +43,9 @@ from agw_fast.plan import (
     RuntimeListener,
     RuntimeRoute,
 )
-from agw_fast.policies import PolicyAnswer, PolicyRequest, run_steps
+from agw_fast.policies import DEFER, PolicyAnswer, PolicyRequest, run_steps
 from agw_fast.proxy.exchange import Exchange, ReadPause, Services
+from agw_fast.proxy.mirror import send_mirror
 from agw_fast.telemetry.record import RequestRecord
 
 __all__ = ["ConnectionServices", "DownstreamProtocol", "parser_reason"]
@@ -68,9 +70,12 @@ class RequestMode(IntEnum):
     IDLE = 0  # between requests (or closing): nothing is being read for a request
     PROXY = 1  # its body goes to the exchange
     ANSWERED = 2  # answered locally: its body is read and dropped (up to MAX_DISCARD)
+    DELAYED = 3  # held by a `delay` policy: its events wait in h11's buffer
 
 
-_IDLE, _PROXY, _ANSWERED = RequestMode.IDLE, RequestMode.PROXY, RequestMode.ANSWERED
+_IDLE, _PROXY, _ANSWERED, _DELAYED = (
+    RequestMode.IDLE, RequestMode.PROXY, RequestMode.ANSWERED, RequestMode.DELAYED,
+)
 
 _HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CONTENT_ENCODING = range(6)
 _SPECIAL_FIELDS = {
@@ -119,6 +124,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "peer",
         "lingering",
         "sni_listener",
+        "delay_timer",
     )
 
     def __init__(self, ctx: ConnectionServices, bind: RuntimeBind) -> None:
@@ -145,6 +151,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.lingering = False
         # HTTPS: the listener the client's SNI chose during the handshake.
         self.sni_listener: RuntimeListener | None = None
+        # A `delay` policy holding the current request (see `_defer`).
+        self.delay_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -160,6 +168,10 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.connections.discard(self)
+        timer = self.delay_timer
+        if timer is not None:
+            self.delay_timer = None
+            timer.cancel()
         exchange = self.exchange
         if exchange is not None:
             exchange.abort()
@@ -200,13 +212,22 @@ class DownstreamProtocol(asyncio.Protocol):
             if not self.head_started:
                 self.head_started = now
             self._process()
-        elif self.exchange is None or not self.exchange.request_done:
+        elif self.exchange is None:
+            if self.mode != _DELAYED:
+                self._process()
+            else:
+                self._hold(data)  # the delayed request's body waits for `_resume`
+        elif not self.exchange.request_done:
             self._process()
         else:
             # Pipelined request bytes wait in h11's buffer until this response is done.
-            self.buffered += len(data)
-            if self.buffered > MAX_PIPELINED:
-                self.pause_reading(ReadPause.PIPELINE)
+            self._hold(data)
+
+    def _hold(self, data: bytes) -> None:
+        """Leave `data` in h11's buffer for later, and stop reading once there is enough."""
+        self.buffered += len(data)
+        if self.buffered > MAX_PIPELINED:
+            self.pause_reading(ReadPause.PIPELINE)
 
     # -- helpers used by the exchange --------------------------------------------------------
 
@@ -348,6 +369,8 @@ class DownstreamProtocol(asyncio.Protocol):
             elif kind is h11.Request:
                 self.head_started = 0.0
                 self._on_request(event)  # type: ignore[arg-type]
+                if self.mode == _DELAYED:
+                    return  # the rest waits for `_resume`
             elif kind is h11.EndOfMessage:
                 mode = self.mode
                 if mode == _PROXY:
@@ -632,8 +655,42 @@ class DownstreamProtocol(asyncio.Protocol):
                 policy_request.matched_prefix = prefix
             answer = run_steps(steps, policy_request)
             if answer is not None:
+                if answer is DEFER:
+                    forward = partial(
+                        self._forward, request, route, prefix, policy_request, method, host,
+                        path, query, target, headers, length, chunked, content_encoding,
+                        expect, started,
+                    )
+                    self._defer(request, route, policy_request, started, forward)
+                    return
                 self._policy_answer(request, answer, policy_request, started, route.labels)
                 return
+        self._forward(
+            request, route, prefix, policy_request, method, host, path, query, target, headers,
+            length, chunked, content_encoding, expect, started,
+        )
+
+    def _forward(
+        self,
+        request: h11.Request,
+        route: RuntimeRoute,
+        prefix: str | None,
+        policy_request: PolicyRequest | None,
+        method: bytes,
+        host: bytes,
+        path: bytes,
+        query: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        length: int,
+        chunked: bool,
+        content_encoding: bytes | None,
+        expect: bool,
+        started: float,
+        spent: float = 0.0,
+    ) -> None:
+        """Proxy a routed request whose policy steps all let it through (`spent`: seconds
+        a `delay` already took of the route's request timeout)."""
         if policy_request is not None:
             # Steps may have taken fields or a query parameter out (a consumed credential).
             headers = policy_request.headers
@@ -687,7 +744,88 @@ class DownstreamProtocol(asyncio.Protocol):
             if policy_replaces is not None:
                 exchange.response_drop = exchange.response_drop | policy_replaces
         self.exchange = exchange
-        exchange.start(expect and self.h11.they_are_waiting_for_100_continue)
+        exchange.start(expect and self.h11.they_are_waiting_for_100_continue, spent)
+        mirror = route.mirror
+        if mirror is not None and mirror.chosen():
+            # The copy's Host: the client's, or what an explicit rewrite made of it; the
+            # main backend's own hostname is no business of the mirror's.
+            if authority is backend.auto_authority:
+                authority = host
+            send_mirror(self.ctx, mirror, method, target, authority, headers)
+
+    def _defer(
+        self,
+        request: h11.Request,
+        route: RuntimeRoute,
+        policy_request: PolicyRequest,
+        started: float,
+        forward: Callable[[float], None],
+    ) -> None:
+        """Hold the request `policy_request.delay` seconds (`delay`), then run the steps
+        after the one that deferred it and, if none answers, `forward(seconds spent)`.
+
+        Meanwhile the worker serves other connections; this one hands no h11 events on (the
+        body waits in h11's buffer, and reading pauses once MAX_PIPELINED bytes are there),
+        and a client that goes away cancels the timer (`connection_lost`).
+        """
+        seconds = policy_request.delay
+        timeout = route.request_timeout
+        self.mode = _DELAYED
+        # The delay counts against the route's request timeout, as agentgateway's does
+        # (its `RequestDeadline`): one that outlasts it ends in the timeout's 504.
+        if timeout is not None and seconds >= timeout:
+            self.delay_timer = self.loop.call_later(
+                timeout, self._delay_timed_out, request, route, started
+            )
+        else:
+            self.delay_timer = self.loop.call_later(
+                seconds, self._resume, request, route, policy_request, started, forward, seconds
+            )
+
+    def _delay_timed_out(self, request: h11.Request, route: RuntimeRoute, started: float) -> None:
+        self.delay_timer = None
+        if self.transport is None:
+            return
+        self.mode = _IDLE
+        self._local(request, 504, b"request timeout", started, route.labels, Reason.TIMEOUT)
+        self._delay_over()
+
+    def _delay_over(self) -> None:
+        """Go on with what waited in h11's buffer during the delay (the request's body)."""
+        self.last_active = self.loop.time()
+        self.buffered = 0
+        if self.read_pauses & ReadPause.PIPELINE:
+            self.resume_reading(ReadPause.PIPELINE)
+        self._process()
+
+    def _resume(
+        self,
+        request: h11.Request,
+        route: RuntimeRoute,
+        policy_request: PolicyRequest,
+        started: float,
+        forward: Callable[[float], None],
+        spent: float,
+    ) -> None:
+        self.delay_timer = None
+        if self.transport is None:
+            return
+        self.mode = _IDLE
+        try:
+            answer = run_steps(policy_request.resume, policy_request)
+            if answer is None:
+                forward(spent)
+            else:
+                # A route has one `delay`, so nothing after it defers again.
+                self._policy_answer(request, answer, policy_request, started, route.labels)
+        except Exception:
+            logger.exception("internal error on a client connection; closing it")
+            exchange = self.exchange
+            if exchange is not None:
+                exchange.abort()
+            self.abort()
+            return
+        self._delay_over()
 
     def _policy_answer(
         self,

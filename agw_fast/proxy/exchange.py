@@ -207,10 +207,13 @@ class Exchange:
 
     # -- request side -----------------------------------------------------------------------
 
-    def start(self, expect_continue: bool) -> None:
+    def start(self, expect_continue: bool, spent: float = 0.0) -> None:
+        """`spent`: seconds of the route's request timeout a `delay` policy already used."""
         route = self.route
         backend = self.backend
         timeout = route.request_timeout
+        if spent and timeout is not None:
+            timeout -= spent
         message = "request timeout"
         backend_timeout = backend.backend_request_timeout
         if backend_timeout is not None and (timeout is None or backend_timeout < timeout):

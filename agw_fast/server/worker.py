@@ -102,8 +102,11 @@ class WorkerContext:
                 )
             exchange = connection.exchange
             # Only a connection we are waiting on (idle, or a request not fully received)
-            # expires; one waiting for its upstream is bounded by the timeout policies.
-            if exchange is None or not exchange.request_done:
+            # expires; one waiting for its upstream is bounded by the timeout policies, and
+            # one a `delay` policy holds, by its delay.
+            if connection.delay_timer is None and (
+                exchange is None or not exchange.request_done
+            ):
                 connection.abort()
         if not self.stopping:
             self.loop.call_later(HOUSEKEEPING_INTERVAL, self.housekeeping)

@@ -89,7 +89,16 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
         f"{R}.policies.directResponse.headers",
         policies({"directResponse": {"status": 200, "headers": {}}}),
     ),
-    (f"{R}.policies.directResponse.conditional", policies({"directResponse": {"conditional": []}})),
+    (
+        f"{R}.policies.directResponse.conditional[0].headers",
+        policies({"directResponse": {"conditional": [{"status": 503, "headers": {"a": "'b'"}}]}}),
+    ),
+    (
+        f"{R}.policies.requestMirror.backend.service",
+        policies(
+            {"requestMirror": {"percentage": 1, "backend": {"service": {"name": "s", "port": 80}}}}
+        ),
+    ),
     (
         f"{R}.policies.backendTLS.subjectAltNames",
         policies({"backendTLS": {"subjectAltNames": ["a"]}}),

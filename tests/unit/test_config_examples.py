@@ -45,12 +45,11 @@ def test_demo_config_needs_no_secrets() -> None:
 
 
 def test_agentgateway_traffic_http_example() -> None:
-    # agentgateway's examples/traffic-http/config.yaml. `requestMirror` and `retry` are
-    # being implemented separately; until then the first of them is refused, by name.
-    # Without those two keys the rest loads and compiles (checked when this was written);
-    # when both land, this asserts that the example loads and compiles instead.
+    # agentgateway's examples/traffic-http/config.yaml. `retry` is being implemented
+    # separately; until then it is refused, by name. Without it the rest loads and compiles
+    # (checked when this was written); when it lands, this asserts that the example loads.
     path = UPSTREAM_EXAMPLES / "traffic-http.yaml"
     with pytest.raises(ConfigError) as info:
         compile_config(load_config_file(path, {}))
-    where = "binds[0].listeners[0].routes[1].policies.requestMirror"
+    where = "binds[0].listeners[0].routes[1].policies.retry"
     assert str(info.value) == f"{where}: not supported: {where}"
