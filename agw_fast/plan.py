@@ -24,6 +24,7 @@ from agw_fast.config.model import (
     HostBackend,
     Listener,
     RequestRedirect,
+    RetryPolicy,
     Route,
     RouteBackend,
     RoutePolicies,
@@ -140,6 +141,7 @@ class RuntimeRoute:
     backends: tuple[RuntimeBackend, ...]
     # `localRateLimit` of `type: tokens`: checked and charged by LLM exchanges only.
     token_limits: TokenLimits | None = None
+    retry: RetryPolicy | None = None  # `retry`: read by the exchange on its error paths
     _cumulative: list[int] = field(default_factory=list)
     _total: int = 0
 
@@ -345,6 +347,7 @@ class _Compiler:
             labels=labels,
             request_steps=compile_request_steps(policies),
             token_limits=build_token_limits(policies),
+            retry=policies.retry if policies else None,
             url_rewrite=policies.url_rewrite if policies else None,
             request_timeout=(
                 policies.timeout.request_timeout if policies and policies.timeout else None

@@ -35,6 +35,7 @@ from agw_fast.config.model import (
     LocalRateLimit,
     PathRewrite,
     RequestRedirect,
+    RetryPolicy,
     RoutePolicies,
     TimeoutPolicy,
     UrlRewrite,
@@ -566,6 +567,23 @@ def _timeout(raw: object, path: str) -> TimeoutPolicy | None:
     return None if result == TimeoutPolicy() else result
 
 
+def _retry(raw: object, path: str) -> RetryPolicy:
+    """`retry` (agentgateway's http/retry: `codes` required, `attempts` 1..255, default 1)."""
+    o = Obj(raw, path, "RetryPolicy")
+    attempts = o.opt_int("attempts", 1, 255)
+    codes = []
+    for item_path, item in o.items("codes"):
+        # http::StatusCode::from_u16 accepts three-digit codes only.
+        codes.append(as_int(item, item_path, 100, 999))
+    if not o.has("codes"):
+        o.require("codes")
+    backoff = o.opt_duration("backoff")
+    o.close()
+    return RetryPolicy(
+        attempts=1 if attempts is None else attempts, codes=frozenset(codes), backoff=backoff
+    )
+
+
 def _cors_list(o: Obj, key: str, check: Callable[[str, str], str]) -> tuple[str, ...]:
     """agentgateway's WildcardOrList: a `*` anywhere means any (the rest is not read)."""
     items = [(where, as_str(item, where)) for where, item in o.items(key)]
@@ -686,6 +704,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     jwt, p13 = sub("jwtAuth")
     cors, p14 = sub("cors")
     rate_limit, p15 = sub("localRateLimit")
+    retry, p16 = sub("retry")
     o.close()
     result = RoutePolicies(
         request_header_modifier=None if req_hm is None else _header_modifier(req_hm, p1),
@@ -703,6 +722,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         jwt_auth=None if jwt is None else _jwt_auth(jwt, p13, base_dir),
         cors=None if cors is None else _cors(cors, p14),
         local_rate_limit=() if rate_limit is None else _local_rate_limits(rate_limit, p15),
+        retry=None if retry is None else _retry(retry, p16),
     )
     return None if result == RoutePolicies() else result
 

@@ -52,6 +52,7 @@ __all__ = [
     "RoutePolicies",
     "StaticConfig",
     "TimeoutPolicy",
+    "RetryPolicy",
     "UrlRewrite",
     "ValueMatch",
 ]
@@ -147,6 +148,17 @@ class BackendAuth:
     key: str = field(repr=False)
     header_name: str = "authorization"
     prefix: str = "Bearer "
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """`retry`. `attempts` is the number of *retries* after the first request, as
+    agentgateway's proxy counts it (httpproxy.rs: `attempts.get() + 1` sends in all; its
+    doc comment says "total", its code does not)."""
+
+    attempts: int = 1
+    codes: frozenset[int] = frozenset()
+    backoff: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +308,7 @@ class RoutePolicies:
     jwt_auth: JwtAuth | None = None
     cors: CorsPolicy | None = None
     local_rate_limit: tuple[LocalRateLimit, ...] = ()
+    retry: RetryPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,10 +76,10 @@ _TABLE: dict[str, tuple[str, str]] = {
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
         "directResponse backendTLS backendAuth timeout ai apiKey basicAuth authorization jwtAuth "
-        "cors localRateLimit",
+        "cors localRateLimit retry",
         "a2a backendTunnel buffer csrf delay extAuthz "
         "extProc mcpAuthentication mcpAuthorization mcpGuardrails "
-        "oidc remoteRateLimit requestMirror retry transformations",
+        "oidc remoteRateLimit requestMirror transformations",
     ),
     "UrlRewrite": ("authority path", ""),
     "CorsSerde": (
@@ -119,6 +119,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "JWTValidationOptions": ("requiredClaims", ""),
     "FileInlineOrRemote": ("file url", ""),
     "TimeoutPolicy": ("requestTimeout backendRequestTimeout", ""),
+    # `precondition`/`condition` are CEL over the request/response: refused for now.
+    "RetryPolicy": ("attempts backoff codes", "precondition condition"),
     "Policy": (
         "routes",
         "defaults finalTransformations modelAliases overrides promptCaching promptGuard "

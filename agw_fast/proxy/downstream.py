@@ -487,6 +487,7 @@ class DownstreamProtocol(asyncio.Protocol):
             body.decode("latin-1") if status >= 400 and body else None,
             time.monotonic() - started,
             None,
+            0,
         )
         self.ctx.recorder.record(record)
 
