@@ -256,8 +256,8 @@ class Exchange:
                 framing,
             )
         )
-        if self.retries_left and backend.ai is None:
-            self.replay = [self.out[0]]  # body parts join it as they arrive
+        if self.retries_left:
+            self.replay = [self.out[0]]  # body parts join it as they arrive (`_keep`)
         self._acquire()
 
     def _arm_retry(self, attempts: int) -> None:

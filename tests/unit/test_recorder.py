@@ -169,3 +169,17 @@ def test_a_failing_record_is_logged_not_raised(
     ]
     recorder.record(record())  # and the next request is recorded as usual
     assert len(lines(recorder)) == 1
+
+
+def test_retries_reach_the_line_and_the_counter(loop: asyncio.AbstractEventLoop) -> None:
+    recorder = text_recorder(loop)
+    recorder.record(record(retries=2, status=503, error="upstream call failed"))
+    (line,) = lines(recorder)
+    assert "protocol=http retry.attempt=2 error=" in line
+    assert list(recorder.registry.snapshot().retries.values()) == [2.0]
+    recorder.record(record())  # no retries: nothing added
+    assert "retry.attempt" not in lines(recorder)[1]
+    assert list(recorder.registry.snapshot().retries.values()) == [2.0]
+    json_recorder = Recorder(MetricsRegistry(), AccessLog(loop, "json", fd=-1))
+    json_recorder.record(record(retries=1))
+    assert json.loads(lines(json_recorder)[0])["retry.attempt"] == 1
