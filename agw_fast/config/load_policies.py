@@ -578,9 +578,11 @@ def _retry(raw: object, path: str) -> RetryPolicy:
     if not o.has("codes"):
         o.require("codes")
     backoff = o.opt_duration("backoff")
+    precondition = o.opt_str("precondition")
     o.close()
     return RetryPolicy(
-        attempts=1 if attempts is None else attempts, codes=frozenset(codes), backoff=backoff
+        attempts=1 if attempts is None else attempts, codes=frozenset(codes), backoff=backoff,
+        precondition=precondition, path="" if precondition is None else o.child("precondition"),
     )
 
 

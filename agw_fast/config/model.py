@@ -159,6 +159,8 @@ class RetryPolicy:
     attempts: int = 1
     codes: frozenset[int] = frozenset()
     backoff: float | None = None
+    precondition: str | None = None  # CEL on the request: false means no retries
+    path: str = ""  # where it is in the config, for a compile error
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,8 +119,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "JWTValidationOptions": ("requiredClaims", ""),
     "FileInlineOrRemote": ("file url", ""),
     "TimeoutPolicy": ("requestTimeout backendRequestTimeout", ""),
-    # `precondition`/`condition` are CEL over the request/response: refused for now.
-    "RetryPolicy": ("attempts backoff codes", "precondition condition"),
+    # `condition` is CEL over the response (its body included): refused for now.
+    "RetryPolicy": ("attempts backoff codes precondition", "condition"),
     "Policy": (
         "routes",
         "defaults finalTransformations modelAliases overrides promptCaching promptGuard "

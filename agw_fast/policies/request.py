@@ -36,7 +36,7 @@ class PolicyRequest:
     __slots__ = (
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
         "response_lines", "response_replaces", "version", "claims", "api_key",
-        "basic_auth_user", "jwt_claims", "jwt_token",
+        "basic_auth_user", "jwt_claims", "jwt_token", "no_retry",
     )  # fmt: skip
 
     def __init__(
@@ -69,6 +69,9 @@ class PolicyRequest:
         # What authentication steps established, by agentgateway's CEL variable name
         # ("jwt", "apiKey", "basicAuth"): later steps (authorization) read it.
         self.claims: dict[str, object] | None = None
+        # Set by a step to send this request once only, whatever the route's `retry` says
+        # (a false `retry.precondition`).
+        self.no_retry = False
 
     def set_claims(self, variable: str, value: object) -> None:
         """Record an authentication result under its CEL variable name (e.g. "jwt")."""

@@ -266,6 +266,11 @@ class Exchange:
             self.replayable = True
         # else: agentgateway does not retry a body it could not hold whole.
 
+    def disable_retry(self) -> None:
+        """Send this request once only (a false `retry.precondition`); before `start`."""
+        self.retries_left = 0
+        self.replayable = not self.request_chunked and self.request_length <= 0
+
     def on_request_body(self, data: bytes) -> None:
         if self.finished:
             return

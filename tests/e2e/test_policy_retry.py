@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -302,3 +305,31 @@ def test_a_route_without_retry_is_not_retried(gateway: GatewayFactory) -> None:
         with gateway_client(gw.port) as client:
             assert client.get("/").status_code == 503
         assert len(upstream.requests) == 1
+
+
+def test_precondition_false_sends_once(gateway: GatewayFactory) -> None:
+    script = Script(_status(503), _status(200), _status(503), _status(200))
+    with _with(script) as upstream:
+        gw = gateway(_config(
+            upstream.port,
+            "{attempts: 2, codes: [503], precondition: 'request.method == \"GET\"'}",
+        ))
+        with gateway_client(gw.port) as client:
+            assert client.get("/").status_code == 200  # retried
+            assert len(upstream.requests) == 2
+            response = client.post("/", content=b"once")  # not: the precondition is false
+            assert (response.status_code, response.text) == (503, "status 503")
+        assert len(upstream.requests) == 3
+        assert upstream.requests[2].body == b"once"
+
+
+def test_bad_precondition_is_refused_at_load(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(_config(1, "{codes: [503], precondition: 'request.('}"))
+    result = subprocess.run(
+        [sys.executable, "-m", "agw_fast", "-f", str(config), "--validate-only"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode != 0
+    assert "policies.retry.precondition: invalid CEL expression" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -11,8 +11,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agw_fast.config.load import load_config
-from agw_fast.config.model import RetryPolicy
+from agw_fast.config.model import RetryPolicy, RoutePolicies
 from agw_fast.errors import ConfigError
+from agw_fast.policies import PolicyRequest, compile_request_steps
 from agw_fast.proxy.exchange import _with_attempt
 from agw_fast.telemetry.metrics import MetricsRegistry, RequestKey, Snapshot
 from agw_fast.telemetry.prometheus import render_prometheus
@@ -41,6 +42,34 @@ def test_config_fields() -> None:
     )
 
 
+def test_config_precondition() -> None:
+    retry = _load({"codes": [503], "precondition": 'request.method == "GET"'})
+    assert retry is not None and retry.precondition == 'request.method == "GET"'
+    assert retry.path == "binds[0].listeners[0].routes[0].policies.retry.precondition"
+
+
+def test_precondition_compiles_at_load_and_marks_the_request() -> None:
+    policies = RoutePolicies(retry=RetryPolicy(codes=frozenset({503}),
+                                               precondition='request.method == "GET"'))
+    (step,) = compile_request_steps(policies)
+    get = PolicyRequest(b"GET", b"h", b"/", b"", [], None)
+    post = PolicyRequest(b"POST", b"h", b"/", b"", [], None)
+    assert step(get) is None and not get.no_retry
+    assert step(post) is None and post.no_retry
+    # A failed evaluation is false: no retries.
+    odd = RoutePolicies(retry=RetryPolicy(precondition='request.headers["x-missing"] == "1"'))
+    (step,) = compile_request_steps(odd)
+    assert step(get) is None and get.no_retry
+    # No precondition: no step at all.
+    assert compile_request_steps(RoutePolicies(retry=RetryPolicy())) == ()
+
+
+def test_precondition_that_does_not_compile_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        compile_request_steps(RoutePolicies(retry=RetryPolicy(precondition="request.(", path="p")))
+    assert str(info.value).startswith("p: invalid CEL expression")
+
+
 def test_config_defaults() -> None:
     # `attempts` defaults to 1 (one resend); `codes` may be empty (connection errors only).
     assert _load({"codes": []}) == RetryPolicy(attempts=1, codes=frozenset(), backoff=None)
@@ -59,8 +88,6 @@ def test_config_defaults() -> None:
         ({"codes": "503"}, "retry.codes"),
         ({"codes": [503], "backoff": "soon"}, "retry.backoff"),
         ({"codes": [503], "tries": 2}, 'unknown field "tries"'),
-        ({"codes": [503], "precondition": 'request.method == "GET"'},
-         "not supported: binds[0].listeners[0].routes[0].policies.retry.precondition"),
         ({"codes": [503], "condition": "response.code == 200"},
          "not supported: binds[0].listeners[0].routes[0].policies.retry.condition"),
         ("yes", "retry"),
