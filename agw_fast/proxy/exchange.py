@@ -372,6 +372,8 @@ class Exchange:
         )
         self.out = [head, llm_request.body]
         self.replayable = True
+        if self.body_size > MAX_REPLAY:
+            self.retries_left = 0  # agentgateway holds 64 KiB of the client's body for `retry`
         self._acquire()
 
     def _acquire(self) -> None:

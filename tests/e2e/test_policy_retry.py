@@ -7,6 +7,7 @@ counts the resends."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -24,8 +25,10 @@ from tests.e2e.conftest import (
     GatewayFactory,
     Upstream,
     UpstreamConnection,
+    ai_route,
     gateway_client,
     http_response,
+    llm_config,
     metric_total,
     poll,
     raw_request,
@@ -333,3 +336,26 @@ def test_bad_precondition_is_refused_at_load(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "policies.retry.precondition: invalid CEL expression" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_llm_route_is_retried_with_the_same_body(gateway: GatewayFactory) -> None:
+    completion = json.dumps({
+        "id": "c1", "object": "chat.completion", "model": "command", "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }).encode()
+    ok = http_response(200, completion, [("Content-Type", "application/json")])
+    script = Script(_status(429), ok, _status(429))
+    with _with(script) as upstream:
+        route = ai_route(upstream.port, host="127.0.0.1", authority=None, auth_key=None)
+        route["policies"] = {"retry": {"attempts": 1, "codes": [429]}}
+        gw = gateway(llm_config(route))
+        body = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+        with gateway_client(gw.port) as client:
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200 and response.json()["id"] == "c1"
+            first, second = upstream.requests
+            assert first.body == second.body and json.loads(second.body)["model"] == "command"
+            # Over 64 KiB of request body: sent once.
+            big = {"model": "x", "messages": [{"role": "user", "content": "y" * 70_000}]}
+            assert client.post("/v1/chat/completions", json=big).status_code == 429
+        assert len(upstream.requests) == 3
