@@ -164,37 +164,6 @@ def test_connection_refused_is_retried_then_503(gateway: GatewayFactory) -> None
                             reason="UpstreamFailure", route="default/retried") == 3
 
 
-def test_connection_refused_then_listening_succeeds(gateway: GatewayFactory) -> None:
-    # The upstream starts listening during the backoff after the first refused connect.
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    try:
-        gw = gateway(_config(port, "{attempts: 1, codes: [], backoff: 1500ms}"))
-        result: list[httpx.Response] = []
-
-        def get() -> None:
-            with gateway_client(gw.port) as client:
-                result.append(client.get("/"))
-
-        thread = threading.Thread(target=get, daemon=True)
-        thread.start()
-        time.sleep(0.5)  # well inside the backoff; the first connect was refused by now
-        sock.listen(8)
-        conn, _ = sock.accept()
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            assert b"x-retry-attempt: 1\r\n" in data
-            conn.sendall(_status(200, b"listening now"))
-            thread.join(10)
-        assert result and (result[0].status_code, result[0].text) == (200, "listening now")
-    finally:
-        sock.close()
-
-
 def test_post_body_is_replayed_byte_exact(gateway: GatewayFactory) -> None:
     body = os.urandom(60 * 1024)
     script = Script(_status(503), _status(200))
