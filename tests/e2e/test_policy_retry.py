@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 from tests.e2e.conftest import (
     QUIET,
     GatewayFactory,
