@@ -24,6 +24,7 @@ from agw_fast.config.model import (
     HostBackend,
     Listener,
     RequestRedirect,
+    RetryPolicy,
     Route,
     RouteBackend,
     RoutePolicies,
@@ -142,6 +143,7 @@ class RuntimeRoute:
     # `localRateLimit` of `type: tokens`: checked and charged by LLM exchanges only.
     token_limits: TokenLimits | None = None
     mirror: RuntimeMirror | None = None  # `requestMirror` (None also for percentage 0)
+    retry: RetryPolicy | None = None  # `retry`: read by the exchange on its error paths
     _cumulative: list[int] = field(default_factory=list)
     _total: int = 0
 
@@ -393,6 +395,7 @@ class _Compiler:
             request_steps=compile_request_steps(policies),
             token_limits=build_token_limits(policies),
             mirror=self.mirror(policies, f"/{route_key}/mirror"),
+            retry=policies.retry if policies else None,
             url_rewrite=policies.url_rewrite if policies else None,
             request_timeout=(
                 policies.timeout.request_timeout if policies and policies.timeout else None

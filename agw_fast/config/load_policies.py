@@ -40,6 +40,7 @@ from agw_fast.config.model import (
     PathRewrite,
     RequestMirror,
     RequestRedirect,
+    RetryPolicy,
     RoutePolicies,
     TimeoutPolicy,
     UrlRewrite,
@@ -671,6 +672,25 @@ def _timeout(raw: object, path: str) -> TimeoutPolicy | None:
     return None if result == TimeoutPolicy() else result
 
 
+def _retry(raw: object, path: str) -> RetryPolicy:
+    """`retry` (agentgateway's http/retry: `codes` required, `attempts` 1..255, default 1)."""
+    o = Obj(raw, path, "RetryPolicy")
+    attempts = o.opt_int("attempts", 1, 255)
+    codes = []
+    for item_path, item in o.items("codes"):
+        # http::StatusCode::from_u16 accepts three-digit codes only.
+        codes.append(as_int(item, item_path, 100, 999))
+    if not o.has("codes"):
+        o.require("codes")
+    backoff = o.opt_duration("backoff")
+    precondition = o.opt_str("precondition")
+    o.close()
+    return RetryPolicy(
+        attempts=1 if attempts is None else attempts, codes=frozenset(codes), backoff=backoff,
+        precondition=precondition, path="" if precondition is None else o.child("precondition"),
+    )
+
+
 def _cors_list(o: Obj, key: str, check: Callable[[str, str], str]) -> tuple[str, ...]:
     """agentgateway's WildcardOrList: a `*` anywhere means any (the rest is not read)."""
     items = [(where, as_str(item, where)) for where, item in o.items(key)]
@@ -793,6 +813,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
     rate_limit, p15 = sub("localRateLimit")
     delay, p16 = sub("delay")
     mirror, p17 = sub("requestMirror")
+    retry, p18 = sub("retry")
     o.close()
     result = RoutePolicies(
         request_header_modifier=None if req_hm is None else _header_modifier(req_hm, p1),
@@ -812,6 +833,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         local_rate_limit=() if rate_limit is None else _local_rate_limits(rate_limit, p15),
         delay=None if delay is None else _delay(delay, p16),
         request_mirror=None if mirror is None else _request_mirror(mirror, p17),
+        retry=None if retry is None else _retry(retry, p18),
     )
     return None if result == RoutePolicies() else result
 

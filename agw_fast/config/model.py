@@ -55,6 +55,7 @@ __all__ = [
     "RoutePolicies",
     "StaticConfig",
     "TimeoutPolicy",
+    "RetryPolicy",
     "UrlRewrite",
     "ValueMatch",
 ]
@@ -176,6 +177,19 @@ class BackendAuth:
     key: str = field(repr=False)
     header_name: str = "authorization"
     prefix: str = "Bearer "
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """`retry`. `attempts` is the number of *retries* after the first request, as
+    agentgateway's proxy counts it (httpproxy.rs: `attempts.get() + 1` sends in all; its
+    doc comment says "total", its code does not)."""
+
+    attempts: int = 1
+    codes: frozenset[int] = frozenset()
+    backoff: float | None = None
+    precondition: str | None = None  # CEL on the request: false means no retries
+    path: str = ""  # where it is in the config, for a compile error
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +349,7 @@ class RoutePolicies:
     local_rate_limit: tuple[LocalRateLimit, ...] = ()
     delay: DelayPolicy | None = None
     request_mirror: RequestMirror | None = None
+    retry: RetryPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,10 +76,10 @@ _TABLE: dict[str, tuple[str, str]] = {
     "FilterOrPolicy": (
         "requestHeaderModifier responseHeaderModifier requestRedirect urlRewrite "
         "directResponse backendTLS backendAuth timeout ai apiKey basicAuth authorization jwtAuth "
-        "cors localRateLimit delay requestMirror",
+        "cors localRateLimit delay requestMirror retry",
         "a2a backendTunnel buffer csrf extAuthz "
         "extProc mcpAuthentication mcpAuthorization mcpGuardrails "
-        "oidc remoteRateLimit retry transformations",
+        "oidc remoteRateLimit transformations",
     ),
     "UrlRewrite": ("authority path", ""),
     "CorsSerde": (
@@ -126,6 +126,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "JWTValidationOptions": ("requiredClaims", ""),
     "FileInlineOrRemote": ("file url", ""),
     "TimeoutPolicy": ("requestTimeout backendRequestTimeout", ""),
+    # `condition` is CEL over the response (its body included): refused for now.
+    "RetryPolicy": ("attempts backoff codes precondition", "condition"),
     "Policy": (
         "routes",
         "defaults finalTransformations modelAliases overrides promptCaching promptGuard "

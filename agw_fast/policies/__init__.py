@@ -35,6 +35,7 @@ from agw_fast.policies import (
     jwt,
     localratelimit,
     redirect,
+    retry,
 )
 from agw_fast.policies.request import DEFER, PolicyAnswer, PolicyRequest, RequestStep
 
@@ -53,16 +54,17 @@ __all__ = [
 StepBuilder = Callable[[RoutePolicies], RequestStep | None]
 
 # The order agentgateway applies them in (proxy/httpproxy.rs): cors, the authentication
-# policies (jwtAuth, basicAuth, apiKey), extAuthz, authorization, rate limits, csrf,
-# requestRedirect, delay, directResponse. The first step that answers ends the request. CORS comes
-# first: a preflight is answered before any other policy, and its fields reach later steps'
-# answers too.
+# policies (jwtAuth, basicAuth, apiKey), extAuthz, authorization, the retry precondition,
+# rate limits, csrf, requestRedirect, delay, directResponse. The first step that answers ends
+# the request. CORS comes first: a preflight is answered before any other policy, and its
+# fields reach later steps' answers too.
 STEP_BUILDERS: tuple[StepBuilder, ...] = (
     cors.build,
     jwt.build,
     basic_auth.build,
     api_key.build,
     authorization.build,
+    retry.build,
     localratelimit.build,
     redirect.build,
     delay.build,

@@ -36,7 +36,7 @@ class PolicyRequest:
     __slots__ = (
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
         "response_lines", "response_replaces", "version", "claims", "api_key",
-        "basic_auth_user", "jwt_claims", "jwt_token", "delay", "resume",
+        "basic_auth_user", "jwt_claims", "jwt_token", "delay", "resume", "no_retry",
     )  # fmt: skip
 
     def __init__(
@@ -72,6 +72,9 @@ class PolicyRequest:
         # A step that returned `DEFER`: seconds to wait, and the steps still to run then.
         self.delay = 0.0
         self.resume: Sequence[RequestStep] = ()
+        # Set by a step to send this request once only, whatever the route's `retry` says
+        # (a false `retry.precondition`).
+        self.no_retry = False
 
     def set_claims(self, variable: str, value: object) -> None:
         """Record an authentication result under its CEL variable name (e.g. "jwt")."""

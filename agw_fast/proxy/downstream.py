@@ -510,6 +510,7 @@ class DownstreamProtocol(asyncio.Protocol):
             body.decode("latin-1") if status >= 400 and body else None,
             time.monotonic() - started,
             None,
+            0,
         )
         self.ctx.recorder.record(record)
 
@@ -738,6 +739,8 @@ class DownstreamProtocol(asyncio.Protocol):
             self, self.ctx, route, backend, method, target, path, host, authority, headers,
             length, chunked, content_encoding, started,
         )
+        if policy_request is not None and policy_request.no_retry:
+            exchange.disable_retry()
         if policy_lines:
             exchange.response_extra += policy_lines
             exchange.policy_lines = policy_lines

@@ -20,6 +20,13 @@ Errors before the response head become a local error response; after it, the cli
 connection is closed (never a truncated body framed as complete). A reused pooled connection
 that the server had closed is retried once on a fresh one when nothing was answered and the
 request can be sent again whole.
+
+A route with `retry` sends the request again, from the same replay buffer, when an attempt
+fails before any response byte reached the client: a connection error or connect timeout, or
+a response whose status is in `codes` (decided on its head; the connection is closed
+unread, as agentgateway drops that response). The request must have been read whole first
+for a status retry, and its body must fit `MAX_REPLAY` (agentgateway's 64 KiB, httpproxy.rs
+MAX_BUFFERED_BYTES). Each resend carries `x-retry-attempt: n`; `backoff` waits on a loop timer.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ __all__ = ["Client", "Exchange", "ReadPause", "Services"]
 PENDING_BODY_HIGH_WATER = 64 * 1024
 # Below this, the request head and body are joined into one bytes object for the write.
 JOIN_LIMIT = 64 * 1024
+# Request bodies up to this are kept for `retry` (agentgateway's MAX_BUFFERED_BYTES).
+MAX_REPLAY = 64 * 1024
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CHUNKED_LINE = b"transfer-encoding: chunked\r\n"
@@ -141,6 +150,9 @@ class Exchange:
         "reason",
         "response_extra",
         "policy_lines",
+        "retries_left",
+        "retries",
+        "replay_size",
     )
 
     def __init__(
@@ -202,6 +214,11 @@ class Exchange:
         self.llm: LLMResponseObserver | None = None
         # -1: no Content-Length header (a bodiless request); 0 is forwarded as sent.
         self.replayable = not request_chunked and request_length <= 0
+        self.retries_left = 0  # resends `retry` still allows; 0 on routes without it
+        self.retries = 0  # resends made
+        self.replay_size = 0
+        if route.retry is not None:
+            self._arm_retry(route.retry.attempts)
         self.error: str | None = None
         self.reason: str | None = Reason.UPSTREAM
 
@@ -242,7 +259,20 @@ class Exchange:
                 framing,
             )
         )
+        if self.retries_left:
+            self.replay = [self.out[0]]  # body parts join it as they arrive (`_keep`)
         self._acquire()
+
+    def _arm_retry(self, attempts: int) -> None:
+        if self.request_chunked or self.request_length <= MAX_REPLAY:
+            self.retries_left = attempts
+            self.replayable = True
+        # else: agentgateway does not retry a body it could not hold whole.
+
+    def disable_retry(self) -> None:
+        """Send this request once only (a false `retry.precondition`); before `start`."""
+        self.retries_left = 0
+        self.replayable = not self.request_chunked and self.request_length <= 0
 
     def on_request_body(self, data: bytes) -> None:
         if self.finished:
@@ -258,6 +288,8 @@ class Exchange:
                 return
             parts.append(data)
             return
+        if self.replay is not None:
+            self._keep(data)  # `retry` only: other routes reach here with no replay kept
         if self.request_chunked:
             # Framed as a chunk around the data, which itself is not copied.
             parts = [b"%x\r\n" % len(data), data, b"\r\n"]
@@ -275,6 +307,20 @@ class Exchange:
         if self.out_size > PENDING_BODY_HIGH_WATER and self.upstream is None:
             self.down.pause_reading(ReadPause.PENDING)
 
+    def _keep(self, data: bytes) -> None:
+        """Keep a body part for a resend, or stop retrying once the body outgrows the bound."""
+        replay = self.replay
+        assert replay is not None
+        self.replay_size += len(data)
+        if self.replay_size > MAX_REPLAY:
+            self.replay = None
+            self.replayable = False
+            self.retries_left = 0
+        elif self.request_chunked:
+            replay += (b"%x\r\n" % len(data), data, b"\r\n")
+        else:
+            replay.append(data)
+
     def on_request_end(self) -> None:
         self.request_done = True
         if self.finished:
@@ -283,6 +329,8 @@ class Exchange:
             self._send_llm_request()
             return
         if self.request_chunked:
+            if self.replay is not None:
+                self.replay.append(_LAST_CHUNK)
             if not self.corked and self.upstream is not None:
                 self.upstream.write(_LAST_CHUNK)
             else:
@@ -327,6 +375,8 @@ class Exchange:
         )
         self.out = [head, llm_request.body]
         self.replayable = True
+        if self.body_size > MAX_REPLAY:
+            self.retries_left = 0  # agentgateway holds 64 KiB of the client's body for `retry`
         self._acquire()
 
     def _acquire(self) -> None:
@@ -341,9 +391,13 @@ class Exchange:
         try:
             connection = await self.services.pool.connect(self.backend)
         except TimeoutError:
+            if self.retries_left and self._retry():
+                return
             self.fail(504, "upstream call timeout", Reason.TIMEOUT)
             return
         except (OSError, ssl.SSLError, ssl.CertificateError) as error:
+            if self.retries_left and self._retry():
+                return
             self.fail(503, f"upstream call failed: {_describe(error)}", Reason.UPSTREAM_FAILURE)
             return
         except Exception:
@@ -413,6 +467,8 @@ class Exchange:
     # -- response side (ResponseSink) -------------------------------------------------------
 
     def on_response_head(self, head: ResponseHead) -> None:
+        if self.retries_left and self._retry_status(head.status):
+            return
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -515,13 +571,73 @@ class Exchange:
         if retryable and upstream is not None and upstream.requests > 1 and self.replayable:
             # A pooled connection the server closed as we reused it: nothing was answered,
             # and the request can be sent again as a whole, so try once on a fresh one.
-            self.replayable = False
+            self.replayable = self.retries_left > 0  # `retry` may still need it
             self.upstream_reading_paused = False
             if self.replay is not None:
-                self.out = list(self.replay)
+                self.out = self._replayed()
             self.services.spawn(self._connect())
             return
+        if self.retries_left and self._retry():
+            return
         self.fail(503, f"upstream call failed: {message}", Reason.UPSTREAM_FAILURE)
+
+    # -- retry (routes with `retry` only) ----------------------------------------------------
+
+    def _retry_status(self, status: int) -> bool:
+        """On a response head: whether `status` is retried (then the response is dropped)."""
+        retry = self.route.retry
+        assert retry is not None
+        # Only a request read whole can be sent again whole (agentgateway returns the
+        # response when the body was not all buffered).
+        if (
+            status not in retry.codes
+            or not self.request_done
+            or not self.replayable
+            or self.finished
+        ):
+            return False
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            # agentgateway drops the response unread, which closes its connection.
+            upstream.close()
+        return self._retry()
+
+    def _retry(self) -> bool:
+        """Send the request again after `backoff`; False when it cannot be (then the caller
+        answers as it would without `retry`)."""
+        if self.finished or not self.replayable:
+            return False
+        self.retries_left -= 1
+        self.retries += 1
+        self.upstream = None
+        self.upstream_reading_paused = False
+        self.down.resume_reading(ReadPause.UPSTREAM)
+        retry = self.route.retry
+        assert retry is not None
+        if retry.backoff:
+            # agentgateway sleeps within the request timeout: our timer still runs, and
+            # ends the exchange (504) if it fires first; `_resend` then does nothing.
+            self.services.loop.call_later(retry.backoff, self._resend)
+        else:
+            self._resend()
+        return True
+
+    def _resend(self) -> None:
+        if self.finished:
+            return
+        if self.replay is not None:
+            self.out = self._replayed()
+        elif self.out:  # never written (the connection never opened): the parts wait here
+            self.out[0] = _with_attempt(self.out[0], self.retries)
+        self._acquire()
+
+    def _replayed(self) -> list[bytes]:
+        replay = self.replay
+        assert replay is not None
+        if not self.retries:
+            return list(replay)
+        return [_with_attempt(replay[0], self.retries), *replay[1:]]
 
     # -- endings ----------------------------------------------------------------------------
 
@@ -630,6 +746,7 @@ class Exchange:
                 self.error,
                 time.monotonic() - self.started,
                 outcome,
+                self.retries,
             )
             self.services.recorder.record(record)
         finally:
@@ -647,6 +764,17 @@ def _merged_fields(base: bytes, replacing: bytes) -> bytes:
         if line.split(b":", 1)[0].lower() not in names
     ]
     return b"".join(kept) + replacing
+
+
+def _with_attempt(head: bytes, attempt: int) -> bytes:
+    """`head` with `x-retry-attempt: attempt` in place of any the client sent (agentgateway
+    sets the field on every resend)."""
+    lines = [
+        line for line in head[:-4].split(b"\r\n")
+        if line.split(b":", 1)[0].lower() != b"x-retry-attempt"
+    ]
+    lines.append(b"x-retry-attempt: %d" % attempt)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 def _is_transfer_encoding(line: bytes) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "OVERFLOW",
     "REQUEST",
     "REQUEST_DURATION_BUCKETS",
+    "RETRIES",
     "TOKEN_BUCKETS",
     "TPOT_BUCKETS",
     "TTFT_BUCKETS",
@@ -73,6 +74,8 @@ LLMKey = tuple[str, str, str, str, str, str, str, str, str]
 REQUEST = 0
 TOKENS_IN, TOKENS_OUT, TOKENS_CACHE_READ, LLM_DURATION, LLM_TTFT, LLM_TPOT = range(1, 7)
 LLM_KINDS = range(1, 7)
+# `retries_total` of a request label set: one counter, stored as a series of one value.
+RETRIES = 7
 LLM_BOUNDS: dict[int, tuple[float, ...]] = {
     TOKENS_IN: TOKEN_BUCKETS,
     TOKENS_OUT: TOKEN_BUCKETS,
@@ -141,7 +144,9 @@ class MetricsRegistry:
     label sets are counted in one series whose labels all read `__overflow__`.
     """
 
-    __slots__ = ("_llm", "_max_llm", "_max_requests", "_requests", "_store", "_warned")
+    __slots__ = (
+        "_llm", "_max_llm", "_max_requests", "_requests", "_retries", "_store", "_warned",
+    )
 
     def __init__(
         self,
@@ -152,6 +157,7 @@ class MetricsRegistry:
     ) -> None:
         self._requests: dict[RequestKey, Hist] = {}
         self._llm: dict[LLMKey, list[Hist | None]] = {}
+        self._retries: dict[RequestKey, Hist] = {}
         self._max_requests = max(max_request_series, 1)
         self._max_llm = max(max_llm_series, 1)
         self._store = store
@@ -160,6 +166,8 @@ class MetricsRegistry:
             for kind, key, hist in store.series():
                 if kind == REQUEST:
                     self._requests[cast(RequestKey, key)] = hist
+                elif kind == RETRIES:
+                    self._retries[cast(RequestKey, key)] = hist
                 else:
                     entry = self._llm.setdefault(cast(LLMKey, key), [None] * 7)
                     entry[kind] = hist
@@ -175,6 +183,26 @@ class MetricsRegistry:
         if hist is None:
             hist = self._request_series(key)
         return hist
+
+    def record_retries(self, key: RequestKey, retries: int) -> None:
+        """`retries_total`: the retries one request made (agentgateway counts them under the
+        request's labels, the final response's status and reason)."""
+        hist = self._retries.get(key)
+        if hist is None:
+            key = cast(RequestKey, _clip(key))
+            hist = self._retries.get(key)
+            if hist is None:
+                # Bounded like the request series: a request label set exists for each.
+                if len(self._retries) < self._max_requests:
+                    hist = self._new(RETRIES, key, 1, last=False)
+                if hist is None:
+                    self._warn_overflow()
+                    key = _REQUEST_OVERFLOW
+                    hist = self._retries.get(key)
+                    if hist is None:
+                        hist = self._new_last(RETRIES, key, 1)
+                self._retries[key] = hist
+        hist[0] += retries
 
     def record_llm(
         self,
@@ -289,6 +317,7 @@ class MetricsRegistry:
                 key: [None if h is None else list(h) for h in entry]
                 for key, entry in self._llm.items()
             },
+            {key: hist[0] for key, hist in self._retries.items()},
         )
 
 
@@ -300,17 +329,22 @@ _LLM_OVERFLOW: LLMKey = (OVERFLOW,) * 9
 class Snapshot:
     """Totals of one worker (or several summed): what `/metrics` renders.
 
-    `llm` maps a key to 7 entries indexed by series kind (index 0 unused)."""
+    `llm` maps a key to 7 entries indexed by series kind (index 0 unused); `retries` a
+    request key to its `retries_total`."""
 
     requests: dict[RequestKey, list[float]]
     llm: dict[LLMKey, list[list[float] | None]]
+    retries: dict[RequestKey, float] = field(default_factory=dict)
 
     @classmethod
     def merge(cls, snapshots: Iterable[Snapshot]) -> Snapshot:
         """The sum of several workers' snapshots."""
         requests: dict[RequestKey, list[float]] = {}
         llm: dict[LLMKey, list[list[float] | None]] = {}
+        retries: dict[RequestKey, float] = {}
         for snapshot in snapshots:
+            for key, count in snapshot.retries.items():
+                retries[key] = retries.get(key, 0.0) + count
             for key, hist in snapshot.requests.items():
                 requests[key] = _sum_into(requests.get(key), hist)
             for lkey, entry in snapshot.llm.items():
@@ -320,7 +354,7 @@ class Snapshot:
                 for kind, lhist in enumerate(entry):
                     if lhist is not None:
                         mine[kind] = _sum_into(mine[kind], lhist)
-        return cls(requests, llm)
+        return cls(requests, llm, retries)
 
 
 def _sum_into(mine: list[float] | None, hist: list[float]) -> list[float]:

@@ -108,6 +108,17 @@ def render_prometheus(snapshots: Iterable[Snapshot]) -> bytes:
     _header(out, name, "histogram", "Duration of HTTP requests in seconds")
     for key, labels in zip(request_keys, request_labels, strict=True):
         _render_histogram(out, name, labels, requests[key], REQUEST_DURATION_BUCKETS)
+    retries = total.retries
+    if retries:
+        # agentgateway's `retries` counter, labelled as the request (its final response).
+        name = "agentgateway_retries_total"
+        _header(out, name, "counter", "The total number of request retries")
+        for key in sorted(retries):
+            labels = _labels(
+                _REQUEST_LABELS,
+                (key[5], key[6], key[7], str(key[8]) if key[8] else "unknown", key[9], *key[:5]),
+            )
+            out.append(f"{name}{{{labels}}} {_count(retries[key])}")
 
     llm_keys = sorted(llm)
     llm_labels = [_labels(_GEN_AI_LABELS, (*k[5:], *k[:5])) for k in llm_keys]

@@ -34,6 +34,7 @@ __all__ = ["RequestRecord", "RequestRecorder"]
 #   error         str or None
 #   duration      float seconds from the request head to the end of the response
 #   llm           LLMOutcome or None
+#   retries       int: how many times the request was sent again (`retry`); 0 without
 RequestRecord: TypeAlias = tuple[
     "RouteLabels",
     str | None,
@@ -49,6 +50,7 @@ RequestRecord: TypeAlias = tuple[
     str | None,
     float,
     "LLMOutcome | None",
+    int,
 ]
 
 

@@ -72,9 +72,8 @@ class Recorder:
 
     def record(self, record: RequestRecord) -> None:
         try:
-            labels, backend, _, protocol, method, _, _, _, _, status, reason, _, duration, llm = (
-                record
-            )
+            (labels, backend, _, protocol, method, _, _, _, _, status, reason, _, duration, llm,
+             retries) = record  # fmt: skip
             # The common case: one dict probe on the record's fields (RouteLabels hashes by
             # identity), no label strings built.
             cache_key = (labels, backend, protocol, method, status, reason)
@@ -82,6 +81,8 @@ class Recorder:
             if hist is None:
                 hist = self._request_series(cache_key)
             observe_request(hist, duration)
+            if retries:
+                self._record_retries(cache_key, retries)
             if llm is not None:
                 self._record_llm(labels, llm, duration)
             access_log = self.access_log
@@ -114,6 +115,13 @@ class Recorder:
             self._series.clear()
         self._series[cache_key] = hist
         return hist
+
+    def _record_retries(self, cache_key: _SeriesCacheKey, retries: int) -> None:
+        labels, backend, protocol, method, status, reason = cache_key
+        key: RequestKey = labels.values + (
+            backend or UNKNOWN, protocol, _method(method), status, reason or UNKNOWN,
+        )
+        self.registry.record_retries(key, retries)
 
     def _record_llm(self, labels: RouteLabels, llm: LLMOutcome, duration: float) -> None:
         # agentgateway's metric operation is always "chat" (`add_llm_metrics`).
@@ -151,7 +159,7 @@ class Recorder:
     def _line(self, record: RequestRecord) -> str:
         """The text line; the common case is one f-string."""
         (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
-         error, duration, llm) = record  # fmt: skip
+         error, duration, llm, retries) = record  # fmt: skip
         line = (
             f"info request {self._prefix(labels)}"
             f"{f'endpoint={endpoint} ' if endpoint else ''}src.addr={peer} "
@@ -161,6 +169,8 @@ class Recorder:
         )
         if llm is not None:
             line += " " + format_fields(_llm_fields(llm, duration))
+        if retries:
+            line += f" retry.attempt={retries}"  # agentgateway's field, in its place
         if error is not None:
             line += " error=" + text_value(error)
         if reason is not None and reason != Reason.UPSTREAM:
@@ -171,7 +181,7 @@ class Recorder:
 def _fields(record: RequestRecord) -> dict[str, object]:
     """The JSON line's fields, in the text line's order."""
     (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
-     error, duration, llm) = record  # fmt: skip
+     error, duration, llm, retries) = record  # fmt: skip
     fields: dict[str, object] = {
         "gateway": labels.gateway,
         "listener": labels.listener,
@@ -188,6 +198,7 @@ def _fields(record: RequestRecord) -> dict[str, object]:
     }
     if llm is not None:
         fields.update(_llm_fields(llm, duration))
+    fields["retry.attempt"] = retries or None
     fields["error"] = error
     fields["reason"] = reason if reason != Reason.UPSTREAM else None
     fields["duration"] = _millis(duration)

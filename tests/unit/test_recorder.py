@@ -23,7 +23,7 @@ BACKEND = "/default/default/bind/3000/listener0/default/route0/backend0"
 
 FIELDS = (
     "labels backend endpoint protocol method host path http_version peer status reason error "
-    "duration llm"
+    "duration llm retries"
 ).split()
 
 
@@ -31,7 +31,7 @@ def record(**changes: object) -> RequestRecord:
     """A proxied GET as the exchange records it, with `changes` by field name."""
     base: RequestRecord = (
         ROUTE, BACKEND, "127.0.0.1:8080", "http", b"GET", b"api.example.com", b"/v1/models",
-        "HTTP/1.1", "127.0.0.1:50000", 200, Reason.UPSTREAM, None, 0.0123, None,
+        "HTTP/1.1", "127.0.0.1:50000", 200, Reason.UPSTREAM, None, 0.0123, None, 0,
     )  # fmt: skip
     assert set(changes) <= set(FIELDS)
     return tuple(changes.get(name, value) for name, value in zip(FIELDS, base, strict=True))  # type: ignore[return-value]
@@ -169,3 +169,17 @@ def test_a_failing_record_is_logged_not_raised(
     ]
     recorder.record(record())  # and the next request is recorded as usual
     assert len(lines(recorder)) == 1
+
+
+def test_retries_reach_the_line_and_the_counter(loop: asyncio.AbstractEventLoop) -> None:
+    recorder = text_recorder(loop)
+    recorder.record(record(retries=2, status=503, error="upstream call failed"))
+    (line,) = lines(recorder)
+    assert "protocol=http retry.attempt=2 error=" in line
+    assert list(recorder.registry.snapshot().retries.values()) == [2.0]
+    recorder.record(record())  # no retries: nothing added
+    assert "retry.attempt" not in lines(recorder)[1]
+    assert list(recorder.registry.snapshot().retries.values()) == [2.0]
+    json_recorder = Recorder(MetricsRegistry(), AccessLog(loop, "json", fd=-1))
+    json_recorder.record(record(retries=1))
+    assert json.loads(lines(json_recorder)[0])["retry.attempt"] == 1

@@ -1,0 +1,165 @@
+"""`retry`: config loading as agentgateway's http/retry/mod.rs reads it, the resend head's
+`x-retry-attempt`, and `agentgateway_retries_total` (registry, shared slots, exposition,
+access log)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agw_fast.config.load import load_config
+from agw_fast.config.model import RetryPolicy, RoutePolicies
+from agw_fast.errors import ConfigError
+from agw_fast.policies import PolicyRequest, compile_request_steps
+from agw_fast.proxy.exchange import _with_attempt
+from agw_fast.telemetry.metrics import MetricsRegistry, RequestKey, Snapshot
+from agw_fast.telemetry.prometheus import render_prometheus
+from agw_fast.telemetry.shared_slots import SharedSlots
+
+
+def _load(retry: object) -> RetryPolicy | None:
+    route = {"backends": [{"host": "127.0.0.1:1"}], "policies": {"retry": retry}}
+    text = json.dumps({"binds": [{"port": 3000, "listeners": [{"routes": [route]}]}]})
+    policies = load_config(text, {}, base_dir=Path("/")).binds[0].listeners[0].routes[0].policies
+    return None if policies is None else policies.retry
+
+
+def _error(retry: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        _load(retry)
+    return str(info.value)
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def test_config_fields() -> None:
+    assert _load({"attempts": 3, "codes": [503, 429], "backoff": "250ms"}) == RetryPolicy(
+        attempts=3, codes=frozenset({503, 429}), backoff=0.25
+    )
+
+
+def test_config_precondition() -> None:
+    retry = _load({"codes": [503], "precondition": 'request.method == "GET"'})
+    assert retry is not None and retry.precondition == 'request.method == "GET"'
+    assert retry.path == "binds[0].listeners[0].routes[0].policies.retry.precondition"
+
+
+def test_precondition_compiles_at_load_and_marks_the_request() -> None:
+    policies = RoutePolicies(retry=RetryPolicy(codes=frozenset({503}),
+                                               precondition='request.method == "GET"'))
+    (step,) = compile_request_steps(policies)
+    get = PolicyRequest(b"GET", b"h", b"/", b"", [], None)
+    post = PolicyRequest(b"POST", b"h", b"/", b"", [], None)
+    assert step(get) is None and not get.no_retry
+    assert step(post) is None and post.no_retry
+    # A failed evaluation is false: no retries.
+    odd = RoutePolicies(retry=RetryPolicy(precondition='request.headers["x-missing"] == "1"'))
+    (step,) = compile_request_steps(odd)
+    assert step(get) is None and get.no_retry
+    # No precondition: no step at all.
+    assert compile_request_steps(RoutePolicies(retry=RetryPolicy())) == ()
+
+
+def test_precondition_that_does_not_compile_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        compile_request_steps(RoutePolicies(retry=RetryPolicy(precondition="request.(", path="p")))
+    assert str(info.value).startswith("p: invalid CEL expression")
+
+
+def test_config_defaults() -> None:
+    # `attempts` defaults to 1 (one resend); `codes` may be empty (connection errors only).
+    assert _load({"codes": []}) == RetryPolicy(attempts=1, codes=frozenset(), backoff=None)
+    assert _load(None) is None
+
+
+@pytest.mark.parametrize(
+    ("retry", "expected"),
+    [
+        ({}, 'retry.codes: missing required field "codes"'),
+        ({"codes": None}, 'retry.codes: missing required field "codes"'),
+        ({"codes": [503], "attempts": 0}, "retry.attempts"),
+        ({"codes": [503], "attempts": 256}, "retry.attempts"),
+        ({"codes": [99]}, "retry.codes[0]"),
+        ({"codes": [503, 1000]}, "retry.codes[1]"),
+        ({"codes": "503"}, "retry.codes"),
+        ({"codes": [503], "backoff": "soon"}, "retry.backoff"),
+        ({"codes": [503], "tries": 2}, 'unknown field "tries"'),
+        ({"codes": [503], "condition": "response.code == 200"},
+         "not supported: binds[0].listeners[0].routes[0].policies.retry.condition"),
+        ("yes", "retry"),
+    ],
+)
+def test_config_errors(retry: object, expected: str) -> None:
+    assert expected in _error(retry)
+
+
+# -- the resend's head ------------------------------------------------------------------------
+
+
+def test_with_attempt_replaces_the_clients_field() -> None:
+    head = b"GET / HTTP/1.1\r\nhost: a\r\nX-Retry-Attempt: 7\r\naccept: */*\r\n\r\n"
+    assert _with_attempt(head, 2) == (
+        b"GET / HTTP/1.1\r\nhost: a\r\naccept: */*\r\nx-retry-attempt: 2\r\n\r\n"
+    )
+    again = _with_attempt(_with_attempt(head, 1), 2)
+    assert again.count(b"x-retry-attempt") == 1 and again.endswith(b"x-retry-attempt: 2\r\n\r\n")
+
+
+# -- agentgateway_retries_total ---------------------------------------------------------------
+
+
+def _key(status: int = 200) -> RequestKey:
+    return ("bind/3000", "default/default", "listener0", "default/r", "", "b", "http", "GET",
+            status, "Upstream")  # fmt: skip
+
+
+def _retries(text: bytes) -> dict[str, float]:
+    out = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if sample.name == "agentgateway_retries_total":
+                out[sample.labels["status"]] = sample.value
+    return out
+
+
+def test_retries_counted_per_request_labels_and_merged() -> None:
+    a, b = MetricsRegistry(), MetricsRegistry()
+    a.record_retries(_key(), 2)
+    a.record_retries(_key(), 1)
+    b.record_retries(_key(), 4)
+    b.record_retries(_key(503), 1)
+    assert a.snapshot().retries == {_key(): 3.0}
+    text = render_prometheus([a.snapshot(), b.snapshot()])
+    assert _retries(text) == {"200": 7.0, "503": 1.0}
+    assert b"# TYPE agentgateway_retries_total counter" in text
+    # No retries anywhere: no family at all (agentgateway registers it, with no samples).
+    assert b"retries" not in render_prometheus([Snapshot({}, {})])
+
+
+def test_retries_live_in_shared_slots() -> None:
+    slots = SharedSlots(1)
+    try:
+        reg = MetricsRegistry(slots.writer(0))
+        reg.record_request(_key(), 0.1)
+        reg.record_retries(_key(), 2)
+        assert slots.read(0) == reg.snapshot()
+        assert slots.read(0).retries == {_key(): 2.0}  # type: ignore[union-attr]
+        # A replacement worker continues the count.
+        again = MetricsRegistry(slots.writer(0))
+        again.record_retries(_key(), 1)
+        assert slots.read(0).retries == {_key(): 3.0}  # type: ignore[union-attr]
+    finally:
+        slots.close()
+
+
+def test_retries_series_are_bounded() -> None:
+    reg = MetricsRegistry(max_request_series=1)
+    reg.record_retries(_key(), 1)
+    reg.record_retries(_key(503), 1)
+    reg.record_retries(_key(504), 1)
+    retries = reg.snapshot().retries
+    assert len(retries) == 2 and sum(retries.values()) == 3
