@@ -219,7 +219,7 @@ def _telemetry_case(log_format: str | None) -> tuple[Callable[[], object], int]:
             (
                 labels, backend, "127.0.0.1:8080", "http", b"POST", b"api.example.com",
                 b"/v1/chat/completions", "HTTP/1.1", "127.0.0.1:50000", 200, "Upstream",
-                None, time.monotonic() - started, None,
+                None, time.monotonic() - started, None, None,
             )
         )  # fmt: skip
         if access_log is not None and len(access_log.lines) >= 100:

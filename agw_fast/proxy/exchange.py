@@ -41,6 +41,7 @@ from agw_fast.telemetry.record import RequestRecord, RequestRecorder
 
 if TYPE_CHECKING:
     from agw_fast.plan import RuntimeBackend, RuntimeRoute
+    from agw_fast.policies.request import PolicyRequest
     from agw_fast.proxy.pool import UpstreamPool
 
 __all__ = ["Client", "Exchange", "ReadPause", "Services"]
@@ -141,6 +142,7 @@ class Exchange:
         "reason",
         "response_extra",
         "policy_lines",
+        "log_request",
     )
 
     def __init__(
@@ -159,6 +161,7 @@ class Exchange:
         request_chunked: bool,
         content_encoding: bytes | None,
         started: float,
+        log_request: PolicyRequest | None = None,
     ) -> None:
         self.down = down
         self.services = services
@@ -204,6 +207,8 @@ class Exchange:
         self.replayable = not request_chunked and request_length <= 0
         self.error: str | None = None
         self.reason: str | None = Reason.UPSTREAM
+        # The request as policies saw it, for access-log CEL (None unless a step ran).
+        self.log_request = log_request
 
     # -- request side -----------------------------------------------------------------------
 
@@ -627,6 +632,7 @@ class Exchange:
                 self.error,
                 time.monotonic() - self.started,
                 outcome,
+                self.log_request,
             )
             self.services.recorder.record(record)
         finally:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 if TYPE_CHECKING:
     from agw_fast.llm.exchange import LLMOutcome
     from agw_fast.plan import RouteLabels
+    from agw_fast.policies.request import PolicyRequest
 
 __all__ = ["RequestRecord", "RequestRecorder"]
 
@@ -34,6 +35,8 @@ __all__ = ["RequestRecord", "RequestRecorder"]
 #   error         str or None
 #   duration      float seconds from the request head to the end of the response
 #   llm           LLMOutcome or None
+#   request       the PolicyRequest the policy steps saw, or None when no step ran (it is
+#                 only captured for every request when an accessLog expression needs it)
 RequestRecord: TypeAlias = tuple[
     "RouteLabels",
     str | None,
@@ -49,6 +52,7 @@ RequestRecord: TypeAlias = tuple[
     str | None,
     float,
     "LLMOutcome | None",
+    "PolicyRequest | None",
 ]
 
 

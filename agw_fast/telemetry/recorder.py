@@ -10,18 +10,23 @@ logged, and the path is logged without its query.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import TYPE_CHECKING
 
+from agw_fast.core.cel import LOG_VARIABLES, activation
 from agw_fast.core.reason import Reason
 from agw_fast.log import format_fields, logger, text_value
 from agw_fast.plan import UNKNOWN
+from agw_fast.policies.cel_context import cel_variables, source_variable
 from agw_fast.telemetry.metrics import Hist, LLMKey, MetricsRegistry, RequestKey, observe_request
 from agw_fast.telemetry.record import RequestRecord
 
 if TYPE_CHECKING:
     from agw_fast.llm.exchange import LLMOutcome
     from agw_fast.plan import RouteLabels
+    from agw_fast.policies.access_log import CompiledAccessLog
     from agw_fast.telemetry.access_log import AccessLog
 
 __all__ = ["Recorder"]
@@ -60,11 +65,17 @@ FAILURE_LOG_INTERVAL = 60.0  # seconds between two logged telemetry failures
 class Recorder:
     """Counts every finished request and, when the access log is on, logs it."""
 
-    __slots__ = ("_last_failure_log", "_prefixes", "_series", "access_log", "registry")
+    __slots__ = ("_last_failure_log", "_prefixes", "_series", "access_log", "policy", "registry")
 
-    def __init__(self, registry: MetricsRegistry, access_log: AccessLog | None) -> None:
+    def __init__(
+        self,
+        registry: MetricsRegistry,
+        access_log: AccessLog | None,
+        policy: CompiledAccessLog | None = None,
+    ) -> None:
         self.registry = registry
         self.access_log = access_log
+        self.policy = policy  # frontendPolicies.accessLog (filter, add, remove), compiled
         self._series: dict[_SeriesCacheKey, Hist] = {}
         # Text-line starts ("gateway=… listener=… route=… "), one per RouteLabels object.
         self._prefixes: dict[RouteLabels, str] = {}
@@ -72,9 +83,8 @@ class Recorder:
 
     def record(self, record: RequestRecord) -> None:
         try:
-            labels, backend, _, protocol, method, _, _, _, _, status, reason, _, duration, llm = (
-                record
-            )
+            (labels, backend, _, protocol, method, _, _, _, _, status, reason, _, duration,
+             llm, _) = record  # fmt: skip
             # The common case: one dict probe on the record's fields (RouteLabels hashes by
             # identity), no label strings built.
             cache_key = (labels, backend, protocol, method, status, reason)
@@ -86,7 +96,9 @@ class Recorder:
                 self._record_llm(labels, llm, duration)
             access_log = self.access_log
             if access_log is not None:
-                if access_log.json:
+                if self.policy is not None:
+                    self._log_with_policy(access_log, self.policy, record)
+                elif access_log.json:
                     access_log.emit(_fields(record))
                 else:
                     access_log.emit_line(self._line(record))
@@ -135,6 +147,22 @@ class Recorder:
 
     # -- the access line ------------------------------------------------------------------
 
+    def _log_with_policy(
+        self, access_log: AccessLog, policy: CompiledAccessLog, record: RequestRecord
+    ) -> None:
+        """agentgateway's order (telemetry/log.rs `DropOnLog::drop`): the filter, then the
+        built-in fields less the removed and replaced ones, then the added ones."""
+        bound = activation(_log_variables(record, policy.uses), LOG_VARIABLES)
+        if not policy.keep(bound):
+            return
+        fields = _fields(record)
+        for name in policy.hidden:
+            fields.pop(name, None)
+        as_json = access_log.json
+        for name, value in policy.additions(bound):
+            fields[name] = _added_value(value, as_json)
+        access_log.emit(fields)
+
     def _prefix(self, labels: RouteLabels) -> str:
         prefix = self._prefixes.get(labels)
         if prefix is None:
@@ -151,7 +179,7 @@ class Recorder:
     def _line(self, record: RequestRecord) -> str:
         """The text line; the common case is one f-string."""
         (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
-         error, duration, llm) = record  # fmt: skip
+         error, duration, llm, _) = record  # fmt: skip
         line = (
             f"info request {self._prefix(labels)}"
             f"{f'endpoint={endpoint} ' if endpoint else ''}src.addr={peer} "
@@ -171,7 +199,7 @@ class Recorder:
 def _fields(record: RequestRecord) -> dict[str, object]:
     """The JSON line's fields, in the text line's order."""
     (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
-     error, duration, llm) = record  # fmt: skip
+     error, duration, llm, _) = record  # fmt: skip
     fields: dict[str, object] = {
         "gateway": labels.gateway,
         "listener": labels.listener,
@@ -209,3 +237,50 @@ def _llm_fields(llm: LLMOutcome, duration: float) -> dict[str, object]:
         "gen_ai.request.temperature": llm.temperature,
         "gen_ai.request.max_tokens": llm.max_tokens,
     }
+
+
+def _log_variables(record: RequestRecord, uses: frozenset[str]) -> dict[str, object]:
+    """The CEL variables the policy's expressions name, from the record."""
+    variables: dict[str, object] = {}
+    request = record[14]
+    for name in uses:
+        if name == "source":
+            variables[name] = source_variable(record[8])
+        elif name == "response":
+            status = record[9]
+            variables[name] = {"code": status} if status else {}
+        elif name == "llm":
+            llm = record[13]
+            variables[name] = {} if llm is None else _llm_variable(llm)
+        elif request is not None:
+            variables.update(cel_variables(request, frozenset((name,))))
+        else:
+            variables[name] = {}  # no step saw the request (rejected before routing)
+    return variables
+
+
+def _llm_variable(llm: LLMOutcome) -> dict[str, object]:
+    """`llm` as agentgateway's LLMContext names its fields; unknown values are absent."""
+    values = {
+        "provider": llm.provider,
+        "requestModel": llm.request_model,
+        "responseModel": llm.response_model,
+        "inputTokens": llm.input_tokens,
+        "cachedInputTokens": llm.cached_input_tokens,
+        "outputTokens": llm.output_tokens,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _added_value(value: object, as_json: bool) -> object:
+    """An `add` value as agentgateway writes it: a JSON value in the JSON line; in the text
+    line a string as itself, a boolean as true/false, a map or list as compact JSON."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")  # CEL bytes in JSON
+    if as_json:
+        return value if isinstance(value, str | int | float | bool | dict | list) else str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return value
