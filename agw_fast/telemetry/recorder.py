@@ -152,15 +152,24 @@ class Recorder:
     ) -> None:
         """agentgateway's order (telemetry/log.rs `DropOnLog::drop`): the filter, then the
         built-in fields less the removed and replaced ones, then the added ones."""
-        bound = activation(_log_variables(record, policy.uses), LOG_VARIABLES)
-        if not policy.keep(bound):
+        bound = None
+        if policy.filter is not None or policy.additions_programs:
+            bound = activation(_log_variables(record, policy.uses), LOG_VARIABLES)
+            if not policy.keep(bound):
+                return
+        as_json = access_log.json
+        if not policy.hidden:  # a filter alone: the default line
+            if as_json:
+                access_log.emit(_fields(record))
+            else:
+                access_log.emit_line(self._line(record))
             return
         fields = _fields(record)
         for name in policy.hidden:
             fields.pop(name, None)
-        as_json = access_log.json
-        for name, value in policy.additions(bound):
-            fields[name] = _added_value(value, as_json)
+        if bound is not None:
+            for name, value in policy.additions(bound):
+                fields[name] = _added_value(value, as_json)
         access_log.emit(fields)
 
     def _prefix(self, labels: RouteLabels) -> str:

@@ -218,3 +218,21 @@ def test_jwt_claims_reach_the_line(loop: asyncio.AbstractEventLoop) -> None:
     recorder.record(record(request=policy_request([])))  # no token: the field is left out
     first, second = logged(recorder)
     assert first.endswith(" user=alice") and "user=" not in second
+
+
+def test_a_filter_alone_keeps_the_default_line(loop: asyncio.AbstractEventLoop) -> None:
+    for fmt in ("text", "json"):
+        plain = Recorder(MetricsRegistry(), AccessLog(loop, fmt, fd=-1))
+        filtered = recorder_for(loop, {"filter": "response.code == 200"}, fmt)
+        plain.record(record(llm=OUTCOME, protocol="llm"))
+        filtered.record(record(llm=OUTCOME, protocol="llm"))
+        assert logged(filtered) == logged(plain)
+
+
+def test_remove_alone_needs_no_cel(loop: asyncio.AbstractEventLoop) -> None:
+    policy = compiled({"remove": ["duration"]})
+    assert policy.filter is None and policy.uses == frozenset() and not policy.needs_request
+    recorder = Recorder(MetricsRegistry(), AccessLog(loop, "json", fd=-1), policy)
+    recorder.record(record())
+    (line,) = logged(recorder)
+    assert "duration" not in json.loads(line)
