@@ -5,9 +5,10 @@ The engine is `cel-expr-python` (Google's C++ CEL runtime): compiling a typical 
 config with a CEL expression is refused at load when it is missing.
 
 Variables follow agentgateway's names (crates/agentgateway/src/cel/types.rs `Executor`):
-`request`, `source`, `jwt`, `apiKey`, `basicAuth`, each a map. Any other variable
-(`response`, `llm`, `llmRequest`, `mcp`, ...) is an undeclared reference, so an expression
-using it fails to compile: at load, never at request time. The same holds for functions:
+`request`, `source`, `jwt`, `apiKey`, `basicAuth`, each a map; access-log expressions
+(`LOG_VARIABLES`) also have `response` and `llm`. Any other variable (`llmRequest`, `mcp`,
+...) is an undeclared reference, so an expression using it fails to compile: at load, never
+at request time. The same holds for functions:
 the CEL standard library, the cel-go `strings`, `math` and optional extensions
 (`m[?"k"].orValue(d)`), and the agentgateway extensions listed in `FUNCTIONS` are
 declared; any other call fails to compile, and the agentgateway extensions agw-fast lacks

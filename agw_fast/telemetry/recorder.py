@@ -5,7 +5,9 @@ crates/agentgateway/src/telemetry/log.rs): `gateway listener route_rule route en
 src.addr http.method http.host http.path http.version http.status protocol gen_ai.* error
 reason duration`, a field left out when it has no value, `reason` only when the response
 did not come from the upstream. Secrets never reach a line: no header value but Host is
-logged, and the path is logged without its query.
+logged, and the path is logged without its query (unless the operator's
+`frontendPolicies.accessLog.add` asks for one: see policies/access_log.py for its filter,
+added and removed fields).
 """
 
 from __future__ import annotations
