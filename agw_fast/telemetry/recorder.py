@@ -286,12 +286,19 @@ def _llm_variable(llm: LLMOutcome) -> dict[str, object]:
 def _added_value(value: object, as_json: bool) -> object:
     """An `add` value as agentgateway writes it: a JSON value in the JSON line; in the text
     line a string as itself, a boolean as true/false, a map or list as compact JSON."""
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | bytearray):  # the engine yields bytearray
         return base64.b64encode(value).decode("ascii")  # CEL bytes in JSON
-    if as_json:
-        return value if isinstance(value, str | int | float | bool | dict | list) else str(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
     if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), default=str)
-    return value
+        # A CEL map has no order (agentgateway's is a hash map's): keys are sorted here so
+        # the same value always logs the same way.
+        value = json.loads(json.dumps(value, sort_keys=True, default=_json_default))
+        return value if as_json else json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bool):
+        return value if as_json else ("true" if value else "false")
+    return value if isinstance(value, str | int | float) else str(value)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes | bytearray):  # the engine yields bytearray
+        return base64.b64encode(value).decode("ascii")
+    return str(value)

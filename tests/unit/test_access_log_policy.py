@@ -236,3 +236,22 @@ def test_remove_alone_needs_no_cel(loop: asyncio.AbstractEventLoop) -> None:
     recorder.record(record())
     (line,) = logged(recorder)
     assert "duration" not in json.loads(line)
+
+
+def test_map_keys_sorted_and_bytes_as_base64(loop: asyncio.AbstractEventLoop) -> None:
+    for fmt in ("text", "json"):
+        recorder = recorder_for(
+            loop, {"add": {"m": '{"z": 1, "a": {"y": b"hi", "b": 2}}', "raw": 'b"hi"'}}, fmt
+        )
+        for _ in range(5):
+            recorder.record(record())
+        found = logged(recorder)
+        assert len(set(found)) == 1  # the same value logs the same way every time
+        if fmt == "json":
+            fields = json.loads(found[0])
+            assert list(fields["m"]) == ["a", "z"] and fields["m"]["a"] == {"b": 2, "y": "aGk="}
+            assert fields["raw"] == "aGk="
+        else:
+            assert found[0].endswith(
+                ' m="{\\"a\\":{\\"b\\":2,\\"y\\":\\"aGk=\\"},\\"z\\":1}" raw="aGk="'
+            )
