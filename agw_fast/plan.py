@@ -48,6 +48,7 @@ from agw_fast.errors import ConfigError
 from agw_fast.llm.exchange import AIRuntime
 from agw_fast.llm.providers.openai import RouteTypeResolver
 from agw_fast.policies import RequestStep, compile_gateway_steps, compile_request_steps
+from agw_fast.policies.access_log import capture_step, compile_access_log
 from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS, TokenLimits, build_token_limits
 
 __all__ = [
@@ -251,6 +252,12 @@ class _Compiler:
         self.contexts: dict[BackendTLS, ssl.SSLContext] = {}
         max_buffer = config.frontend.max_buffer_size
         self.llm_buffer = DEFAULT_LLM_BUFFER if max_buffer is None else max_buffer
+        # Compiled here so a bad accessLog expression fails the load; the worker's recorder
+        # compiles its own copy. Its `request`/auth variables need each request's PolicyRequest.
+        access_log = compile_access_log(config.frontend.access_log)
+        self.capture: tuple[RequestStep, ...] = (
+            (capture_step,) if access_log is not None and access_log.needs_request else ()
+        )
 
     def context(self, tls: BackendTLS, where: str) -> ssl.SSLContext:
         found = self.contexts.get(tls)
@@ -418,7 +425,7 @@ class _Compiler:
                 routes.append((runtime.key, route, runtime))
             labels = RouteLabels.of(bind_name, GATEWAY_NAME, listener.name)
             table = tables[listener.hostname.lower()] = RuntimeListener(
-                routes, labels, compile_gateway_steps(listener.policies)
+                routes, labels, compile_gateway_steps(listener.policies) + self.capture
             )
             if listener.tls is not None:
                 contexts[id(table)] = _server_context(f"{path}.listeners", bind, li)

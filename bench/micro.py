@@ -193,8 +193,11 @@ def _json_usage() -> tuple[Callable[[], object], int]:
     return lambda: parse(RESPONSE_BODY), 1
 
 
-def _telemetry_case(log_format: str | None) -> tuple[Callable[[], object], int]:
-    """What an exchange's end costs telemetry: build its `RequestRecord`, record it."""
+def _telemetry_case(
+    log_format: str | None, access_log_filter: str | None = None
+) -> tuple[Callable[[], object], int]:
+    """What an exchange's end costs telemetry: build its `RequestRecord`, record it (with a
+    `frontendPolicies.accessLog` filter when `access_log_filter` is set; it passes)."""
     import asyncio
     import os
     import time
@@ -210,7 +213,18 @@ def _telemetry_case(log_format: str | None) -> tuple[Callable[[], object], int]:
         loop = asyncio.new_event_loop()  # never run: the bench flushes the batch itself
         log_cls = _attr("agw_fast.telemetry.access_log", "AccessLog")
         access_log = log_cls(loop, log_format, os.open(os.devnull, os.O_WRONLY))
-    recorder = recorder_cls(registry_cls(slots.writer(0)), access_log)
+    policy = None
+    request = None
+    if access_log_filter is not None:
+        model = importlib.import_module("agw_fast.config.model")
+        compile_access_log = _attr("agw_fast.policies.access_log", "compile_access_log")
+        policy = compile_access_log(model.AccessLogPolicy("bench", filter=access_log_filter))
+        if policy.needs_request:
+            request = _attr("agw_fast.policies.request", "PolicyRequest")(
+                b"POST", b"api.example.com", b"/v1/chat/completions", b"", list(_HEADERS),
+                None, "127.0.0.1:50000",
+            )
+    recorder = recorder_cls(registry_cls(slots.writer(0)), access_log, policy)
     backend = "/default/default/bind/3000/listener0/default/route0/backend0"
     started = time.monotonic()
 
@@ -219,7 +233,7 @@ def _telemetry_case(log_format: str | None) -> tuple[Callable[[], object], int]:
             (
                 labels, backend, "127.0.0.1:8080", "http", b"POST", b"api.example.com",
                 b"/v1/chat/completions", "HTTP/1.1", "127.0.0.1:50000", 200, "Upstream",
-                None, time.monotonic() - started, None,
+                None, time.monotonic() - started, None, 0, request,
             )
         )  # fmt: skip
         if access_log is not None and len(access_log.lines) >= 100:
@@ -236,6 +250,16 @@ def _telemetry_no_log() -> tuple[Callable[[], object], int]:
 @case("telemetry: record a finished request (text access log)")
 def _telemetry_text_log() -> tuple[Callable[[], object], int]:
     return _telemetry_case("text")
+
+
+@case("telemetry: text access log, accessLog filter on response.code")
+def _telemetry_filter_response() -> tuple[Callable[[], object], int]:
+    return _telemetry_case("text", "response.code < 500")
+
+
+@case("telemetry: text access log, accessLog filter on a request header")
+def _telemetry_filter_header() -> tuple[Callable[[], object], int]:
+    return _telemetry_case("text", 'request.headers["content-type"] == "application/json"')
 
 
 class _FakeTransport:
@@ -272,7 +296,9 @@ class _FakeTransport:
         return ("127.0.0.1", 50000) if name == "peername" else default
 
 
-def _request_cycle(request: bytes) -> tuple[Callable[[], object], int]:
+def _request_cycle(
+    request: bytes, access_log_filter: str | None = None
+) -> tuple[Callable[[], object], int]:
     """One request through DownstreamProtocol + Exchange + a pooled UpstreamConnection, with
     fake transports and no running loop: h11 parsing, routing, the upstream head, the
     response relay and the return to the pool (what a keep-alive request costs in Python)."""
@@ -287,7 +313,12 @@ def _request_cycle(request: bytes) -> tuple[Callable[[], object], int]:
 
     backend = model.RouteBackend(model.HostBackend("up.example", 9000))
     listener = model.Listener("main", routes=(model.Route(name="api", backends=(backend,)),))
-    config = model.Config(binds=(model.Bind(8080, (listener,)),))
+    frontend = model.FrontendPolicies()
+    if access_log_filter is not None:  # the per-request capture an accessLog expression needs
+        frontend = model.FrontendPolicies(
+            access_log=model.AccessLogPolicy("bench", filter=access_log_filter)
+        )
+    config = model.Config(binds=(model.Bind(8080, (listener,)),), frontend=frontend)
     (bind,) = plan.compile_config(config)
     loop = uvloop.new_event_loop()  # never run: time() and call_later() only
     # Metrics in a process-local registry, no access log (its cost is the telemetry case's).
@@ -318,6 +349,14 @@ _REQUEST_HEAD = (
 @case("request path: GET, 8 headers (h11 + route + relay)")
 def _request_get() -> tuple[Callable[[], object], int]:
     return _request_cycle(_REQUEST_HEAD.replace(b"POST", b"GET", 1) + b"\r\n")
+
+
+@case("request path: GET, 8 headers, accessLog filter on a request header")
+def _request_get_access_log() -> tuple[Callable[[], object], int]:
+    return _request_cycle(
+        _REQUEST_HEAD.replace(b"POST", b"GET", 1) + b"\r\n",
+        'request.headers["x-debug"] == "1"',
+    )
 
 
 @case("request path: POST 292 B, content-length")

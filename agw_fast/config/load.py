@@ -8,6 +8,7 @@ agw-fast does not implement are refused ("not supported: <path>"), never ignored
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from agw_fast.config.durations import parse_duration
@@ -19,6 +20,7 @@ from agw_fast.config.load_policies import (
 )
 from agw_fast.config.load_tls import parse_frontend_tls, parse_listener_tls
 from agw_fast.config.model import (
+    AccessLogPolicy,
     AIBackend,
     BackendPoolConfig,
     Bind,
@@ -37,6 +39,7 @@ from agw_fast.config.model import (
 from agw_fast.config.validate import (
     Obj,
     as_str,
+    as_str_map,
     check_header_name,
     check_regex,
     check_socket_addr,
@@ -255,10 +258,13 @@ def _frontend(raw: object | None, path: str) -> FrontendPolicies:
     o = Obj(raw, path, "LocalFrontendPolicies")
     http_raw = o.get("http")
     tls_raw = o.get("tls")
+    log_raw = o.get("accessLog")
     o.close()
     handshake = None if tls_raw is None else parse_frontend_tls(tls_raw, o.child("tls"))
     if handshake is not None:
         default = FrontendPolicies(tls_handshake_timeout=handshake)
+    if log_raw is not None:
+        default = replace(default, access_log=_access_log(log_raw, o.child("accessLog")))
     if http_raw is None:
         return default
     h = Obj(http_raw, o.child("http"), "FrontendHTTP")
@@ -274,9 +280,25 @@ def _frontend(raw: object | None, path: str) -> FrontendPolicies:
         max_buffer_size=h.opt_int("maxBufferSize", 0),
         http1_idle_timeout=default.http1_idle_timeout if idle is None else idle,
         tls_handshake_timeout=default.tls_handshake_timeout,
+        access_log=default.access_log,
     )
     h.close()
     return result
+
+
+def _access_log(raw: object, path: str) -> AccessLogPolicy:
+    """`accessLog` (agentgateway's LoggingPolicy): the CEL is compiled by the plan."""
+    o = Obj(raw, path, "LoggingPolicy")
+    add_raw = o.get("add")
+    remove = frozenset(as_str(v, p) for p, v in o.items("remove"))
+    policy = AccessLogPolicy(
+        path=path,
+        filter=o.opt_str("filter"),
+        add=() if add_raw is None else tuple(as_str_map(add_raw, o.child("add"))),
+        remove=remove,
+    )
+    o.close()
+    return policy
 
 
 def _bind(raw: object, path: str, base_dir: Path) -> Bind:

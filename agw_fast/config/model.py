@@ -32,6 +32,7 @@ __all__ = [
     "ConditionalDirectResponse",
     "DelayPolicy",
     "DirectResponse",
+    "AccessLogPolicy",
     "FrontendPolicies",
     "GatewayPolicies",
     "HeaderModifier",
@@ -477,10 +478,22 @@ class StaticConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessLogPolicy:
+    """`frontendPolicies.accessLog`: CEL `filter` and `add` (compiled by
+    policies/access_log.py), `remove` field names; `path` is where it sits in the file."""
+
+    path: str
+    filter: str | None = None
+    add: tuple[tuple[str, str], ...] = ()  # (field name, CEL expression), in file order
+    remove: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class FrontendPolicies:
     max_buffer_size: int | None = None  # None: LLM default (32 MiB)
     http1_idle_timeout: float = 600 * SECONDS
     tls_handshake_timeout: float = 15 * SECONDS  # `tls.handshakeTimeout`
+    access_log: AccessLogPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,8 +45,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "KeepaliveConfig": ("enabled time interval retries", ""),
     "RawLogging": ("level format", "database fields filter"),
     "LocalFrontendPolicies": (
-        "http tls",
-        "accessLog connect logging networkAuthorization networkExtAuthz proxy "
+        "http tls accessLog",
+        "connect logging networkAuthorization networkExtAuthz proxy "
         "proxyProtocol tcp tracing",
     ),
     "FrontendHTTP": (
@@ -57,6 +57,7 @@ _TABLE: dict[str, tuple[str, str]] = {
     ),
     "LocalBind": ("port listeners tunnelProtocol mode", ""),
     "LocalListener": ("name namespace hostname protocol routes policies tls", "tcpRoutes"),
+    "LoggingPolicy": ("filter add remove", "otlp database"),
     "LocalGatewayPolicy": (
         "cors apiKey authorization basicAuth jwtAuth",
         "extAuthz extProc oidc transformations",

@@ -5,9 +5,10 @@ The engine is `cel-expr-python` (Google's C++ CEL runtime): compiling a typical 
 config with a CEL expression is refused at load when it is missing.
 
 Variables follow agentgateway's names (crates/agentgateway/src/cel/types.rs `Executor`):
-`request`, `source`, `jwt`, `apiKey`, `basicAuth`, each a map. Any other variable
-(`response`, `llm`, `llmRequest`, `mcp`, ...) is an undeclared reference, so an expression
-using it fails to compile: at load, never at request time. The same holds for functions:
+`request`, `source`, `jwt`, `apiKey`, `basicAuth`, each a map; access-log expressions
+(`LOG_VARIABLES`) also have `response` and `llm`. Any other variable (`llmRequest`, `mcp`,
+...) is an undeclared reference, so an expression using it fails to compile: at load, never
+at request time. The same holds for functions:
 the CEL standard library, the cel-go `strings`, `math` and optional extensions
 (`m[?"k"].orValue(d)`), and the agentgateway extensions listed in `FUNCTIONS` are
 declared; any other call fails to compile, and the agentgateway extensions agw-fast lacks
@@ -29,6 +30,7 @@ from typing import Any
 __all__ = [
     "CEL_EXTRA_HINT",
     "FUNCTIONS",
+    "LOG_VARIABLES",
     "REFUSED_FUNCTIONS",
     "VARIABLES",
     "CelCompileError",
@@ -44,6 +46,8 @@ CEL_EXTRA_HINT = "pip install 'agw-fast[cel]'"
 
 # agentgateway's top-level variables agw-fast fills (all maps; see policies/cel_context.py).
 VARIABLES = ("request", "source", "jwt", "apiKey", "basicAuth")
+# At log time (access log `filter`/`add`) agentgateway also has the response and the LLM call.
+LOG_VARIABLES = (*VARIABLES, "response", "llm")
 
 # The agentgateway extensions (crates/celx) declared here, beyond CEL's standard library
 # and the cel-go strings/math extensions.
@@ -75,10 +79,13 @@ except ImportError:  # the optional extra is not installed
 Activation = Any
 
 
-def activation(variables: Mapping[str, object]) -> Activation:
+def activation(
+    variables: Mapping[str, object], declared: tuple[str, ...] = VARIABLES
+) -> Activation:
     """Convert one request's variables for the engine (about 4 us for a request map), so
-    several expressions evaluated against them pay for the conversion once."""
-    return _environment().Activation(variables)
+    several expressions evaluated against them pay for the conversion once. `declared` is
+    the variable set the expressions were compiled with."""
+    return _environment(declared).Activation(variables)
 
 
 def available() -> bool:
@@ -126,15 +133,16 @@ class EvaluationError:
         return f"EvaluationError({self.message!r})"
 
 
-def compile_expression(text: str) -> CelProgram:
-    """Compile `text`; raises `CelCompileError` with the engine's message (one line)."""
+def compile_expression(text: str, variables: tuple[str, ...] = VARIABLES) -> CelProgram:
+    """Compile `text` with `variables` declared (`VARIABLES` or `LOG_VARIABLES`); raises
+    `CelCompileError` with the engine's message (one line)."""
     if _cel is None:
         raise CelCompileError(f"CEL expressions need the `cel` extra: {CEL_EXTRA_HINT}")
     try:
-        program = _environment().compile(_lowercase_header_keys(text))
+        program = _environment(variables).compile(_lowercase_header_keys(text))
     except RuntimeError as error:
         raise CelCompileError(_one_line(str(error))) from None
-    return CelProgram(text, program, _variables_used(text))
+    return CelProgram(text, program, _variables_used(text, variables))
 
 
 # `request.headers["X-Team"]`: agentgateway looks header names up case-insensitively (an
@@ -153,11 +161,11 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING_LITERAL = re.compile(r"""[rRbB]*("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
 
 
-def _variables_used(text: str) -> frozenset[str]:
+def _variables_used(text: str, variables: tuple[str, ...]) -> frozenset[str]:
     # A superset is harmless (a variable built for nothing); the compiler has already
     # rejected any identifier that is not a declared variable, function or field.
     names = set(_IDENTIFIER.findall(_STRING_LITERAL.sub('""', text)))
-    return frozenset(name for name in VARIABLES if name in names)
+    return frozenset(name for name in variables if name in names)
 
 
 _UNDECLARED = re.compile(r"undeclared reference to '([^']+)'")
@@ -193,21 +201,22 @@ _AGENTGATEWAY_VARIABLES = frozenset(
 )  # fmt: skip
 
 
-_ENVIRONMENT: Any = None
+_ENVIRONMENTS: dict[tuple[str, ...], Any] = {}
 
 
-def _environment() -> Any:
-    # Built once per process on first use, so a config without CEL never loads the engine.
-    global _ENVIRONMENT
-    if _ENVIRONMENT is None:
+def _environment(variables: tuple[str, ...] = VARIABLES) -> Any:
+    # Built once per process and variable set on first use, so a config without CEL never
+    # loads the engine.
+    environment = _ENVIRONMENTS.get(variables)
+    if environment is None:
         t = _cel.Type
         dyn_map = t.Map(t.STRING, t.DYN)
-        _ENVIRONMENT = _cel.NewEnv(
-            variables=dict.fromkeys(VARIABLES, dyn_map),
+        environment = _ENVIRONMENTS[variables] = _cel.NewEnv(
+            variables=dict.fromkeys(variables, dyn_map),
             extensions=[ext_strings.ExtStrings(), ext_math.ExtMath(), ext_optional.ExtOptional()],
             functions=_function_declarations(),
         )
-    return _ENVIRONMENT
+    return environment
 
 
 def _cidr(text: str) -> dict[str, str]:

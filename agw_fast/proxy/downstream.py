@@ -431,9 +431,10 @@ class DownstreamProtocol(asyncio.Protocol):
         labels: RouteLabels,
         reason: str,
         extra_headers: bytes = b"",
+        log_request: PolicyRequest | None = None,
     ) -> None:
         response = local_response(status, body, extra_headers=extra_headers)
-        self._answer(request, response, status, started, labels, reason, body)
+        self._answer(request, response, status, started, labels, reason, body, None, log_request)
 
     def _reject(
         self, request: h11.Request, status: int, body: bytes, started: float, close: bool = True
@@ -454,6 +455,7 @@ class DownstreamProtocol(asyncio.Protocol):
         reason: str,
         body: bytes = b"",
         backend: RuntimeBackend | None = None,
+        log_request: PolicyRequest | None = None,
     ) -> None:
         """Send a response the gateway makes itself (error, direct response, redirect).
 
@@ -468,7 +470,7 @@ class DownstreamProtocol(asyncio.Protocol):
         if request.method == b"HEAD":
             response = without_body(response)
         self.write(response)
-        self._record_local(request, status, started, labels, reason, body, backend)
+        self._record_local(request, status, started, labels, reason, body, backend, log_request)
         if self.h11.they_are_waiting_for_100_continue or not self.keep_alive:
             # A client waiting for 100-continue will not send the body we must skip, and a
             # non-keep-alive client is done: either way this connection ends here.
@@ -483,6 +485,7 @@ class DownstreamProtocol(asyncio.Protocol):
         reason: str,
         body: bytes,
         backend: RuntimeBackend | None,
+        log_request: PolicyRequest | None,
     ) -> None:
         # A local answer is rare: what the record needs is recomputed from the request here
         # rather than carried through the common path.
@@ -511,6 +514,7 @@ class DownstreamProtocol(asyncio.Protocol):
             time.monotonic() - started,
             None,
             0,
+            log_request,
         )
         self.ctx.recorder.record(record)
 
@@ -640,7 +644,7 @@ class DownstreamProtocol(asyncio.Protocol):
         if matched is None:
             self._local(
                 request, 404, b"route not found", started, table.labels, Reason.NOT_FOUND,
-                _lines_of(policy_request),
+                _lines_of(policy_request), policy_request,
             )
             return
         route = matched.route
@@ -707,13 +711,13 @@ class DownstreamProtocol(asyncio.Protocol):
         if backend is None:
             self._local(
                 request, 500, b"no valid backends", started, route.labels,
-                Reason.NO_HEALTHY_BACKEND, policy_lines,
+                Reason.NO_HEALTHY_BACKEND, policy_lines, policy_request,
             )
             return
         if backend.redirect is not None:
             self._redirect(
                 request, route, backend, backend.redirect, host, path, query, prefix, started,
-                policy_lines,
+                policy_lines, policy_request,
             )
             return
         authority = backend.auto_authority or host
@@ -725,7 +729,7 @@ class DownstreamProtocol(asyncio.Protocol):
             except ProxyError as error:
                 self._local(
                     request, error.status, error.body.encode(), started, route.labels,
-                    Reason.INTERNAL, policy_lines,
+                    Reason.INTERNAL, policy_lines, policy_request,
                 )
                 return
             if rewrite.authority is not None:
@@ -737,7 +741,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.mode = _PROXY
         exchange = Exchange(
             self, self.ctx, route, backend, method, target, path, host, authority, headers,
-            length, chunked, content_encoding, started,
+            length, chunked, content_encoding, started, policy_request,
         )
         if policy_request is not None and policy_request.no_retry:
             exchange.disable_retry()
@@ -843,7 +847,10 @@ class DownstreamProtocol(asyncio.Protocol):
         lines = policy_request.response_lines
         if lines is not None:
             response = _with_lines(response, b"".join(lines))
-        self._answer(request, response, int(response[9:12]), started, labels, reason)
+        self._answer(
+            request, response, int(response[9:12]), started, labels, reason,
+            log_request=policy_request,
+        )
 
     def _redirect(
         self,
@@ -857,6 +864,7 @@ class DownstreamProtocol(asyncio.Protocol):
         prefix: str | None,
         started: float,
         policy_lines: bytes = b"",
+        log_request: PolicyRequest | None = None,
     ) -> None:
         # agentgateway answers a redirect as a direct response; one it cannot build is a
         # filter error (Internal).
@@ -865,14 +873,14 @@ class DownstreamProtocol(asyncio.Protocol):
         except ProxyError as error:
             self._local(
                 request, error.status, error.body.encode(), started, route.labels,
-                Reason.INTERNAL, policy_lines,
+                Reason.INTERNAL, policy_lines, log_request,
             )
             return
         if policy_lines:
             response = _with_lines(response, policy_lines)
         self._answer(
             request, response, redirect.status, started, route.labels, Reason.DIRECT_RESPONSE,
-            backend=backend,
+            backend=backend, log_request=log_request,
         )
 
 

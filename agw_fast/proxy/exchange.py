@@ -48,6 +48,7 @@ from agw_fast.telemetry.record import RequestRecord, RequestRecorder
 
 if TYPE_CHECKING:
     from agw_fast.plan import RuntimeBackend, RuntimeRoute
+    from agw_fast.policies.request import PolicyRequest
     from agw_fast.proxy.pool import UpstreamPool
 
 __all__ = ["Client", "Exchange", "ReadPause", "Services"]
@@ -153,6 +154,7 @@ class Exchange:
         "retries_left",
         "retries",
         "replay_size",
+        "log_request",
     )
 
     def __init__(
@@ -171,6 +173,7 @@ class Exchange:
         request_chunked: bool,
         content_encoding: bytes | None,
         started: float,
+        log_request: PolicyRequest | None = None,
     ) -> None:
         self.down = down
         self.services = services
@@ -221,6 +224,8 @@ class Exchange:
             self._arm_retry(route.retry.attempts)
         self.error: str | None = None
         self.reason: str | None = Reason.UPSTREAM
+        # The request as policies saw it, for access-log CEL (None unless a step ran).
+        self.log_request = log_request
 
     # -- request side -----------------------------------------------------------------------
 
@@ -747,6 +752,7 @@ class Exchange:
                 time.monotonic() - self.started,
                 outcome,
                 self.retries,
+                self.log_request,
             )
             self.services.recorder.record(record)
         finally:

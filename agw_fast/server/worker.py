@@ -21,6 +21,7 @@ import uvloop
 from agw_fast.config.model import Config
 from agw_fast.log import logger
 from agw_fast.plan import RuntimeBind
+from agw_fast.policies.access_log import compile_access_log
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
 from agw_fast.server.jwks import JwksRefresher
@@ -48,7 +49,8 @@ def worker_recorder(
         if logger.isEnabledFor(logging.INFO)
         else None
     )
-    return Recorder(registry, access_log)
+    policy = compile_access_log(config.frontend.access_log) if access_log is not None else None
+    return Recorder(registry, access_log, policy)
 
 
 class WorkerContext:

@@ -2,7 +2,7 @@
 
 Access lines are formatted after the response is complete and written with one write syscall
 for many requests, so logging stays off the critical section of the hot path. Secrets never
-reach a line: no header values are logged.
+reach a line: no header values are logged (unless an `accessLog.add` expression asks).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 if TYPE_CHECKING:
     from agw_fast.llm.exchange import LLMOutcome
     from agw_fast.plan import RouteLabels
+    from agw_fast.policies.request import PolicyRequest
 
 __all__ = ["RequestRecord", "RequestRecorder"]
 
@@ -35,6 +36,8 @@ __all__ = ["RequestRecord", "RequestRecorder"]
 #   duration      float seconds from the request head to the end of the response
 #   llm           LLMOutcome or None
 #   retries       int: how many times the request was sent again (`retry`); 0 without
+#   request       the PolicyRequest the policy steps saw, or None when no step ran (it is
+#                 only captured for every request when an accessLog expression needs it)
 RequestRecord: TypeAlias = tuple[
     "RouteLabels",
     str | None,
@@ -51,6 +54,7 @@ RequestRecord: TypeAlias = tuple[
     float,
     "LLMOutcome | None",
     int,
+    "PolicyRequest | None",
 ]
 
 

@@ -5,23 +5,30 @@ crates/agentgateway/src/telemetry/log.rs): `gateway listener route_rule route en
 src.addr http.method http.host http.path http.version http.status protocol gen_ai.* error
 reason duration`, a field left out when it has no value, `reason` only when the response
 did not come from the upstream. Secrets never reach a line: no header value but Host is
-logged, and the path is logged without its query.
+logged, and the path is logged without its query (unless the operator's
+`frontendPolicies.accessLog.add` asks for one: see policies/access_log.py for its filter,
+added and removed fields).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import TYPE_CHECKING
 
+from agw_fast.core.cel import LOG_VARIABLES, activation
 from agw_fast.core.reason import Reason
 from agw_fast.log import format_fields, logger, text_value
 from agw_fast.plan import UNKNOWN
+from agw_fast.policies.cel_context import cel_variables, source_variable
 from agw_fast.telemetry.metrics import Hist, LLMKey, MetricsRegistry, RequestKey, observe_request
 from agw_fast.telemetry.record import RequestRecord
 
 if TYPE_CHECKING:
     from agw_fast.llm.exchange import LLMOutcome
     from agw_fast.plan import RouteLabels
+    from agw_fast.policies.access_log import CompiledAccessLog
     from agw_fast.telemetry.access_log import AccessLog
 
 __all__ = ["Recorder"]
@@ -60,11 +67,17 @@ FAILURE_LOG_INTERVAL = 60.0  # seconds between two logged telemetry failures
 class Recorder:
     """Counts every finished request and, when the access log is on, logs it."""
 
-    __slots__ = ("_last_failure_log", "_prefixes", "_series", "access_log", "registry")
+    __slots__ = ("_last_failure_log", "_prefixes", "_series", "access_log", "policy", "registry")
 
-    def __init__(self, registry: MetricsRegistry, access_log: AccessLog | None) -> None:
+    def __init__(
+        self,
+        registry: MetricsRegistry,
+        access_log: AccessLog | None,
+        policy: CompiledAccessLog | None = None,
+    ) -> None:
         self.registry = registry
         self.access_log = access_log
+        self.policy = policy  # frontendPolicies.accessLog (filter, add, remove), compiled
         self._series: dict[_SeriesCacheKey, Hist] = {}
         # Text-line starts ("gateway=… listener=… route=… "), one per RouteLabels object.
         self._prefixes: dict[RouteLabels, str] = {}
@@ -73,7 +86,7 @@ class Recorder:
     def record(self, record: RequestRecord) -> None:
         try:
             (labels, backend, _, protocol, method, _, _, _, _, status, reason, _, duration, llm,
-             retries) = record  # fmt: skip
+             retries, _) = record  # fmt: skip
             # The common case: one dict probe on the record's fields (RouteLabels hashes by
             # identity), no label strings built.
             cache_key = (labels, backend, protocol, method, status, reason)
@@ -87,7 +100,9 @@ class Recorder:
                 self._record_llm(labels, llm, duration)
             access_log = self.access_log
             if access_log is not None:
-                if access_log.json:
+                if self.policy is not None:
+                    self._log_with_policy(access_log, self.policy, record)
+                elif access_log.json:
                     access_log.emit(_fields(record))
                 else:
                     access_log.emit_line(self._line(record))
@@ -143,6 +158,31 @@ class Recorder:
 
     # -- the access line ------------------------------------------------------------------
 
+    def _log_with_policy(
+        self, access_log: AccessLog, policy: CompiledAccessLog, record: RequestRecord
+    ) -> None:
+        """agentgateway's order (telemetry/log.rs `DropOnLog::drop`): the filter, then the
+        built-in fields less the removed and replaced ones, then the added ones."""
+        bound = None
+        if policy.filter is not None or policy.additions_programs:
+            bound = activation(_log_variables(record, policy.uses), LOG_VARIABLES)
+            if not policy.keep(bound):
+                return
+        as_json = access_log.json
+        if not policy.hidden:  # a filter alone: the default line
+            if as_json:
+                access_log.emit(_fields(record))
+            else:
+                access_log.emit_line(self._line(record))
+            return
+        fields = _fields(record)
+        for name in policy.hidden:
+            fields.pop(name, None)
+        if bound is not None:
+            for name, value in policy.additions(bound):
+                fields[name] = _added_value(value, as_json)
+        access_log.emit(fields)
+
     def _prefix(self, labels: RouteLabels) -> str:
         prefix = self._prefixes.get(labels)
         if prefix is None:
@@ -159,7 +199,7 @@ class Recorder:
     def _line(self, record: RequestRecord) -> str:
         """The text line; the common case is one f-string."""
         (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
-         error, duration, llm, retries) = record  # fmt: skip
+         error, duration, llm, retries, _) = record  # fmt: skip
         line = (
             f"info request {self._prefix(labels)}"
             f"{f'endpoint={endpoint} ' if endpoint else ''}src.addr={peer} "
@@ -181,7 +221,7 @@ class Recorder:
 def _fields(record: RequestRecord) -> dict[str, object]:
     """The JSON line's fields, in the text line's order."""
     (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
-     error, duration, llm, retries) = record  # fmt: skip
+     error, duration, llm, retries, _) = record  # fmt: skip
     fields: dict[str, object] = {
         "gateway": labels.gateway,
         "listener": labels.listener,
@@ -220,3 +260,57 @@ def _llm_fields(llm: LLMOutcome, duration: float) -> dict[str, object]:
         "gen_ai.request.temperature": llm.temperature,
         "gen_ai.request.max_tokens": llm.max_tokens,
     }
+
+
+def _log_variables(record: RequestRecord, uses: frozenset[str]) -> dict[str, object]:
+    """The CEL variables the policy's expressions name, from the record."""
+    variables: dict[str, object] = {}
+    request = record[15]
+    for name in uses:
+        if name == "source":
+            variables[name] = source_variable(record[8])
+        elif name == "response":
+            status = record[9]
+            variables[name] = {"code": status} if status else {}
+        elif name == "llm":
+            llm = record[13]
+            variables[name] = {} if llm is None else _llm_variable(llm)
+        elif request is not None:
+            variables.update(cel_variables(request, frozenset((name,))))
+        else:
+            variables[name] = {}  # no step saw the request (rejected before routing)
+    return variables
+
+
+def _llm_variable(llm: LLMOutcome) -> dict[str, object]:
+    """`llm` as agentgateway's LLMContext names its fields; unknown values are absent."""
+    values = {
+        "provider": llm.provider,
+        "requestModel": llm.request_model,
+        "responseModel": llm.response_model,
+        "inputTokens": llm.input_tokens,
+        "cachedInputTokens": llm.cached_input_tokens,
+        "outputTokens": llm.output_tokens,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _added_value(value: object, as_json: bool) -> object:
+    """An `add` value as agentgateway writes it: a JSON value in the JSON line; in the text
+    line a string as itself, a boolean as true/false, a map or list as compact JSON."""
+    if isinstance(value, bytes | bytearray):  # the engine yields bytearray
+        return base64.b64encode(value).decode("ascii")  # CEL bytes in JSON
+    if isinstance(value, dict | list):
+        # A CEL map has no order (agentgateway's is a hash map's): keys are sorted here so
+        # the same value always logs the same way.
+        value = json.loads(json.dumps(value, sort_keys=True, default=_json_default))
+        return value if as_json else json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bool):
+        return value if as_json else ("true" if value else "false")
+    return value if isinstance(value, str | int | float) else str(value)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes | bytearray):  # the engine yields bytearray
+        return base64.b64encode(value).decode("ascii")
+    return str(value)

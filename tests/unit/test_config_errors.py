@@ -49,7 +49,11 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
     ("config.workerThreads", {"config": {"workerThreads": 2}}),
     ("config.adminAddr", {"config": {"adminAddr": "unix:/tmp/admin.sock"}}),
     ("config.logging.filter", {"config": {"logging": {"filter": "true"}}}),
-    ("frontendPolicies.accessLog", {"frontendPolicies": {"accessLog": {}}}),
+    ("frontendPolicies.accessLog.otlp", {"frontendPolicies": {"accessLog": {"otlp": {}}}}),
+    (
+        "frontendPolicies.accessLog.database",
+        {"frontendPolicies": {"accessLog": {"database": {}}}},
+    ),
     (
         "frontendPolicies.http.http1HeaderCase",
         {"frontendPolicies": {"http": {"http1HeaderCase": "preserve"}}},
