@@ -864,3 +864,19 @@ def upstream() -> Iterator[Upstream]:
 def gw(module_gateway: GatewayFactory, upstream: Upstream) -> Process:
     """A gateway with one plain route to `upstream`, for the whole module."""
     return module_gateway(proxy_config(upstream.port))
+
+
+def refused_config(path: Path, text: str) -> str:
+    """Write `text` to `path`, start the gateway on it as a user would, and return the one
+    line it prints: it must exit 1 with exactly one line on stderr (never a traceback)."""
+    path.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "agw_fast", "-f", str(path), "--bind-address", "127.0.0.1"],
+        capture_output=True,
+        timeout=DEADLINE * 4,
+        text=True,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
