@@ -23,8 +23,9 @@ request can be sent again whole.
 
 A route with `retry` sends the request again, from the same replay buffer, when an attempt
 fails before any response byte reached the client: a connection error or connect timeout, or
-a response whose status is in `codes` (decided on its head; the connection is closed
-unread, as agentgateway drops that response). The request must have been read whole first
+a response whose status is in `codes` or for which `condition` holds (decided on its head,
+before anything is relayed; the connection is closed unread, as agentgateway drops that
+response). The request must have been read whole first
 for a status retry, and its body must fit `MAX_REPLAY` (agentgateway's 64 KiB, httpproxy.rs
 MAX_BUFFERED_BYTES). Each resend carries `x-retry-attempt: n`; `backoff` waits on a loop timer.
 """
@@ -224,7 +225,8 @@ class Exchange:
             self._arm_retry(route.retry.attempts)
         self.error: str | None = None
         self.reason: str | None = Reason.UPSTREAM
-        # The request as policies saw it, for access-log CEL (None unless a step ran).
+        # The request as policies saw it, for access-log and retry-condition CEL (None unless
+        # a step ran).
         self.log_request = log_request
 
     # -- request side -----------------------------------------------------------------------
@@ -472,7 +474,7 @@ class Exchange:
     # -- response side (ResponseSink) -------------------------------------------------------
 
     def on_response_head(self, head: ResponseHead) -> None:
-        if self.retries_left and self._retry_status(head.status):
+        if self.retries_left and self._retry_response(head):
             return
         if self.timer is not None:
             self.timer.cancel()
@@ -588,19 +590,22 @@ class Exchange:
 
     # -- retry (routes with `retry` only) ----------------------------------------------------
 
-    def _retry_status(self, status: int) -> bool:
-        """On a response head: whether `status` is retried (then the response is dropped)."""
-        retry = self.route.retry
+    def _retry_response(self, head: ResponseHead) -> bool:
+        """On a response head: whether it is retried (then the response is dropped): its
+        status is in `codes`, or else `condition` holds (agentgateway's `should_retry`)."""
+        route = self.route
+        retry = route.retry
         assert retry is not None
         # Only a request read whole can be sent again whole (agentgateway returns the
         # response when the body was not all buffered).
-        if (
-            status not in retry.codes
-            or not self.request_done
-            or not self.replayable
-            or self.finished
-        ):
+        if not self.request_done or not self.replayable or self.finished:
             return False
+        if head.status not in retry.codes:
+            condition = route.retry_condition
+            if condition is None or not condition.holds(
+                head.status, head.lines, self.log_request
+            ):
+                return False
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
