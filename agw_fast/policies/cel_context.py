@@ -91,8 +91,8 @@ def header_map(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, object]:
 
 
 def response_variable(status: int, lines: list[bytes] | None) -> dict[str, object]:
-    """`response` at its head: `code`, and `headers` from the relayed field lines
-    (`name:value`, name in lowercase; see core/http1.py) when `lines` is given."""
+    """`response` at its head: `code`, and `headers` from its field lines (`name:value`,
+    name in lowercase; see core/http1.py) when `lines` is given."""
     if lines is None:
         return {"code": status}
     return {"code": status, "headers": header_map(_fields(lines))}

@@ -13,8 +13,9 @@ condition says, and a condition that fails to evaluate, or yields anything but `
 not retry (`eval_bool`). Connection errors are retried without it, as before.
 
 agw-fast decides on the response head, before any byte of it is relayed, and never buffers
-the body for that: the condition reads `response.code`, `response.headers` (the fields the
-client would get, minus hop-by-hop ones) and the request's variables (`request`, `source`,
+the body for that: the condition reads `response.code`, `response.headers` (every field the
+upstream sent: as in agentgateway, it is asked before the response policies, such as a header
+modifier, change them) and the request's variables (`request`, `source`,
 `jwt`, `apiKey`, `basicAuth`). An expression reading any other part of `response` (`body`,
 `bodyPrefix`, `grpcStatus`...) or another variable (`llm`...) is refused at load.
 """
@@ -86,7 +87,7 @@ class RetryCondition:
         self.headers = headers  # whether `response.headers` is read (else only the code)
 
     def holds(self, status: int, lines: list[bytes], request: PolicyRequest | None) -> bool:
-        """Whether the response (status, relayed field lines) is retried; false when the
+        """Whether the response (status, field lines) is retried; false when the
         expression fails to evaluate or is not a boolean, as agentgateway's `eval_bool`.
         `request` is None only when the route ran no step (then nothing reads it)."""
         program = self.program

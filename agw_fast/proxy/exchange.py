@@ -154,6 +154,7 @@ class Exchange:
         "policy_lines",
         "retries_left",
         "retries",
+        "relay_drop",
         "replay_size",
         "log_request",
     )
@@ -220,6 +221,8 @@ class Exchange:
         self.replayable = not request_chunked and request_length <= 0
         self.retries_left = 0  # resends `retry` still allows; 0 on routes without it
         self.retries = 0  # resends made
+        # The fields not to relay, while `response_drop` lets a `retry.condition` see them all.
+        self.relay_drop: frozenset[bytes] | None = None
         self.replay_size = 0
         if route.retry is not None:
             self._arm_retry(route.retry.attempts)
@@ -246,6 +249,14 @@ class Exchange:
             self.timer = self.services.loop.call_later(timeout, self._timed_out, message)
         if expect_continue:
             self.down.write(_CONTINUE)
+        if self.retries_left:
+            condition = route.retry_condition
+            if condition is not None and condition.headers:
+                # agentgateway asks the condition before its response policies run, so it
+                # sees the fields a header modifier or a rate limit will replace: parse them
+                # all, and leave them out of the relayed head once no retry is made.
+                self.relay_drop = self.response_drop
+                self.response_drop = frozenset()
         if backend.ai is not None:
             self.body_parts = []  # LLM routes need the whole body before anything goes out
             self.body_limit = backend.ai.max_body
@@ -322,7 +333,7 @@ class Exchange:
         if self.replay_size > MAX_REPLAY:
             self.replay = None
             self.replayable = False
-            self.retries_left = 0
+            self._stop_retrying()
         elif self.request_chunked:
             replay += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
@@ -383,7 +394,7 @@ class Exchange:
         self.out = [head, llm_request.body]
         self.replayable = True
         if self.body_size > MAX_REPLAY:
-            self.retries_left = 0  # agentgateway holds 64 KiB of the client's body for `retry`
+            self._stop_retrying()  # agentgateway holds 64 KiB of the client's body for `retry`
         self._acquire()
 
     def _acquire(self) -> None:
@@ -599,13 +610,13 @@ class Exchange:
         # Only a request read whole can be sent again whole (agentgateway returns the
         # response when the body was not all buffered).
         if not self.request_done or not self.replayable or self.finished:
-            return False
+            return self._relayed(head)
         if head.status not in retry.codes:
             condition = route.retry_condition
             if condition is None or not condition.holds(
                 head.status, head.lines, self.log_request
             ):
-                return False
+                return self._relayed(head)
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
@@ -613,12 +624,28 @@ class Exchange:
             upstream.close()
         return self._retry()
 
+    def _relayed(self, head: ResponseHead) -> bool:
+        """A response head that is not retried: its lines as they are relayed. False."""
+        drop = self.relay_drop
+        if drop is not None:
+            head.lines = [line for line in head.lines if line[: line.find(b":")] not in drop]
+        return False
+
+    def _stop_retrying(self) -> None:
+        self.retries_left = 0
+        if self.relay_drop is not None:
+            # Heads are no longer asked about: the parser drops the fields again.
+            self.response_drop = self.relay_drop
+            self.relay_drop = None
+
     def _retry(self) -> bool:
         """Send the request again after `backoff`; False when it cannot be (then the caller
         answers as it would without `retry`)."""
         if self.finished or not self.replayable:
             return False
         self.retries_left -= 1
+        if not self.retries_left:
+            self._stop_retrying()
         self.retries += 1
         self.upstream = None
         self.upstream_reading_paused = False

@@ -430,3 +430,42 @@ def test_condition_reading_the_body_is_refused_at_load(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "policies.retry.condition: not supported: the CEL field `response.body`" in lines[0]
+
+
+def test_condition_sees_fields_a_header_modifier_removes(gateway: GatewayFactory) -> None:
+    # agentgateway asks the condition before the response policies run: a field the route
+    # removes from what clients get still decides the retry, and is removed from the
+    # response finally relayed (also when no retry is left to make).
+    script = Script(_FAILED, http_response(200, b"fine", [("X-Req-Failed", ""), ("X-Up", "1")]),
+                    _FAILED, _FAILED)
+    with _with(script) as upstream:
+        config = _config(
+            upstream.port, f"{{attempts: 1, codes: [], condition: {_HEADER_CONDITION}}}"
+        ) + "        responseHeaderModifier: {remove: [x-req-failed], set: {x-up: gw}}\n"
+        gw = gateway(config)
+        with gateway_client(gw.port) as client:
+            response = client.get("/")
+            assert (response.status_code, response.text) == (200, "fine")
+            assert "x-req-failed" not in response.headers
+            assert response.headers.get_list("x-up") == ["gw"]
+            response = client.get("/")
+            assert (response.status_code, response.text) == (200, "failed")
+            assert "x-req-failed" not in response.headers
+        assert len(upstream.requests) == 4
+
+
+def test_condition_route_past_64k_of_chunked_body_sends_once_and_drops_the_field(
+    gateway: GatewayFactory,
+) -> None:
+    script = Script(_FAILED, _status(200))
+    with _with(script) as upstream:
+        config = _config(
+            upstream.port, f"{{attempts: 1, codes: [], condition: {_HEADER_CONDITION}}}"
+        ) + "        responseHeaderModifier: {remove: [x-req-failed]}\n"
+        gw = gateway(config)
+        body = b"z" * 70_000
+        with gateway_client(gw.port) as client:
+            response = client.post("/", content=iter([body[:30_000], body[30_000:]]))
+        assert (response.status_code, response.text) == (200, "failed")
+        assert "x-req-failed" not in response.headers
+        assert len(upstream.requests) == 1 and upstream.requests[0].body == body
