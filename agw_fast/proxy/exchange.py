@@ -221,10 +221,11 @@ class Exchange:
         self.replayable = not request_chunked and request_length <= 0
         self.retries_left = 0  # resends `retry` still allows; 0 on routes without it
         self.retries = 0  # resends made
-        # The fields not to relay, while `response_drop` lets a `retry.condition` see them all.
-        self.relay_drop: frozenset[bytes] | None = None
         self.replay_size = 0
         if route.retry is not None:
+            # The fields not to relay while `response_drop` lets a `retry.condition` see them
+            # all. Set on `retry` routes only: read only where `retries_left` was armed.
+            self.relay_drop: frozenset[bytes] | None = None
             self._arm_retry(route.retry.attempts)
         self.error: str | None = None
         self.reason: str | None = Reason.UPSTREAM
@@ -393,7 +394,7 @@ class Exchange:
         )
         self.out = [head, llm_request.body]
         self.replayable = True
-        if self.body_size > MAX_REPLAY:
+        if self.retries_left and self.body_size > MAX_REPLAY:
             self._stop_retrying()  # agentgateway holds 64 KiB of the client's body for `retry`
         self._acquire()
 

@@ -469,3 +469,31 @@ def test_condition_route_past_64k_of_chunked_body_sends_once_and_drops_the_field
         assert (response.status_code, response.text) == (200, "failed")
         assert "x-req-failed" not in response.headers
         assert len(upstream.requests) == 1 and upstream.requests[0].body == body
+
+
+def test_llm_route_condition(gateway: GatewayFactory) -> None:
+    completion = json.dumps({
+        "id": "c1", "object": "chat.completion", "model": "command", "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }).encode()
+    ok = http_response(200, completion, [("Content-Type", "application/json")])
+    failed = http_response(200, completion, [("Content-Type", "application/json"),
+                                             ("X-Req-Failed", "true")])
+    script = Script(failed, ok, failed)
+    with _with(script) as upstream:
+        route = ai_route(upstream.port, host="127.0.0.1", authority=None, auth_key=None)
+        route["policies"] = {
+            "retry": {"codes": [], "condition": 'response.headers["x-req-failed"] != ""'},
+            "responseHeaderModifier": {"remove": ["x-req-failed"]},
+        }
+        gw = gateway(llm_config(route))
+        body = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+        with gateway_client(gw.port) as client:
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200 and "x-req-failed" not in response.headers
+            assert len(upstream.requests) == 2
+            # Over 64 KiB of request body: sent once, the field still removed.
+            big = {"model": "x", "messages": [{"role": "user", "content": "y" * 70_000}]}
+            response = client.post("/v1/chat/completions", json=big)
+            assert response.status_code == 200 and "x-req-failed" not in response.headers
+        assert len(upstream.requests) == 3
