@@ -50,6 +50,7 @@ from agw_fast.llm.providers.openai import RouteTypeResolver
 from agw_fast.policies import RequestStep, compile_gateway_steps, compile_request_steps
 from agw_fast.policies.access_log import capture_step, compile_access_log
 from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS, TokenLimits, build_token_limits
+from agw_fast.policies.retry import RetryCondition, compile_condition
 
 __all__ = [
     "DEFAULT_LLM_BUFFER",
@@ -145,6 +146,8 @@ class RuntimeRoute:
     token_limits: TokenLimits | None = None
     mirror: RuntimeMirror | None = None  # `requestMirror` (None also for percentage 0)
     retry: RetryPolicy | None = None  # `retry`: read by the exchange on its error paths
+    # `retry.condition`, asked by the exchange on a response head whose status is not listed.
+    retry_condition: RetryCondition | None = None
     _cumulative: list[int] = field(default_factory=list)
     _total: int = 0
 
@@ -403,6 +406,7 @@ class _Compiler:
             token_limits=build_token_limits(policies),
             mirror=self.mirror(policies, f"/{route_key}/mirror"),
             retry=policies.retry if policies else None,
+            retry_condition=compile_condition(policies.retry) if policies else None,
             url_rewrite=policies.url_rewrite if policies else None,
             request_timeout=(
                 policies.timeout.request_timeout if policies and policies.timeout else None

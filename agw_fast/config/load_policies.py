@@ -684,10 +684,13 @@ def _retry(raw: object, path: str) -> RetryPolicy:
         o.require("codes")
     backoff = o.opt_duration("backoff")
     precondition = o.opt_str("precondition")
+    condition = o.opt_str("condition")
     o.close()
     return RetryPolicy(
         attempts=1 if attempts is None else attempts, codes=frozenset(codes), backoff=backoff,
         precondition=precondition, path="" if precondition is None else o.child("precondition"),
+        condition=condition,
+        condition_path="" if condition is None else o.child("condition"),
     )
 
 

@@ -191,6 +191,8 @@ class RetryPolicy:
     backoff: float | None = None
     precondition: str | None = None  # CEL on the request: false means no retries
     path: str = ""  # where it is in the config, for a compile error
+    condition: str | None = None  # CEL on the response head: true retries (as a listed code)
+    condition_path: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,8 +127,7 @@ _TABLE: dict[str, tuple[str, str]] = {
     "JWTValidationOptions": ("requiredClaims", ""),
     "FileInlineOrRemote": ("file url", ""),
     "TimeoutPolicy": ("requestTimeout backendRequestTimeout", ""),
-    # `condition` is CEL over the response (its body included): refused for now.
-    "RetryPolicy": ("attempts backoff codes precondition", "condition"),
+    "RetryPolicy": ("attempts backoff codes precondition condition", ""),
     "Policy": (
         "routes",
         "defaults finalTransformations modelAliases overrides promptCaching promptGuard "

@@ -6,7 +6,8 @@ config with a CEL expression is refused at load when it is missing.
 
 Variables follow agentgateway's names (crates/agentgateway/src/cel/types.rs `Executor`):
 `request`, `source`, `jwt`, `apiKey`, `basicAuth`, each a map; access-log expressions
-(`LOG_VARIABLES`) also have `response` and `llm`. Any other variable (`llmRequest`, `mcp`,
+(`LOG_VARIABLES`) also have `response` and `llm`, a retry `condition` (`RETRY_VARIABLES`)
+`response`. Any other variable (`llmRequest`, `mcp`,
 ...) is an undeclared reference, so an expression using it fails to compile: at load, never
 at request time. The same holds for functions:
 the CEL standard library, the cel-go `strings`, `math` and optional extensions
@@ -32,6 +33,7 @@ __all__ = [
     "FUNCTIONS",
     "LOG_VARIABLES",
     "REFUSED_FUNCTIONS",
+    "RETRY_VARIABLES",
     "VARIABLES",
     "CelCompileError",
     "CelProgram",
@@ -48,6 +50,8 @@ CEL_EXTRA_HINT = "pip install 'agw-fast[cel]'"
 VARIABLES = ("request", "source", "jwt", "apiKey", "basicAuth")
 # At log time (access log `filter`/`add`) agentgateway also has the response and the LLM call.
 LOG_VARIABLES = (*VARIABLES, "response", "llm")
+# A retry `condition` also reads the upstream's response (httpproxy.rs `should_retry`).
+RETRY_VARIABLES = (*VARIABLES, "response")
 
 # The agentgateway extensions (crates/celx) declared here, beyond CEL's standard library
 # and the cel-go strings/math extensions.
@@ -146,9 +150,10 @@ def compile_expression(text: str, variables: tuple[str, ...] = VARIABLES) -> Cel
 
 
 # `request.headers["X-Team"]`: agentgateway looks header names up case-insensitively (an
-# http::HeaderMap); here they are map keys in lowercase, so a literal key is lowercased.
+# http::HeaderMap); here they are map keys in lowercase, so a literal key is lowercased
+# (`response.headers` alike).
 _HEADER_KEY = re.compile(
-    r"""(\brequest\s*\.\s*headers\s*\[\s*)"""
+    r"""(\b(?:request|response)\s*\.\s*headers\s*\[\s*)"""
     r"""("[A-Za-z0-9!#$%&'*+.^_`|~-]*"|'[A-Za-z0-9!#$%&*+.^_`|~-]*')"""
 )
 

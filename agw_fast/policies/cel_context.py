@@ -7,9 +7,13 @@ those expressions name (`CelProgram.uses`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from agw_fast.policies.request import PolicyRequest
 
-__all__ = ["cel_variables", "request_variable", "source_variable"]
+__all__ = [
+    "cel_variables", "header_map", "request_variable", "response_variable", "source_variable",
+]
 
 _VERSIONS = {b"1.1": "HTTP/1.1", b"1.0": "HTTP/1.0"}
 _EMPTY: dict[str, object] = {}
@@ -32,30 +36,9 @@ def cel_variables(request: PolicyRequest, uses: frozenset[str]) -> dict[str, obj
 
 
 def request_variable(request: PolicyRequest) -> dict[str, object]:
-    """`request`: method, uri, path, pathAndQuery, host, scheme, version, headers.
-
-    Headers are keyed by lowercase name; a header sent once is its value, one sent more
-    than once the list of its values (agentgateway's default `HeadersMode::First`), and a
-    header whose values are not all UTF-8 is absent, as there.
-    """
-    headers: dict[str, object] = {}
-    invalid: set[str] = set()
-    for raw_name, raw_value in request.headers:
-        name = raw_name.decode("latin-1")
-        try:
-            value = raw_value.decode("utf-8")
-        except UnicodeDecodeError:
-            invalid.add(name)
-            continue
-        seen = headers.get(name)
-        if seen is None:
-            headers[name] = value
-        elif isinstance(seen, list):
-            seen.append(value)
-        else:
-            headers[name] = [seen, value]
-    for name in invalid:
-        headers.pop(name, None)
+    """`request`: method, uri, path, pathAndQuery, host, scheme, version, headers (as
+    `header_map` makes them)."""
+    headers = header_map(request.headers)
     host = request.host.decode("latin-1")
     path = request.path.decode("latin-1")
     path_and_query = path + request.query.decode("latin-1")
@@ -80,3 +63,42 @@ def source_variable(peer: str) -> dict[str, object]:
     if address.startswith("::ffff:") and "." in address:
         address = address[7:]
     return {"address": address, "port": int(port) if port.isdigit() else 0}
+
+
+def header_map(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, object]:
+    """`headers` of `request` or `response`: keyed by lowercase name; a field sent once is
+    its value, one sent more than once the list of its values (agentgateway's default
+    `HeadersMode::First`), and a field whose values are not all UTF-8 is absent, as there."""
+    headers: dict[str, object] = {}
+    invalid: set[str] = set()
+    for raw_name, raw_value in fields:
+        name = raw_name.decode("latin-1")  # lowercase already (h11, core/http1.py)
+        try:
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            invalid.add(name)
+            continue
+        seen = headers.get(name)
+        if seen is None:
+            headers[name] = value
+        elif isinstance(seen, list):
+            seen.append(value)
+        else:
+            headers[name] = [seen, value]
+    for name in invalid:
+        headers.pop(name, None)
+    return headers
+
+
+def response_variable(status: int, lines: list[bytes] | None) -> dict[str, object]:
+    """`response` at its head: `code`, and `headers` from its field lines (`name:value`,
+    name in lowercase; see core/http1.py) when `lines` is given."""
+    if lines is None:
+        return {"code": status}
+    return {"code": status, "headers": header_map(_fields(lines))}
+
+
+def _fields(lines: list[bytes]) -> Iterable[tuple[bytes, bytes]]:
+    for line in lines:
+        name, _, value = line.partition(b":")
+        yield name, value.strip(b" \t")

@@ -23,8 +23,9 @@ request can be sent again whole.
 
 A route with `retry` sends the request again, from the same replay buffer, when an attempt
 fails before any response byte reached the client: a connection error or connect timeout, or
-a response whose status is in `codes` (decided on its head; the connection is closed
-unread, as agentgateway drops that response). The request must have been read whole first
+a response whose status is in `codes` or for which `condition` holds (decided on its head,
+before anything is relayed; the connection is closed unread, as agentgateway drops that
+response). The request must have been read whole first
 for a status retry, and its body must fit `MAX_REPLAY` (agentgateway's 64 KiB, httpproxy.rs
 MAX_BUFFERED_BYTES). Each resend carries `x-retry-attempt: n`; `backoff` waits on a loop timer.
 """
@@ -153,6 +154,7 @@ class Exchange:
         "policy_lines",
         "retries_left",
         "retries",
+        "relay_drop",
         "replay_size",
         "log_request",
     )
@@ -221,10 +223,14 @@ class Exchange:
         self.retries = 0  # resends made
         self.replay_size = 0
         if route.retry is not None:
+            # The fields not to relay while `response_drop` lets a `retry.condition` see them
+            # all. Set on `retry` routes only: read only where `retries_left` was armed.
+            self.relay_drop: frozenset[bytes] | None = None
             self._arm_retry(route.retry.attempts)
         self.error: str | None = None
         self.reason: str | None = Reason.UPSTREAM
-        # The request as policies saw it, for access-log CEL (None unless a step ran).
+        # The request as policies saw it, for access-log and retry-condition CEL (None unless
+        # a step ran).
         self.log_request = log_request
 
     # -- request side -----------------------------------------------------------------------
@@ -244,6 +250,14 @@ class Exchange:
             self.timer = self.services.loop.call_later(timeout, self._timed_out, message)
         if expect_continue:
             self.down.write(_CONTINUE)
+        if self.retries_left:
+            condition = route.retry_condition
+            if condition is not None and condition.headers:
+                # agentgateway asks the condition before its response policies run, so it
+                # sees the fields a header modifier or a rate limit will replace: parse them
+                # all, and leave them out of the relayed head once no retry is made.
+                self.relay_drop = self.response_drop
+                self.response_drop = frozenset()
         if backend.ai is not None:
             self.body_parts = []  # LLM routes need the whole body before anything goes out
             self.body_limit = backend.ai.max_body
@@ -320,7 +334,7 @@ class Exchange:
         if self.replay_size > MAX_REPLAY:
             self.replay = None
             self.replayable = False
-            self.retries_left = 0
+            self._stop_retrying()
         elif self.request_chunked:
             replay += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
@@ -380,8 +394,8 @@ class Exchange:
         )
         self.out = [head, llm_request.body]
         self.replayable = True
-        if self.body_size > MAX_REPLAY:
-            self.retries_left = 0  # agentgateway holds 64 KiB of the client's body for `retry`
+        if self.retries_left and self.body_size > MAX_REPLAY:
+            self._stop_retrying()  # agentgateway holds 64 KiB of the client's body for `retry`
         self._acquire()
 
     def _acquire(self) -> None:
@@ -472,7 +486,7 @@ class Exchange:
     # -- response side (ResponseSink) -------------------------------------------------------
 
     def on_response_head(self, head: ResponseHead) -> None:
-        if self.retries_left and self._retry_status(head.status):
+        if self.retries_left and self._retry_response(head):
             return
         if self.timer is not None:
             self.timer.cancel()
@@ -588,19 +602,22 @@ class Exchange:
 
     # -- retry (routes with `retry` only) ----------------------------------------------------
 
-    def _retry_status(self, status: int) -> bool:
-        """On a response head: whether `status` is retried (then the response is dropped)."""
-        retry = self.route.retry
+    def _retry_response(self, head: ResponseHead) -> bool:
+        """On a response head: whether it is retried (then the response is dropped): its
+        status is in `codes`, or else `condition` holds (agentgateway's `should_retry`)."""
+        route = self.route
+        retry = route.retry
         assert retry is not None
         # Only a request read whole can be sent again whole (agentgateway returns the
         # response when the body was not all buffered).
-        if (
-            status not in retry.codes
-            or not self.request_done
-            or not self.replayable
-            or self.finished
-        ):
-            return False
+        if not self.request_done or not self.replayable or self.finished:
+            return self._relayed(head)
+        if head.status not in retry.codes:
+            condition = route.retry_condition
+            if condition is None or not condition.holds(
+                head.status, head.lines, self.log_request
+            ):
+                return self._relayed(head)
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
@@ -608,12 +625,28 @@ class Exchange:
             upstream.close()
         return self._retry()
 
+    def _relayed(self, head: ResponseHead) -> bool:
+        """A response head that is not retried: its lines as they are relayed. False."""
+        drop = self.relay_drop
+        if drop is not None:
+            head.lines = [line for line in head.lines if line[: line.find(b":")] not in drop]
+        return False
+
+    def _stop_retrying(self) -> None:
+        self.retries_left = 0
+        if self.relay_drop is not None:
+            # Heads are no longer asked about: the parser drops the fields again.
+            self.response_drop = self.relay_drop
+            self.relay_drop = None
+
     def _retry(self) -> bool:
         """Send the request again after `backoff`; False when it cannot be (then the caller
         answers as it would without `retry`)."""
         if self.finished or not self.replayable:
             return False
         self.retries_left -= 1
+        if not self.retries_left:
+            self._stop_retrying()
         self.retries += 1
         self.upstream = None
         self.upstream_reading_paused = False

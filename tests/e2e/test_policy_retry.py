@@ -326,3 +326,174 @@ def test_llm_route_is_retried_with_the_same_body(gateway: GatewayFactory) -> Non
             big = {"model": "x", "messages": [{"role": "user", "content": "y" * 70_000}]}
             assert client.post("/v1/chat/completions", json=big).status_code == 429
         assert len(upstream.requests) == 3
+
+
+# -- condition (agentgateway's httpproxy.rs `should_retry`: a listed code, or else a true
+# condition; a failed evaluation is false) ---------------------------------------------------
+
+_FAILED = http_response(200, b"failed", [("X-Req-Failed", "true")])
+_HEADER_CONDITION = "'response.headers[\"x-req-failed\"] != \"\"'"
+
+
+def test_condition_on_a_header_retries_a_200(gateway: GatewayFactory) -> None:
+    script = Script(_FAILED, _status(200, b"fine"), _FAILED, _FAILED)
+    with _with(script) as upstream:
+        gw = gateway(_config(
+            upstream.port, f"{{attempts: 1, codes: [], condition: {_HEADER_CONDITION}}}"
+        ))
+        with gateway_client(gw.port) as client:
+            response = client.get("/thing")
+            # The failed response never reached the client: only the resend's.
+            assert (response.status_code, response.text) == (200, "fine")
+            assert "x-req-failed" not in response.headers
+            assert upstream.requests[1].header_values("x-retry-attempt") == ["1"]
+            # Attempts spent: the last response is relayed as it came.
+            response = client.get("/again")
+            assert (response.status_code, response.text) == (200, "failed")
+            assert response.headers["x-req-failed"] == "true"
+        assert len(upstream.requests) == 4
+
+
+def test_condition_without_its_header_fails_to_evaluate_and_does_not_retry(
+    gateway: GatewayFactory,
+) -> None:
+    # `response.headers["x-req-failed"]` with no such field is an error: false, as eval_bool.
+    # So is a conversion that fails.
+    script = Script(http_response(200, b"ok", [("X-Count", "many")]), _status(200))
+    with _with(script) as upstream:
+        gw = gateway(_config(
+            upstream.port,
+            "{attempts: 2, codes: [], condition: 'response.headers[\"x-req-failed\"] != \"\" "
+            "|| int(response.headers[\"x-count\"]) > 1'}",
+        ))
+        with gateway_client(gw.port) as client:
+            response = client.get("/")
+        assert (response.status_code, response.text) == (200, "ok")
+        assert response.headers["x-count"] == "many"
+        assert len(upstream.requests) == 1
+
+
+def test_listed_code_is_retried_whatever_the_condition_says(gateway: GatewayFactory) -> None:
+    # `codes` OR `condition`: a 503 is listed, so the false condition is not even asked; a
+    # 500 is not listed, and the condition (false for it) leaves it alone.
+    script = Script(_status(503), _status(200, b"fine"), _status(500), _status(200))
+    with _with(script) as upstream:
+        gw = gateway(_config(
+            upstream.port, "{attempts: 1, codes: [503], condition: 'response.code == 599'}"
+        ))
+        with gateway_client(gw.port) as client:
+            assert client.get("/").text == "fine"
+            assert len(upstream.requests) == 2
+            assert client.get("/").status_code == 500
+        assert len(upstream.requests) == 3
+
+
+def test_condition_reading_the_request(gateway: GatewayFactory) -> None:
+    script = Script(_status(500), _status(200, b"fine"), _status(500), _status(200))
+    with _with(script) as upstream:
+        gw = gateway(_config(
+            upstream.port,
+            "{codes: [], condition: 'request.method == \"GET\" && "
+            "request.headers[\"x-team\"] == \"a\" && response.code >= 500'}",
+        ))
+        with gateway_client(gw.port) as client:
+            assert client.get("/", headers={"X-Team": "a"}).text == "fine"
+            assert client.post("/", content=b"x", headers={"X-Team": "a"}).status_code == 500
+        assert len(upstream.requests) == 3
+
+
+def test_condition_retries_are_counted(gateway: GatewayFactory) -> None:
+    script = Script(_FAILED, _FAILED, _status(200))
+    with _with(script) as upstream:
+        gw = gateway(
+            _config(upstream.port, f"{{attempts: 3, codes: [], condition: {_HEADER_CONDITION}}}",
+                    header=STATS),
+            expect_stats=True,
+        )
+        with gateway_client(gw.port) as client:
+            assert client.get("/").status_code == 200
+        samples = poll(lambda: scrape_metrics(gw.extra_ports["stats"]),
+                       lambda s: metric_total(s, "agentgateway_requests_total") >= 1,
+                       what="requests_total")
+        assert metric_total(samples, "agentgateway_retries_total", status="200",
+                            route="default/retried") == 2
+
+
+def test_condition_reading_the_body_is_refused_at_load(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(_config(1, "{codes: [], condition: 'response.body.contains(\"error\")'}"))
+    result = subprocess.run(
+        [sys.executable, "-m", "agw_fast", "-f", str(config), "--validate-only"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "policies.retry.condition: not supported: the CEL field `response.body`" in lines[0]
+
+
+def test_condition_sees_fields_a_header_modifier_removes(gateway: GatewayFactory) -> None:
+    # agentgateway asks the condition before the response policies run: a field the route
+    # removes from what clients get still decides the retry, and is removed from the
+    # response finally relayed (also when no retry is left to make).
+    script = Script(_FAILED, http_response(200, b"fine", [("X-Req-Failed", ""), ("X-Up", "1")]),
+                    _FAILED, _FAILED)
+    with _with(script) as upstream:
+        config = _config(
+            upstream.port, f"{{attempts: 1, codes: [], condition: {_HEADER_CONDITION}}}"
+        ) + "        responseHeaderModifier: {remove: [x-req-failed], set: {x-up: gw}}\n"
+        gw = gateway(config)
+        with gateway_client(gw.port) as client:
+            response = client.get("/")
+            assert (response.status_code, response.text) == (200, "fine")
+            assert "x-req-failed" not in response.headers
+            assert response.headers.get_list("x-up") == ["gw"]
+            response = client.get("/")
+            assert (response.status_code, response.text) == (200, "failed")
+            assert "x-req-failed" not in response.headers
+        assert len(upstream.requests) == 4
+
+
+def test_condition_route_past_64k_of_chunked_body_sends_once_and_drops_the_field(
+    gateway: GatewayFactory,
+) -> None:
+    script = Script(_FAILED, _status(200))
+    with _with(script) as upstream:
+        config = _config(
+            upstream.port, f"{{attempts: 1, codes: [], condition: {_HEADER_CONDITION}}}"
+        ) + "        responseHeaderModifier: {remove: [x-req-failed]}\n"
+        gw = gateway(config)
+        body = b"z" * 70_000
+        with gateway_client(gw.port) as client:
+            response = client.post("/", content=iter([body[:30_000], body[30_000:]]))
+        assert (response.status_code, response.text) == (200, "failed")
+        assert "x-req-failed" not in response.headers
+        assert len(upstream.requests) == 1 and upstream.requests[0].body == body
+
+
+def test_llm_route_condition(gateway: GatewayFactory) -> None:
+    completion = json.dumps({
+        "id": "c1", "object": "chat.completion", "model": "command", "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }).encode()
+    ok = http_response(200, completion, [("Content-Type", "application/json")])
+    failed = http_response(200, completion, [("Content-Type", "application/json"),
+                                             ("X-Req-Failed", "true")])
+    script = Script(failed, ok, failed)
+    with _with(script) as upstream:
+        route = ai_route(upstream.port, host="127.0.0.1", authority=None, auth_key=None)
+        route["policies"] = {
+            "retry": {"codes": [], "condition": 'response.headers["x-req-failed"] != ""'},
+            "responseHeaderModifier": {"remove": ["x-req-failed"]},
+        }
+        gw = gateway(llm_config(route))
+        body = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+        with gateway_client(gw.port) as client:
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200 and "x-req-failed" not in response.headers
+            assert len(upstream.requests) == 2
+            # Over 64 KiB of request body: sent once, the field still removed.
+            big = {"model": "x", "messages": [{"role": "user", "content": "y" * 70_000}]}
+            response = client.post("/v1/chat/completions", json=big)
+            assert response.status_code == 200 and "x-req-failed" not in response.headers
+        assert len(upstream.requests) == 3

@@ -1,6 +1,7 @@
-"""`retry`: config loading as agentgateway's http/retry/mod.rs reads it, the resend head's
-`x-retry-attempt`, and `agentgateway_retries_total` (registry, shared slots, exposition,
-access log)."""
+"""`retry`: config loading as agentgateway's http/retry/mod.rs reads it, `condition` (compiled
+at load, refused when it reads what a response head cannot offer, evaluated as
+httpproxy.rs `should_retry`), the resend head's `x-retry-attempt`, and
+`agentgateway_retries_total` (registry, shared slots, exposition, access log)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from agw_fast.config.load import load_config
 from agw_fast.config.model import RetryPolicy, RoutePolicies
 from agw_fast.errors import ConfigError
 from agw_fast.policies import PolicyRequest, compile_request_steps
+from agw_fast.policies.retry import RetryCondition, compile_condition
 from agw_fast.proxy.exchange import _with_attempt
 from agw_fast.telemetry.metrics import MetricsRegistry, RequestKey, Snapshot
 from agw_fast.telemetry.prometheus import render_prometheus
@@ -70,6 +72,94 @@ def test_precondition_that_does_not_compile_is_refused() -> None:
     assert str(info.value).startswith("p: invalid CEL expression")
 
 
+# -- condition ----------------------------------------------------------------------------------
+
+
+def test_config_condition() -> None:
+    # agentgateway's own example (http/retry/mod.rs `parses_pre_and_post_conditions`).
+    retry = _load({"attempts": 3, "codes": [503], "precondition": 'request.method == "GET"',
+                   "condition": 'response.headers["x-req-failed"] != ""'})
+    assert retry is not None and retry.condition == 'response.headers["x-req-failed"] != ""'
+    assert retry.condition_path == "binds[0].listeners[0].routes[0].policies.retry.condition"
+    assert retry.path.endswith("retry.precondition")
+    assert _load({"codes": [500]}) == RetryPolicy(codes=frozenset({500}))  # none by default
+
+
+def _condition(text: str) -> RetryCondition:
+    condition = compile_condition(RetryPolicy(condition=text, condition_path="r.condition"))
+    assert condition is not None
+    return condition
+
+
+_LINES = [b"content-type: text/plain", b"x-req-failed:  true ", b"set-cookie: a",
+          b"set-cookie: b", b"x-latin: \xff"]  # fmt: skip
+_GET = PolicyRequest(b"GET", b"h", b"/v1", b"", [(b"x-team", b"a")], None, "10.0.0.1:4000")
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "holds"),
+    [
+        ('response.headers["x-req-failed"] != ""', 200, True),
+        ('response.headers["X-Req-Failed"] == "true"', 200, True),  # names: any case, trimmed
+        ('response.headers["x-other"] != ""', 200, False),  # a missing key fails: false
+        ('int(response.headers["content-type"]) > 0', 200, False),  # a failed conversion
+        ("response.code", 200, False),  # not a boolean: false
+        ("response.code == 200", 200, True),
+        ("response.code >= 500", 404, False),
+        ('response.headers["set-cookie"] == ["a", "b"]', 200, True),  # several values: a list
+        ('"x-latin" in response.headers', 200, False),  # not UTF-8: absent, as in `request`
+        ('response.?headers["x-other"].orValue("") == ""', 200, True),
+        ('request.method == "GET" && request.headers["x-team"] == "a"', 200, True),
+        ('source.address == "10.0.0.1" && response.code == 200', 200, True),
+        ('jwt.sub == "x"', 200, False),  # no authentication ran: an empty map
+    ],
+)
+def test_condition_evaluates_on_the_head(text: str, status: int, holds: bool) -> None:
+    assert _condition(text).holds(status, _LINES, _GET) is holds
+
+
+def test_condition_reads_only_what_it_names() -> None:
+    code_only = _condition("response.code == 503")
+    assert not code_only.headers and not code_only.request_uses
+    with_headers = _condition('response.headers["retry-after"] == "1" || request.path == "/"')
+    assert with_headers.headers and with_headers.request_uses == {"request"}
+    # A string that looks like a field is no use of `response`.
+    assert not _condition('"response.headers" == request.path').headers
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('response.body == ""', "the CEL field `response.body`"),
+        ('response["body"].size() > 0', "the CEL field `response.body`"),
+        ('json(response.body).error != ""', "the CEL field `response.body`"),
+        ("has(response.bodyPrefix)", "the CEL field `response.bodyPrefix`"),
+        ("response.grpcStatus == 14", "the CEL field `response.grpcStatus`"),
+        ("size(response) > 0", "`response` as a whole"),
+        ('llm.provider == "openai"', "the CEL variable `llm` is not supported"),
+        ("response.code ==", "invalid CEL expression"),
+    ],
+)
+def test_condition_reading_what_the_head_lacks_is_refused(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        compile_condition(RetryPolicy(condition=text, condition_path="p.retry.condition"))
+    message = str(info.value)
+    assert message.startswith("p.retry.condition: ") and expected in message
+    assert "\n" not in message
+
+
+def test_condition_reading_the_request_gets_a_step() -> None:
+    # The request variables come from the `PolicyRequest` the route's steps make.
+    reads = RoutePolicies(retry=RetryPolicy(condition='request.method == "GET"'))
+    (step,) = compile_request_steps(reads)
+    assert step(_GET) is None and not _GET.no_retry
+    # Only the response: no step, nothing per request.
+    code_only = RoutePolicies(retry=RetryPolicy(condition="response.code == 1"))
+    assert compile_request_steps(code_only) == ()
+    with pytest.raises(ConfigError):
+        compile_request_steps(RoutePolicies(retry=RetryPolicy(condition="response.body == 1")))
+
+
 def test_config_defaults() -> None:
     # `attempts` defaults to 1 (one resend); `codes` may be empty (connection errors only).
     assert _load({"codes": []}) == RetryPolicy(attempts=1, codes=frozenset(), backoff=None)
@@ -88,8 +178,6 @@ def test_config_defaults() -> None:
         ({"codes": "503"}, "retry.codes"),
         ({"codes": [503], "backoff": "soon"}, "retry.backoff"),
         ({"codes": [503], "tries": 2}, 'unknown field "tries"'),
-        ({"codes": [503], "condition": "response.code == 200"},
-         "not supported: binds[0].listeners[0].routes[0].policies.retry.condition"),
         ("yes", "retry"),
     ],
 )
