@@ -81,6 +81,7 @@ class ConnectionServices(Services, Protocol):
     """What the worker lends each client connection (and, through it, each exchange)."""
 
     connections: set[DownstreamProtocol]  # open client connections: idle expiry, draining
+    stopping: bool  # the worker is draining: every connection closes after its answer
 
     def log_protocol_error(self, peer: str, status: int, message: str) -> None: ...
 
@@ -143,7 +144,12 @@ class DownstreamProtocol(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         self.last_active = self.loop.time()
-        self.ctx.connections.add(self)
+        ctx = self.ctx
+        ctx.connections.add(self)
+        if ctx.stopping:
+            # Accepted before the stop began, made after (uvloop defers connection_made), so
+            # `begin_stop` did not see it: one answer, then close, like every other one.
+            self.closing = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.connections.discard(self)
@@ -226,11 +232,14 @@ class DownstreamProtocol(asyncio.Protocol):
             self.read_pauses &= ~reason
             if not self.read_pauses and self.transport is not None:
                 self.transport.resume_reading()
+                # The idle timeout counts from here: while paused, the client waited on us.
+                self.last_active = self.loop.time()
 
     def stop_taking_requests(self) -> None:
-        """Draining: close now if idle between requests, else after the current response."""
+        """Draining: close now if idle between requests, else after the current response
+        (a request whose head has begun to arrive included)."""
         self.closing = True
-        if self.exchange is None and self.mode == _IDLE:
+        if self.exchange is None and self.mode == _IDLE and not self.head_started:
             self.abort()
 
     def exchange_finished(self, keep_alive: bool) -> None:

@@ -84,12 +84,24 @@ class WorkerContext:
     # -- housekeeping -------------------------------------------------------------------------
 
     def housekeeping(self) -> None:
-        """Once a second: expire idle upstream and client connections."""
+        """Once a second, draining included: expire idle upstream and client connections."""
+        self.loop.call_later(HOUSEKEEPING_INTERVAL, self.housekeeping)
         self.pool.sweep()
-        deadline = self.loop.time() - self.idle_timeout
+        now = self.loop.time()
+        if self.stopping:
+            # A connection with no request begun has nothing left to wait for, but may have
+            # been accepted a moment ago (in the drain window, or from the queue at its end):
+            # it gets one interval to begin its request.
+            quiet_since = now - HOUSEKEEPING_INTERVAL
+            for connection in [c for c in self.connections if c.last_active < quiet_since]:
+                connection.stop_taking_requests()
+        deadline = now - self.idle_timeout
         for connection in [
             c for c in self.connections
-            if c.last_active < deadline or 0.0 < c.head_started < deadline
+            # A connection we stopped reading from (its upstream is slow to take the body)
+            # waits on us, not the client.
+            if (c.last_active < deadline or 0.0 < c.head_started < deadline)
+            and not c.read_pauses
         ]:
             if connection.head_started and connection.last_active >= deadline:
                 # A request head must be complete within the idle timeout of its first
@@ -104,12 +116,11 @@ class WorkerContext:
             # expires; one waiting for its upstream is bounded by the timeout policies.
             if exchange is None or not exchange.request_done:
                 connection.abort()
-        if not self.stopping:
-            self.loop.call_later(HOUSEKEEPING_INTERVAL, self.housekeeping)
 
     def begin_stop(self) -> None:
         """Close idle connections; every other one (and every one accepted from now on, see
-        `_protocol_factory`) closes after its current response, sent with `connection: close`."""
+        `DownstreamProtocol.connection_made`) closes after its current response, sent with
+        `connection: close`."""
         self.stopping = True
         for connection in list(self.connections):
             connection.stop_taking_requests()
@@ -122,8 +133,6 @@ def _protocol_factory(
 
     def make() -> DownstreamProtocol:
         protocol = DownstreamProtocol(ctx, bind)
-        if ctx.stopping:
-            protocol.closing = True  # accepted in the drain window: one answer, then close
         if len(connections) >= budget.guard_at:
             budget.guard_soon()
         return protocol
