@@ -274,10 +274,26 @@ class Listener:
         except OSError:
             conn.close()
 
-    def close(self) -> None:
-        """Stop accepting: serve what the kernel has already queued, then shut the socket
-        down, so that later connections are refused even while another process (the
-        supervisor) still holds a descriptor of it."""
+    def close(self, shutdown: bool) -> None:
+        """Stop accepting: serve what the kernel has already queued and, if `shutdown`
+        (the whole gateway is stopping), shut the socket down.
+
+        The order is what makes the end of the window exact. Once uvloop's server is closed,
+        only this method accepts (in this process). It takes every connection whose handshake
+        has completed, until accept() says the queue is empty, and then, in the same
+        callback, shuts the socket down: the kernel stops listening, so a later connection is
+        refused, and one completed in the microseconds since the last accept() is reset,
+        never left queued with nobody to accept it. Neither step could be done by another
+        process: a shutdown resets what is still queued (the supervisor cannot know when a
+        worker has taken it all), and closing a descriptor is not enough while others hold one.
+
+        A shutdown acts on the socket, not on this descriptor: in `shared` listen mode every
+        worker and the supervisor hold the same socket, and in both modes the supervisor's
+        copy is what a replacement worker inherits. A worker stopped on its own (`kill -TERM`
+        on its pid) therefore only closes its descriptor: the other workers go on accepting,
+        and what the kernel queues on its own socket (reuseport mode) waits for the
+        replacement.
+        """
         if self.closed:
             return
         if self.server is not None:
@@ -286,10 +302,11 @@ class Listener:
         self._unwatch()
         self.closed = True
         self._accept(LISTEN_BACKLOG)
-        try:
-            self.sock.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
+        if shutdown:
+            try:
+                self.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # another worker shut it down already (shared mode)
         self.sock.close()
 
 

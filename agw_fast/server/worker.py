@@ -24,6 +24,7 @@ from agw_fast.plan import RuntimeBind
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
 from agw_fast.server.listener import DescriptorBudget, Listener
+from agw_fast.server.supervisor import StopFlag
 from agw_fast.telemetry.access_log import AccessLog
 from agw_fast.telemetry.metrics import MetricsRegistry
 from agw_fast.telemetry.record import RequestRecorder
@@ -149,6 +150,7 @@ async def _serve(
     config: Config,
     binds: list[tuple[socket.socket, RuntimeBind]],
     slots: SharedSlots | None,
+    stop_flag: StopFlag | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     recorder = worker_recorder(loop, config, slots, index)
@@ -166,7 +168,7 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     loop.call_later(HOUSEKEEPING_INTERVAL, ctx.housekeeping)
     await stop.wait()
-    await _drain(index, config, ctx, listeners)
+    await _drain(index, config, ctx, listeners, stop_flag)
     budget.close()
     ctx.pool.close_all()
     if recorder.access_log is not None:
@@ -175,7 +177,11 @@ async def _serve(
 
 
 async def _drain(
-    index: int, config: Config, ctx: WorkerContext, listeners: list[Listener]
+    index: int,
+    config: Config,
+    ctx: WorkerContext,
+    listeners: list[Listener],
+    stop_flag: StopFlag | None,
 ) -> None:
     """The worker's part of a stop (see `Supervisor` for the whole sequence)."""
     window = config.static.connection_min_termination_deadline
@@ -186,8 +192,11 @@ async def _drain(
     )
     if window > 0:
         await asyncio.sleep(window)
+    # Shut the listening sockets down only if the whole gateway stops: they are shared with
+    # the supervisor (and in shared mode with every worker), see `Listener.close`.
+    everyone = stop_flag is not None and stop_flag.is_set()
     for listener in listeners:
-        listener.close()
+        listener.close(shutdown=everyone)
     loop = ctx.loop
     deadline = loop.time() + config.static.connection_termination_deadline
     # ctx.tasks: connections the listeners took at the end are still being set up.
@@ -202,7 +211,10 @@ def run_worker(
     config: Config,
     binds: list[tuple[socket.socket, RuntimeBind]],
     slots: SharedSlots | None,
+    stop_flag: StopFlag | None = None,
 ) -> int:
-    """Run one worker until SIGTERM/SIGINT, then drain and return its exit code."""
+    """Run one worker until SIGTERM/SIGINT, then drain and return its exit code.
+
+    `stop_flag` says whether the whole gateway is stopping (else only this worker is)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(index, config, binds, slots))
+        return runner.run(_serve(index, config, binds, slots, stop_flag))

@@ -67,7 +67,7 @@ def test_close_serves_the_queued_connections_then_the_port_refuses() -> None:
         for i, sock in enumerate(queued):
             sock.sendall(b"%d" % i)
         before = Greeter.made
-        listener.close()
+        listener.close(shutdown=True)
         budget.close()
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -95,7 +95,7 @@ def test_guarded_listener_accepts_itself_and_hands_back_to_uvloop() -> None:
         await asyncio.gather(*tasks)
         assert listener.server is not None and not listener.watching
         assert await ask(port, b"again") == b"hello again"
-        listener.close()
+        listener.close(shutdown=True)
         budget.close()
 
     run(test())
@@ -110,7 +110,7 @@ def test_a_worker_short_of_descriptors_guards_from_the_start() -> None:
         await listener.start()
         budget.start()
         assert budget.guarded and listener.watching and listener.server is None
-        listener.close()
+        listener.close(shutdown=True)
         budget.close()
 
     run(test())
