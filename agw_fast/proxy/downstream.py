@@ -81,6 +81,9 @@ class ConnectionServices(Services, Protocol):
     """What the worker lends each client connection (and, through it, each exchange)."""
 
     connections: set[DownstreamProtocol]  # open client connections: idle expiry, draining
+    # Client connections whose protocol exists: counted by the protocol factory (which runs
+    # as the connection is accepted, before `connection_made`) and here in `connection_lost`.
+    open_clients: int
     stopping: bool  # the worker is draining: every connection closes after its answer
 
     def log_protocol_error(self, peer: str, status: int, message: str) -> None: ...
@@ -152,7 +155,9 @@ class DownstreamProtocol(asyncio.Protocol):
             self.closing = True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ctx.connections.discard(self)
+        ctx = self.ctx
+        ctx.connections.discard(self)
+        ctx.open_clients -= 1
         exchange = self.exchange
         if exchange is not None:
             exchange.abort()

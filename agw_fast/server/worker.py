@@ -4,8 +4,9 @@ Everything per-request lives in the protocol classes; this module owns what a wo
 once: the upstream pool, the set of client connections (for idle expiry and draining), the
 request recorder (metrics in its shared-memory slot, the access log). The lifecycle (start,
 respawn, drain, stop) is told once, on `agw_fast.server.supervisor.Supervisor`; the worker's
-part is `_serve` (start), `_drain` with `WorkerContext.begin_stop` and `_protocol_factory`
-(drain and stop), and `agw_fast.server.listener` (who accepts, and how a listener closes).
+part is `_serve` (start), `_drain` with `WorkerContext.begin_stop` and `housekeeping` (drain
+and stop), and `agw_fast.server.listener` (how many connections a worker takes, and how a
+listener closes).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from agw_fast.log import logger
 from agw_fast.plan import RuntimeBind
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
-from agw_fast.server.listener import DescriptorBudget, Listener
+from agw_fast.server.listener import DescriptorBudget, Listener, dropped_connection
 from agw_fast.server.supervisor import StopFlag
 from agw_fast.telemetry.access_log import AccessLog
 from agw_fast.telemetry.metrics import MetricsRegistry
@@ -68,6 +69,7 @@ class WorkerContext:
             keepalive=backend.keepalive,
         )
         self.connections: set[DownstreamProtocol] = set()
+        self.open_clients = 0  # see `ConnectionServices.open_clients`
         self.idle_timeout = config.frontend.http1_idle_timeout
         self.recorder = recorder  # told about every finished request
         self.stopping = False
@@ -129,20 +131,17 @@ class WorkerContext:
 
 def _protocol_factory(
     ctx: WorkerContext, bind: RuntimeBind, budget: DescriptorBudget
-) -> Callable[[], DownstreamProtocol]:
-    connections = ctx.connections
+) -> Callable[[], asyncio.Protocol]:
+    """uvloop calls this as it accepts a connection (its `connection_made` comes in a later
+    callback): counting here, no accepted connection escapes `DescriptorBudget`."""
 
-    def make() -> DownstreamProtocol:
-        protocol = DownstreamProtocol(ctx, bind)
-        if len(connections) >= budget.guard_at:
-            budget.guard_soon()
-        return protocol
+    def make() -> asyncio.Protocol:
+        if not budget.admit(ctx.open_clients):
+            return dropped_connection()
+        ctx.open_clients += 1
+        return DownstreamProtocol(ctx, bind)
 
     return make
-
-
-def _idle_upstream(pool: UpstreamPool) -> int:
-    return sum(len(idle) for idle in pool.idle.values())
 
 
 async def _serve(
@@ -155,17 +154,17 @@ async def _serve(
     loop = asyncio.get_running_loop()
     recorder = worker_recorder(loop, config, slots, index)
     ctx = WorkerContext(loop, config, recorder)
-    budget = DescriptorBudget(loop, ctx.connections, lambda: _idle_upstream(ctx.pool))
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    budget = DescriptorBudget(loop, ctx.pool, len(binds))
+    ctx.pool.before_connect = lambda: budget.make_room(ctx.open_clients)
     listeners = [
-        Listener(loop, sock, _protocol_factory(ctx, bind, budget), budget, ctx.spawn)
+        Listener(loop, sock, _protocol_factory(ctx, bind, budget), ctx.spawn)
         for sock, bind in binds
     ]
     for listener in listeners:
         await listener.start()
-    budget.start()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     loop.call_later(HOUSEKEEPING_INTERVAL, ctx.housekeeping)
     await stop.wait()
     await _drain(index, config, ctx, listeners, stop_flag)
