@@ -113,6 +113,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "buffered",
         "discarded",
         "last_active",
+        "made_at",
         "head_started",
         "peer",
         "lingering",
@@ -134,6 +135,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.buffered = 0
         self.discarded = 0
         self.last_active = 0.0
+        self.made_at = 0.0  # `last_active` still equals it: not a byte received yet
         # When the first byte of the request head being read arrived (0.0: not in a head).
         # The housekeeping sweep closes a connection whose head takes longer than the idle
         # timeout, however steadily its bytes trickle in (slowloris).
@@ -146,7 +148,7 @@ class DownstreamProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self.last_active = self.loop.time()
+        self.last_active = self.made_at = self.loop.time()
         ctx = self.ctx
         ctx.connections.add(self)
         if ctx.stopping:
@@ -242,10 +244,16 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def stop_taking_requests(self) -> None:
         """Draining: close now if idle between requests, else after the current response
-        (a request whose head has begun to arrive included)."""
+        (a request whose head has begun to arrive included). A connection that has not
+        sent a byte yet is left to `WorkerContext.housekeeping`: it may have been accepted
+        a moment ago, with its first request on the way."""
         self.closing = True
-        if self.exchange is None and self.mode == _IDLE and not self.head_started:
+        if self.between_requests() and self.last_active != self.made_at:
             self.abort()
+
+    def between_requests(self) -> bool:
+        """No request in progress, not even the first bytes of a head."""
+        return self.exchange is None and self.mode == _IDLE and not self.head_started
 
     def exchange_finished(self, keep_alive: bool) -> None:
         """The response is complete (or failed locally): prepare for the next request."""

@@ -73,6 +73,7 @@ class WorkerContext:
         self.idle_timeout = config.frontend.http1_idle_timeout
         self.recorder = recorder  # told about every finished request
         self.stopping = False
+        self.stop_began = 0.0
         self.tasks: set[asyncio.Task[None]] = set()  # upstream connections being opened
 
     def spawn(self, work: Coroutine[object, object, None]) -> None:
@@ -91,13 +92,15 @@ class WorkerContext:
         self.loop.call_later(HOUSEKEEPING_INTERVAL, self.housekeeping)
         self.pool.sweep()
         now = self.loop.time()
-        if self.stopping:
+        quiet_since = now - HOUSEKEEPING_INTERVAL
+        if self.stopping and self.stop_began < quiet_since:
             # A connection with no request begun has nothing left to wait for, but may have
-            # been accepted a moment ago (in the drain window, or from the queue at its end):
-            # it gets one interval to begin its request.
-            quiet_since = now - HOUSEKEEPING_INTERVAL
-            for connection in [c for c in self.connections if c.last_active < quiet_since]:
-                connection.stop_taking_requests()
+            # been accepted a moment ago (just before the stop, in the drain window, or from
+            # the queue at its end): it gets one interval to begin its request.
+            for connection in [
+                c for c in self.connections if c.last_active < quiet_since and c.between_requests()
+            ]:
+                connection.abort()
         deadline = now - self.idle_timeout
         for connection in [
             c for c in self.connections
@@ -121,10 +124,12 @@ class WorkerContext:
                 connection.abort()
 
     def begin_stop(self) -> None:
-        """Close idle connections; every other one (and every one accepted from now on, see
-        `DownstreamProtocol.connection_made`) closes after its current response, sent with
-        `connection: close`."""
+        """Close idle keep-alive connections (one that has not sent anything yet gets an
+        interval, see `housekeeping`); every other one (and every one accepted from now on,
+        see `DownstreamProtocol.connection_made`) closes after its current response, sent
+        with `connection: close`."""
         self.stopping = True
+        self.stop_began = self.loop.time()
         for connection in list(self.connections):
             connection.stop_taking_requests()
 
@@ -198,8 +203,10 @@ async def _drain(
         listener.close(shutdown=everyone)
     loop = ctx.loop
     deadline = loop.time() + config.static.connection_termination_deadline
-    # ctx.tasks: connections the listeners took at the end are still being set up.
-    while (ctx.connections or ctx.tasks) and loop.time() < deadline:
+    # open_clients, not connections: uvloop may have accepted a connection whose
+    # connection_made has yet to run. ctx.tasks: those the listeners took at the end of the
+    # window are still being set up.
+    while (ctx.open_clients > 0 or ctx.tasks) and loop.time() < deadline:
         await asyncio.sleep(DRAIN_POLL)
     for connection in list(ctx.connections):
         connection.abort()

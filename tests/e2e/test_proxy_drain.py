@@ -224,3 +224,23 @@ def test_a_request_head_begun_before_the_stop_is_answered_then_closed(
             assert response.header("connection") == "close"
             assert partial.reader.at_eof()
         assert gw.proc.wait(DEADLINE) == 0
+
+
+def test_a_connection_opened_just_before_the_stop_has_its_first_request_answered(
+    gateway: GatewayFactory,
+) -> None:
+    # A connection that has not sent anything yet may have been accepted a moment ago, its
+    # request on the way: the stop gives it a second (one housekeeping interval) to begin.
+    with Upstream() as upstream:
+        gw = gateway(drain_config(upstream.port, None), expect_stats=True)
+        with RawClient(gw.port) as fresh:
+            # The one worker has accepted `fresh` once it answers a connection opened after it.
+            with RawClient(gw.port) as other:
+                assert other.request(http_request("GET", "/later")).status == 200
+            gw.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: "worker 0 draining" in gw.output(), what="the worker to drain")
+            response = fresh.request(http_request("GET", "/sent-as-the-stop-began"))
+            assert response.status == 200
+            assert response.header("connection") == "close"
+            assert fresh.reader.at_eof()
+        assert gw.proc.wait(DEADLINE) == 0
