@@ -14,7 +14,7 @@ from agw_fast.plan import compile_config
 from agw_fast.server.admin import admin_child
 from agw_fast.server.jwks import load_remote_key_sets
 from agw_fast.server.sockets import default_bind_address, open_listen_sockets
-from agw_fast.server.supervisor import ChildSpec, Supervisor
+from agw_fast.server.supervisor import ChildSpec, StopFlag, Supervisor
 from agw_fast.server.worker import run_worker
 from agw_fast.telemetry.shared_slots import SharedSlots
 
@@ -66,13 +66,14 @@ def serve(
         print(f"agw-fast: cannot listen: {error.strerror or error}", file=sys.stderr)
         return 1
     slots = SharedSlots(workers)
+    stop_flag = StopFlag()
     children = []
     for index in range(workers):
         binds = [
             (sockets[index] if reuseport else sockets[0], bind)
             for sockets, bind in zip(per_bind, runtime, strict=True)
         ]
-        main = functools.partial(run_worker, index, config, binds, slots)
+        main = functools.partial(run_worker, index, config, binds, slots, stop_flag)
         children.append(ChildSpec(f"worker {index}", main, tuple(sock for sock, _ in binds)))
     admin = admin_child(config)
     if admin is not None:
@@ -85,5 +86,6 @@ def serve(
         [sock for sockets in per_bind for sock in sockets],
         stop_window=static.connection_min_termination_deadline,
         stop_deadline=static.connection_termination_deadline,
+        stop_flag=stop_flag,
     )
     return supervisor.run()

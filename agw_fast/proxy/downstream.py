@@ -92,6 +92,10 @@ class ConnectionServices(Services, Protocol):
     """What the worker lends each client connection (and, through it, each exchange)."""
 
     connections: set[DownstreamProtocol]  # open client connections: idle expiry, draining
+    # Client connections whose protocol exists: counted by the protocol factory (which runs
+    # as the connection is accepted, before `connection_made`) and here in `connection_lost`.
+    open_clients: int
+    stopping: bool  # the worker is draining: every connection closes after its answer
 
     def log_protocol_error(self, peer: str, status: int, message: str) -> None: ...
 
@@ -120,6 +124,8 @@ class DownstreamProtocol(asyncio.Protocol):
         "buffered",
         "discarded",
         "last_active",
+        "made_at",
+        "counted",
         "head_started",
         "peer",
         "lingering",
@@ -143,6 +149,10 @@ class DownstreamProtocol(asyncio.Protocol):
         self.buffered = 0
         self.discarded = 0
         self.last_active = 0.0
+        # Counted in the worker's `open_clients`: at accept for plain HTTP, once the TLS
+        # handshake is done for HTTPS (a failed handshake never reaches this protocol).
+        self.counted = False
+        self.made_at = 0.0  # `last_active` still equals it: not a byte received yet
         # When the first byte of the request head being read arrived (0.0: not in a head).
         # The housekeeping sweep closes a connection whose head takes longer than the idle
         # timeout, however steadily its bytes trickle in (slowloris).
@@ -159,15 +169,26 @@ class DownstreamProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self.last_active = self.loop.time()
-        self.ctx.connections.add(self)
+        self.last_active = self.made_at = self.loop.time()
+        ctx = self.ctx
+        ctx.connections.add(self)
+        if not self.counted:
+            self.counted = True
+            ctx.open_clients += 1
+        if ctx.stopping:
+            # Accepted before the stop began, made after (uvloop defers connection_made), so
+            # `begin_stop` did not see it: one answer, then close, like every other one.
+            self.closing = True
         by_context = self.bind.tls_listeners
         if by_context is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             self.sni_listener = by_context.get(ssl_object.context)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ctx.connections.discard(self)
+        ctx = self.ctx
+        ctx.connections.discard(self)
+        if self.counted:
+            ctx.open_clients -= 1
         timer = self.delay_timer
         if timer is not None:
             self.delay_timer = None
@@ -260,12 +281,21 @@ class DownstreamProtocol(asyncio.Protocol):
             self.read_pauses &= ~reason
             if not self.read_pauses and self.transport is not None:
                 self.transport.resume_reading()
+                # The idle timeout counts from here: while paused, the client waited on us.
+                self.last_active = self.loop.time()
 
     def stop_taking_requests(self) -> None:
-        """Draining: close now if idle between requests, else after the current response."""
+        """Draining: close now if idle between requests, else after the current response
+        (a request whose head has begun to arrive included). A connection that has not
+        sent a byte yet is left to `WorkerContext.housekeeping`: it may have been accepted
+        a moment ago, with its first request on the way."""
         self.closing = True
-        if self.exchange is None and self.mode == _IDLE:
+        if self.between_requests() and self.last_active != self.made_at:
             self.abort()
+
+    def between_requests(self) -> bool:
+        """No request in progress, not even the first bytes of a head."""
+        return self.exchange is None and self.mode == _IDLE and not self.head_started
 
     def exchange_finished(self, keep_alive: bool) -> None:
         """The response is complete (or failed locally): prepare for the next request."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agw_fast.config.model import KeepaliveConfig
@@ -71,6 +72,9 @@ class UpstreamPool:
         self.max_idle = max_idle
         self.idle: dict[tuple[str, int, int], list[UpstreamConnection]] = {}
         self.opened = 0  # connections ever opened: tests and benches read it
+        # Called before each new connection: the worker's descriptor budget closes idle
+        # connections here if the new one would not fit otherwise.
+        self.before_connect: Callable[[], object] | None = None
 
     def __repr__(self) -> str:
         idle = sum(len(v) for v in self.idle.values())
@@ -113,6 +117,8 @@ class UpstreamPool:
     async def connect(self, backend: RuntimeBackend) -> UpstreamConnection:
         """Open a new connection (raises OSError / ssl.SSLError / TimeoutError)."""
         key = backend.pool_key
+        if self.before_connect is not None:
+            self.before_connect()
         async with asyncio.timeout(self.connect_timeout):
             transport, protocol = await self.loop.create_connection(
                 lambda: UpstreamConnection(key),

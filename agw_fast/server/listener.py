@@ -1,19 +1,21 @@
-"""A worker's listening sockets: who accepts, what happens when descriptors run out, and how
-a listener stops at the end of the drain window.
+"""A worker's listening sockets: how many connections it takes, and how a listener closes.
 
-uvloop accepts while descriptors are plentiful: its accept path is C and the fastest there is.
-It cannot be the only path, because of what it does when accept() fails with EMFILE or ENFILE:
-libuv (`uv__emfile_trick` in src/unix/stream.c) closes a spare descriptor it keeps for the
-purpose, accepts every pending connection and closes it at once, and tells uvloop nothing
-(uvloop 0.23 `__uv_streamserver_on_listen` only hears of it if that trick fails, and then closes
-the listening handle for good, again without a log line as the error is an OSError). Clients
-see a reset or an empty reply and the operator sees nothing.
+uvloop accepts, in C. What it does when accept() fails with EMFILE or ENFILE is the reason for
+`DescriptorBudget`: libuv (`uv__emfile_trick` in src/unix/stream.c) closes a spare descriptor it
+keeps for the purpose, accepts every pending connection and closes it at once, and tells uvloop
+nothing (uvloop 0.23 `__uv_streamserver_on_listen` only hears of it if that trick fails, and
+then closes the listening handle for good). Clients see a reset or an empty reply and the
+operator sees nothing. So a worker never lets accept() get that far: it takes at most as many
+client connections as its open-file limit has room for, and closes the ones beyond at once,
+counted and logged.
 
-So each worker keeps an upper bound of the descriptors it uses (`DescriptorBudget`); when it
-comes near RLIMIT_NOFILE, the listeners stop uvloop's server and accept themselves
-(`Listener._accept`), which sheds the same connections libuv would but counts them, and logs
-the count at most once a second. Below the limit again, uvloop takes over. Accepting ourselves
-costs a Task per connection, which is why it is not the normal path.
+The count is kept by the protocol factory, which uvloop calls as it accepts, before the
+connection's `connection_made` (a later callback), so it is exact however many connections are
+accepted before any is made. libuv (since 1.45, libuv/libuv#3696; every uvloop we support
+bundles a later one) accepts one connection per readiness callback, and the loop runs the
+callbacks uvloop scheduled (that `connection_made`, which closes a dropped connection) before
+it polls again: a connection accepted beyond the cap holds a descriptor for one loop
+iteration, so each listener needs room for one more.
 """
 
 from __future__ import annotations
@@ -25,18 +27,16 @@ import resource
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Coroutine, Sized
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 from agw_fast.log import logger
+from agw_fast.proxy.pool import UpstreamPool
 from agw_fast.server.sockets import LISTEN_BACKLOG
 
-__all__ = ["DescriptorBudget", "Listener"]
+__all__ = ["DescriptorBudget", "Listener", "dropped_connection"]
 
-CHECK_INTERVAL = 1.0  # seconds between re-estimates, and between "dropped" log lines
-RETRY_DELAY = 0.1  # with no descriptor left even to shed, accepting waits this long
-ACCEPT_BATCH = 128  # connections taken per readiness event before other callbacks run
-_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+REPORT_INTERVAL = 1.0  # seconds between "dropped" log lines
 # accept() errors about one connection that went away before we took it (accept(2)).
 _PEER_GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ETIMEDOUT})
 
@@ -44,144 +44,95 @@ ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 
 class DescriptorBudget:
-    """Whether this worker is near its open-file limit, and what it dropped for lack of one.
+    """How many client connections this worker takes, computed once from RLIMIT_NOFILE.
 
-    The estimate is an upper bound: the descriptors open once the listeners started, one per
-    client connection, one more per client connection for its upstream connection, the idle
-    pooled upstream connections, and a margin for the rest (DNS lookups, log files). From
-    `guard_at` client connections on, the listeners accept through `Listener._accept`.
+    What the worker may hold (`sockets`) is the limit less the descriptors open at start, a
+    margin (DNS lookups, log files) and one connection per listener about to be dropped. A
+    client connection may need an upstream connection too, so each counts twice, and idle
+    pooled upstream connections count once: `2 * clients + idle <= sockets` holds whenever a
+    descriptor is taken, as `make_room` closes idle upstream connections (oldest first) when
+    a client connection is admitted or an upstream connection opened. Beyond `cap` clients,
+    new connections are dropped (`admit` says no; the factory hands them
+    `dropped_connection`).
     """
 
     def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        connections: Sized,
-        idle_upstream: Callable[[], int],
+        self, loop: asyncio.AbstractEventLoop, pool: UpstreamPool, listeners: int
     ) -> None:
         self.loop = loop
-        self.connections = connections
-        self.idle_upstream = idle_upstream
+        self.pool = pool
         self.limit = _open_file_limit()
-        self.base = 0
-        self.listeners: list[Listener] = []
-        self.guarded = False
-        self.guard_at = sys.maxsize  # client connections; the protocol factory compares
-        self.dropped = 0  # connections shed since the last log line
-        self.stalled = False  # accepting had to pause since the last log line
-        self.report_armed = False
-        self.reserve = -1  # a spare descriptor, closed to make room for shedding
-        self.timer: asyncio.TimerHandle | None = None
-
-    def start(self) -> None:
-        """Measure the worker's fixed descriptors (listeners running) and begin watching."""
-        self.base = _open_descriptors()
-        self.reserve = _open_reserve()
-        self.check()
+        # Before the listeners start: each will hold one more descriptor (uvloop's duplicate).
+        fixed = _open_descriptors() + listeners
+        margin = 16 + self.limit // 64
+        self.sockets = max(0, self.limit - fixed - margin - listeners)
+        self.cap = self.sockets // 2  # client connections
+        self.dropped = 0  # connections dropped since the last log line
+        self.clients = 0  # client connections open at the latest drop
+        self.report: asyncio.Handle | None = None  # the next log line, if one is due
 
     def close(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.reserve >= 0:
-            os.close(self.reserve)
-            self.reserve = -1
+        if self.report is not None:
+            self.report.cancel()
+            self.report = None
 
-    def threshold(self) -> int:
-        margin = 16 + self.limit // 64
-        spare = self.limit - self.base - margin - self.idle_upstream()
-        return spare // 2
-
-    def check(self) -> None:
-        """Once a second: re-estimate, and switch who accepts if that changed."""
-        self.timer = self.loop.call_later(CHECK_INTERVAL, self.check)
-        self.limit = _open_file_limit()  # `prlimit` may have changed it
-        threshold = self.threshold()
-        open_now = len(self.connections)
-        if not self.guarded:
-            self.guard_at = threshold
-            if open_now >= threshold:
-                self.guard()
-        elif open_now < threshold * 3 // 4 and not self.dropped and not self.stalled:
-            self.unguard(threshold)
-
-    def guard_soon(self) -> None:
-        """Called by the protocol factory (inside uvloop's accept callback) at `guard_at`."""
-        self.guard_at = sys.maxsize
-        self.loop.call_soon(self.guard)
-
-    def guard(self) -> None:
-        if self.guarded:
-            return
-        self.guarded = True
-        self.guard_at = sys.maxsize
-        logger.info(
-            "%d client connections open, open-file limit %d: accepting in Python until "
-            "descriptors free up",
-            len(self.connections), self.limit,
-        )
-        for listener in self.listeners:
-            listener.guard()
-
-    def unguard(self, threshold: int) -> None:
-        self.guarded = False
-        self.guard_at = threshold
-        logger.info("descriptors free again: uvloop accepts new connections")
-        for listener in self.listeners:
-            listener.unguard()
-
-    def shed(self, sock: socket.socket) -> bool:
-        """Accept and close what `sock` has queued, in the room the spare descriptor leaves.
-
-        False if there is no spare descriptor (something else took it): then the caller
-        leaves the connections queued and looks again after `RETRY_DELAY`.
-        """
-        if self.reserve < 0:
-            self.reserve = _open_reserve()
-        if self.reserve < 0:
-            self.stalled = True
-            self._arm_report()
+    def admit(self, clients: int) -> bool:
+        """Whether to take a connection just accepted, with `clients` open besides it."""
+        if clients >= self.cap:
+            self.dropped += 1
+            self.clients = clients
+            if self.report is None:
+                # After the accept callback: one line counts a whole burst.
+                self.report = self.loop.call_soon(self._report)
             return False
-        os.close(self.reserve)
-        self.reserve = -1
-        count = 0
-        while count < LISTEN_BACKLOG:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                break  # EAGAIN: the queue is empty (or still no room: try again later)
-            conn.close()
-            count += 1
-        self.reserve = _open_reserve()
-        self.dropped += count
-        self._arm_report()
+        self.make_room(clients + 1)
         return True
 
-    def _arm_report(self) -> None:
-        if not self.report_armed:
-            self._report()
+    def make_room(self, clients: int) -> None:
+        """Close idle upstream connections (oldest first) until `clients` client connections,
+        each with an upstream connection, fit with the idle ones."""
+        idle = self.pool.idle.values()
+        excess = 2 * clients + sum(map(len, idle)) - self.sockets
+        while excess > 0:
+            oldest = min(
+                (conns for conns in idle if conns), key=lambda c: c[0].idle_since, default=None
+            )
+            if oldest is None:
+                return
+            oldest.pop(0).close()
+            excess -= 1
 
     def _report(self) -> None:
-        """Log what was dropped, at most once per `CHECK_INTERVAL`."""
-        if not self.dropped and not self.stalled:
-            self.report_armed = False
+        """Log what was dropped, at most once per `REPORT_INTERVAL`."""
+        if not self.dropped:
+            self.report = None
             return
         logger.warning(
             "out of file descriptors (open-file limit %d, %d client connections open): "
-            "dropped %d new connection(s)%s",
-            self.limit, len(self.connections), self.dropped,
-            "; others wait in the listen queue" if self.stalled else "",
+            "dropped %d new connection(s)",
+            self.limit, self.clients, self.dropped,
         )
         self.dropped = 0
-        self.stalled = False
-        self.report_armed = True
-        self.loop.call_later(CHECK_INTERVAL, self._report)
+        self.report = self.loop.call_later(REPORT_INTERVAL, self._report)
+
+
+class _Dropped(asyncio.Protocol):
+    """A connection the worker has no room for: closed as soon as it is made."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).abort()
+
+
+def dropped_connection() -> asyncio.Protocol:
+    """What the protocol factory returns for a connection `DescriptorBudget.admit` refused."""
+    return _Dropped()
 
 
 class Listener:
-    """One listening socket of a worker, served by uvloop or, while guarded, by `_accept`.
+    """One listening socket of a worker, served by uvloop until the end of the drain window.
 
-    uvloop gets a duplicate of the socket (closing its server closes only that), so the worker
-    can switch paths and, at the end of the drain window, take what is still queued.
+    uvloop gets a duplicate of the socket (closing its server closes only that), so that at
+    the end of the window the worker can still take what is queued on it.
     """
 
     def __init__(
@@ -189,73 +140,68 @@ class Listener:
         loop: asyncio.AbstractEventLoop,
         sock: socket.socket,
         factory: ProtocolFactory,
-        budget: DescriptorBudget,
         spawn: Callable[[Coroutine[object, object, None]], None],
         tls: tuple[ssl.SSLContext, float] | None = None,  # context, handshake timeout
     ) -> None:
         self.loop = loop
-        # Passed to create_server and connect_accepted_socket: TLS binds hand the protocol
-        # only connections whose handshake completed within the timeout.
+        self.sock = sock
+        self.factory = factory
+        self.spawn = spawn
+        # HTTPS listeners: uvloop does the TLS (server side), with the handshake bounded.
         self.tls: dict[str, Any] = (
             {} if tls is None else {"ssl": tls[0], "ssl_handshake_timeout": tls[1]}
         )
-        self.sock = sock
-        self.factory = factory
-        self.budget = budget
-        self.spawn = spawn
         self.server: asyncio.Server | None = None
-        self.watching = False
         self.closed = False
-        budget.listeners.append(self)
 
     async def start(self) -> None:
-        if self.budget.guarded:
-            self._watch()
-        else:
-            await self._serve_with_uvloop()
+        duplicate = self.sock.dup()
+        try:
+            self.server = await self.loop.create_server(
+                self.factory, sock=duplicate, backlog=LISTEN_BACKLOG, **self.tls
+            )  # create_server calls listen() again, with this backlog
+        except BaseException:
+            duplicate.close()
+            raise
 
-    def guard(self) -> None:
+    def close(self, shutdown: bool) -> None:
+        """Stop accepting: serve what the kernel has already queued and, if `shutdown`
+        (the whole gateway is stopping), shut the socket down.
+
+        The order is what makes the end of the window exact. Once uvloop's server is closed,
+        only this method accepts (in this process). It takes every connection whose handshake
+        has completed, until accept() says the queue is empty, and then, in the same
+        callback, shuts the socket down: the kernel stops listening, so a later connection is
+        refused, and one completed in the microseconds since the last accept() is reset,
+        never left queued with nobody to accept it. Neither step could be done by another
+        process: a shutdown resets what is still queued (the supervisor cannot know when a
+        worker has taken it all), and closing a descriptor is not enough while others hold one.
+
+        A shutdown acts on the socket, not on this descriptor: in `shared` listen mode every
+        worker and the supervisor hold the same socket, and in both modes the supervisor's
+        copy is what a replacement worker inherits. A worker stopped on its own (`kill -TERM`
+        on its pid) therefore only closes its descriptor: the other workers go on accepting,
+        and what the kernel queues on its own socket (reuseport mode) waits for the
+        replacement.
+        """
         if self.closed:
             return
-        self._watch()
+        self.closed = True
         if self.server is not None:
             self.server.close()
             self.server = None
+        self._accept_queued()
+        if shutdown:
+            try:
+                self.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # another worker shut it down already (shared mode)
+        self.sock.close()
 
-    def unguard(self) -> None:
-        if not self.closed and self.server is None:
-            self.spawn(self._serve_with_uvloop())
-
-    async def _serve_with_uvloop(self) -> None:
-        try:
-            duplicate = self.sock.dup()
-        except OSError:
-            return  # no descriptor for it: keep accepting ourselves
-        try:
-            server = await self.loop.create_server(
-                self.factory, sock=duplicate, backlog=LISTEN_BACKLOG, **self.tls
-            )  # create_server calls listen() again, with this backlog
-        except OSError:
-            duplicate.close()
-            return
-        if self.closed or self.budget.guarded:
-            server.close()
-            return
-        self.server = server
-        self._unwatch()
-
-    def _watch(self) -> None:
-        if not self.watching and not self.closed:
-            self.loop.add_reader(self.sock.fileno(), self._accept)
-            self.watching = True
-
-    def _unwatch(self) -> None:
-        if self.watching:
-            self.loop.remove_reader(self.sock.fileno())
-            self.watching = False
-
-    def _accept(self, limit: int = ACCEPT_BATCH) -> None:
-        for _ in range(limit):
+    def _accept_queued(self) -> None:
+        # A queue holds at most backlog + 1 connections; in shared mode others may arrive
+        # meanwhile, which another worker's window may still take.
+        for _ in range(LISTEN_BACKLOG + 1):
             try:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -263,54 +209,30 @@ class Listener:
             except OSError as error:
                 if error.errno in _PEER_GONE:
                     continue
-                if error.errno in _OUT_OF_DESCRIPTORS:
-                    if not self.budget.shed(self.sock) and self.watching:
-                        self._unwatch()
-                        self.loop.call_later(RETRY_DELAY, self._watch)
-                    return
-                # EINVAL: another worker ended its drain window and shut the shared socket
-                # down (listen mode "shared"); anything else is unexpected.
-                if error.errno != errno.EINVAL and not self.closed:
-                    logger.warning("accept failed: %s; this listener stops", error)
-                self._unwatch()
+                # EINVAL: another worker ended its window and shut the shared socket down.
+                # Anything else: what is left is reset by the shutdown, or (a worker stopped
+                # on its own) left to the other workers and the replacement.
+                if error.errno != errno.EINVAL:
+                    logger.warning("accept failed at the end of the drain window: %s", error)
                 return
-            self.spawn(self._connect(conn))
+            # The factory decides now, not when the connection is set up: a whole queue of
+            # connections beyond the cap must not hold descriptors meanwhile.
+            protocol = self.factory()
+            if isinstance(protocol, _Dropped):
+                conn.close()
+            else:
+                self.spawn(self._connect(conn, protocol))
 
-    async def _connect(self, conn: socket.socket) -> None:
+    async def _connect(self, conn: socket.socket, protocol: asyncio.BaseProtocol) -> None:
         try:
-            await self.loop.connect_accepted_socket(self.factory, conn, **self.tls)
+            await self.loop.connect_accepted_socket(lambda: protocol, conn, **self.tls)
         except OSError:
             conn.close()
-
-    def close(self) -> None:
-        """Stop accepting: serve what the kernel has already queued, then shut the socket
-        down, so that later connections are refused even while another process (the
-        supervisor) still holds a descriptor of it."""
-        if self.closed:
-            return
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        self._unwatch()
-        self.closed = True
-        self._accept(LISTEN_BACKLOG)
-        try:
-            self.sock.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
-        self.sock.close()
 
 
 def _open_file_limit() -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return sys.maxsize if soft == resource.RLIM_INFINITY else soft
-
-
-def _open_reserve() -> int:
-    try:
-        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return -1
 
 
 def _open_descriptors() -> int:

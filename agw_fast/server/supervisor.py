@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import mmap
 import os
 import resource
 import signal
@@ -19,11 +20,29 @@ from dataclasses import dataclass
 
 from agw_fast.log import logger
 
-__all__ = ["ChildSpec", "Supervisor"]
+__all__ = ["ChildSpec", "StopFlag", "Supervisor"]
 
 RESPAWN_DELAY = 1.0  # a child that dies within this of starting waits this long to return
 KILL_SLACK = 1.0  # after the stop deadline, children get this long before SIGKILL
 _HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)
+
+
+class StopFlag:
+    """Whether the whole gateway is stopping: one byte of memory the supervisor shares with
+    its children, set before it tells them to stop.
+
+    A child told to stop (SIGTERM) by anyone else, `kill -TERM <pid>` say, finds it unset:
+    only that child is stopping, and it must leave the sockets it shares as they are.
+    """
+
+    def __init__(self) -> None:
+        self.memory = mmap.mmap(-1, 1)  # anonymous and shared: the children see the writes
+
+    def set(self) -> None:
+        self.memory[0] = 1
+
+    def is_set(self) -> bool:
+        return self.memory[0] == 1
 
 
 @dataclass(frozen=True)
@@ -53,13 +72,18 @@ class Supervisor:
     * respawn: a child that exits while the supervisor runs is forked again (after
       `RESPAWN_DELAY` if it died young). The parent keeps every listening socket open, so
       connections that arrive for a dead worker wait in the backlog for its replacement.
-    * drain: on SIGTERM/SIGINT the parent sends SIGTERM to every child. A worker closes its
-      idle client connections; busy ones get their response with `connection: close`, then
-      close. For `stop_window` seconds (`connectionMinTerminationDeadline`, default 0) the
-      workers keep accepting, and answer new connections the same way. Then each worker
-      takes what the kernel has queued, shuts its listening sockets down and the parent
-      closes its copies: a later connection is refused, never accepted with nobody to
-      answer it.
+    * drain: on SIGTERM/SIGINT the parent sets `stop_flag` and sends SIGTERM to every
+      child. A worker closes its idle client connections; busy ones get their response with
+      `connection: close`, then close. For `stop_window` seconds
+      (`connectionMinTerminationDeadline`, default 0) the workers keep accepting, and answer
+      new connections the same way. Then each worker takes what the kernel has queued and
+      shuts its listening sockets down, and the parent closes its copies: a later connection
+      is refused, never accepted with nobody to answer it (`Listener.close` in
+      agw_fast.server.listener has the order of those steps).
+    * one worker stopped on its own (SIGTERM to its pid; `stop_flag` unset) drains the same
+      way, but at the end of its window only closes its descriptors: the port stays open for
+      the other workers, and its socket (reuseport mode) stays queued in the parent for the
+      replacement, forked once the worker exits.
     * stop: requests in flight get `stop_deadline` more seconds
       (`connectionTerminationDeadline`); a worker then cuts what is left, flushes its access
       log and publishes its metrics once more, and exits 0. Children still alive
@@ -77,8 +101,10 @@ class Supervisor:
         *,
         stop_window: float = 0.0,
         stop_deadline: float = 5.0,
+        stop_flag: StopFlag | None = None,
     ) -> None:
         self.specs = list(children)
+        self.stop_flag = stop_flag
         self.listening = list(listening)
         self.stop_window = stop_window
         self.stop_deadline = stop_deadline
@@ -191,6 +217,8 @@ class Supervisor:
             "stopping: draining %d child processes; new connections accepted for %gs more",
             len(self.children), self.stop_window,
         )
+        if self.stop_flag is not None:
+            self.stop_flag.set()  # before the signals: a child reads it once told to stop
         for pid in self.children:
             _kill(pid, signal.SIGTERM)
 

@@ -4,8 +4,9 @@ Everything per-request lives in the protocol classes; this module owns what a wo
 once: the upstream pool, the set of client connections (for idle expiry and draining), the
 request recorder (metrics in its shared-memory slot, the access log). The lifecycle (start,
 respawn, drain, stop) is told once, on `agw_fast.server.supervisor.Supervisor`; the worker's
-part is `_serve` (start), `_drain` with `WorkerContext.begin_stop` and `_protocol_factory`
-(drain and stop), and `agw_fast.server.listener` (who accepts, and how a listener closes).
+part is `_serve` (start), `_drain` with `WorkerContext.begin_stop` and `housekeeping` (drain
+and stop), and `agw_fast.server.listener` (how many connections a worker takes, and how a
+listener closes).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from agw_fast.policies.access_log import compile_access_log
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
 from agw_fast.server.jwks import JwksRefresher
-from agw_fast.server.listener import DescriptorBudget, Listener
+from agw_fast.server.listener import DescriptorBudget, Listener, dropped_connection
+from agw_fast.server.supervisor import StopFlag
 from agw_fast.telemetry.access_log import AccessLog
 from agw_fast.telemetry.metrics import MetricsRegistry
 from agw_fast.telemetry.record import RequestRecorder
@@ -70,9 +72,11 @@ class WorkerContext:
             keepalive=backend.keepalive,
         )
         self.connections: set[DownstreamProtocol] = set()
+        self.open_clients = 0  # see `ConnectionServices.open_clients`
         self.idle_timeout = config.frontend.http1_idle_timeout
         self.recorder = recorder  # told about every finished request
         self.stopping = False
+        self.stop_began = 0.0
         self.tasks: set[asyncio.Task[None]] = set()  # upstream connections being opened
 
     def spawn(self, work: Coroutine[object, object, None]) -> None:
@@ -87,12 +91,26 @@ class WorkerContext:
     # -- housekeeping -------------------------------------------------------------------------
 
     def housekeeping(self) -> None:
-        """Once a second: expire idle upstream and client connections."""
+        """Once a second, draining included: expire idle upstream and client connections."""
+        self.loop.call_later(HOUSEKEEPING_INTERVAL, self.housekeeping)
         self.pool.sweep()
-        deadline = self.loop.time() - self.idle_timeout
+        now = self.loop.time()
+        quiet_since = now - HOUSEKEEPING_INTERVAL
+        if self.stopping and self.stop_began < quiet_since:
+            # A connection with no request begun has nothing left to wait for, but may have
+            # been accepted a moment ago (just before the stop, in the drain window, or from
+            # the queue at its end): it gets one interval to begin its request.
+            for connection in [
+                c for c in self.connections if c.last_active < quiet_since and c.between_requests()
+            ]:
+                connection.abort()
+        deadline = now - self.idle_timeout
         for connection in [
             c for c in self.connections
-            if c.last_active < deadline or 0.0 < c.head_started < deadline
+            # A connection we stopped reading from (its upstream is slow to take the body)
+            # waits on us, not the client.
+            if (c.last_active < deadline or 0.0 < c.head_started < deadline)
+            and not c.read_pauses
         ]:
             if connection.head_started and connection.last_active >= deadline:
                 # A request head must be complete within the idle timeout of its first
@@ -110,35 +128,38 @@ class WorkerContext:
                 exchange is None or not exchange.request_done
             ):
                 connection.abort()
-        if not self.stopping:
-            self.loop.call_later(HOUSEKEEPING_INTERVAL, self.housekeeping)
 
     def begin_stop(self) -> None:
-        """Close idle connections; every other one (and every one accepted from now on, see
-        `_protocol_factory`) closes after its current response, sent with `connection: close`."""
+        """Close idle keep-alive connections (one that has not sent anything yet gets an
+        interval, see `housekeeping`); every other one (and every one accepted from now on,
+        see `DownstreamProtocol.connection_made`) closes after its current response, sent
+        with `connection: close`."""
         self.stopping = True
+        self.stop_began = self.loop.time()
         for connection in list(self.connections):
             connection.stop_taking_requests()
 
 
 def _protocol_factory(
     ctx: WorkerContext, bind: RuntimeBind, budget: DescriptorBudget
-) -> Callable[[], DownstreamProtocol]:
-    connections = ctx.connections
+) -> Callable[[], asyncio.Protocol]:
+    """uvloop calls this as it accepts a connection (its `connection_made` comes in a later
+    callback): counting here, no accepted connection escapes `DescriptorBudget`."""
 
-    def make() -> DownstreamProtocol:
+    plain = bind.ssl_context is None
+
+    def make() -> asyncio.Protocol:
+        if not budget.admit(ctx.open_clients):
+            return dropped_connection()
         protocol = DownstreamProtocol(ctx, bind)
-        if ctx.stopping:
-            protocol.closing = True  # accepted in the drain window: one answer, then close
-        if len(connections) >= budget.guard_at:
-            budget.guard_soon()
+        if plain:
+            # Counted now; an HTTPS connection is counted when its handshake completes, as
+            # one whose handshake fails never reaches the protocol (nor its connection_lost).
+            ctx.open_clients += 1
+            protocol.counted = True
         return protocol
 
     return make
-
-
-def _idle_upstream(pool: UpstreamPool) -> int:
-    return sum(len(idle) for idle in pool.idle.values())
 
 
 async def _serve(
@@ -146,30 +167,31 @@ async def _serve(
     config: Config,
     binds: list[tuple[socket.socket, RuntimeBind]],
     slots: SharedSlots | None,
+    stop_flag: StopFlag | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     recorder = worker_recorder(loop, config, slots, index)
     ctx = WorkerContext(loop, config, recorder)
-    budget = DescriptorBudget(loop, ctx.connections, lambda: _idle_upstream(ctx.pool))
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    budget = DescriptorBudget(loop, ctx.pool, len(binds))
+    ctx.pool.before_connect = lambda: budget.make_room(ctx.open_clients)
     handshake = config.frontend.tls_handshake_timeout
     listeners = [
         Listener(
-            loop, sock, _protocol_factory(ctx, bind, budget), budget, ctx.spawn,
+            loop, sock, _protocol_factory(ctx, bind, budget), ctx.spawn,
             None if bind.ssl_context is None else (bind.ssl_context, handshake),
         )
         for sock, bind in binds
     ]
     for listener in listeners:
         await listener.start()
-    budget.start()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     loop.call_later(HOUSEKEEPING_INTERVAL, ctx.housekeeping)
     jwks = JwksRefresher(loop)
     await stop.wait()
     jwks.close()
-    await _drain(index, config, ctx, listeners)
+    await _drain(index, config, ctx, listeners, stop_flag)
     budget.close()
     ctx.pool.close_all()
     if recorder.access_log is not None:
@@ -178,7 +200,11 @@ async def _serve(
 
 
 async def _drain(
-    index: int, config: Config, ctx: WorkerContext, listeners: list[Listener]
+    index: int,
+    config: Config,
+    ctx: WorkerContext,
+    listeners: list[Listener],
+    stop_flag: StopFlag | None,
 ) -> None:
     """The worker's part of a stop (see `Supervisor` for the whole sequence)."""
     window = config.static.connection_min_termination_deadline
@@ -189,12 +215,17 @@ async def _drain(
     )
     if window > 0:
         await asyncio.sleep(window)
+    # Shut the listening sockets down only if the whole gateway stops: they are shared with
+    # the supervisor (and in shared mode with every worker), see `Listener.close`.
+    everyone = stop_flag is not None and stop_flag.is_set()
     for listener in listeners:
-        listener.close()
+        listener.close(shutdown=everyone)
     loop = ctx.loop
     deadline = loop.time() + config.static.connection_termination_deadline
-    # ctx.tasks: connections the listeners took at the end are still being set up.
-    while (ctx.connections or ctx.tasks) and loop.time() < deadline:
+    # open_clients, not connections: uvloop may have accepted a connection whose
+    # connection_made has yet to run. ctx.tasks: those the listeners took at the end of the
+    # window are still being set up.
+    while (ctx.open_clients > 0 or ctx.tasks) and loop.time() < deadline:
         await asyncio.sleep(DRAIN_POLL)
     for connection in list(ctx.connections):
         connection.abort()
@@ -205,7 +236,10 @@ def run_worker(
     config: Config,
     binds: list[tuple[socket.socket, RuntimeBind]],
     slots: SharedSlots | None,
+    stop_flag: StopFlag | None = None,
 ) -> int:
-    """Run one worker until SIGTERM/SIGINT, then drain and return its exit code."""
+    """Run one worker until SIGTERM/SIGINT, then drain and return its exit code.
+
+    `stop_flag` says whether the whole gateway is stopping (else only this worker is)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(index, config, binds, slots))
+        return runner.run(_serve(index, config, binds, slots, stop_flag))

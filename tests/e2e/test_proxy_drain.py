@@ -4,6 +4,7 @@ while the requests already in flight run to completion."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
@@ -184,4 +185,62 @@ def test_minimum_window_serves_new_connections_with_close_then_refuses(
         assert "error" not in outcome, outcome
         assert outcome["response"].status == 200
         assert outcome["response"].body == SLOW_BODY
+        assert gw.proc.wait(DEADLINE) == 0
+
+
+def test_a_connection_that_asks_nothing_in_the_window_does_not_hold_the_stop(
+    gateway: GatewayFactory,
+) -> None:
+    # connectionTerminationDeadline is 30s: a worker that waited for this connection to send
+    # something (or for the deadline) would still be running long after the window.
+    with Upstream() as upstream:
+        gw = gateway(drain_config(upstream.port, "3s"), expect_stats=True)
+        gw.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "worker 0 draining" in gw.output(), what="the worker to drain")
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=DEADLINE * 2) as silent:
+            assert gw.proc.wait(DEADLINE * 2) == 0
+            try:
+                assert silent.recv(100) == b"", "the gateway closes it without an answer"
+            except ConnectionResetError:
+                pass
+
+
+def test_a_request_head_begun_before_the_stop_is_answered_then_closed(
+    gateway: GatewayFactory,
+) -> None:
+    with Upstream() as upstream:
+        gw = gateway(drain_config(upstream.port, None), expect_stats=True)
+        with RawClient(gw.port) as partial:
+            partial.send(b"GET /begun-before-the-stop HTTP/1.1\r\nHost: gateway.test\r\n")
+            # The one worker has read the partial head once it answers a later connection:
+            # the head was in its socket before that connection was even opened.
+            with RawClient(gw.port) as other:
+                assert other.request(http_request("GET", "/later")).status == 200
+            gw.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: "worker 0 draining" in gw.output(), what="the worker to drain")
+            response = partial.request(b"\r\n")
+            assert response.status == 200
+            assert json.loads(response.body)["target"] == "/begun-before-the-stop"
+            assert response.header("connection") == "close"
+            assert partial.reader.at_eof()
+        assert gw.proc.wait(DEADLINE) == 0
+
+
+def test_a_connection_opened_just_before_the_stop_has_its_first_request_answered(
+    gateway: GatewayFactory,
+) -> None:
+    # A connection that has not sent anything yet may have been accepted a moment ago, its
+    # request on the way: the stop gives it a second (one housekeeping interval) to begin.
+    with Upstream() as upstream:
+        gw = gateway(drain_config(upstream.port, None), expect_stats=True)
+        with RawClient(gw.port) as fresh:
+            # The one worker has accepted `fresh` once it answers a connection opened after it.
+            with RawClient(gw.port) as other:
+                assert other.request(http_request("GET", "/later")).status == 200
+            gw.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: "worker 0 draining" in gw.output(), what="the worker to drain")
+            response = fresh.request(http_request("GET", "/sent-as-the-stop-began"))
+            assert response.status == 200
+            assert response.header("connection") == "close"
+            assert fresh.reader.at_eof()
         assert gw.proc.wait(DEADLINE) == 0

@@ -7,9 +7,11 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from bench.procs import socket_inodes
 from tests.e2e.conftest import (
@@ -23,6 +25,7 @@ from tests.e2e.conftest import (
     http_request,
     http_response,
     proxy_config,
+    serving_worker,
     tcp_connections,
     wait_until,
 )
@@ -116,4 +119,57 @@ def test_a_killed_worker_is_replaced(gateway: GatewayFactory) -> None:
         assert "replacing it" in gw.output()
         fresh_connection_requests(gw.port, 30, "after")
         assert gw.proc.poll() is None
+        assert gw.stop() == 0
+
+
+def served_by(port: int, workers: list[int], tag: str) -> int | None:
+    """One request on a new client connection (it must be answered): the worker that took it."""
+    with RawClient(port) as raw:
+        response = raw.request(http_request("GET", f"/{tag}"))
+        assert response.status == 200, response.raw[:300]
+        return serving_worker(port, raw.sock.getsockname()[1], workers)
+
+
+def replaced(parent: int, before: list[int]) -> Callable[[], bool]:
+    """Whether one of `before` has exited and been replaced."""
+
+    def check() -> bool:
+        now = set(child_pids(parent))
+        return len(now) == len(before) and len(now - set(before)) == 1
+
+    return check
+
+
+@pytest.mark.parametrize("listen_mode", ["reuseport", "shared"])
+def test_a_worker_stopped_on_its_own_leaves_the_port_open(
+    gateway: GatewayFactory, listen_mode: str
+) -> None:
+    # `kill -TERM <worker>` (and, later, a reload retiring workers one by one) stops that
+    # worker only: the others keep serving, and its replacement serves the same port.
+    with Upstream() as upstream:
+        gw = gateway(
+            proxy_config(upstream.port), workers=2, extra_args=["--listen-mode", listen_mode]
+        )
+        workers = workers_of(gw.proc.pid, 2)
+        for old in list(workers):
+            os.kill(old, signal.SIGTERM)
+            fresh_connection_requests(gw.port, 10, f"while-{old}-stops")
+            wait_until(replaced(gw.proc.pid, workers), what="the worker's replacement")
+            (replacement,) = set(child_pids(gw.proc.pid)) - set(workers)
+            workers = child_pids(gw.proc.pid)
+            (other,) = set(workers) - {replacement}
+            if listen_mode == "shared":
+                # One socket for both: with the other worker stopped, the replacement is the
+                # one to accept. (With reuseport the kernel spreads connections by address.)
+                os.kill(other, signal.SIGSTOP)
+            takers: list[int | None] = []
+            try:
+                while replacement not in takers and len(takers) < 64:
+                    takers.append(served_by(gw.port, workers, f"after-{old}/{len(takers)}"))
+            finally:
+                os.kill(other, signal.SIGCONT)
+            assert replacement in takers, (replacement, takers)
+            fresh_connection_requests(gw.port, 10, f"after-{old}")
+        assert gw.proc.poll() is None
+        assert "Traceback" not in gw.output()
         assert gw.stop() == 0
