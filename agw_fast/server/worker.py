@@ -56,6 +56,10 @@ def worker_recorder(
 
 
 class WorkerContext:
+    """What one worker has once and lends every connection (`ConnectionServices`): the loop,
+    the upstream pool, the open client connections, the recorder, Tasks it holds, and the
+    once-a-second housekeeping that expires idle connections and slow heads."""
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
