@@ -592,6 +592,9 @@ def _basic_auth(raw: object, path: str, base_dir: Path) -> BasicAuth:
 _JWT_MODES = ("strict", "optional", "permissive")
 
 
+_JWT_SHARED_LOCATIONS = frozenset({"cookie", "queryParameter", "expression"})
+
+
 def _jwt_auth(raw: object, path: str, base_dir: Path) -> JwtAuth:
     """`jwtAuth`: the `providers` form when that key is there (as agentgateway decides),
     else the single-issuer form. The keys themselves are read by policies/jwt.py."""
@@ -601,7 +604,8 @@ def _jwt_auth(raw: object, path: str, base_dir: Path) -> JwtAuth:
     name, prefix = "authorization", "Bearer "
     location = None
     raw_location = o.get("location")
-    if isinstance(raw_location, dict) and "expression" in raw_location:
+    if isinstance(raw_location, dict) and raw_location.keys() & _JWT_SHARED_LOCATIONS:
+        # Read and removed by policies/credentials.py, as for apiKey/basicAuth.
         location = _credential_location(raw_location, o.child("location"))
     elif raw_location is not None:
         name, prefix = _auth_location(raw_location, o.child("location"))

@@ -258,8 +258,7 @@ class JwtAuth:
     mode: JwtMode = "optional"
     header_name: str = "authorization"
     prefix: str = "Bearer "
-    # An `expression` location (the token is what the CEL expression yields); None: the
-    # header above.
+    # A `cookie`, `queryParameter` or `expression` location; None: the header above.
     location: CredentialLocation | None = None
 
 

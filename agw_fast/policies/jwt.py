@@ -2,9 +2,10 @@
 
 agentgateway's semantics (crates/agentgateway/src/http/jwt.rs, http/auth/mod.rs):
 
-* The token is read from one header (default `Authorization`, prefix `Bearer `, compared
-  without regard to case); a value that is not visible ASCII, or lacks the prefix, counts
-  as no token. `strict` answers a request without one; `optional` (the default) and
+* The token is read where `location` says, by the mechanism apiKey/basicAuth share
+  (policies/credentials.py): the first field of one header (default `Authorization`, prefix
+  `Bearer `, compared without regard to case; a value that is not visible ASCII, or lacks the
+  prefix, counts as no token), a query parameter, a cookie, or a CEL expression's string. `strict` answers a request without one; `optional` (the default) and
   `permissive` let it through unauthenticated.
 * A token is checked against the provider owning its header `kid` (providers in order):
   no `kid` and an unknown `kid` are failures, and the key's algorithms (the JWK's `alg`, or
@@ -13,8 +14,10 @@ agentgateway's semantics (crates/agentgateway/src/http/jwt.rs, http/auth/mod.rs)
   claims present (`requiredClaims`, default `exp`; `iss` always, `aud` when audiences are
   set), `exp` with 60 s leeway, `iss`, `aud`. `nbf` is not checked (jsonwebtoken's default).
 * `strict` and `optional` answer an invalid token with 401; `permissive` lets it through
-  unauthenticated (claims unset, header kept). A verified token's header is removed before
-  the request goes upstream, and its claims are kept on the request for later policies.
+  unauthenticated (claims unset, token left in place). A verified token is removed before
+  the request goes upstream (every field of its header, every pair of its query parameter,
+  the cookie from every `Cookie`; an expression's source stays: `AuthorizationLocation::remove`),
+  and its claims are kept on the request for later policies.
 
 Nothing is cached between requests: every token is verified, so an expired one never
 passes. A JWKS URL's set is fetched by the server (agw_fast/server/jwks.py) into a
@@ -31,7 +34,13 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from agw_fast.config.model import GatewayPolicies, JwtAuth, JwtProvider, RoutePolicies
+from agw_fast.config.model import (
+    CredentialLocation,
+    GatewayPolicies,
+    JwtAuth,
+    JwtProvider,
+    RoutePolicies,
+)
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import local_response
 from agw_fast.errors import ConfigError
@@ -67,8 +76,6 @@ _INFERRED = {
 _ALG_LIST = ", ".join(f"`{name}`" for name in _FAMILY)
 _SUPPORTED_REQUIRED = ("aud", "exp", "iss", "nbf", "sub")
 _U64 = 1 << 64
-# http::HeaderValue::to_str: visible ASCII and tab only.
-_NOT_VISIBLE_ASCII = re.compile(rb"[^\t\x20-\x7e]")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
@@ -380,44 +387,12 @@ def build(policies: RoutePolicies | GatewayPolicies) -> RequestStep | None:
     if auth is None:
         return None
     verifier = Verifier([_holder(p) for p in auth.providers])
-    name = auth.header_name.encode()
-    prefix = auth.prefix.encode().lower()
-    cut = len(prefix)
+    location = auth.location or CredentialLocation("header", auth.header_name, auth.prefix)
+    extract, remove = compile_location(location)
     strict = auth.mode == "strict"
     permissive = auth.mode == "permissive"
 
     def step(request: PolicyRequest) -> PolicyAnswer | None:
-        value = None
-        for field, field_value in request.headers:
-            if field == name:
-                value = field_value  # the first one, as http::HeaderMap::get
-                break
-        token = None
-        if (
-            value is not None
-            and value[:cut].lower() == prefix
-            and not _NOT_VISIBLE_ASCII.search(value)
-        ):
-            token = value[cut:].decode("ascii")
-        if token is None:
-            return _MISSING if strict else None
-        try:
-            claims = verifier.verify(token)
-        except TokenError as error:
-            return None if permissive else _answer(error)
-        request.remove_request_header(name)
-        request.jwt_claims = claims
-        request.jwt_token = token
-        request.set_claims("jwt", claims)
-        return None
-
-    if auth.location is None:
-        return step
-    # An `expression` location: the token is the expression's string value; nothing is
-    # taken out of the request (agentgateway's AuthorizationLocation::remove does nothing).
-    extract, _ = compile_location(auth.location)
-
-    def expression_step(request: PolicyRequest) -> PolicyAnswer | None:
         token = extract(request)
         if token is None:
             return _MISSING if strict else None
@@ -425,9 +400,10 @@ def build(policies: RoutePolicies | GatewayPolicies) -> RequestStep | None:
             claims = verifier.verify(token)
         except TokenError as error:
             return None if permissive else _answer(error)
+        remove(request)  # only once verified; an expression's source stays
         request.jwt_claims = claims
         request.jwt_token = token
         request.set_claims("jwt", claims)
         return None
 
-    return expression_step
+    return step

@@ -299,6 +299,62 @@ def test_an_expression_location() -> None:
     )
 
 
+def test_a_cookie_location() -> None:
+    location = CredentialLocation("cookie", "jwt")
+    tok = token()
+    cookies = b"a=1; jwt=" + tok.encode() + b"; b=2"
+    for mode in ("strict", "optional", "permissive"):
+        req = request((b"cookie", cookies), (AUTH, b"Bearer keep"), (b"cookie", b"jwt=x; c=3"))
+        assert step_for(mode, location=location)(req) is None  # type: ignore[arg-type]
+        assert req.jwt_token == tok and req.jwt_claims is not None
+        # The first `jwt` cookie is the token; every one is taken out, the others kept.
+        assert req.headers == [(AUTH, b"Bearer keep"), (b"cookie", b"a=1; b=2; c=3")]
+    strict = step_for("strict", location=location)  # type: ignore[arg-type]
+    missing = request((b"cookie", b"a=1"), (AUTH, b"Bearer " + tok.encode()))
+    assert answer_text(strict(missing)) == (401, "authentication failure: no bearer token found")
+    expired = token(exp=int(time.time()) - 3600).encode()
+    bad = request((b"cookie", b"jwt=" + expired))
+    assert answer_text(strict(bad)) == (
+        401, "authentication failure: " + INVALID.format("ExpiredSignature")
+    )
+    kept = request((b"cookie", b"jwt=" + expired))
+    assert step_for("permissive", location=location)(kept) is None  # type: ignore[arg-type]
+    assert kept.headers == [(b"cookie", b"jwt=" + expired)] and kept.jwt_claims is None
+
+
+def test_a_query_parameter_location() -> None:
+    location = CredentialLocation("queryParameter", "access_token")
+    tok = token()
+    step = step_for("strict", location=location)  # type: ignore[arg-type]
+    req = PolicyRequest(
+        b"GET", b"h", b"/v1", b"?a=x+y&access_token=" + tok.encode() + b"&access_token=z",
+        [(AUTH, b"Bearer keep")], None,
+    )  # fmt: skip
+    assert step(req) is None
+    assert req.jwt_token == tok and req.jwt_claims is not None
+    assert req.query == b"?a=x+y" and req.headers == [(AUTH, b"Bearer keep")]
+    only = PolicyRequest(b"GET", b"h", b"/", b"?access_token=" + tok.encode(), [], None)
+    assert step(only) is None and only.query == b""
+    status, body = answer_text(step(PolicyRequest(b"GET", b"h", b"/", b"?access_token=no", [], None)))
+    assert (status, body) == (
+        401, "authentication failure: the token header is malformed: Error(InvalidToken)"
+    )
+    assert answer_text(step(request((AUTH, b"Bearer " + tok.encode()))))[0] == 401
+
+
+def test_config_cookie_and_query_locations() -> None:
+    cookie = load_jwt({"issuer": ISS, "jwks": JWKS, "location": {"cookie": {"name": "t"}}})
+    assert cookie.location == CredentialLocation("cookie", "t")
+    query = load_jwt({
+        "providers": [{"issuer": ISS, "jwks": JWKS}],
+        "location": {"queryParameter": {"name": "token"}},
+    })  # fmt: skip
+    assert query.location == CredentialLocation("queryParameter", "token")
+    assert load_error(
+        {"issuer": ISS, "jwks": JWKS, "location": {"cookie": {"name": "t", "x": 1}}}
+    ).startswith(f"{R}.location.cookie.x: unknown field")
+
+
 def test_jwt_runs_before_direct_response() -> None:
     from agw_fast.config.model import DirectResponse
 
@@ -355,9 +411,10 @@ def test_config_errors() -> None:
     assert load_error({"jwks": JWKS}) == f'{R}.issuer: missing required field "issuer"'
     assert load_error({"providers": [], "issuer": ISS}).startswith(f"{R}.issuer: ")
     assert load_error({"issuer": ISS, "jwks": {"url": "ftp://x"}}).startswith(f"{R}.jwks.url: ")
-    assert load_error(
-        {"issuer": ISS, "jwks": JWKS, "location": {"cookie": {"name": "t"}}}
-    ).endswith(f"not supported: {R}.location.cookie")
+    both = {"cookie": {"name": "t"}, "queryParameter": {"name": "t"}}
+    assert load_error({"issuer": ISS, "jwks": JWKS, "location": both}) == (
+        f"{R}.location: expected exactly one of: header, queryParameter, cookie, expression"
+    )
     assert load_error({"issuer": ISS, "jwks": JWKS, "validationOptions": {}}).startswith(
         f'{R}.validationOptions: unknown field'
     )
