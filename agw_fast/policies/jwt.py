@@ -5,8 +5,9 @@ agentgateway's semantics (crates/agentgateway/src/http/jwt.rs, http/auth/mod.rs)
 * The token is read where `location` says, by the mechanism apiKey/basicAuth share
   (policies/credentials.py): the first field of one header (default `Authorization`, prefix
   `Bearer `, compared without regard to case; a value that is not visible ASCII, or lacks the
-  prefix, counts as no token), a query parameter, a cookie, or a CEL expression's string. `strict` answers a request without one; `optional` (the default) and
-  `permissive` let it through unauthenticated.
+  prefix, counts as no token), a query parameter, a cookie, or a CEL expression's string.
+  `strict` answers a request without one; `optional` (the default) and `permissive` let it
+  through unauthenticated.
 * A token is checked against the provider owning its header `kid` (providers in order):
   no `kid` and an unknown `kid` are failures, and the key's algorithms (the JWK's `alg`, or
   its family: RS*/PS* for RSA, ES256/ES384 for EC, EdDSA for Ed25519) must include the

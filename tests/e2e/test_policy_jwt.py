@@ -188,6 +188,36 @@ def test_the_first_authorization_header_is_the_one_read(gw: Process) -> None:
     assert bad.status == 401
 
 
+def test_cookie_and_query_parameter_locations(
+    gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    """The token read from a cookie or a query parameter; once verified, it is not forwarded
+    (agentgateway's AuthorizationLocation::remove), the other cookies and parameters are."""
+    gw = gateway(config(upstream.port, {
+        "/cookie": {"mode": "strict", "location": {"cookie": {"name": "jwt"}}, **provider()},
+        "/query": {"mode": "strict", "location": {"queryParameter": {"name": "access_token"}},
+                   **provider()},
+    }))  # fmt: skip
+    tok = token()
+    with gateway_client(gw.port) as client:
+        response = client.get("/cookie", headers={"cookie": f"a=1; jwt={tok}; b=2"})
+        headers = forwarded_headers(response)
+        assert headers["cookie"] == "a=1; b=2" and tok not in response.text
+        refused(client.get("/cookie", headers={"authorization": f"Bearer {tok}"}),
+                "no bearer token found")  # fmt: skip
+        expired = token(exp=int(time.time()) - 3600)
+        refused(client.get("/cookie", headers={"cookie": f"jwt={expired}"}), EXPIRED)
+
+        response = client.get("/query", params={"x": "1 2", "access_token": tok})
+        assert response.status_code == 200, response.text
+        assert response.json()["target"] == "/query?x=1+2"
+        response = client.get(f"/query?access_token={tok}")
+        assert response.status_code == 200 and response.json()["target"] == "/query"
+        refused(client.get("/query?access_token=a.b"),
+                "the token header is malformed: Error(InvalidToken)")  # fmt: skip
+        refused(client.get("/query", headers={"cookie": f"jwt={tok}"}), "no bearer token found")
+
+
 def test_a_bad_inline_key_set_fails_startup(tmp_path: Path, upstream: Upstream) -> None:
     bad = json.dumps({"keys": [{"kty": "oct", "kid": "s", "k": "c2VjcmV0"}]})
     path = tmp_path / "gw.json"
