@@ -218,8 +218,27 @@ def _direct_answer(o: Obj) -> DirectResponse:
             expected = "a string or a list of byte values"
             raise ConfigError(body_path, f"expected {expected}, got {kind(body_raw)}")
         body = bytes(as_int(b, f"{body_path}[{i}]", 0, 255) for i, b in enumerate(body_raw))
+    body_expression = o.opt_str("bodyExpression")
+    if body_expression is not None and body:
+        # agentgateway fails every request of such a route (filters.rs DirectResponse::apply).
+        raise ConfigError(o.child("bodyExpression"), "body and bodyExpression may not both be set")
+    headers_path = o.child("headers")
+    headers = []
+    for name, expression in as_str_map(o.get("headers") or {}, headers_path):
+        name_path = join(headers_path, name)
+        lowered = check_header_name(name, name_path).lower()
+        if lowered in _DIRECT_RESPONSE_OWN_HEADERS:
+            raise ConfigError(name_path, f"{lowered} is set by the gateway itself")
+        headers.append((lowered, expression))
     o.close()
-    return DirectResponse(status=status, body=body)
+    return DirectResponse(status, body, body_expression, tuple(headers), o.path)
+
+
+# Framing and connection fields are the gateway's to write (RFC 9112 §6, RFC 9110 §7.6.1).
+_DIRECT_RESPONSE_OWN_HEADERS = frozenset(
+    "content-length transfer-encoding connection keep-alive proxy-connection te trailer upgrade"
+    .split()
+)
 
 
 def _conditional_direct_response(raw: dict[str, object], path: str) -> ConditionalDirectResponse:

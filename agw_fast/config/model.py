@@ -128,8 +128,14 @@ class RequestRedirect:
 
 @dataclass(frozen=True, slots=True)
 class DirectResponse:
+    """`body` is static; `body_expression` and `headers` (name -> expression) are CEL,
+    evaluated per request (policies/direct_response.py). `path` names it in errors."""
+
     status: int
     body: bytes = b""
+    body_expression: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # (lowercase name, CEL expression)
+    path: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,11 +92,14 @@ _TABLE: dict[str, tuple[str, str]] = {
     "HeaderModifier": ("add set remove", ""),
     "RequestRedirect": ("scheme authority path status", ""),
     "LocalExplicitOrConditional_DirectResponse": (
-        "status body conditional",
-        "bodyExpression headers",
+        "status body conditional bodyExpression headers",
+        "",
     ),
     "LocalConditionalPolicies_DirectResponse": ("conditional", ""),
-    "LocalConditionalPolicy_DirectResponse": ("condition status body", "bodyExpression headers"),
+    "LocalConditionalPolicy_DirectResponse": (
+        "condition status body bodyExpression headers",
+        "",
+    ),
     "DelayPolicy": ("duration", ""),
     "RequestMirror": ("backend percentage", ""),
     "SimpleLocalBackendSerde": ("host", "service backend"),

@@ -93,6 +93,24 @@ def _config(upstream: int, mirror: int, slow: int, down: int) -> str:
             status: 429
             body: "slow down"
       backends: {backend}
+    - name: expression-answer
+      matches: [{{path: {{pathPrefix: /expr}}}}]
+      policies:
+        directResponse:
+          status: 422
+          bodyExpression: "'hello ' + request.path"
+          headers: {{x-direct: "'direct-' + request.headers['x-test']"}}
+    - name: expression-conditional
+      matches: [{{path: {{pathPrefix: /cexpr}}}}]
+      policies:
+        directResponse:
+          conditional:
+          - condition: 'request.headers["x-fail"] == "1"'
+            status: 200
+            bodyExpression: "request.headers['x-missing']"
+          - status: 201
+            bodyExpression: "{{'path': request.path}}"
+            headers: {{Content-Type: "'application/json'", x-none: "request.headers['no']"}}
     - name: mirrored
       matches: [{{path: {{pathPrefix: /mirror}}}}]
       policies:
@@ -220,6 +238,36 @@ def test_conditional_direct_response(setup: Setup) -> None:
     passed = _get(setup, "/abort/ok", **{"x-fail": "0"})
     assert passed.status_code == 200 and passed.json()["target"] == "/abort/ok"
     assert _get(setup, "/abort/ok").status_code == 200
+
+
+# -- directResponse bodyExpression / headers ------------------------------------------------
+
+
+def test_direct_response_expressions(setup: Setup) -> None:
+    # As agentgateway's tests/tests/direct_response.rs `direct_response_expression`.
+    answer = _get(setup, "/expr/p", **{"x-test": "value"})
+    assert answer.status_code == 422 and answer.text == "hello /expr/p"
+    assert answer.headers["x-direct"] == "direct-value"
+    assert "content-type" not in answer.headers
+    # The header's expression fails (no x-test): the field is left out, the answer stands.
+    bare = _get(setup, "/expr")
+    assert bare.status_code == 422 and "x-direct" not in bare.headers
+
+
+def test_conditional_direct_response_expressions(setup: Setup) -> None:
+    answer = _get(setup, "/cexpr/a")
+    assert answer.status_code == 201 and answer.json() == {"path": "/cexpr/a"}
+    assert answer.headers["content-type"] == "application/json"
+    assert "x-none" not in answer.headers
+
+
+def test_body_expression_error_answers_500_and_keeps_the_connection(setup: Setup) -> None:
+    with RawClient(setup.gateway.port) as raw:
+        failed = raw.request(http_request("GET", "/cexpr", headers=[("x-fail", "1")]))
+        after = raw.request(http_request("GET", "/cexpr/next"))
+    assert failed.status == 500
+    assert failed.body.startswith(b"failed to apply filters: invalid filter configuration: ")
+    assert after.status == 201 and after.body == b'{"path":"/cexpr/next"}'
 
 
 # -- requestMirror --------------------------------------------------------------------------

@@ -86,18 +86,6 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
     ),
     ("frontendPolicies.tls.alpn", {"frontendPolicies": {"tls": {"alpn": [[104, 50]]}}}),
     (
-        f"{R}.policies.directResponse.bodyExpression",
-        policies({"directResponse": {"status": 200, "bodyExpression": "x"}}),
-    ),
-    (
-        f"{R}.policies.directResponse.headers",
-        policies({"directResponse": {"status": 200, "headers": {}}}),
-    ),
-    (
-        f"{R}.policies.directResponse.conditional[0].headers",
-        policies({"directResponse": {"conditional": [{"status": 503, "headers": {"a": "'b'"}}]}}),
-    ),
-    (
         f"{R}.policies.requestMirror.backend.service",
         policies(
             {"requestMirror": {"percentage": 1, "backend": {"service": {"name": "s", "port": 80}}}}

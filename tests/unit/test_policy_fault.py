@@ -203,10 +203,6 @@ def test_conditional_direct_response_parses() -> None:
             f"{P}.directResponse.conditional[0].status: status must be in 200..599",
         ),
         (
-            {"conditional": [{"condition": "true", "status": 503, "bodyExpression": "'x'"}]},
-            f"{P}.directResponse.conditional[0].bodyExpression: not supported",
-        ),
-        (
             {"conditional": [{"status": 503}] * 65},
             f"{P}.directResponse.conditional: conditional policies take at most 64",
         ),
@@ -312,3 +308,159 @@ def test_mirror_compiles_to_a_plain_http_backend() -> None:
 
 def test_zero_percentage_mirrors_nothing() -> None:
     assert _mirror_route(0) is None
+
+
+# -- directResponse bodyExpression / headers ------------------------------------------------
+
+
+def _answer(raw: dict[str, object], request: PolicyRequest | None = None) -> bytes:
+    (step,) = compile_request_steps(_parse({"directResponse": raw}))
+    answer = step(request or _request(b"v", b"/p"))
+    assert answer is not None
+    return answer.response
+
+
+def test_body_expression_and_headers_parse() -> None:
+    raw = {"status": 422, "bodyExpression": "'a'", "headers": {"X-Direct": "'b'"}}
+    parsed = _parse({"directResponse": raw})
+    assert parsed == RoutePolicies(
+        direct_response=DirectResponse(422, b"", "'a'", (("x-direct", "'b'"),))
+    )
+
+
+@needs_cel
+def test_body_expression_and_headers_as_agentgateways_test() -> None:
+    # crates/agentgateway/tests/tests/direct_response.rs `direct_response_expression`
+    raw = {
+        "status": 422,
+        "bodyExpression": "'hello ' + request.path",
+        "headers": {"x-direct": "'direct-' + request.headers['x-chaos']"},
+    }
+    assert _answer(raw) == (
+        b"HTTP/1.1 422 Unprocessable Content\r\nx-direct: direct-v\r\n"
+        b"content-length: 8\r\n\r\nhello /p"
+    )
+
+
+@needs_cel
+@pytest.mark.parametrize(
+    ("expression", "body"),
+    [
+        ("b'\\x00\\xff'", b"\x00\xff"),
+        ("{'a': [1, 2.5, true, null, b'hi']}", b'{"a":[1,2.5,true,null,"aGk="]}'),
+        ("{'k': request.path}", b'{"k":"/p"}'),
+        ("42", b"42"),
+        ("duration('1.5s')", b'"1.5s"'),
+        ("timestamp('2020-01-01T00:00:00Z')", b'"2020-01-01T00:00:00Z"'),
+        ("''", b""),
+    ],
+)
+def test_body_expression_values(expression: str, body: bytes) -> None:
+    response = _answer({"status": 200, "bodyExpression": expression})
+    assert response.endswith(b"content-length: %d\r\n\r\n" % len(body) + body)
+    assert b"content-type" not in response
+
+
+@needs_cel
+def test_body_expression_error_is_a_500() -> None:
+    (step,) = compile_request_steps(
+        _parse({"directResponse": {"status": 200, "bodyExpression": "request.headers['no']"}})
+    )
+    answer = step(_request())
+    assert answer is not None and answer.reason == Reason.INTERNAL
+    assert answer.response.startswith(b"HTTP/1.1 500 ")
+    head, _, body = answer.response.partition(b"\r\n\r\n")
+    assert body.startswith(b"failed to apply filters: invalid filter configuration: ")
+
+
+@needs_cel
+def test_header_that_fails_or_is_no_field_value_is_left_out() -> None:
+    raw = {
+        "status": 204,
+        "headers": {
+            "x-missing": "request.headers['no']",
+            "x-int": "1",
+            "x-newline": "'a\\nb'",
+            "x-bytes": "b'raw'",
+            "X-Ok": "'yes'",
+        },
+    }
+    assert _answer(raw) == b"HTTP/1.1 204 No Content\r\nx-bytes: raw\r\nx-ok: yes\r\n\r\n"
+
+
+@needs_cel
+def test_static_body_with_expression_headers() -> None:
+    raw = {"status": 200, "body": "static", "headers": {"x-path": "request.path"}}
+    assert _answer(raw).endswith(b"x-path: /p\r\ncontent-length: 6\r\n\r\nstatic")
+
+
+@needs_cel
+def test_conditional_entries_take_expressions() -> None:
+    raw = {
+        "conditional": [
+            {"condition": "request.path == '/a'", "status": 200, "bodyExpression": "'A'"},
+            {"status": 202, "bodyExpression": "request.path", "headers": {"x": "'f'"}},
+        ]
+    }
+    assert _answer(raw, _request(path=b"/a")).endswith(b"\r\n\r\nA")
+    fallback = _answer(raw, _request(path=b"/b"))
+    assert fallback.startswith(b"HTTP/1.1 202 ")
+    assert fallback.endswith(b"x: f\r\ncontent-length: 2\r\n\r\n/b")
+
+
+def test_static_direct_response_stays_prebuilt() -> None:
+    (step,) = compile_request_steps(_parse({"directResponse": {"status": 200, "body": "x"}}))
+    assert step(_request()) is step(_request(b"other"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"status": 200, "body": "x", "bodyExpression": "'y'"},
+            f"{P}.directResponse.bodyExpression: body and bodyExpression may not both be set",
+        ),
+        (
+            {"status": 200, "headers": {"Content-Length": "'1'"}},
+            f"{P}.directResponse.headers.Content-Length: content-length is set by the gateway",
+        ),
+        (
+            {"status": 200, "headers": {"bad name": "'1'"}},
+            f"{P}.directResponse.headers.bad name: ",
+        ),
+        ({"status": 200, "headers": {"x": 1}}, f"{P}.directResponse.headers.x: expected"),
+        ({"status": 200, "headers": ["x"]}, f"{P}.directResponse.headers: expected"),
+        ({"status": 200, "bodyExpression": 3}, f"{P}.directResponse.bodyExpression: expected"),
+    ],
+)
+def test_bad_direct_response_expressions_config(raw: dict[str, object], message: str) -> None:
+    assert _error({"directResponse": raw}).startswith(message)
+
+
+@needs_cel
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"status": 200, "bodyExpression": "nope("},
+            f"{P}.directResponse.bodyExpression: invalid CEL expression",
+        ),
+        (
+            {"conditional": [{"status": 200, "headers": {"x": "llmRequest"}}]},
+            f"{P}.directResponse.conditional[0].headers.x: invalid CEL expression",
+        ),
+        (
+            {"status": 200, "bodyExpression": "request.body"},
+            f"{P}.directResponse.bodyExpression: not supported: request.body",
+        ),
+    ],
+)
+def test_bad_direct_response_expressions(raw: dict[str, object], message: str) -> None:
+    assert _error({"directResponse": raw}).startswith(message)
+
+
+def test_expressions_without_the_cel_extra_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cel, "_cel", None)
+    message = _error({"directResponse": {"status": 200, "headers": {"x": "'1'"}}})
+    assert message.startswith(f"{P}.directResponse.headers.x: invalid CEL expression")
+    assert cel.CEL_EXTRA_HINT in message
