@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from agw_fast.policies.localratelimit import TokenLimits
 
 __all__ = ["DEFER", "ApiKeyClaims", "PolicyAnswer", "PolicyRequest", "RequestStep"]
 
@@ -37,6 +40,7 @@ class PolicyRequest:
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
         "response_lines", "response_replaces", "version", "claims", "api_key",
         "basic_auth_user", "jwt_claims", "jwt_token", "delay", "resume", "no_retry",
+        "token_limits",
     )  # fmt: skip
 
     def __init__(
@@ -75,6 +79,9 @@ class PolicyRequest:
         # Set by a step to send this request once only, whatever the route's `retry` says
         # (a false `retry.precondition`).
         self.no_retry = False
+        # The `type: tokens` limit a `conditional` localRateLimit selected: the LLM exchange
+        # checks and charges it in place of the route's.
+        self.token_limits: TokenLimits | None = None
 
     def set_claims(self, variable: str, value: object) -> None:
         """Record an authentication result under its CEL variable name (e.g. "jwt")."""
