@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-if TYPE_CHECKING:
-    from agw_fast.policies.localratelimit import TokenLimits
-
-__all__ = ["DEFER", "ApiKeyClaims", "PolicyAnswer", "PolicyRequest", "RequestStep"]
+__all__ = [
+    "DEFER",
+    "ApiKeyClaims",
+    "LLMTokenLimits",
+    "PolicyAnswer",
+    "PolicyRequest",
+    "RequestStep",
+]
 
 
 class ApiKeyClaims(NamedTuple):
@@ -17,6 +21,13 @@ class ApiKeyClaims(NamedTuple):
 
     key: str
     metadata: object
+
+
+class LLMTokenLimits(Protocol):
+    """`type: tokens` limits as an LLM exchange uses them (localratelimit.TokenLimits)."""
+
+    def check(self) -> tuple[bool, bytes]: ...
+    def charge(self, tokens: int) -> None: ...
 
 
 class PolicyRequest:
@@ -81,7 +92,7 @@ class PolicyRequest:
         self.no_retry = False
         # The `type: tokens` limit a `conditional` localRateLimit selected: the LLM exchange
         # checks and charges it in place of the route's.
-        self.token_limits: TokenLimits | None = None
+        self.token_limits: LLMTokenLimits | None = None
 
     def set_claims(self, variable: str, value: object) -> None:
         """Record an authentication result under its CEL variable name (e.g. "jwt")."""

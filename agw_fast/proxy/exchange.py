@@ -50,8 +50,7 @@ from agw_fast.telemetry.record import RequestRecord, RequestRecorder
 
 if TYPE_CHECKING:
     from agw_fast.plan import RuntimeBackend, RuntimeRoute
-    from agw_fast.policies.localratelimit import TokenLimits
-    from agw_fast.policies.request import PolicyRequest
+    from agw_fast.policies.request import LLMTokenLimits, PolicyRequest
     from agw_fast.proxy.pool import UpstreamPool
 
 __all__ = ["Client", "Exchange", "ReadPause", "Services"]
@@ -761,10 +760,10 @@ class Exchange:
         if upstream is not None:
             upstream.close()
 
-    def _token_limits(self) -> TokenLimits | None:
+    def _token_limits(self) -> LLMTokenLimits | None:
         """The `type: tokens` limits of this LLM call: the route's, or the `conditional` entry
         its request step selected (read on LLM calls only, so other requests pay nothing)."""
-        limits = self.route.token_limits
+        limits: LLMTokenLimits | None = self.route.token_limits
         if limits is None and self.log_request is not None:
             limits = self.log_request.token_limits
         return limits
