@@ -320,10 +320,6 @@ def _local_rate_limits(raw: object, path: str) -> tuple[LocalRateLimit, ...]:
         elif i + 1 != len(entries):
             message = "conditional policy entries without condition must be last"
             raise ConfigError(item_path, message)
-        if limit.kind == "tokens":
-            # The selected entry's `type: tokens` bucket would have to follow the request to
-            # its LLM exchange; not done yet.
-            raise not_supported(join(item_path, "type"))
         limits.append(replace(limit, condition=condition, path=item_path))
     return tuple(limits)
 

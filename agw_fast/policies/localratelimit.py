@@ -18,7 +18,10 @@ pelikan's ratelimiter there):
   * a limited route's responses carry these fields in place of the upstream's own;
   * `conditional` entries (`RequestPolicy::select`, store/policy.rs): each is one bucket; the
     first entry whose CEL condition is true (or the last, condition-less fallback) is the
-    request's only limit, and a request no entry selects is not limited at all.
+    request's only limit, and a request no entry selects is not limited at all. A selected
+    `type: tokens` entry takes nothing at the request step; it is recorded on the request
+    (`PolicyRequest.token_limits`) and the LLM exchange checks and charges it in place of the
+    route's (httpproxy.rs keeps the selected entry in `llm_request_policies`).
 
 Sharing: `build` runs when the config is compiled, which `serve()` does in the supervisor
 before it forks the workers. Each route's buckets live in one memfd mapped MAP_SHARED, so all
@@ -152,12 +155,13 @@ def build(policies: RoutePolicies) -> RequestStep | None:
 
 
 def build_with_clock(policies: RoutePolicies, clock: Callable[[], int]) -> RequestStep | None:
-    """The route's `type: requests` step; `clock` gives monotonic ns (tests pass a fake)."""
+    """The route's `type: requests` step, or its `conditional` step (entries of both types);
+    `clock` gives monotonic ns (tests pass a fake)."""
+    if any(limit.condition is not None for limit in policies.local_rate_limit):
+        return _conditional(policies.local_rate_limit, clock)
     limits = tuple(limit for limit in policies.local_rate_limit if limit.kind == "requests")
     if not limits:
         return None
-    if any(limit.condition is not None for limit in limits):
-        return _conditional(limits, clock)
     buckets = SharedBuckets(limits, clock())
     cells, fd = buckets.cells, buckets.fd
     plan = tuple(
@@ -200,7 +204,9 @@ def _conditional(limits: Sequence[LocalRateLimit], clock: Callable[[], int]) -> 
     first entry whose condition is true, or the condition-less fallback (always last), is the
     request's only limit; a condition that fails to evaluate is false. When none applies the
     request is not limited and its response carries no x-ratelimit-* fields (an upstream's
-    own pass through); when one applies its fields replace the upstream's."""
+    own pass through); when one applies its fields replace the upstream's. A selected
+    `type: tokens` entry is only recorded here (`request.token_limits`): its check and
+    fields come with the LLM exchange, and a request that is no LLM call is not limited."""
     programs: list[CelProgram | None] = []
     for limit in limits:
         if limit.condition is None:
@@ -215,7 +221,15 @@ def _conditional(limits: Sequence[LocalRateLimit], clock: Callable[[], int]) -> 
     buckets = SharedBuckets(limits, clock())
     cells, fd = buckets.cells, buckets.fd
     entries = tuple(
-        (program, _WORDS * i, limit.max_tokens, limit.tokens_per_fill, limit.fill_interval_ns)
+        (
+            program,
+            # A `type: tokens` entry's TokenLimits, over its word pair in the same memfd.
+            TokenLimits((limit,), clock, buckets, i) if limit.kind == "tokens" else None,
+            _WORDS * i,
+            limit.max_tokens,
+            limit.tokens_per_fill,
+            limit.fill_interval_ns,
+        )
         for i, (program, limit) in enumerate(zip(programs, limits, strict=True))
     )
     lockf, lock, unlock = fcntl.lockf, fcntl.LOCK_EX, fcntl.LOCK_UN
@@ -227,7 +241,10 @@ def _conditional(limits: Sequence[LocalRateLimit], clock: Callable[[], int]) -> 
                 break
         else:
             return None
-        _, at, capacity, per_fill, interval = entry
+        _, tokens, at, capacity, per_fill, interval = entry
+        if tokens is not None:
+            request.token_limits = tokens
+            return None
         lockf(fd, lock)
         try:
             taken, left, wait = take(cells, at, capacity, per_fill, interval, clock())
@@ -254,11 +271,19 @@ class TokenLimits:
 
     __slots__ = ("_buckets", "_clock", "_plan")
 
-    def __init__(self, limits: Sequence[LocalRateLimit], clock: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        limits: Sequence[LocalRateLimit],
+        clock: Callable[[], int],
+        buckets: SharedBuckets | None = None,
+        first: int = 0,
+    ) -> None:
+        """`limits` get buckets of their own, or the ones from index `first` of `buckets`
+        (a `conditional` entry's, in its route's memfd)."""
         self._clock = clock
-        self._buckets = SharedBuckets(limits, clock())
+        self._buckets = SharedBuckets(limits, clock()) if buckets is None else buckets
         self._plan = tuple(
-            (_WORDS * i, limit.max_tokens, limit.tokens_per_fill, limit.fill_interval_ns)
+            (_WORDS * (first + i), limit.max_tokens, limit.tokens_per_fill, limit.fill_interval_ns)
             for i, limit in enumerate(limits)
         )
 
@@ -300,8 +325,11 @@ class TokenLimits:
 def build_token_limits(
     policies: RoutePolicies | None, clock: Callable[[], int] = time.monotonic_ns
 ) -> TokenLimits | None:
-    """The route's `type: tokens` limits, None when it has none (built before fork, too)."""
+    """The route's `type: tokens` limits, None when it has none (built before fork, too).
+    `conditional` ones are per request: the route's step records the one it selects."""
     if policies is None:
         return None
     limits = tuple(limit for limit in policies.local_rate_limit if limit.kind == "tokens")
+    if any(limit.condition is not None for limit in policies.local_rate_limit):
+        return None
     return TokenLimits(limits, clock) if limits else None

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-__all__ = ["DEFER", "ApiKeyClaims", "PolicyAnswer", "PolicyRequest", "RequestStep"]
+__all__ = [
+    "DEFER",
+    "ApiKeyClaims",
+    "LLMTokenLimits",
+    "PolicyAnswer",
+    "PolicyRequest",
+    "RequestStep",
+]
 
 
 class ApiKeyClaims(NamedTuple):
@@ -14,6 +21,13 @@ class ApiKeyClaims(NamedTuple):
 
     key: str
     metadata: object
+
+
+class LLMTokenLimits(Protocol):
+    """`type: tokens` limits as an LLM exchange uses them (localratelimit.TokenLimits)."""
+
+    def check(self) -> tuple[bool, bytes]: ...
+    def charge(self, tokens: int) -> None: ...
 
 
 class PolicyRequest:
@@ -37,6 +51,7 @@ class PolicyRequest:
         "method", "host", "path", "query", "headers", "matched_prefix", "source",
         "response_lines", "response_replaces", "version", "claims", "api_key",
         "basic_auth_user", "jwt_claims", "jwt_token", "delay", "resume", "no_retry",
+        "token_limits",
     )  # fmt: skip
 
     def __init__(
@@ -75,6 +90,9 @@ class PolicyRequest:
         # Set by a step to send this request once only, whatever the route's `retry` says
         # (a false `retry.precondition`).
         self.no_retry = False
+        # The `type: tokens` limit a `conditional` localRateLimit selected: the LLM exchange
+        # checks and charges it in place of the route's.
+        self.token_limits: LLMTokenLimits | None = None
 
     def set_claims(self, variable: str, value: object) -> None:
         """Record an authentication result under its CEL variable name (e.g. "jwt")."""

@@ -44,12 +44,13 @@ from agw_fast.core.rewrite import build_upstream_head, local_response, without_b
 from agw_fast.errors import ProxyError
 from agw_fast.llm.exchange import LLMResponseObserver, prepare_llm_request
 from agw_fast.log import logger
+from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS
 from agw_fast.proxy.upstream import UpstreamConnection
 from agw_fast.telemetry.record import RequestRecord, RequestRecorder
 
 if TYPE_CHECKING:
     from agw_fast.plan import RuntimeBackend, RuntimeRoute
-    from agw_fast.policies.request import PolicyRequest
+    from agw_fast.policies.request import LLMTokenLimits, PolicyRequest
     from agw_fast.proxy.pool import UpstreamPool
 
 __all__ = ["Client", "Exchange", "ReadPause", "Services"]
@@ -229,8 +230,8 @@ class Exchange:
             self._arm_retry(route.retry.attempts)
         self.error: str | None = None
         self.reason: str | None = Reason.UPSTREAM
-        # The request as policies saw it, for access-log and retry-condition CEL (None unless
-        # a step ran).
+        # The request as policies saw it, for access-log and retry-condition CEL and the
+        # `conditional` tokens limit its steps selected (None unless a step ran).
         self.log_request = log_request
 
     # -- request side -----------------------------------------------------------------------
@@ -368,7 +369,7 @@ class Exchange:
             reason = Reason.INVALID_REQUEST if error.status < 500 else Reason.INTERNAL
             self.fail(error.status, error.body, reason, error.content_type)
             return
-        limits = self.route.token_limits
+        limits = self._token_limits()
         if limits is not None:
             # agentgateway checks `type: tokens` limits once the LLM request is parsed; the
             # fields of a `type: requests` limit, already set, are kept (set_ratelimit_headers).
@@ -378,6 +379,13 @@ class Exchange:
                 return
             if b"x-ratelimit-limit: " not in self.response_extra:
                 self.response_extra += fields
+                if limits is not self.route.token_limits:
+                    # A `conditional` route's plan keeps the upstream's fields: these replace
+                    # them (in the drop a `retry.condition` has set aside, while it is).
+                    if self.retries_left and self.relay_drop is not None:
+                        self.relay_drop = self.relay_drop | RATE_LIMIT_FIELDS
+                    else:
+                        self.response_drop = self.response_drop | RATE_LIMIT_FIELDS
         self.llm = LLMResponseObserver(llm_request, self.started)
         self.target = llm_request.target
         headers = self.headers
@@ -752,6 +760,14 @@ class Exchange:
         if upstream is not None:
             upstream.close()
 
+    def _token_limits(self) -> LLMTokenLimits | None:
+        """The `type: tokens` limits of this LLM call: the route's, or the `conditional` entry
+        its request step selected (read on LLM calls only, so other requests pay nothing)."""
+        limits: LLMTokenLimits | None = self.route.token_limits
+        if limits is None and self.log_request is not None:
+            limits = self.log_request.token_limits
+        return limits
+
     def _finish(self, keep_alive: bool) -> None:
         if self.finished:
             return
@@ -763,11 +779,11 @@ class Exchange:
             down = self.down
             llm = self.llm
             outcome = llm.outcome() if llm is not None else None
-            if outcome is not None and self.route.token_limits is not None:
-                # agentgateway's amend_tokens: the call's real input and output usage.
-                self.route.token_limits.charge(
-                    (outcome.input_tokens or 0) + (outcome.output_tokens or 0)
-                )
+            if outcome is not None:
+                limits = self._token_limits()
+                if limits is not None:
+                    # agentgateway's amend_tokens: the call's real input and output usage.
+                    limits.charge((outcome.input_tokens or 0) + (outcome.output_tokens or 0))
             backend = self.backend
             record: RequestRecord = (
                 self.route.labels,

@@ -307,3 +307,52 @@ def test_token_limits_charge_the_usage_of_llm_calls(gateway: GatewayFactory) -> 
             assert refused.status_code == 429
             assert refused.headers["x-ratelimit-limit"] == "60"
             assert len(upstream.requests) == 4
+
+
+def _complete_with_own_fields(conn: UpstreamConnection) -> None:
+    while conn.read_request() is not None:
+        headers = [("Content-Type", "application/json"), ("X-RateLimit-Limit", "999")]
+        conn.send(http_response(200, COMPLETION, headers))
+
+
+def test_conditional_tokens_limit_selected_by_header(gateway: GatewayFactory) -> None:
+    # agentgateway keeps the selected `conditional` entry for the LLM call: a `type: tokens`
+    # entry is checked once the request is parsed and charged with the call's usage.
+    plain = {"host": "127.0.0.1", "authority": None, "auth_key": None}
+    body = {"model": "command", "messages": [{"role": "user", "content": "hi"}]}
+    with Upstream(_complete_with_own_fields) as upstream:
+        route = ai_route(upstream.port, match_prefix="/cond", **plain)
+        route["policies"] = {
+            "localRateLimit": {
+                "conditional": [
+                    {
+                        "condition": 'request.headers["x-tier"] == "free"', "type": "tokens",
+                        "maxTokens": 60, "tokensPerFill": 60, "fillInterval": "3600s",
+                    },
+                    {"maxTokens": 5, "tokensPerFill": 1, "fillInterval": "3600s"},
+                ]
+            }
+        }
+        gw = gateway(llm_config(route), workers=2)
+        free = {"x-tier": "free"}
+        with gateway_client(gw.port) as client:
+            left = []
+            for _ in range(2):
+                response = client.post("/cond/v1/chat/completions", json=body, headers=free)
+                assert response.status_code == 200, response.text
+                # The limit's fields replace the upstream's own.
+                assert response.headers.get_list("x-ratelimit-limit") == ["60"]
+                left.append(response.headers["x-ratelimit-remaining"])
+            assert left == ["60", "10"]  # each call's 30 + 20 tokens charged when it ends
+            refused = client.post("/cond/v1/chat/completions", json=body, headers=free)
+            assert refused.status_code == 429
+            assert refused.text == "rate limit exceeded"
+            assert refused.headers["x-ratelimit-limit"] == "60"
+            assert refused.headers["x-ratelimit-remaining"] == "0"
+            assert len(upstream.requests) == 2
+            # Without the header the fallback `type: requests` entry applies, untouched.
+            other = client.post("/cond/v1/chat/completions", json=body)
+            assert other.status_code == 200
+            assert other.headers.get_list("x-ratelimit-limit") == ["5"]
+            assert other.headers["x-ratelimit-remaining"] == "4"
+            assert len(upstream.requests) == 3

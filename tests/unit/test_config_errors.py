@@ -152,14 +152,6 @@ def test_every_known_unsupported_key_is_refused(path: str, config: object) -> No
     assert error_of(config).message == f"not supported: {path}"
 
 
-def test_conditional_token_rate_limit_is_refused_not_ignored() -> None:
-    # A selected `type: tokens` entry would have to follow the request to its LLM exchange.
-    entry = {"condition": "true", "maxTokens": 1, "fillInterval": "1s", "type": "tokens"}
-    error = error_of(policies({"localRateLimit": {"conditional": [entry]}}))
-    where = "binds[0].listeners[0].routes[0].policies.localRateLimit.conditional[0].type"
-    assert str(error) == f"{where}: not supported: {where}"
-
-
 ERRORS: list[tuple[object, str, str]] = [
     # (config, path, message fragment)
     ({"foo": 1}, "foo", 'unknown field "foo" (expected one of: binds, config, frontendPolicies)'),

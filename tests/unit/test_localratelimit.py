@@ -114,9 +114,9 @@ def test_empty_list_is_no_policy() -> None:
             'unknown field "burst"',
         ),
         (
-            {"conditional": [{"condition": "true", "fillInterval": "1s", "type": "tokens"}]},
+            {"conditional": [{"condition": "true", "fillInterval": "1s", "type": "bytes"}]},
             f"{R}.conditional[0].type",
-            f"not supported: {R}.conditional[0].type",
+            'expected one of "requests", "tokens", got "bytes"',
         ),
         ([{"condition": "true", "fillInterval": "1s"}], f"{R}[0].condition", "unknown field"),
     ],
@@ -465,3 +465,76 @@ def test_conditional_fallback_applies_when_nothing_else_matches() -> None:
     assert step(request) is None
     assert b"x-ratelimit-limit: 1\r\n" in _fields(request)
     assert step(_request()) is not None
+
+
+# -- conditional `type: tokens` entries: selected at the request step, used by the LLM call
+
+
+def _mixed_policies() -> RoutePolicies:
+    policies = _policies(
+        {
+            "conditional": [
+                {
+                    "condition": 'request.headers["x-tier"] == "free"', "type": "tokens",
+                    "maxTokens": 100, "tokensPerFill": 100, "fillInterval": "60s",
+                },
+                {
+                    "condition": 'request.headers["x-tier"] == "paid"', "type": "tokens",
+                    "maxTokens": 1000, "tokensPerFill": 1000, "fillInterval": "60s",
+                },
+                {"maxTokens": 2, "tokensPerFill": 1, "fillInterval": "10s"},
+            ]
+        }
+    )
+    assert policies is not None
+    return policies
+
+
+def test_conditional_tokens_entry_is_recorded_on_the_request() -> None:
+    clock = Clock()
+    policies = _mixed_policies()
+    # Conditional tokens limits are per request: the route has no static ones.
+    assert build_token_limits(policies, clock) is None
+    step = _step(*policies.local_rate_limit, clock=clock)
+    free = _tier(b"free")
+    assert step(free) is None
+    # Selecting a tokens entry takes nothing and adds no fields at the request step.
+    assert free.response_lines is None and free.response_replaces is None
+    assert free.token_limits is not None
+    assert free.token_limits.check() == (
+        True, b"x-ratelimit-limit: 100\r\nx-ratelimit-remaining: 100\r\nx-ratelimit-reset: 60\r\n"
+    )
+    again = _tier(b"free")
+    step(again)
+    assert again.token_limits is free.token_limits  # one bucket for all free-tier requests
+    free.token_limits.charge(150)
+    assert free.token_limits.check()[0] is False
+    paid = _tier(b"paid")
+    step(paid)
+    assert paid.token_limits is not None and paid.token_limits is not free.token_limits
+    assert paid.token_limits.check() == (
+        True, b"x-ratelimit-limit: 1000\r\nx-ratelimit-remaining: 1000\r\nx-ratelimit-reset: 60\r\n"
+    )
+    # The requests fallback still counts requests, and records no tokens limit.
+    for expected in (b"1", b"0"):
+        other = _tier(None)
+        assert step(other) is None and other.token_limits is None
+        assert b"x-ratelimit-remaining: %s\r\n" % expected in _fields(other)
+    answer = step(_tier(None))
+    assert answer is not None and answer.reason == Reason.RATE_LIMIT
+    # The tokens entries' charges did not touch the fallback's bucket, nor it theirs.
+    clock.now += 60 * S
+    assert free.token_limits.check()[0]
+
+
+def test_conditional_tokens_only_route_has_a_step() -> None:
+    policies = _policies(
+        {"conditional": [{"condition": "true", "type": "tokens", "fillInterval": "1s"}]}
+    )
+    assert policies is not None
+    steps = compile_request_steps(policies)
+    assert len(steps) == 1
+    request = _request()
+    assert steps[0](request) is None and request.token_limits is not None
+    # maxTokens 0: no token ever, so every LLM call is refused.
+    assert request.token_limits.check()[0] is False
