@@ -157,7 +157,7 @@ class Exchange:
         "retries",
         "relay_drop",
         "replay_size",
-        "log_request",
+        "policy_request",
     )
 
     def __init__(
@@ -176,7 +176,7 @@ class Exchange:
         request_chunked: bool,
         content_encoding: bytes | None,
         started: float,
-        log_request: PolicyRequest | None = None,
+        policy_request: PolicyRequest | None = None,
     ) -> None:
         self.down = down
         self.services = services
@@ -232,7 +232,7 @@ class Exchange:
         self.reason: str | None = Reason.UPSTREAM
         # The request as policies saw it, for access-log and retry-condition CEL and the
         # `conditional` tokens limit its steps selected (None unless a step ran).
-        self.log_request = log_request
+        self.policy_request = policy_request
 
     # -- request side -----------------------------------------------------------------------
 
@@ -623,7 +623,7 @@ class Exchange:
         if head.status not in retry.codes:
             condition = route.retry_condition
             if condition is None or not condition.holds(
-                head.status, head.lines, self.log_request
+                head.status, head.lines, self.policy_request
             ):
                 return self._relayed(head)
         upstream = self.upstream
@@ -764,8 +764,8 @@ class Exchange:
         """The `type: tokens` limits of this LLM call: the route's, or the `conditional` entry
         its request step selected (read on LLM calls only, so other requests pay nothing)."""
         limits: LLMTokenLimits | None = self.route.token_limits
-        if limits is None and self.log_request is not None:
-            limits = self.log_request.token_limits
+        if limits is None and self.policy_request is not None:
+            limits = self.policy_request.token_limits
         return limits
 
     def _finish(self, keep_alive: bool) -> None:
@@ -801,7 +801,7 @@ class Exchange:
                 time.monotonic() - self.started,
                 outcome,
                 self.retries,
-                self.log_request,
+                self.policy_request,
             )
             self.services.recorder.record(record)
         finally:
