@@ -398,23 +398,26 @@ def _alpn(raw: object, path: str) -> tuple[str, ...]:
     return (_ALPN_HTTP11,) if protocols else ()
 
 
+def _file_or_inline(raw: object, path: str, base_dir: Path) -> str:
+    """A FileOrInline value: the string itself, or the UTF-8 text of `{file: path}`."""
+    if isinstance(raw, str):
+        return raw
+    o = Obj(raw, path, "FileOrInline")
+    file_path = o.child("file")
+    resolved = _readable_file(o.require("file"), file_path, base_dir)
+    o.close()
+    try:
+        return Path(resolved).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        # The decoder's own message quotes bytes of the file (a secret, maybe): keep it out.
+        raise ConfigError(file_path, f"{resolved} is not valid UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(file_path, f"cannot read {resolved}: {exc.strerror}") from None
+
+
 def _secret(raw: object, path: str, base_dir: Path) -> str:
     """A FileOrInline secret; agentgateway trims surrounding whitespace from both forms."""
-    if isinstance(raw, str):
-        secret = raw
-    else:
-        o = Obj(raw, path, "FileOrInline")
-        file_path = o.child("file")
-        resolved = _readable_file(o.require("file"), file_path, base_dir)
-        o.close()
-        try:
-            secret = Path(resolved).read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            # The decoder's own message quotes bytes of the secret: keep it out.
-            raise ConfigError(file_path, f"{resolved} is not valid UTF-8") from None
-        except OSError as exc:
-            raise ConfigError(file_path, f"cannot read {resolved}: {exc.strerror}") from None
-    secret = secret.strip()
+    secret = _file_or_inline(raw, path, base_dir).strip()
     check_header_value(secret, path, secret=True)
     return secret
 
@@ -559,21 +562,8 @@ def _htpasswd_scheme(hash_: str) -> str | None:
 
 def _basic_auth(raw: object, path: str, base_dir: Path) -> BasicAuth:
     o = Obj(raw, path, "LocalBasicAuth")
-    source = o.require("htpasswd")
     source_path = o.child("htpasswd")
-    if isinstance(source, str):
-        text = source
-    else:
-        f = Obj(source, source_path, "FileOrInline")
-        file_path = f.child("file")
-        resolved = _readable_file(f.require("file"), file_path, base_dir)
-        f.close()
-        try:
-            text = Path(resolved).read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(file_path, f"{resolved} is not valid UTF-8") from None
-        except OSError as exc:
-            raise ConfigError(file_path, f"cannot read {resolved}: {exc.strerror}") from None
+    text = _file_or_inline(o.require("htpasswd"), source_path, base_dir)
     users: dict[str, HtpasswdEntry] = {}
     # As htpasswd-verify-fork reads it: `user:hash` lines split on LF, a line without a colon
     # skipped, a later line for the same user replacing an earlier one.

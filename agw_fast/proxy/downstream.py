@@ -217,12 +217,16 @@ class DownstreamProtocol(asyncio.Protocol):
         try:
             self._data_received(data)
         except Exception:
-            # A bug must cost one connection, not the worker: log it and cut this one.
-            logger.exception("internal error on a client connection; closing it")
-            exchange = self.exchange
-            if exchange is not None:
-                exchange.abort()
-            self.abort()
+            self._internal_error()
+
+    def _internal_error(self) -> None:
+        """A bug must cost one connection, not the worker (nor an upstream callback or timer
+        that reached it): log it and cut this connection."""
+        logger.exception("internal error on a client connection; closing it")
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.abort()
+        self.abort()
 
     def _data_received(self, data: bytes) -> None:
         if self.lingering:
@@ -367,11 +371,7 @@ class DownstreamProtocol(asyncio.Protocol):
         except Exception:
             # Also reached from upstream callbacks and timers (a finished exchange moves on to
             # the next pipelined request): a bug costs this connection, never the caller's.
-            logger.exception("internal error on a client connection; closing it")
-            exchange = self.exchange
-            if exchange is not None:
-                exchange.abort()
-            self.abort()
+            self._internal_error()
         finally:
             exchange = self.exchange
             if exchange is not None and exchange.corked:
@@ -856,11 +856,7 @@ class DownstreamProtocol(asyncio.Protocol):
                 # A route has one `delay`, so nothing after it defers again.
                 self._policy_answer(request, answer, policy_request, started, route.labels)
         except Exception:
-            logger.exception("internal error on a client connection; closing it")
-            exchange = self.exchange
-            if exchange is not None:
-                exchange.abort()
-            self.abort()
+            self._internal_error()
             return
         self._delay_over()
 
