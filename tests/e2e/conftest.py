@@ -880,3 +880,16 @@ def refused_config(path: Path, text: str) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+def one_route_config(policies: str, port: int = 1) -> str:
+    """A quiet gateway config with one route to `127.0.0.1:port` whose `policies:` block is
+    `policies` (YAML at the block's own indentation, i.e. starting in column 0)."""
+    block = "".join(f"        {line}\n" for line in policies.splitlines())
+    return QUIET + f"""binds:
+- port: 0
+  listeners:
+  - routes:
+    - policies:
+{block}      backends: [{{host: "127.0.0.1:{port}"}}]
+"""

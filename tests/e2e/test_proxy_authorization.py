@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     Upstream,
     gateway_client,
     http_request,
+    one_route_config,
     refused_config,
 )
 
@@ -176,20 +177,8 @@ def test_curl_sees_the_403(gw: Process) -> None:
 def test_a_malformed_expression_fails_at_load_with_one_line(
     tmp_path: Path, rule: str, message: str
 ) -> None:
-    line = refused_config(
-        tmp_path / "bad.yaml",
-        QUIET
-        + f"""binds:
-- port: 0
-  listeners:
-  - routes:
-    - policies:
-        authorization:
-          rules:
-          {rule}
-      backends: [{{host: "127.0.0.1:1"}}]
-""",
-    )
+    config = one_route_config("authorization:\n  rules:\n  " + rule)
+    line = refused_config(tmp_path / "bad.yaml", config)
     assert line.startswith(message)
 
 

@@ -19,6 +19,7 @@ from tests.e2e.conftest import (
     gateway_client,
     http_request,
     http_response,
+    one_route_config,
     refused_config,
 )
 
@@ -131,18 +132,7 @@ def test_the_fallback_entry_applies_when_no_condition_holds(gateway: GatewayFact
 def test_a_bad_conditional_fails_at_load_with_one_line(
     tmp_path: Path, entries: str, message: str
 ) -> None:
-    line = refused_config(
-        tmp_path / "bad.yaml",
-        QUIET
-        + f"""binds:
-- port: 0
-  listeners:
-  - routes:
-    - policies:
-        localRateLimit:
-          conditional:
-          {entries}
-      backends: [{{host: "127.0.0.1:1"}}]
-""",
-    )
+    entries = entries.replace("\n          ", "\n  ")  # the table indents for the route
+    config = one_route_config("localRateLimit:\n  conditional:\n  " + entries)
+    line = refused_config(tmp_path / "bad.yaml", config)
     assert line.startswith(message)
