@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import ssl
+import time
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
@@ -21,8 +22,11 @@ from agw_fast.config.model import (
     BackendTLS,
     Bind,
     Config,
+    HeaderModifier,
     HostBackend,
     Listener,
+    LLMModel,
+    LLMRouter,
     RequestRedirect,
     RetryPolicy,
     Route,
@@ -45,8 +49,10 @@ from agw_fast.core.tls import (
     sni_chooser,
 )
 from agw_fast.errors import ConfigError
+from agw_fast.llm.calls import ANTHROPIC_VERSION, GEMINI_KEY_PREFIX, default_host
 from agw_fast.llm.exchange import AIRuntime
 from agw_fast.llm.providers.openai import RouteTypeResolver
+from agw_fast.llm.router import DEFAULT_ROUTE_TYPES, ModelRouter, compile_model_route
 from agw_fast.policies import RequestStep, compile_gateway_steps, compile_request_steps
 from agw_fast.policies.access_log import capture_step, compile_access_log
 from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS, TokenLimits, build_token_limits
@@ -130,6 +136,8 @@ class RuntimeBackend:
     redirect: RequestRedirect | None
     backend_request_timeout: float | None
     ai: AIRuntime | None
+    # The `llm:` form's route backend: picks one of its models' backends per request.
+    router: ModelRouter | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -282,6 +290,8 @@ class _Compiler:
         target = declared.target
         route_policies = route.policies
         ai_runtime: AIRuntime | None = None
+        if isinstance(target, LLMRouter):
+            return self.llm_router(path, name, target)
         if isinstance(target, AIBackend):
             tls, auth, ai_policy = _merged(route_policies, target.policies, declared.policies)
             if target.host_override is not None:
@@ -356,6 +366,106 @@ class _Compiler:
             redirect=redirect,
             backend_request_timeout=backend_timeout,
             ai=ai_runtime,
+        )
+
+    def llm_router(self, path: str, name: str, router: LLMRouter) -> RuntimeBackend:
+        """The `llm:` route's backend: the model router, with one runtime backend per model."""
+        routes = []
+        for index, model in enumerate(router.models):
+            route = compile_model_route(model, index)
+            key = model.id if model.id is not None else f"{model.name}:{index}"
+            route.backend = self.llm_model(model, f"/llm:model:{key}")
+            routes.append(route)
+        model_router = ModelRouter(routes, router.virtual_models, int(time.time()))
+        return RuntimeBackend(
+            name=name,
+            weight=1,
+            host="",
+            port=0,
+            endpoint="",
+            protocol="llm",
+            ssl=None,
+            server_hostname=None,
+            pool_key=("", 0, 0),
+            auto_authority=None,
+            request_headers=RequestHeaderPlan.build([], None),
+            response_drop=RESPONSE_HOP_BY_HOP,
+            response_extra=b"",
+            redirect=None,
+            backend_request_timeout=None,
+            ai=AIRuntime(
+                model_override=None,
+                route_types=RouteTypeResolver(DEFAULT_ROUTE_TYPES),
+                has_host_override=False,
+                path_prefix=None,
+                path_override=None,
+                max_body=self.llm_buffer,
+            ),
+            router=model_router,
+        )
+
+    def llm_model(self, model: LLMModel, name: str) -> RuntimeBackend:
+        """One `llm.models` entry's upstream: its provider's host (TLS with public roots), or
+        `baseUrl`/`hostOverride`; the API key in the header its provider reads."""
+        tls = model.backend_tls
+        if model.host_override is not None:
+            host, port = model.host_override.host, model.host_override.port
+        else:
+            host, port = default_host(model), 443
+            tls = tls or BackendTLS()
+        auth = model.auth
+        key = model.api_key
+        if auth is None and key is not None:
+            if model.provider == "anthropic" and not key.startswith("sk-ant-oat"):
+                auth = BackendAuth(key=key, header_name="x-api-key", prefix="")
+            elif model.provider == "gemini" and key.startswith(GEMINI_KEY_PREFIX):
+                auth = BackendAuth(key=key, header_name="x-goog-api-key", prefix="")
+            else:
+                auth = BackendAuth(key=key)
+        if auth is None and model.provider == "azure":
+            raise not_supported(
+                f"{model.path}.params.apiKey",
+                "azure without an API key (Entra ID credentials); set params.apiKey",
+            )
+        # The response is read (and perhaps translated): ask for it uncompressed. With the
+        # gateway's own credential, the client's credentials never reach the provider.
+        remove = ["accept-encoding"]
+        if auth is not None:
+            remove += ["authorization", "x-api-key", "x-goog-api-key"]
+        set_fields: tuple[tuple[str, str], ...] = ()
+        if model.provider == "anthropic" or (
+            model.azure is not None and model.azure.resource_type == "foundry"
+        ):
+            # Azure Foundry needs it on its Anthropic endpoint only; others ignore it.
+            set_fields = (("anthropic-version", ANTHROPIC_VERSION),)
+        own = HeaderModifier(set=set_fields, remove=tuple(remove))
+        context = self.context(tls, f"{model.path}.tls") if tls is not None else None
+        server_hostname = None
+        if context is not None:
+            server_hostname = (tls.hostname if tls is not None else None) or host.strip("[]")
+        if _is_ip(host):
+            auto_authority = None
+        else:
+            default_port = 443 if context is not None else 80
+            auto_authority = (host if port == default_port else f"{host}:{port}").encode()
+        response_plan = ResponseHeaderPlan.build([model.response_headers])
+        return RuntimeBackend(
+            name=name,
+            weight=1,
+            host=host,
+            port=port,
+            endpoint=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            protocol="llm",
+            ssl=context,
+            server_hostname=server_hostname,
+            pool_key=(host, port, id(context) if context is not None else 0),
+            auto_authority=auto_authority,
+            request_headers=RequestHeaderPlan.build([own, model.request_headers], auth),
+            response_drop=response_plan.drop if response_plan else RESPONSE_HOP_BY_HOP,
+            response_extra=response_plan.extra if response_plan else b"",
+            redirect=None,
+            backend_request_timeout=None,
+            ai=None,
         )
 
     def mirror(self, policies: RoutePolicies | None, name: str) -> RuntimeMirror | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from agw_fast.config.durations import parse_duration
 from agw_fast.config.envsubst import expand_env
+from agw_fast.config.load_llm import parse_llm
 from agw_fast.config.load_policies import (
     parse_backend_policies,
     parse_gateway_policies,
@@ -51,7 +52,7 @@ from agw_fast.config.validate import (
 from agw_fast.config.yaml12 import parse_yaml
 from agw_fast.errors import ConfigError
 
-__all__ = ["load_config", "load_config_file"]
+__all__ = ["load_config", "load_config_file", "parse_value_match"]
 
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "off")
 _TUNNEL_PROTOCOLS = ("direct", "hboneWaypoint", "hboneGateway", "proxy", "connect")
@@ -89,14 +90,19 @@ def _root(raw: object, env: Mapping[str, str], base_dir: Path) -> Config:
     static = _static(o.get("config"), o.child("config"), env)
     frontend = _frontend(o.get("frontendPolicies"), o.child("frontendPolicies"))
     binds = tuple(_bind(item, p, base_dir) for p, item in o.items("binds"))
+    llm_raw = o.get("llm")
+    if llm_raw is not None:
+        binds += (parse_llm(llm_raw, o.child("llm"), base_dir),)
     o.close()
     seen: dict[int, int] = {}
     for i, bind in enumerate(binds):
         if bind.port == 0:
             continue  # each port-0 bind gets its own free port
         if bind.port in seen:
+            is_llm = i == len(binds) - 1 and llm_raw is not None
+            where = "llm.port" if is_llm else f"binds[{i}].port"
             raise ConfigError(
-                f"binds[{i}].port", f"port {bind.port} is already used by binds[{seen[bind.port]}]"
+                where, f"port {bind.port} is already used by binds[{seen[bind.port]}]"
             )
         seen[bind.port] = i
     return Config(binds=binds, static=static, frontend=frontend)
@@ -525,3 +531,6 @@ def _provider(raw: object, path: str) -> str | None:
     model = p.opt_str("model")
     p.close()
     return model
+
+
+parse_value_match = _value_match  # shared with the `llm:` form's `matches`

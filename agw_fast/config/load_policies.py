@@ -68,9 +68,13 @@ from agw_fast.errors import ConfigError
 __all__ = [
     "ROUTE_TYPES",
     "SERVED_ROUTE_TYPES",
+    "parse_backend_auth",
     "parse_backend_policies",
+    "parse_backend_tls",
     "parse_gateway_policies",
+    "parse_header_modifier",
     "parse_route_policies",
+    "parse_secret",
 ]
 
 # `$defs.RouteType` in agentgateway's schema.
@@ -887,3 +891,10 @@ def parse_backend_policies(raw: object, path: str, base_dir: Path) -> BackendPol
         ai=None if ai is None else _ai_policy(ai, p7),
     )
     return None if result == BackendPolicies() else result
+
+
+# The backend-facing parsers, shared with the `llm:` form (config/load_llm.py).
+parse_backend_auth = _backend_auth
+parse_backend_tls = _backend_tls
+parse_header_modifier = _header_modifier
+parse_secret = _secret

@@ -12,6 +12,13 @@ from typing import Literal
 
 __all__ = [
     "AIBackend",
+    "AzureParams",
+    "Eviction",
+    "HealthPolicy",
+    "LLMModel",
+    "LLMRouter",
+    "LLMVirtualModel",
+    "LLMVirtualTarget",
     "AIPolicy",
     "ApiKeyAuth",
     "ApiKeyEntry",
@@ -378,8 +385,88 @@ class AIBackend:
 
 
 @dataclass(frozen=True, slots=True)
+class Eviction:
+    """`health.eviction` (agentgateway's http/health.rs `Eviction`)."""
+
+    duration: float | None = None  # base eviction time; else retry-after, else 3 s
+    restore_health: float | None = None
+    consecutive_failures: int | None = None
+    health_threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    """`health`: what counts as an unhealthy response, and how a target is evicted."""
+
+    unhealthy_expression: str | None = None  # CEL over `response`; None: 5xx or no connection
+    eviction: Eviction | None = None
+    path: str = ""  # the expression's config path, for its compile error
+
+
+@dataclass(frozen=True, slots=True)
+class AzureParams:
+    resource_name: str
+    resource_type: Literal["openAI", "foundry"]
+    api_version: str | None = None
+    project_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LLMModel:
+    """One `llm.models` entry, with its provider reference and `baseUrl` resolved."""
+
+    name: str  # the match pattern: exact, `prefix*`, `*suffix` or `*`
+    provider: Literal["openAI", "anthropic", "gemini", "azure"]
+    path: str  # where it is in the config, for compile errors
+    id: str | None = None
+    model: str | None = None  # params.model: replaces the client's
+    public: bool = True  # visibility
+    api_key: str | None = field(default=None, repr=False)
+    host_override: HostBackend | None = None
+    path_override: str | None = None
+    path_prefix: str | None = None
+    azure: AzureParams | None = None
+    # (field, CEL text) for `transformation`; (field, JSON value) for defaults / overrides.
+    transformation: tuple[tuple[str, str], ...] = ()
+    defaults: tuple[tuple[str, object], ...] = ()
+    overrides: tuple[tuple[str, object], ...] = ()
+    header_matches: tuple[tuple[ValueMatch, ...], ...] = ()  # `matches`: any one list, all of it
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    backend_tls: BackendTLS | None = None
+    auth: BackendAuth | None = None
+    health: HealthPolicy | None = None
+    passthrough: Literal["detect", "opaque"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LLMVirtualTarget:
+    model: str
+    weight: int = 1  # weighted
+    priority: int = 0  # failover
+    when: str | None = None  # conditional (CEL); None on the final fallback
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LLMVirtualModel:
+    name: str
+    kind: Literal["weighted", "failover", "conditional"]
+    targets: tuple[LLMVirtualTarget, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LLMRouter:
+    """The backend of the `llm:` form's one route: the model router
+    (agentgateway's `llm:router` backend, llm/model_router.rs)."""
+
+    models: tuple[LLMModel, ...]
+    virtual_models: tuple[LLMVirtualModel, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RouteBackend:
-    target: HostBackend | AIBackend
+    target: HostBackend | AIBackend | LLMRouter
     weight: int = 1
     policies: BackendPolicies | None = None
 

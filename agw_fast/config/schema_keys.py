@@ -27,8 +27,8 @@ class ObjectSpec:
 # object: ("implemented keys", "keys valid in agentgateway that agw-fast refuses")
 _TABLE: dict[str, tuple[str, str]] = {
     "Root": (
-        "config binds frontendPolicies",
-        "backends gateways llm mcp policies routeGroups routes services tcpRoutes ui "
+        "config binds frontendPolicies llm",
+        "backends gateways mcp policies routeGroups routes services tcpRoutes ui "
         "workloads",
     ),
     "RawConfig": (
@@ -154,6 +154,41 @@ _TABLE: dict[str, tuple[str, str]] = {
     ),
     "HTTP": ("version requestTimeout", ""),
     "RuleSet": ("rules", ""),
+    # The `llm:` form (config/load_llm.py).
+    "LocalLLMConfig": ("gateways port tls providers models virtualModels policies", ""),
+    "LocalLLMProvider": ("name params provider defaults", ""),
+    "LocalLLMParams": (
+        "model apiKey baseUrl hostOverride pathOverride pathPrefix tokenize "
+        "azureResourceName azureResourceType azureApiVersion azureProjectName "
+        "awsRegion vertexRegion vertexProject",
+        "",
+    ),
+    "LocalLLMProviderDefaults": (
+        "defaults overrides transformation requestHeaders responseHeaders tls backendTLS auth "
+        "health backendTunnel promptCaching",
+        "",
+    ),
+    "LocalLLMModels": (
+        "id name visibility params provider passthrough authorization defaults overrides "
+        "transformation finalTransformation requestHeaders responseHeaders tls backendTLS auth "
+        "health backendTunnel guardrails promptCaching matches",
+        "",
+    ),
+    "LocalLLMVirtualModel": ("name routing", ""),
+    "LocalLLMVirtualModelRouting": ("weighted failover conditional", ""),
+    "LocalLLMWeightedRouting": ("targets", ""),
+    "LocalLLMWeightedTarget": ("model weight", ""),
+    "LocalLLMFailoverRouting": ("targets", ""),
+    "LocalLLMFailoverTarget": ("model priority", ""),
+    "LocalLLMConditionalRouting": ("targets", ""),
+    "LocalLLMConditionalTarget": ("model when", ""),
+    "LocalLLMPolicy": (
+        "apiKey authorization basicAuth cors jwtAuth localRateLimit",
+        "extAuthz extProc guardrails oidc remoteRateLimit transformations",
+    ),
+    "LLMRouteMatch": ("headers", ""),
+    "LocalHealthPolicy": ("unhealthyExpression eviction", ""),
+    "LocalEviction": ("duration restoreHealth consecutiveFailures healthThreshold", ""),
 }
 
 SPECS: dict[str, ObjectSpec] = {

@@ -31,6 +31,8 @@ from typing import Any
 __all__ = [
     "CEL_EXTRA_HINT",
     "FUNCTIONS",
+    "HEALTH_VARIABLES",
+    "LLM_VARIABLES",
     "LOG_VARIABLES",
     "REFUSED_FUNCTIONS",
     "RETRY_VARIABLES",
@@ -52,6 +54,10 @@ VARIABLES = ("request", "source", "jwt", "apiKey", "basicAuth")
 LOG_VARIABLES = (*VARIABLES, "response", "llm")
 # A retry `condition` also reads the upstream's response (httpproxy.rs `should_retry`).
 RETRY_VARIABLES = (*VARIABLES, "response")
+# The `llm:` form's model transformations and conditional targets read the parsed body.
+LLM_VARIABLES = (*VARIABLES, "llmRequest")
+# A `health.unhealthyExpression` reads the response (status and headers).
+HEALTH_VARIABLES = (*VARIABLES, "response")
 
 # The agentgateway extensions (crates/celx) declared here, beyond CEL's standard library
 # and the cel-go strings/math extensions.
@@ -60,12 +66,13 @@ FUNCTIONS = (
     "base64Encode", "base64Decode", "base64.encode", "base64.decode",
 )  # fmt: skip
 
-# agentgateway extensions agw-fast does not have. `default` and `coalesce` evaluate their
-# first argument lazily (a missing key picks the fallback), which functions of this engine
-# cannot do: `has(x.y) ? x.y : fallback` or `x[?"k"].orValue(fallback)` say the same.
+# agentgateway extensions agw-fast does not have. `coalesce` evaluates its arguments lazily
+# (a missing key picks the next), which functions of this engine cannot do; `default(a.b, f)`
+# is rewritten at compile time into the optional form that means the same
+# (`a.?b.orValue(f)`, see `_rewrite_default`).
 REFUSED_FUNCTIONS = frozenset(
     {
-        "default", "coalesce", "regexReplace", "fail", "jsonField", "unvalidatedJwtPayload",
+        "coalesce", "regexReplace", "fail", "jsonField", "unvalidatedJwtPayload",
         "toJson", "to_json", "with", "mapValues", "filterKeys", "merge", "variables", "ip",
         "containsCIDR", "url.encode", "url.decode", "form.encode", "form.decode",
         "sha1.encode", "sha256.encode", "md5.encode", "flatten", "flattenRecursive",
@@ -142,8 +149,11 @@ def compile_expression(text: str, variables: tuple[str, ...] = VARIABLES) -> Cel
     `CelCompileError` with the engine's message (one line)."""
     if _cel is None:
         raise CelCompileError(f"CEL expressions need the `cel` extra: {CEL_EXTRA_HINT}")
+    source = _lowercase_header_keys(text)
+    if "default" in source:
+        source = _rewrite_default(source)
     try:
-        program = _environment(variables).compile(_lowercase_header_keys(text))
+        program = _environment(variables).compile(source)
     except RuntimeError as error:
         raise CelCompileError(_one_line(str(error))) from None
     return CelProgram(text, program, _variables_used(text, variables))
@@ -163,6 +173,99 @@ def _lowercase_header_keys(text: str) -> str:
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A selection path: a variable, then `.field` or `["key"]` steps.
+_SELECTION = re.compile(
+    r"""\s*([A-Za-z_][A-Za-z0-9_]*)((?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*"""
+    r"""|\s*\[\s*(?:"[^"\\]*"|'[^'\\]*')\s*\])+)\s*$"""
+)
+_STEP = re.compile(r"""\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*("[^"\\]*"|'[^'\\]*')\s*\]""")
+
+
+def _rewrite_default(text: str) -> str:
+    """agentgateway's `default(expr, fallback)` (the fallback when `expr` is missing) as CEL's
+    optional form: `a.b["c"]` becomes `a.?b[?"c"].orValue(fallback)`. Only a selection path
+    can be missing, so only that is accepted as `expr`."""
+    out: list[str] = []
+    i = 0
+    n = len(text)
+    quote = ""
+    while i < n:
+        ch = text[i]
+        if quote:
+            out.append(ch)
+            if ch == "\\" and i + 1 < n:
+                out.append(text[i + 1])
+                i += 2
+                continue
+            if ch == quote:
+                quote = ""
+            i += 1
+            continue
+        if ch in "\"'":
+            quote = ch
+            out.append(ch)
+            i += 1
+            continue
+        if (
+            text.startswith("default", i)
+            and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "_."))
+        ):
+            j = i + 7
+            while j < n and text[j].isspace():
+                j += 1
+            if j < n and text[j] == "(":
+                args, end = _call_arguments(text, j)
+                if len(args) != 2:
+                    raise CelCompileError("default() takes two arguments: default(value, fallback)")
+                selection = _SELECTION.match(args[0])
+                if selection is None:
+                    raise CelCompileError(
+                        "default(): agw-fast supports a field path as its first argument "
+                        f"(such as llmRequest.metadata.tier), not {args[0].strip()!r}"
+                    )
+                steps = "".join(
+                    f".?{field}" if field else f"[?{key}]"
+                    for field, key in _STEP.findall(selection.group(2))
+                )
+                fallback = _rewrite_default(args[1])
+                out.append(f"({selection.group(1)}{steps}.orValue({fallback.strip()}))")
+                i = end
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _call_arguments(text: str, open_at: int) -> tuple[list[str], int]:
+    """The top-level arguments of the call whose `(` is at `open_at`, and the index after
+    its `)`."""
+    depth = 0
+    quote = ""
+    args: list[str] = []
+    start = open_at + 1
+    i = open_at
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                args.append(text[start:i])
+                return args, i + 1
+        elif ch == "," and depth == 1:
+            args.append(text[start:i])
+            start = i + 1
+        i += 1
+    raise CelCompileError("default(: missing closing parenthesis")
 _STRING_LITERAL = re.compile(r"""[rRbB]*("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
 
 

@@ -21,6 +21,7 @@ from agw_fast.llm.providers.openai import (
     rewrite_request_body,
 )
 from agw_fast.llm.sse import SSEUsageObserver
+from agw_fast.llm.translate import Translation
 from agw_fast.llm.usage import JSONBodyCollector, Usage
 
 __all__ = [
@@ -69,6 +70,9 @@ class LLMRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     decoded: bool = False  # the body was content-decoded: its Content-Encoding no longer holds
+    provider: str = PROVIDER  # agentgateway's provider name for telemetry
+    # The `llm:` form: how the provider's response becomes the client's (None: relayed as is).
+    translation: Translation | None = None
 
 
 def prepare_llm_request(
@@ -129,7 +133,9 @@ class LLMResponseObserver:
     the client receives the upstream's bytes unchanged.
     """
 
-    __slots__ = ("request", "started", "observing", "chunked", "_sse", "_json", "_inflater")
+    __slots__ = (
+        "request", "started", "observing", "chunked", "_sse", "_json", "_inflater", "_translated",
+    )  # fmt: skip
 
     def __init__(self, request: LLMRequest, started: float) -> None:
         self.request = request
@@ -139,6 +145,13 @@ class LLMResponseObserver:
         self._sse: SSEUsageObserver | None = None
         self._json: JSONBodyCollector | None = None
         self._inflater: Inflater | None = None
+        self._translated: tuple[Usage | None, str | None, float | None] | None = None
+
+    def translated(
+        self, usage: Usage | None, model: str | None, first_token_at: float | None
+    ) -> None:
+        """What a translated response told (the translator read it; nothing is fed here)."""
+        self._translated = (usage, model, first_token_at)
 
     def on_response_head(
         self, status: int, content_type: bytes, lines: Sequence[bytes] = ()
@@ -206,14 +219,17 @@ class LLMResponseObserver:
         usage: Usage | None = None
         response_model: str | None = None
         ttft: float | None = None
-        if self._sse is not None:
+        if self._translated is not None:
+            usage, response_model, first = self._translated
+            ttft = None if first is None or not request.stream else first - self.started
+        elif self._sse is not None:
             self._sse.close()
             usage, response_model = self._sse.usage, self._sse.model
             ttft = self._sse.ttft(self.started)
         elif self._json is not None:
             usage, response_model = self._json.finish()
         return LLMOutcome(
-            PROVIDER,
+            request.provider,
             request.route_type,
             request.request_model,
             response_model,

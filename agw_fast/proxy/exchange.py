@@ -35,16 +35,25 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Protocol, cast
 
+from agw_fast.core import cel
 from agw_fast.core.http1 import BODY_CHUNKED, BODY_CLOSE, ResponseHead
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import build_upstream_head, local_response, without_body
 from agw_fast.errors import ProxyError
-from agw_fast.llm.exchange import LLMResponseObserver, prepare_llm_request
+from agw_fast.llm.calls import prepare_call
+from agw_fast.llm.exchange import LLMRequest, LLMResponseObserver, prepare_llm_request
+from agw_fast.llm.health import retry_after_seconds
+from agw_fast.llm.providers.openai import decode_request_body
+from agw_fast.llm.router import LocalAnswer, ModelRouter, Routed
+from agw_fast.llm.translate import Translation, TranslationError
+from agw_fast.llm.translate.relay import TranslatedRelay
 from agw_fast.log import logger
+from agw_fast.policies.cel_context import cel_variables, response_variable
 from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS
+from agw_fast.policies.request import PolicyRequest
 from agw_fast.proxy.upstream import UpstreamConnection
 from agw_fast.telemetry.record import RequestRecord, RequestRecorder
 
@@ -64,6 +73,7 @@ JOIN_LIMIT = 64 * 1024
 MAX_REPLAY = 64 * 1024
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_REQUEST_VARIABLES = frozenset(cel.VARIABLES)
 _CHUNKED_LINE = b"transfer-encoding: chunked\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
@@ -158,6 +168,8 @@ class Exchange:
         "relay_drop",
         "replay_size",
         "policy_request",
+        "routed",
+        "relay",
     )
 
     def __init__(
@@ -233,6 +245,9 @@ class Exchange:
         # The request as policies saw it, for access-log and retry-condition CEL and the
         # `conditional` tokens limit its steps selected (None unless a step ran).
         self.policy_request = policy_request
+        # The `llm:` form: the model the router chose, and a translated response's state.
+        self.routed: Routed | None = None
+        self.relay: TranslatedRelay | None = None
 
     # -- request side -----------------------------------------------------------------------
 
@@ -362,7 +377,12 @@ class Exchange:
         body = b"".join(self.body_parts)
         self.body_parts = None
         try:
-            llm_request = prepare_llm_request(ai, self.target, body, self.content_encoding)
+            if self.backend.router is not None:
+                llm_request = self._route_llm_request(self.backend.router, ai.max_body, body)
+                if llm_request is None:
+                    return
+            else:
+                llm_request = prepare_llm_request(ai, self.target, body, self.content_encoding)
         except ProxyError as error:  # LLMRequestError and the `models` 501
             # agentgateway: a request it cannot process is the client's fault (4xx), one it
             # does not implement an internal error.
@@ -389,7 +409,7 @@ class Exchange:
         self.llm = LLMResponseObserver(llm_request, self.started)
         self.target = llm_request.target
         headers = self.headers
-        if llm_request.decoded:
+        if llm_request.decoded or self.routed is not None:
             # The body goes out decoded and re-serialised: its old coding no longer applies.
             headers = [h for h in headers if h[0] != b"content-encoding"]
         head = build_upstream_head(
@@ -405,6 +425,56 @@ class Exchange:
         if self.retries_left and self.body_size > MAX_REPLAY:
             self._stop_retrying()  # agentgateway holds 64 KiB of the client's body for `retry`
         self._acquire()
+
+    def _route_llm_request(
+        self, router: ModelRouter, max_body: int, body: bytes
+    ) -> LLMRequest | None:
+        """The `llm:` form: the router picks a model (or answers itself, then None), whose
+        backend this exchange then uses; its provider's call is prepared. Raises ProxyError."""
+        if self.content_encoding is not None:
+            body = decode_request_body(body, self.content_encoding.decode("latin-1"), max_body)
+        path = self.client_path.decode("latin-1")
+        resolved = router.resolve(
+            path, self.headers, body, self._cel_request_variables(body), time.monotonic()
+        )
+        if isinstance(resolved, LocalAnswer):
+            reason = Reason.DIRECT_RESPONSE if resolved.status == 200 else Reason.INVALID_REQUEST
+            self.fail(resolved.status, resolved.body.decode(), reason, b"application/json")
+            return None
+        self.routed = resolved
+        route = resolved.route
+        llm_request = prepare_call(
+            route.config, resolved.route_type, self.target, resolved.obj, body
+        )
+        backend = cast("RuntimeBackend", route.backend)
+        self.backend = backend
+        self.authority = backend.auto_authority or self.client_host
+        self.response_drop = self.response_drop | backend.response_drop
+        self.response_extra = backend.response_extra + self.response_extra
+        return llm_request
+
+    def _cel_request_variables(self, body: bytes) -> Callable[[], dict[str, object]]:
+        """The CEL variables a model's `transformation` or a `conditional` target reads,
+        built only if one asks (`request` also has the body, as agentgateway's)."""
+
+        def build() -> dict[str, object]:
+            policy_request = self.policy_request
+            if policy_request is None:
+                path, query = self.client_path, b""
+                question = self.target.find(b"?")
+                if question != -1:
+                    query = self.target[question:]
+                policy_request = PolicyRequest(
+                    self.method, self.client_host, path, query, self.headers, None,
+                    self.down.peer or self.down.peer_name(),
+                )
+            variables = cel_variables(policy_request, _REQUEST_VARIABLES)
+            request = variables["request"]
+            assert isinstance(request, dict)
+            request["body"] = body
+            return variables
+
+        return build
 
     def _acquire(self) -> None:
         services = self.services
@@ -499,6 +569,12 @@ class Exchange:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.routed is not None:
+            self._record_health(head.status, head.lines)
+            llm = self.llm
+            if llm is not None and llm.request.translation is not None:
+                self._translated_head(head, llm.request.translation)
+                return
         self.response_started = True
         self.status = head.status
         down = self.down
@@ -538,6 +614,103 @@ class Exchange:
             assert upstream is not None
             upstream.set_payload_observer(self._on_payload)
 
+    def _translated_head(self, head: ResponseHead, translation: Translation) -> None:
+        relay = self.relay = TranslatedRelay(
+            translation, head.status, head.status_line, head.content_type, head.lines
+        )
+        relay.dechunked = head.framing == BODY_CHUNKED
+        self.status = head.status
+        down = self.down
+        if relay.streaming:
+            self.response_started = True
+            relay.chunked = down.http11
+            close = (
+                not down.keep_alive or down.closing or not self.request_done or not down.http11
+            )
+            self.response_close = close
+            self.head_out = relay.stream_head(self.response_extra, close)
+        if head.framing == BODY_CHUNKED:
+            upstream = self.upstream
+            assert upstream is not None
+            upstream.set_payload_observer(self._on_translated_payload)
+
+    def _on_translated_payload(self, data: bytes) -> None:
+        relay = self.relay
+        assert relay is not None
+        out = relay.feed(data)
+        if out:
+            self.flush_response_head()
+            self.down.write(out)
+
+    def _end_translated(self, relay: TranslatedRelay) -> None:
+        """The provider's response ended: the rest of a stream, or the whole translated
+        body (a 502 when it cannot be translated)."""
+        llm = self.llm
+        assert llm is not None
+        if relay.streaming:
+            tail = relay.finish()
+            self.flush_response_head()
+            if tail:
+                self.down.write(tail)
+            if relay.error is not None:
+                self.error = relay.error
+            llm.translated(relay.usage, relay.model, relay.first_token_at)
+            return
+        down = self.down
+        close = not down.keep_alive or down.closing or not self.request_done
+        self.response_close = close
+        self.response_started = True
+        try:
+            body = relay.body()
+        except TranslationError as error:
+            self.status = 502
+            self.reason = Reason.UPSTREAM_FAILURE
+            self.error = f"failed to process LLM response: {error}"
+            llm.translated(None, None, None)
+            down.write(
+                local_response(
+                    502, self.error.encode(), extra_headers=self.policy_lines, close=close
+                )
+            )
+            return
+        llm.translated(relay.usage, relay.model, None)
+        down.write(
+            b"".join(
+                (
+                    relay.status_line,
+                    b"\r\n",
+                    b"".join(line + b"\r\n" for line in relay.lines),
+                    b"content-type: application/json\r\n",
+                    b"content-length: %d\r\n" % len(body),
+                    self.response_extra,
+                    b"connection: close\r\n\r\n" if close else b"\r\n",
+                    body,
+                )
+            )
+        )
+
+    def _record_health(self, status: int, lines: list[bytes] | None) -> None:
+        """A failover target's response: unhealthy by its `health.unhealthyExpression`, else
+        for a 5xx (or no connection: `lines` None and `status` 0)."""
+        routed = self.routed
+        assert routed is not None
+        if routed.health is None:
+            return
+        program = routed.route.unhealthy
+        if program is not None and status:
+            variables = {"response": response_variable(status, lines)}
+            unhealthy = program.evaluate_bool(cel.activation(variables, cel.HEALTH_VARIABLES))
+        else:
+            unhealthy = status == 0 or status >= 500
+        retry_after = retry_after_seconds(lines) if unhealthy and lines else None
+        evicted = routed.record(unhealthy, retry_after, time.monotonic())
+        if evicted is not None:
+            logger.warning(
+                "LLM target %s evicted for %.3gs after %s",
+                routed.requested_model, evicted,
+                f"status {status}" if status else "a connection failure",
+            )
+
     def _on_payload(self, data: bytes) -> None:
         if self.dechunk:
             self.flush_response_head()
@@ -552,6 +725,11 @@ class Exchange:
             self.down.write(head)
 
     def on_response_body(self, data: bytes) -> None:
+        relay = self.relay
+        if relay is not None:
+            if not relay.dechunked:
+                self._on_translated_payload(data)
+            return
         head = self.head_out
         if head is not None:
             self.head_out = None
@@ -567,6 +745,8 @@ class Exchange:
                 llm.feed(data)
 
     def on_response_end(self, reusable: bool) -> None:
+        if self.relay is not None and not self.finished:
+            self._end_translated(self.relay)
         self.flush_response_head()
         if self.upstream_reading_paused:
             # Before the connection leaves us: a pooled connection must be reading, or it
@@ -704,6 +884,13 @@ class Exchange:
         policy steps' fields and replace those of the same names."""
         if self.finished:
             return
+        if (
+            self.routed is not None
+            and not self.response_started
+            and reason in (Reason.UPSTREAM_FAILURE, Reason.TIMEOUT)
+            and self.llm is not None
+        ):
+            self._record_health(0, None)  # the target did not answer
         self._release_upstream()
         self.error = body
         if self.response_started:

@@ -27,6 +27,7 @@ __all__ = [
     "default_path",
     "resolve_route_type",
     "rewrite_request_body",
+    "serialize_body",
 ]
 
 COMPLETIONS = "completions"
@@ -189,6 +190,9 @@ def rewrite_request_body(
     return RewrittenBody(
         _serialize(obj) if changed else body, changed, model, stream, temperature, top_p, max_tokens
     )
+
+
+serialize_body = _serialize  # compact JSON, as the rewritten bodies are sent
 
 
 def _too_large() -> LLMRequestError:

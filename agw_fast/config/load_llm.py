@@ -1,0 +1,521 @@
+"""The model-centric `llm:` form: models, providers, virtual models, its listener's policies.
+
+agentgateway turns `llm:` into one bind (`llm.port`, default 4000) with one listener named
+`llm` and one route `internal/llm:request` whose backend is the model router (types/local.rs
+`convert_llm_config`); this loader does the same, so the rest of agw-fast sees an ordinary
+bind. Provider references and `params.baseUrl` are resolved here, as agentgateway resolves
+them before it builds its backends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+from agw_fast.config.load_policies import (
+    parse_backend_auth,
+    parse_backend_tls,
+    parse_header_modifier,
+    parse_route_policies,
+    parse_secret,
+)
+from agw_fast.config.load_tls import parse_listener_tls
+from agw_fast.config.model import (
+    AzureParams,
+    BackendAuth,
+    BackendTLS,
+    Bind,
+    Eviction,
+    HeaderModifier,
+    HealthPolicy,
+    HostBackend,
+    Listener,
+    LLMModel,
+    LLMRouter,
+    LLMVirtualModel,
+    LLMVirtualTarget,
+    Route,
+    RouteBackend,
+    RoutePolicies,
+    ValueMatch,
+)
+from agw_fast.config.validate import (
+    Obj,
+    as_int,
+    as_list,
+    as_map,
+    as_str,
+    check_url_path,
+    choice,
+    not_supported,
+    parse_host_port,
+)
+from agw_fast.errors import ConfigError
+
+__all__ = ["DEFAULT_LLM_PORT", "LLM_LISTENER", "LLM_ROUTE", "parse_llm"]
+
+DEFAULT_LLM_PORT = 4000
+LLM_LISTENER = "llm"  # agentgateway's llm::LOCAL_LISTENER_NAME
+LLM_ROUTE = "llm:request"
+_PROVIDERS = ("openai", "openAI", "gemini", "vertex", "anthropic", "bedrock", "azure", "copilot")
+_PRESETS = (
+    "cohere", "ollama", "baseten", "cerebras", "deepinfra", "deepseek", "groq", "huggingface",
+    "mistral", "openrouter", "togetherai", "xai", "fireworks",
+)  # fmt: skip
+_SERVED_PROVIDERS = {"openai": "openAI", "openAI": "openAI", "anthropic": "anthropic",
+                     "gemini": "gemini", "azure": "azure"}  # fmt: skip
+
+
+def parse_llm(raw: object, path: str, base_dir: Path) -> Bind:
+    """`llm:` as the bind agentgateway makes of it."""
+    o = Obj(raw, path, "LocalLLMConfig")
+    if o.get("gateways") not in (None, []):
+        raise not_supported(o.child("gateways"), "the `gateways:` form; use `port`")
+    port = o.opt_int("port", 0, 65535)
+    tls_raw = o.get("tls")
+    tls = None if tls_raw is None else parse_listener_tls(tls_raw, o.child("tls"), base_dir)
+    providers: dict[str, tuple[str, dict[str, Any]]] = {}
+    for item_path, item in o.items("providers"):
+        p = as_map(item, item_path)
+        Obj(p, item_path, "LocalLLMProvider")  # key check
+        name = as_str(p.get("name"), f"{item_path}.name")
+        if name in providers:
+            raise ConfigError(
+                f"{item_path}.name", "llm.providers contains duplicate provider names"
+            )
+        providers[name] = (item_path, p)
+    models = tuple(
+        _model(item, item_path, base_dir, providers) for item_path, item in o.items("models")
+    )
+    _check_patterns(models, o.child("models"))
+    virtual = tuple(_virtual_model(item, p) for p, item in o.items("virtualModels"))
+    for vm_path, vm in zip((p for p, _ in o.items("virtualModels")), virtual, strict=True):
+        for target in vm.targets:
+            if not any(_matches(m.name, target.model) for m in models):
+                raise ConfigError(
+                    target.path,
+                    f"virtual model target {target.model} does not match any llm.models entry",
+                )
+        del vm_path
+    policies_raw = o.get("policies")
+    policies = (
+        None if policies_raw is None else _policies(policies_raw, o.child("policies"), base_dir)
+    )
+    o.close()
+    # agentgateway orders models by specificity (characters other than `*`), most first;
+    # ties keep config order. The router takes the first match in this order.
+    ordered = tuple(sorted(models, key=lambda m: -len(m.name.replace("*", ""))))
+    route = Route(
+        name=LLM_ROUTE,
+        namespace="internal",
+        policies=policies,
+        backends=(RouteBackend(LLMRouter(ordered, virtual)),),
+    )
+    listener = Listener(
+        name=LLM_LISTENER,
+        hostname="*",
+        protocol="HTTPS" if tls is not None else "HTTP",
+        routes=(route,),
+        tls=tls,
+    )
+    return Bind(port=DEFAULT_LLM_PORT if port is None else port, listeners=(listener,))
+
+
+def _policies(raw: object, path: str, base_dir: Path) -> RoutePolicies | None:
+    """`llm.policies`: the listener's policies, run for every request before a model is
+    chosen. Those agw-fast has are the route policies of the same names."""
+    o = Obj(raw, path, "LocalLLMPolicy")
+    picked = {key: o.get(key) for key in o.keys()}
+    o.close()
+    return parse_route_policies(picked, path, base_dir)
+
+
+def _check_patterns(models: tuple[LLMModel, ...], path: str) -> None:
+    ids: set[str] = set()
+    for i, model in enumerate(models):
+        pattern = model.name
+        where = f"{path}[{i}].name"
+        stars = pattern.count("*")
+        if stars > 1:
+            raise ConfigError(where, f"model name wildcard may only appear once: '{pattern}'")
+        if stars == 1 and not (pattern.startswith("*") or pattern.endswith("*")):
+            raise ConfigError(
+                where,
+                f"model name wildcard must be either at the beginning or the end: '{pattern}'",
+            )
+        if model.id is not None:
+            if not model.id:
+                raise ConfigError(f"{path}[{i}].id", "llm.models model id cannot be empty")
+            if model.id in ids:
+                raise ConfigError(
+                    f"{path}[{i}].id", f"llm.models contains duplicate model id: {model.id}"
+                )
+            ids.add(model.id)
+
+
+def _matches(pattern: str, model: str) -> bool:
+    """agentgateway's model pattern match (`*`, `prefix*`, `*suffix`, exact)."""
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return model.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return model.endswith(pattern[1:])
+    return pattern == model
+
+
+def _provider_kind(raw: object, path: str) -> str | tuple[str, str]:
+    """A provider name, or ("reference", name)."""
+    if isinstance(raw, str):
+        if raw in _PRESETS:
+            raise not_supported(path, f"the {raw} provider preset")
+        name = choice(raw, path, _PROVIDERS)
+        if name not in _SERVED_PROVIDERS:
+            raise not_supported(
+                path, f"the {name} provider (agw-fast has openAI, anthropic, gemini and azure)"
+            )
+        return _SERVED_PROVIDERS[name]
+    o = as_map(raw, path)
+    if set(o) == {"reference"}:
+        return ("reference", as_str(o["reference"], f"{path}.reference"))
+    if set(o) == {"custom"}:
+        raise not_supported(f"{path}.custom", "custom providers")
+    raise ConfigError(path, "expected a provider name, {reference: <name>} or {custom: ...}")
+
+
+# Model-level fields a provider's `defaults` may also set (model values win).
+_DEFAULTABLE = (
+    "defaults", "overrides", "transformation", "requestHeaders", "responseHeaders", "tls",
+    "backendTLS", "auth", "health", "backendTunnel", "promptCaching",
+)  # fmt: skip
+
+
+def _model(
+    raw: object,
+    path: str,
+    base_dir: Path,
+    providers: Mapping[str, tuple[str, dict[str, Any]]],
+) -> LLMModel:
+    data = dict(as_map(raw, path))
+    o = Obj(data, path, "LocalLLMModels")  # key check before anything is merged in
+    del o
+    kind = _provider_kind(data.get("provider"), f"{path}.provider")
+    params_path = f"{path}.params"
+    params = dict(as_map(data.get("params") or {}, params_path))
+    if isinstance(kind, tuple):
+        reference = kind[1]
+        found = providers.get(reference)
+        if found is None:
+            raise ConfigError(
+                f"{path}.provider.reference",
+                f"model {data.get('name')} references unknown provider {reference}",
+            )
+        provider_path, provider = found
+        if set(params) - {"model"}:
+            raise ConfigError(
+                params_path,
+                f"model {data.get('name')} references provider {reference} and can only set "
+                "params.model",
+            )
+        kind = _provider_kind(provider.get("provider"), f"{provider_path}.provider")
+        if isinstance(kind, tuple):
+            raise ConfigError(
+                f"{provider_path}.provider",
+                f"llm.providers.{reference} cannot reference another provider",
+            )
+        merged = dict(as_map(provider.get("params") or {}, f"{provider_path}.params"))
+        if "model" in params:
+            merged["model"] = params["model"]
+        params, params_path = merged, f"{provider_path}.params"
+        defaults_raw = provider.get("defaults")
+        if defaults_raw is not None:
+            d = Obj(defaults_raw, f"{provider_path}.defaults", "LocalLLMProviderDefaults")
+            for key in d.keys():
+                value = d.get(key)
+                if key in ("defaults", "overrides", "transformation") and key in data:
+                    data[key] = {
+                        **as_map(value, d.child(key)),
+                        **as_map(data[key], f"{path}.{key}"),
+                    }
+                elif key not in data and not (
+                    key in ("tls", "backendTLS") and ("tls" in data or "backendTLS" in data)
+                ):
+                    data[key] = value
+            d.close()
+    o = Obj(data, path, "LocalLLMModels")
+    name = o.req_str("name")
+    o.get("provider")
+    o.get("params")
+    p = Obj(params, params_path, "LocalLLMParams")
+    model = p.opt_str("model")
+    api_key_raw = p.get("apiKey")
+    api_key = (
+        None if api_key_raw is None else parse_secret(api_key_raw, p.child("apiKey"), base_dir)
+    )
+    if p.opt_bool("tokenize"):
+        raise not_supported(p.child("tokenize"), "token counting")
+    for key in ("awsRegion", "vertexRegion", "vertexProject"):
+        if p.get(key) is not None:
+            raise not_supported(p.child(key), "its provider")
+    azure = _azure(p, kind)
+    host_override: HostBackend | None = None
+    path_prefix: str | None = None
+    path_override: str | None = None
+    if p.get("hostOverride") is not None:
+        host_override = parse_host_port(p.get("hostOverride"), p.child("hostOverride"))
+    if p.get("pathOverride") is not None:
+        path_override = check_url_path(p.get("pathOverride"), p.child("pathOverride"))
+    if p.get("pathPrefix") is not None:
+        path_prefix = check_url_path(p.get("pathPrefix"), p.child("pathPrefix"))
+    tls_raw = o.get("tls")
+    if tls_raw is None:
+        tls_raw = o.get("backendTLS")
+    else:
+        o.get("backendTLS")
+    backend_tls = None if tls_raw is None else parse_backend_tls(tls_raw, o.child("tls"), base_dir)
+    base_url = p.opt_str("baseUrl")
+    if base_url is not None:
+        host_override, path_prefix, https = _base_url(
+            base_url, p.child("baseUrl"), name, host_override, path_prefix, path_override
+        )
+        if https and backend_tls is None:
+            backend_tls = BackendTLS()
+    p.close()
+    visibility = o.get("visibility")
+    public = True
+    if visibility is not None:
+        public = choice(visibility, o.child("visibility"), ("public", "internal")) == "public"
+    for key, what in (
+        ("guardrails", "guardrails (the AI-policies issue)"),
+        ("promptCaching", "prompt caching"),
+        ("finalTransformation", "finalTransformation"),
+        ("backendTunnel", "backend tunnels"),
+        ("authorization", "per-model authorization"),
+    ):
+        if o.get(key) is not None:
+            raise not_supported(o.child(key), what)
+    passthrough_raw = o.get("passthrough")
+    passthrough = None
+    if passthrough_raw is not None:
+        passthrough = cast(
+            Literal["detect", "opaque"],
+            choice(passthrough_raw, o.child("passthrough"), ("detect", "opaque")),
+        )
+    auth_raw = o.get("auth")
+    auth: BackendAuth | None = (
+        None if auth_raw is None else parse_backend_auth(auth_raw, o.child("auth"), base_dir)
+    )
+    result = LLMModel(
+        name=name,
+        provider=cast(Literal["openAI", "anthropic", "gemini", "azure"], kind),
+        path=path,
+        id=o.opt_str("id"),
+        model=model,
+        public=public,
+        api_key=api_key,
+        host_override=host_override,
+        path_override=path_override,
+        path_prefix=path_prefix,
+        azure=azure,
+        transformation=_cel_map(o.get("transformation"), o.child("transformation")),
+        defaults=_json_map(o.get("defaults"), o.child("defaults")),
+        overrides=_json_map(o.get("overrides"), o.child("overrides")),
+        header_matches=_matches_list(o.get("matches"), o.child("matches")),
+        request_headers=_modifier(o.get("requestHeaders"), o.child("requestHeaders")),
+        response_headers=_modifier(o.get("responseHeaders"), o.child("responseHeaders")),
+        backend_tls=backend_tls,
+        auth=auth,
+        health=_health(o.get("health"), o.child("health")),
+        passthrough=passthrough,
+    )
+    o.close()
+    return result
+
+
+def _azure(p: Obj, kind: str | tuple[str, str]) -> AzureParams | None:
+    name = p.opt_str("azureResourceName")
+    rtype = p.get("azureResourceType")
+    version = p.opt_str("azureApiVersion")
+    project = p.opt_str("azureProjectName")
+    if kind != "azure":
+        return None
+    if name is None:
+        raise ConfigError(p.child("azureResourceName"), "azure requires azureResourceName")
+    if rtype is None:
+        raise ConfigError(p.child("azureResourceType"), "azure requires azureResourceType")
+    resource_type = choice(rtype, p.child("azureResourceType"), ("openAI", "foundry"))
+    if resource_type == "foundry" and project is None:
+        raise ConfigError(p.child("azureProjectName"), "azure foundry requires azureProjectName")
+    return AzureParams(name, cast(Literal["openAI", "foundry"], resource_type), version, project)
+
+
+def _base_url(
+    text: str,
+    path: str,
+    name: str,
+    host_override: HostBackend | None,
+    path_prefix: str | None,
+    path_override: str | None,
+) -> tuple[HostBackend | None, str | None, bool]:
+    """`params.baseUrl` expands to hostOverride, pathPrefix and TLS for https (each only
+    where not set explicitly), as agentgateway's `apply_base_url`."""
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError as error:
+        raise ConfigError(path, f"invalid params.baseUrl for model {name}: {error}") from None
+    if url.username or url.password or url.query or url.fragment:
+        raise ConfigError(
+            path,
+            f"params.baseUrl for model {name} cannot include user info, query parameters, "
+            "or a fragment",
+        )
+    if port is None:
+        port = {"http": 80, "https": 443}.get(url.scheme)
+        if port is None:
+            raise ConfigError(
+                path,
+                f"params.baseUrl for model {name} must use http or https, or include an "
+                "explicit port",
+            )
+    if not url.hostname:
+        raise ConfigError(path, f"params.baseUrl for model {name} must include a host")
+    if host_override is None:
+        host_override = HostBackend(url.hostname, port)
+    prefix = url.path.rstrip("/")
+    if prefix and path_override is None and path_prefix is None:
+        path_prefix = check_url_path(prefix, path)
+    return host_override, path_prefix, url.scheme == "https"
+
+
+def _cel_map(raw: object, path: str) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    return tuple((key, as_str(value, f"{path}.{key}")) for key, value in as_map(raw, path).items())
+
+
+def _json_map(raw: object, path: str) -> tuple[tuple[str, object], ...]:
+    if raw is None:
+        return ()
+    items = as_map(raw, path)
+    for key, value in items.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}.{key}", "must be a JSON value") from None
+    return tuple(items.items())
+
+
+def _matches_list(raw: object, path: str) -> tuple[tuple[ValueMatch, ...], ...]:
+    if raw is None:
+        return ()
+    from agw_fast.config.load import parse_value_match  # one header-match grammar
+
+    result = []
+    for i, item in enumerate(as_list(raw, path)):
+        m = Obj(item, f"{path}[{i}]", "LLMRouteMatch")
+        headers = tuple(parse_value_match(h, hp, header=True) for hp, h in m.items("headers"))
+        m.close()
+        result.append(headers)
+    return tuple(result)
+
+
+def _modifier(raw: object, path: str) -> HeaderModifier | None:
+    return None if raw is None else parse_header_modifier(raw, path)
+
+
+def _health(raw: object, path: str) -> HealthPolicy | None:
+    if raw is None:
+        return None
+    o = Obj(raw, path, "LocalHealthPolicy")
+    expression = o.opt_str("unhealthyExpression")
+    if expression is not None and not expression.strip():
+        expression = None
+    eviction_raw = o.get("eviction")
+    eviction = None
+    if eviction_raw is not None:
+        e = Obj(eviction_raw, o.child("eviction"), "LocalEviction")
+        scores = {}
+        for key in ("restoreHealth", "healthThreshold"):
+            value = e.get(key)
+            if value is None:
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0.0 <= float(value) <= 1.0)
+            ):
+                raise ConfigError(
+                    e.child(key), f"health.eviction.{key} must be between 0.0 and 1.0"
+                )
+            scores[key] = float(value)
+        failures = e.get("consecutiveFailures")
+        eviction = Eviction(
+            duration=e.opt_duration("duration"),
+            restore_health=scores.get("restoreHealth"),
+            consecutive_failures=(
+                None
+                if failures is None
+                else as_int(failures, e.child("consecutiveFailures"), -(2**31), 2**31 - 1)
+            ),
+            health_threshold=scores.get("healthThreshold"),
+        )
+        e.close()
+    o.close()
+    return HealthPolicy(expression, eviction, f"{path}.unhealthyExpression")
+
+
+def _virtual_model(raw: object, path: str) -> LLMVirtualModel:
+    o = Obj(raw, path, "LocalLLMVirtualModel")
+    name = o.req_str("name")
+    r = Obj(o.require("routing"), o.child("routing"), "LocalLLMVirtualModelRouting")
+    kinds = [k for k in ("weighted", "failover", "conditional") if r.has(k)]
+    if len(kinds) != 1:
+        raise ConfigError(r.path, f"virtual model {name} must specify exactly one routing strategy")
+    kind = kinds[0]
+    spec = {"weighted": "LocalLLMWeightedRouting", "failover": "LocalLLMFailoverRouting",
+            "conditional": "LocalLLMConditionalRouting"}[kind]  # fmt: skip
+    s = Obj(r.get(kind), r.child(kind), spec)
+    targets = []
+    for tp, item in s.items("targets"):
+        t = Obj(item, tp, spec.replace("Routing", "Target"))
+        model = t.req_str("model")
+        if kind == "weighted":
+            weight = t.opt_int("weight", 0)
+            targets.append(LLMVirtualTarget(model, weight=1 if weight is None else weight, path=tp))
+        elif kind == "failover":
+            priority = t.get("priority")
+            targets.append(
+                LLMVirtualTarget(
+                    model,
+                    priority=as_int(
+                        t.require("priority") if priority is None else priority,
+                        t.child("priority"),
+                        0,
+                    ),
+                    path=tp,
+                )
+            )
+        else:
+            targets.append(LLMVirtualTarget(model, when=t.opt_str("when"), path=tp))
+        t.close()
+    s.close()
+    r.close()
+    o.close()
+    if not targets:
+        raise ConfigError(
+            f"{s.path}.targets", f"virtual model {name} must specify at least one {kind} target"
+        )
+    if kind == "conditional":
+        fallback = [i for i, t in enumerate(targets) if t.when is None]
+        if fallback and fallback[0] != len(targets) - 1:
+            raise ConfigError(
+                targets[fallback[0]].path,
+                f"virtual model {name} conditional fallback target must be last",
+            )
+    return LLMVirtualModel(
+        name, cast(Literal["weighted", "failover", "conditional"], kind), tuple(targets)
+    )

@@ -1,0 +1,249 @@
+"""The upstream call for a routed `llm:` request: provider path, body and translation.
+
+agentgateway picks, for the client's API (the route type) and the provider, the first
+translation its provider speaks (llm/mod.rs `CHAT_TRANSLATIONS`): chat completions go to
+Anthropic as Messages and to Gemini as native generateContent; Messages go to OpenAI-style
+providers as chat completions; a format a provider cannot take is a 400. Sans-IO.
+"""
+
+from __future__ import annotations
+
+from agw_fast.config.model import LLMModel
+from agw_fast.llm.exchange import LLMRequest
+from agw_fast.llm.providers.openai import (
+    LLMRequestError,
+    default_path,
+    serialize_body,
+)
+from agw_fast.llm.translate import Translation, TranslationError
+from agw_fast.llm.translate.anthropic import (
+    completions_to_messages,
+    messages_passthrough,
+    messages_to_completions,
+)
+from agw_fast.llm.translate.gemini import (
+    completions_to_gemini,
+    gemini_passthrough,
+    gemini_path,
+)
+
+__all__ = [
+    "ANTHROPIC_HOST",
+    "ANTHROPIC_VERSION",
+    "GEMINI_HOST",
+    "GEMINI_KEY_PREFIX",
+    "OPENAI_HOST",
+    "default_host",
+    "prepare_call",
+]
+
+OPENAI_HOST = "api.openai.com"
+ANTHROPIC_HOST = "api.anthropic.com"
+GEMINI_HOST = "generativelanguage.googleapis.com"
+ANTHROPIC_VERSION = "2023-06-01"
+# Google API keys: sent as `x-goog-api-key` (native endpoints do not take them as a bearer
+# token; the OpenAI-compatible ones take either).
+GEMINI_KEY_PREFIX = "AIza"
+
+_OPENAI_SUFFIX = {"responses": "responses", "embeddings": "embeddings"}
+_NUMBER_TYPES = (int, float)
+
+
+def default_host(model: LLMModel) -> str:
+    """The provider's host when the model sets none (`baseUrl` / `hostOverride`)."""
+    if model.provider == "anthropic":
+        return ANTHROPIC_HOST
+    if model.provider == "gemini":
+        return GEMINI_HOST
+    if model.provider == "azure":
+        azure = model.azure
+        assert azure is not None
+        suffix = "openai.azure.com" if azure.resource_type == "openAI" else "services.ai.azure.com"
+        return f"{azure.resource_name}.{suffix}"
+    return OPENAI_HOST
+
+
+def _unsupported(route_type: str, provider: str) -> LLMRequestError:
+    return LLMRequestError(f"unsupported conversion: from {route_type} to provider {provider}")
+
+
+def prepare_call(
+    model: LLMModel,
+    route_type: str,
+    target: bytes,
+    obj: dict[str, object] | None,
+    body: bytes,
+) -> LLMRequest:
+    """The request to send for `obj` (the routed body) on `route_type` to `model`'s provider.
+
+    `target` is the client's path and query, `body` its original bytes (sent unchanged for
+    `passthrough`). Raises `LLMRequestError` (400) for a conversion the provider lacks or a
+    request the translation cannot express."""
+    path, _, query_text = target.decode("latin-1").partition("?")
+    query = "?" + query_text if query_text else ""
+    provider = model.provider
+    if route_type in ("passthrough", "detect") or obj is None:
+        return LLMRequest(
+            _prefixed(model, path).encode("latin-1") + query.encode("latin-1"),
+            body,
+            route_type,
+            None,
+            False,
+            provider=_name(model),
+        )
+    stream = obj.get("stream") is True
+    request_model = obj.get("model")
+    assert type(request_model) is str  # the router made sure
+    translation: Translation | None = None
+    try:
+        if provider in ("openAI", "azure"):
+            if route_type == "messages":
+                if provider == "azure" and _claude(model, request_model) and _foundry(model):
+                    out, translation = messages_passthrough(obj)
+                else:
+                    out, translation = messages_to_completions(obj)
+                    route_type_out = "completions"
+                    path_out = _openai_path(model, route_type_out, request_model)
+                    return _request(
+                        path_out, out, route_type, request_model, stream, obj, translation, model
+                    )
+            elif route_type in ("completions", "responses", "embeddings", "rerank"):
+                out = _openai_body(obj, route_type)
+            else:
+                raise _unsupported(route_type, provider)
+            path_out = _openai_path(model, route_type, request_model)
+        elif provider == "anthropic":
+            if route_type == "completions":
+                out, translation = completions_to_messages(obj)
+            elif route_type == "messages":
+                out, translation = messages_passthrough(obj)
+            elif route_type == "anthropicTokenCount":
+                out = serialize_body(obj)
+            else:
+                raise _unsupported(route_type, provider)
+            base = model.path_prefix.rstrip("/") if model.path_prefix is not None else "/v1"
+            suffix = (
+                "/messages/count_tokens" if route_type == "anthropicTokenCount" else "/messages"
+            )
+            path_out = model.path_override or base + suffix
+        else:  # gemini
+            prefix = model.path_prefix.rstrip("/") if model.path_prefix is not None else ""
+            if route_type == "completions":
+                out, translation = completions_to_gemini(obj)
+                path_out = prefix + gemini_path(request_model, stream)
+            elif route_type == "messages":
+                out, translation = messages_to_completions(obj)
+                path_out = prefix + "/v1beta/openai/chat/completions"
+            elif route_type == "embeddings":
+                out = serialize_body(obj)
+                path_out = prefix + "/v1beta/openai/embeddings"
+            elif route_type in ("generateContent", "geminiCountTokens"):
+                stream = path.endswith(":streamGenerateContent")
+                obj.pop("model", None)
+                out = serialize_body(obj)
+                if route_type == "generateContent":
+                    path_out = prefix + gemini_path(request_model, stream)
+                    translation = gemini_passthrough()
+                else:
+                    path_out = prefix + f"/v1beta/models/{request_model}:countTokens"
+            else:
+                raise _unsupported(route_type, provider)
+            if model.path_override is not None:
+                path_out = model.path_override
+    except TranslationError as error:
+        raise LLMRequestError(str(error)) from None
+    return _request(path_out, out, route_type, request_model, stream, obj, translation, model)
+
+
+def _request(
+    path_out: str,
+    out: bytes,
+    route_type: str,
+    request_model: str,
+    stream: bool,
+    obj: dict[str, object],
+    translation: Translation | None,
+    model: LLMModel,
+) -> LLMRequest:
+    temperature = obj.get("temperature")
+    if type(temperature) not in _NUMBER_TYPES:
+        temperature = None
+    max_tokens = obj.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = obj.get("max_tokens")
+    if type(max_tokens) is not int:
+        max_tokens = None
+    return LLMRequest(
+        path_out.encode("latin-1"),
+        out,
+        route_type,
+        request_model,
+        stream,
+        temperature,  # type: ignore[arg-type]
+        max_tokens,
+        provider=_name(model),
+        translation=translation,
+    )
+
+
+def _name(model: LLMModel) -> str:
+    """agentgateway's provider name in telemetry (`gen_ai.provider.name`)."""
+    return {"openAI": "openai", "anthropic": "anthropic", "gemini": "gemini",
+            "azure": "azure"}[model.provider]  # fmt: skip
+
+
+def _openai_body(obj: dict[str, object], route_type: str) -> bytes:
+    if (
+        route_type == "completions"
+        and obj.get("stream") is True
+        and obj.get("stream_options") is None
+    ):
+        obj["stream_options"] = {"include_usage": True}
+    return serialize_body(obj)
+
+
+def _openai_path(model: LLMModel, route_type: str, request_model: str) -> str:
+    if model.path_override is not None:
+        return model.path_override
+    azure = model.azure
+    if azure is None:
+        return default_path(route_type, model.path_prefix)
+    suffix = _OPENAI_SUFFIX.get(route_type, "chat/completions")
+    if azure.resource_type == "foundry":
+        project = azure.project_name or azure.resource_name
+        path = f"/api/projects/{project}/openai/v1/{suffix}"
+    else:
+        version = azure.api_version or "v1"
+        if version == "v1":
+            path = f"/openai/v1/{suffix}"
+        elif version == "preview":
+            path = f"/openai/v1/{suffix}?api-version=preview"
+        elif route_type == "responses":
+            path = f"/openai/responses?api-version={version}"
+        else:
+            deployment = model.model or request_model
+            path = f"/openai/deployments/{deployment}/{suffix}?api-version={version}"
+    if model.path_prefix is not None:
+        path = model.path_prefix.rstrip("/") + path
+    return path
+
+
+def _claude(model: LLMModel, request_model: str) -> bool:
+    return (model.model or request_model).lower().startswith("claude")
+
+
+def _foundry(model: LLMModel) -> bool:
+    return model.azure is not None and model.azure.resource_type == "foundry"
+
+
+def _prefixed(model: LLMModel, path: str) -> str:
+    """A passthrough path with `pathPrefix`: for providers whose API lives under `/v1` the
+    prefix replaces it, for others it is put in front (agentgateway's `set_default_path`)."""
+    prefix = model.path_prefix
+    if model.path_override is not None:
+        return model.path_override
+    if prefix is None:
+        return path
+    if model.provider in ("openAI", "anthropic") and (path == "/v1" or path.startswith("/v1/")):
+        path = path[3:]
+    return prefix.rstrip("/") + path

@@ -1,0 +1,121 @@
+"""The response side of a translated LLM call: the provider's bytes become the client's API.
+
+A streamed (SSE) 2xx response is translated event by event and sent chunked as it arrives
+(or close-delimited to an HTTP/1.0 client); anything else (a JSON body, an error) is read
+whole, up to `JSON_LIMIT`, translated, and sent with its length. The provider's framing and
+length fields do not apply to the translated body and are dropped; the rest of its head is
+relayed as usual.
+"""
+
+from __future__ import annotations
+
+from agw_fast.llm.translate import StreamTranslator, Translation, TranslationError
+from agw_fast.llm.translate.events import EventTooLarge
+from agw_fast.llm.usage import Usage
+
+__all__ = ["JSON_LIMIT", "TranslatedRelay"]
+
+JSON_LIMIT = 8 * 1024 * 1024
+# Provider fields the translated body replaces.
+_REPLACED = (b"content-length:", b"transfer-encoding:", b"content-type:", b"content-encoding:")
+
+
+class TranslatedRelay:
+    """One translated response. Sans-IO: `feed` and `finish` return the bytes to write."""
+
+    __slots__ = (
+        "translation", "status", "status_line", "lines", "streaming", "chunked", "dechunked",
+        "stream", "parts", "size", "usage", "model", "first_token_at", "error",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        translation: Translation,
+        status: int,
+        status_line: bytes,
+        content_type: bytes,
+        lines: list[bytes],
+    ) -> None:
+        self.translation = translation
+        self.status = status
+        self.status_line = status_line
+        self.lines = [line for line in lines if not line.startswith(_REPLACED)]
+        self.streaming = 200 <= status < 300 and content_type.startswith(b"text/event-stream")
+        self.chunked = False  # set by the exchange: frame what `feed` returns as chunks
+        self.dechunked = False  # set by the exchange: the provider's payload arrives de-chunked
+        self.stream: StreamTranslator | None = translation.stream() if self.streaming else None
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.first_token_at: float | None = None
+        self.error: str | None = None  # why the response could not be translated
+
+    def stream_head(self, extra: bytes, close: bool) -> bytes:
+        framing = b"transfer-encoding: chunked\r\n" if self.chunked else b""
+        return b"".join(
+            (
+                self.status_line,
+                b"\r\n",
+                b"".join(line + b"\r\n" for line in self.lines),
+                b"content-type: text/event-stream\r\n",
+                framing,
+                extra,
+                b"connection: close\r\n\r\n" if close else b"\r\n",
+            )
+        )
+
+    def feed(self, data: bytes) -> bytes:
+        """Provider payload in; for a stream, the client bytes (framed) to write now."""
+        stream = self.stream
+        if stream is None:
+            self.size += len(data)
+            if self.size <= JSON_LIMIT:
+                self.parts.append(data)
+            return b""
+        if self.error is not None:
+            return b""
+        try:
+            out = stream.feed(data)
+        except (TranslationError, EventTooLarge, ValueError) as error:
+            self.error = f"failed to translate the LLM response: {error}"
+            return b""
+        self._observe(stream)
+        return self._frame(out)
+
+    def finish(self) -> bytes:
+        """The provider's stream ended: the translated tail, and the last chunk."""
+        stream = self.stream
+        assert stream is not None
+        out = b""
+        if self.error is None:
+            try:
+                out = stream.finish()
+            except (TranslationError, EventTooLarge, ValueError) as error:
+                self.error = f"failed to translate the LLM response: {error}"
+        self._observe(stream)
+        return self._frame(out) + (b"0\r\n\r\n" if self.chunked else b"")
+
+    def body(self) -> bytes:
+        """A whole (non-stream) response translated; raises TranslationError."""
+        if self.size > JSON_LIMIT:
+            raise TranslationError(f"response over {JSON_LIMIT} bytes")
+        raw = b"".join(self.parts)
+        if self.status >= 400:
+            return self.translation.error_json(self.status, raw)
+        try:
+            out, usage, model = self.translation.response_json(raw)
+        except ValueError as error:  # a JSON parse error outside the translator's own checks
+            raise TranslationError(str(error)) from None
+        self.usage, self.model = usage, model
+        return out
+
+    def _observe(self, stream: StreamTranslator) -> None:
+        self.usage = stream.usage
+        self.model = stream.model
+        self.first_token_at = stream.first_token_at
+
+    def _frame(self, out: bytes) -> bytes:
+        if not out or not self.chunked:
+            return out
+        return b"%x\r\n" % len(out) + out + b"\r\n"
