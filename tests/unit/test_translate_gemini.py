@@ -16,6 +16,7 @@ from agw_fast.llm.translate import TranslationError
 from agw_fast.llm.translate.gemini import (
     OPENAI_CHAT_PATH,
     OPENAI_EMBEDDINGS_PATH,
+    anthropic_error_from_google,
     api_key_header,
     build_generate_content,
     completions_to_gemini,
@@ -23,6 +24,7 @@ from agw_fast.llm.translate.gemini import (
     gemini_count_tokens_path,
     gemini_passthrough,
     gemini_path,
+    openai_error_from_google,
 )
 from agw_fast.llm.translate.gemini_response import (
     CompletionsFromGemini,
@@ -574,6 +576,20 @@ def test_count_tokens_total() -> None:
 def test_error_translation(body: bytes, expected: object) -> None:
     out = json.loads(CompletionsFromGemini("m").error_json(503, body))
     assert out == {"event_id": None, "error": expected}
+
+
+def test_compat_endpoint_errors_for_messages_and_responses_clients() -> None:
+    # Google's OpenAI-compatible shim answers in Google's shape, array-wrapped at times.
+    body = b'[{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}]'
+    assert json.loads(anthropic_error_from_google(400, body)) == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "bad"},
+    }
+    assert json.loads(openai_error_from_google(400, body))["error"]["code"] == "INVALID_ARGUMENT"
+    assert json.loads(anthropic_error_from_google(502, b"")) == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "upstream error (HTTP 502)"},
+    }
 
 
 def test_passthrough_error_is_unchanged() -> None:

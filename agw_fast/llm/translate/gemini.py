@@ -10,7 +10,9 @@ agentgateway routes each client format for `gemini` like this (crates/agentgatew
   the same native paths; only usage is read (`gemini_passthrough`).
 - Anthropic messages and OpenAI responses: translated to chat completions (the shared
   messages/responses -> completions translators, nothing Gemini-specific) and sent to Google's
-  OpenAI-compatible endpoint, `OPENAI_CHAT_PATH`; embeddings go to `OPENAI_EMBEDDINGS_PATH`.
+  OpenAI-compatible endpoint, `OPENAI_CHAT_PATH`. That endpoint answers errors in Google's
+  shape: `anthropic_error_from_google` / `openai_error_from_google` turn them into the
+  client's. Embeddings go to `OPENAI_EMBEDDINGS_PATH`, errors and all passed through.
 
 Sans-IO: the request is the client's parsed JSON (never modified), the output is bytes.
 """
@@ -25,7 +27,9 @@ from agw_fast.llm.translate.gemini_response import (
     THOUGHT_SIGNATURE_SEPARATOR,
     CompletionsFromGemini,
     GeminiPassthrough,
+    anthropic_error_from_google,
     count_tokens_total,
+    openai_error_from_google,
     to_json_bytes,
 )
 from agw_fast.llm.translate.gemini_schema import normalize_schema
@@ -36,12 +40,15 @@ __all__ = [
     "DEFAULT_HOST",
     "OPENAI_CHAT_PATH",
     "OPENAI_EMBEDDINGS_PATH",
+    "anthropic_error_from_google",
     "api_key_header",
+    "build_generate_content",
     "completions_to_gemini",
     "count_tokens_total",
     "gemini_count_tokens_path",
     "gemini_passthrough",
     "gemini_path",
+    "openai_error_from_google",
 ]
 
 DEFAULT_HOST = "generativelanguage.googleapis.com"

@@ -40,7 +40,9 @@ __all__ = [
     "GeminiPassthrough",
     "GeminiPassthroughStream",
     "GeminiToCompletionsStream",
+    "anthropic_error_from_google",
     "count_tokens_total",
+    "openai_error_from_google",
     "to_json_bytes",
 ]
 
@@ -304,18 +306,36 @@ def _google_error(body: bytes) -> tuple[str, str | None] | None:
     return message, status
 
 
-def _openai_error(status: int, body: bytes) -> bytes:
+def openai_error_from_google(status: int, body: bytes) -> bytes:
+    """A Google error body as an OpenAI error (`error.type` from Google's status, which also
+    goes in `error.code`). Also what agentgateway sends an OpenAI Responses client that
+    reached Gemini through the OpenAI-compatible endpoint, which answers in Google's shape."""
     parsed = _google_error(body)
     error: dict[str, object]
     if parsed is None:
-        text = body.decode("utf-8", "replace") or f"upstream error (HTTP {status})"
-        error = {"type": "api_error", "message": text}
+        error = {"type": "api_error", "message": _error_text(status, body)}
     else:
         message, google_status = parsed
         error = {"type": _ERROR_TYPES.get(google_status or "", "api_error"), "message": message}
         if google_status is not None:
             error["code"] = google_status
     return to_json_bytes({"event_id": None, "error": error})
+
+
+def anthropic_error_from_google(status: int, body: bytes) -> bytes:
+    """A Google error body as an Anthropic Messages error, for a Messages client sent to
+    Gemini's OpenAI-compatible endpoint."""
+    parsed = _google_error(body)
+    if parsed is None:
+        error = {"type": "api_error", "message": _error_text(status, body)}
+    else:
+        message, google_status = parsed
+        error = {"type": _ERROR_TYPES.get(google_status or "", "api_error"), "message": message}
+    return to_json_bytes({"type": "error", "error": error})
+
+
+def _error_text(status: int, body: bytes) -> str:
+    return body.decode("utf-8", "replace") or f"upstream error (HTTP {status})"
 
 
 class CompletionsFromGemini:
@@ -337,7 +357,7 @@ class CompletionsFromGemini:
         return to_json_bytes(_completion(chunk)), usage, chunk.model
 
     def error_json(self, status: int, body: bytes) -> bytes:
-        return _openai_error(status, body)
+        return openai_error_from_google(status, body)
 
     def stream(self) -> GeminiToCompletionsStream:
         return GeminiToCompletionsStream(self._model, self._clock)
