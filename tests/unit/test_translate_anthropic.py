@@ -204,7 +204,10 @@ def test_reasoning_none_is_not_sent_to_a_gpt_model_that_did_not_ask_for_reasonin
         ({"messages": "hi"}, "messages: must be an array"),
         ({"messages": [1]}, "messages[0]: must be an object"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role: unknown role"),
-        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content: must be an array"),
+        (
+            {"messages": [{"role": "user", "content": 5}]},
+            "messages[0].content: must be a string or an array",
+        ),
         (
             {"messages": [{"role": "user", "content": [{"type": "video"}]}]},
             "messages[0].content[0].type: unknown content part type 'video'",
@@ -249,7 +252,10 @@ def test_completions_request_refuses_what_it_cannot_read(
         ({"messages": []}, "max_tokens: must be a non-negative integer"),
         ({"max_tokens": 1, "messages": {}}, "messages: must be an array"),
         ({"max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
-        ({"max_tokens": 1, "messages": [{"role": "user", "content": 1}]}, "messages[0].content"),
+        (
+            {"max_tokens": 1, "messages": [{"role": "user", "content": 1}]},
+            "messages[0].content: must be a string or an array",
+        ),
         (
             {"max_tokens": 1, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
             "messages[0].content[0].text: must be a string",

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from agw_fast.llm.translate.anthropic_request import (
     ADAPTIVE_EFFORTS,
     array,
+    content_parts,
     count,
     fail,
     number,
@@ -73,7 +74,7 @@ class _ChatBuilder:
     def content(self, content: object, path: str) -> list[dict[str, object]]:
         if type(content) is str:
             return [{"type": "text", "text": content}]
-        blocks = array(content, path)
+        blocks = content_parts(content, path)
         return [_object(b, f"{path}[{j}]") for j, b in enumerate(blocks)]
 
     def system(self, system: object) -> None:

@@ -20,6 +20,7 @@ from agw_fast.llm.translate import TranslationError
 __all__ = [
     "ADAPTIVE_EFFORTS",
     "array",
+    "content_parts",
     "count",
     "fail",
     "json_object",
@@ -76,6 +77,13 @@ def array(value: object, path: str) -> list[object]:
     return value
 
 
+def content_parts(value: object, path: str) -> list[object]:
+    """A message `content` that is not a string: its parts."""
+    if type(value) is not list:
+        raise fail(path, "must be a string or an array")
+    return value
+
+
 def count(value: object, path: str) -> int:
     if type(value) is not int or value < 0:
         raise fail(path, "must be a non-negative integer")
@@ -114,7 +122,7 @@ def _text_parts(content: object, path: str) -> list[str]:
     """The texts of a system/developer/tool message content (a string or text parts)."""
     if type(content) is str:
         return [content]
-    parts = array(content, path)
+    parts = content_parts(content, path)
     texts: list[str] = []
     for j, part in enumerate(parts):
         part_path = f"{path}[{j}]"
@@ -156,7 +164,7 @@ def _user_blocks(content: object, path: str) -> list[dict[str, object]]:
     if type(content) is str:
         return [] if _blank(content) else [{"type": "text", "text": content}]
     blocks: list[dict[str, object]] = []
-    for j, part in enumerate(array(content, path)):
+    for j, part in enumerate(content_parts(content, path)):
         part_path = f"{path}[{j}]"
         obj = json_object(part, part_path)
         kind = obj.get("type")
@@ -202,7 +210,7 @@ def _assistant_blocks(msg: Mapping[str, object], path: str) -> list[dict[str, ob
         if not _blank(content):
             blocks.append({"type": "text", "text": content})
     elif content is not None:
-        for j, part in enumerate(array(content, f"{path}.content")):
+        for j, part in enumerate(content_parts(content, f"{path}.content")):
             part_path = f"{path}.content[{j}]"
             obj = json_object(part, part_path)
             kind = obj.get("type")
