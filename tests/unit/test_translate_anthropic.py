@@ -795,3 +795,26 @@ def test_anthropic_sdk_reads_translated_response_and_error() -> None:
     with pytest.raises(anthropic.RateLimitError) as caught:
         _anthropic(429, error).messages.create(model="m", max_tokens=1, messages=[])
     assert caught.value.body["error"]["message"] == "slow"
+
+
+# --- provider request constants ---------------------------------------------------------------
+
+
+def test_anthropic_provider_headers_and_paths() -> None:
+    from agw_fast.llm.providers import anthropic as provider
+
+    assert provider.auth_headers("sk-ant-api03-x") == [
+        (b"x-api-key", b"sk-ant-api03-x"),
+        (b"anthropic-version", b"2023-06-01"),
+    ]
+    assert provider.auth_headers("sk-ant-oat01-x")[0] == (
+        b"authorization",
+        b"Bearer sk-ant-oat01-x",
+    )
+    assert provider.auth_headers("jwt", explicit_authorization=True)[0] == (
+        b"authorization",
+        b"Bearer jwt",
+    )
+    assert provider.path_for_route("messages") == provider.MESSAGES_PATH == "/v1/messages"
+    assert provider.path_for_route("anthropicTokenCount") == provider.COUNT_TOKENS_PATH
+    assert provider.DEFAULT_HOST == "api.anthropic.com"
