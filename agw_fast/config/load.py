@@ -15,9 +15,11 @@ from agw_fast.config.durations import parse_duration
 from agw_fast.config.envsubst import expand_env
 from agw_fast.config.load_llm import parse_llm
 from agw_fast.config.load_policies import (
+    one_key,
     parse_backend_policies,
     parse_gateway_policies,
     parse_route_policies,
+    parse_value_match,
 )
 from agw_fast.config.load_tls import parse_frontend_tls, parse_listener_tls
 from agw_fast.config.model import (
@@ -35,7 +37,6 @@ from agw_fast.config.model import (
     RouteBackend,
     RouteMatch,
     StaticConfig,
-    ValueMatch,
 )
 from agw_fast.config.validate import (
     Obj,
@@ -52,7 +53,7 @@ from agw_fast.config.validate import (
 from agw_fast.config.yaml12 import parse_yaml
 from agw_fast.errors import ConfigError
 
-__all__ = ["load_config", "load_config_file", "parse_value_match"]
+__all__ = ["load_config", "load_config_file"]
 
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "off")
 _TUNNEL_PROTOCOLS = ("direct", "hboneWaypoint", "hboneGateway", "proxy", "connect")
@@ -413,8 +414,8 @@ def _match(raw: object, path: str) -> RouteMatch:
     o = Obj(raw, path, "RouteMatch")
     path_raw = o.get("path")
     method = o.get("method")
-    headers = tuple(_value_match(item, p, header=True) for p, item in o.items("headers"))
-    query = tuple(_value_match(item, p, header=False) for p, item in o.items("query"))
+    headers = tuple(parse_value_match(item, p, header=True) for p, item in o.items("headers"))
+    query = tuple(parse_value_match(item, p, header=False) for p, item in o.items("query"))
     o.close()
     return RouteMatch(
         path=RouteMatch().path if path_raw is None else _path_match(path_raw, o.child("path")),
@@ -424,44 +425,15 @@ def _match(raw: object, path: str) -> RouteMatch:
     )
 
 
-def _one_key(o: Obj, options: tuple[str, ...]) -> str:
-    present = [k for k in options if o.has(k)]
-    if len(present) != 1:
-        found = f" (found {', '.join(present)})" if present else ""
-        raise ConfigError(o.path, f"expected exactly one of: {', '.join(options)}{found}")
-    return present[0]
-
-
 def _path_match(raw: object, path: str) -> PathMatch:
     o = Obj(raw, path, "PathMatch")
-    key = _one_key(o, ("exact", "pathPrefix", "regex"))
+    key = one_key(o, ("exact", "pathPrefix", "regex"))
     value = o.get(key)
     o.close()
     if key == "regex":
         return PathMatch("regex", check_regex(value, o.child(key)))
     text = check_url_path(value, o.child(key))
     return PathMatch("exact", text) if key == "exact" else PathMatch("prefix", text)
-
-
-def _value_match(raw: object, path: str, *, header: bool) -> ValueMatch:
-    o = Obj(raw, path, "HeaderMatch" if header else "QueryMatch")
-    name_path = o.child("name")
-    name_raw = o.require("name")
-    # Header names compare case-insensitively (RFC 9110 §5.1): stored lowercase. Query
-    # parameter names are case-sensitive and kept as written.
-    name = (
-        check_header_name(name_raw, name_path, allow_pseudo=True).lower()
-        if header
-        else as_str(name_raw, name_path)
-    )
-    value_spec = "HeaderValueMatch" if header else "QueryValueMatch"
-    v = Obj(o.require("value"), o.child("value"), value_spec)
-    o.close()
-    key = _one_key(v, ("exact", "regex"))
-    value_path = v.child(key)
-    text = check_regex(v.get(key), value_path) if key == "regex" else as_str(v.get(key), value_path)
-    v.close()
-    return ValueMatch(name, "regex", text) if key == "regex" else ValueMatch(name, "exact", text)
 
 
 def _backend(raw: object, path: str, base_dir: Path) -> RouteBackend:
@@ -532,5 +504,3 @@ def _provider(raw: object, path: str) -> str | None:
     p.close()
     return model
 
-
-parse_value_match = _value_match  # shared with the `llm:` form's `matches`

@@ -21,6 +21,7 @@ from agw_fast.config.load_policies import (
     parse_header_modifier,
     parse_route_policies,
     parse_secret,
+    parse_value_match,
 )
 from agw_fast.config.load_tls import parse_listener_tls
 from agw_fast.config.model import (
@@ -412,8 +413,6 @@ def _json_map(raw: object, path: str) -> tuple[tuple[str, object], ...]:
 def _matches_list(raw: object, path: str) -> tuple[tuple[ValueMatch, ...], ...]:
     if raw is None:
         return ()
-    from agw_fast.config.load import parse_value_match  # one header-match grammar
-
     result = []
     for i, item in enumerate(as_list(raw, path)):
         m = Obj(item, f"{path}[{i}]", "LLMRouteMatch")
@@ -476,12 +475,15 @@ def _virtual_model(raw: object, path: str) -> LLMVirtualModel:
     if len(kinds) != 1:
         raise ConfigError(r.path, f"virtual model {name} must specify exactly one routing strategy")
     kind = kinds[0]
-    spec = {"weighted": "LocalLLMWeightedRouting", "failover": "LocalLLMFailoverRouting",
-            "conditional": "LocalLLMConditionalRouting"}[kind]  # fmt: skip
+    spec, target_spec = {
+        "weighted": ("LocalLLMWeightedRouting", "LocalLLMWeightedTarget"),
+        "failover": ("LocalLLMFailoverRouting", "LocalLLMFailoverTarget"),
+        "conditional": ("LocalLLMConditionalRouting", "LocalLLMConditionalTarget"),
+    }[kind]
     s = Obj(r.get(kind), r.child(kind), spec)
     targets = []
     for tp, item in s.items("targets"):
-        t = Obj(item, tp, spec.replace("Routing", "Target"))
+        t = Obj(item, tp, target_spec)
         model = t.req_str("model")
         if kind == "weighted":
             weight = t.opt_int("weight", 0)

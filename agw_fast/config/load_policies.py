@@ -44,6 +44,7 @@ from agw_fast.config.model import (
     RoutePolicies,
     TimeoutPolicy,
     UrlRewrite,
+    ValueMatch,
 )
 from agw_fast.config.validate import (
     Obj,
@@ -56,6 +57,7 @@ from agw_fast.config.validate import (
     check_header_name,
     check_header_value,
     check_hostname_pattern,
+    check_regex,
     check_url_path,
     choice,
     join,
@@ -75,6 +77,8 @@ __all__ = [
     "parse_header_modifier",
     "parse_route_policies",
     "parse_secret",
+    "parse_value_match",
+    "one_key",
 ]
 
 # `$defs.RouteType` in agentgateway's schema.
@@ -891,6 +895,35 @@ def parse_backend_policies(raw: object, path: str, base_dir: Path) -> BackendPol
         ai=None if ai is None else _ai_policy(ai, p7),
     )
     return None if result == BackendPolicies() else result
+
+
+def one_key(o: Obj, options: tuple[str, ...]) -> str:
+    present = [k for k in options if o.has(k)]
+    if len(present) != 1:
+        found = f" (found {', '.join(present)})" if present else ""
+        raise ConfigError(o.path, f"expected exactly one of: {', '.join(options)}{found}")
+    return present[0]
+
+
+def parse_value_match(raw: object, path: str, *, header: bool) -> ValueMatch:
+    o = Obj(raw, path, "HeaderMatch" if header else "QueryMatch")
+    name_path = o.child("name")
+    name_raw = o.require("name")
+    # Header names compare case-insensitively (RFC 9110 §5.1): stored lowercase. Query
+    # parameter names are case-sensitive and kept as written.
+    name = (
+        check_header_name(name_raw, name_path, allow_pseudo=True).lower()
+        if header
+        else as_str(name_raw, name_path)
+    )
+    value_spec = "HeaderValueMatch" if header else "QueryValueMatch"
+    v = Obj(o.require("value"), o.child("value"), value_spec)
+    o.close()
+    key = one_key(v, ("exact", "regex"))
+    value_path = v.child(key)
+    text = check_regex(v.get(key), value_path) if key == "regex" else as_str(v.get(key), value_path)
+    v.close()
+    return ValueMatch(name, "regex", text) if key == "regex" else ValueMatch(name, "exact", text)
 
 
 # The backend-facing parsers, shared with the `llm:` form (config/load_llm.py).

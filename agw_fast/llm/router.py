@@ -17,7 +17,8 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
+from urllib.parse import unquote
 
 from agw_fast.config.model import LLMModel, LLMVirtualModel, ValueMatch
 from agw_fast.config.rust_regex import compile_rust_regex
@@ -206,10 +207,11 @@ class ModelRouter:
     ) -> LocalAnswer | Routed:
         if _is_model_list(path):
             return self.model_list()
-        obj: dict[str, object] | None = None
+        obj: dict[str, object]
         path_model = _PATH_MODEL.search(path)
         if path_model is not None:
-            requested = path_model.group(1)
+            # Gemini's native routes name the model in the path; it wins over the body's.
+            requested = unquote(path_model.group(1))
             try:
                 parsed = loads(body) if body else {}
             except (ValueError, RecursionError):
@@ -225,7 +227,7 @@ class ModelRouter:
                 return llm_error(
                     400, "LLM request body is missing string field 'model'", "missing_model"
                 )
-            obj = parsed
+            obj = cast("dict[str, object]", parsed)
             requested = model
         headers = _header_values(header_fields)
         virtual = self.virtual.get(requested)
@@ -235,8 +237,6 @@ class ModelRouter:
             if isinstance(chosen, LocalAnswer):
                 return chosen
             target_model, index = chosen
-            if path_model is None:
-                obj["model"] = target_model
             if virtual.config.kind == "failover":
                 route = virtual.target_routes[index]
                 health = virtual.health[index]
@@ -256,6 +256,9 @@ class ModelRouter:
             if found is None:
                 return llm_error(404, "Model not found", "model_not_found")
             route = found
+        # The chosen model goes into the body before the model's own changes (a Gemini native
+        # body carries none; its provider call takes it out again).
+        obj["model"] = requested
         route_type = route.route_types(path)
         routed = Routed(route, route_type, requested, obj, health, virtual)
         error = self._mutate(routed, request_variables)

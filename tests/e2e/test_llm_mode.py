@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
 import openai
 import pytest
 
@@ -111,7 +110,8 @@ def test_provider_sees_the_gateway_key_never_the_clients(gw: Process) -> None:
 
 def test_models_list_through_the_sdk(gw: Process) -> None:
     ids = [model.id for model in oai(gw).models.list()]
-    assert ids == ["gemini-*", "claude/*", "smart", "echo"]
+    # Most specific pattern first (characters other than `*`), config order on ties.
+    assert ids == ["claude/*", "gemini-*", "smart", "echo"]
 
 
 @pytest.mark.parametrize(

@@ -83,9 +83,9 @@ def test_a_bad_expression_fails_when_the_plan_is_built_naming_its_field() -> Non
 
 
 def test_an_unknown_function_fails_at_load_not_at_request_time() -> None:
-    policies = _parse({"rules": [{"require": 'default(jwt.sub, "") == "x"'}]})
+    policies = _parse({"rules": [{"require": 'coalesce(jwt.sub, "") == "x"'}]})
     with pytest.raises(
-        ConfigError, match=r"rules\[0\]\.require: invalid CEL expression: .*default"
+        ConfigError, match=r"rules\[0\]\.require: invalid CEL expression: .*coalesce"
     ):
         compile_request_steps(policies)
 

@@ -55,7 +55,7 @@ def test_a_bad_expression_fails_to_compile_with_one_line(expression: str, messag
 
 
 @pytest.mark.parametrize(
-    "name", ["default", "coalesce", "regexReplace", "toJson", "fail", "unvalidatedJwtPayload"]
+    "name", ["coalesce", "regexReplace", "toJson", "fail", "unvalidatedJwtPayload"]
 )
 def test_agentgateway_functions_agw_fast_lacks_are_named_at_load(name: str) -> None:
     with pytest.raises(CelCompileError, match=rf"agentgateway's {name}\(\) is not supported"):
@@ -184,3 +184,31 @@ def test_functions(expression: str, expected: object) -> None:
 )
 def test_a_function_failing_at_request_time_is_an_error_value(expression: str) -> None:
     assert isinstance(_eval(expression), cel.EvaluationError)
+
+
+@pytest.mark.parametrize(
+    ("text", "variables", "expected"),
+    [
+        ('default(llmRequest.metadata.tier, "none")', {"llmRequest": {}}, "none"),
+        ('default(llmRequest.metadata.tier, "none")',
+         {"llmRequest": {"metadata": {"tier": "gold"}}}, "gold"),
+        ('default(llmRequest["max_tokens"], 1024) <= 1024', {"llmRequest": {}}, True),
+        ('default(llmRequest.max_tokens, 1024) <= 1024', {"llmRequest": {"max_tokens": 9}}, True),
+        # Nested, and `default(` inside a string is left alone.
+        ('default(llmRequest.a, default(llmRequest.b, "x")) + "default(y, z)"',
+         {"llmRequest": {}}, "xdefault(y, z)"),
+    ],
+)
+def test_agentgateway_default_picks_the_fallback_for_a_missing_field(
+    text: str, variables: dict[str, object], expected: object
+) -> None:
+    program = cel.compile_expression(text, cel.LLM_VARIABLES)
+    assert program.evaluate(cel.activation(variables, cel.LLM_VARIABLES)) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ['default(1 + 2, 3)', 'default(llmRequest.a)', 'default(llmRequest.a, 1'],
+)
+def test_default_forms_agw_fast_cannot_express_are_refused(text: str) -> None:
+    with pytest.raises(cel.CelCompileError, match="default"):
+        cel.compile_expression(text, cel.LLM_VARIABLES)

@@ -43,7 +43,12 @@ def error_of(
 
 
 NOT_SUPPORTED: list[tuple[str, object]] = [
-    ("llm", {"llm": {"models": []}}),
+    ("llm.gateways", {"llm": {"gateways": "default", "models": []}}),
+    (
+        "llm.models[0].guardrails",
+        {"llm": {"models": [{"name": "m", "provider": "openAI", "guardrails": {}}]}},
+    ),
+    ("llm.policies.remoteRateLimit", {"llm": {"models": [], "policies": {"remoteRateLimit": {}}}}),
     ("gateways", {"gateways": {}}),
     ("config.tracing", {"config": {"tracing": {"otlpEndpoint": "x"}}}),
     ("config.workerThreads", {"config": {"workerThreads": 2}}),
@@ -154,7 +159,7 @@ def test_every_known_unsupported_key_is_refused(path: str, config: object) -> No
 
 ERRORS: list[tuple[object, str, str]] = [
     # (config, path, message fragment)
-    ({"foo": 1}, "foo", 'unknown field "foo" (expected one of: binds, config, frontendPolicies)'),
+    ({"foo": 1}, "foo", 'unknown field "foo" (expected one of: binds, config, frontendPolicies, llm)'),
     ([1, 2], "", "expected a map, got list"),
     ("just a string", "", "expected a map, got string"),
     ({"binds": {"port": 1}}, "binds", "expected a list, got map"),

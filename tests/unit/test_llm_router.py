@@ -24,7 +24,7 @@ def _router(text: str) -> tuple[ModelRouter, RuntimeBackend]:
     binds = compile_config(config)
     listener = binds[-1].single
     assert listener is not None
-    (route,) = [r for _, _, r in listener.routes]
+    (route,) = listener.routes()
     (backend,) = route.backends
     assert backend.router is not None
     return backend.router, backend
@@ -51,7 +51,7 @@ def test_agentgateway_llm_configs_load(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "refused"),
     [
-        ("llm_simple", "llm.policies.guardrails"),
+        ("llm_simple", "llm.models[0].params.tokenize"),
         ("llm_provider_reference", "llm.providers[0].params.tokenize"),
     ],
 )
@@ -231,7 +231,8 @@ def test_retry_after() -> None:
 @pytest.mark.parametrize(
     ("yaml", "path", "message"),
     [
-        ("  models: [{name: 'a*b', provider: openAI}]", "llm.models[0].name", "beginning or the end"),
+        ("  models: [{name: 'a*b', provider: openAI}]", "llm.models[0].name",
+         "beginning or the end"),
         ("  models: [{name: 'x', provider: vertex}]", "llm.models[0].provider", "not supported"),
         ("  models: [{name: 'x', provider: groq}]", "llm.models[0].provider", "not supported"),
         ("  models: [{name: 'x', provider: {reference: nope}}]", "llm.models[0].provider.reference",
@@ -239,8 +240,8 @@ def test_retry_after() -> None:
         ("  models: [{name: 'x', provider: azure, params: {azureResourceName: r,"
          " azureResourceType: openAI}}]", "llm.models[0].params.apiKey", "Entra"),
         ("  models: [{name: x, provider: openAI}]\n  virtualModels: [{name: v, routing: "
-         "{weighted: {targets: [{model: y}]}}}]", "llm.virtualModels[0].routing.weighted.targets[0]",
-         "does not match any llm.models entry"),
+         "{weighted: {targets: [{model: y}]}}}]",
+         "llm.virtualModels[0].routing.weighted.targets[0]", "does not match any llm.models entry"),
         ("  models: [{name: x, provider: openAI, params: {baseUrl: 'ftp://h'}}]",
          "llm.models[0].params.baseUrl", "must use http or https"),
         ("  gateways: default\n  models: []", "llm.gateways", "not supported"),
