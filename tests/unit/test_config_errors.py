@@ -159,7 +159,11 @@ def test_every_known_unsupported_key_is_refused(path: str, config: object) -> No
 
 ERRORS: list[tuple[object, str, str]] = [
     # (config, path, message fragment)
-    ({"foo": 1}, "foo", 'unknown field "foo" (expected one of: binds, config, frontendPolicies, llm)'),
+    (
+        {"foo": 1},
+        "foo",
+        'unknown field "foo" (expected one of: binds, config, frontendPolicies, llm)',
+    ),
     ([1, 2], "", "expected a map, got list"),
     ("just a string", "", "expected a map, got string"),
     ({"binds": {"port": 1}}, "binds", "expected a list, got map"),
