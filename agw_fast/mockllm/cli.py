@@ -32,8 +32,8 @@ APIs (matched by path suffix; the body's "model" is echoed, else --model):
               (also Azure /openai/v1/..., /openai/deployments/{d}/...?api-version=...,
               Foundry /api/projects/{p}/openai/v1/..., Gemini /v1beta/openai/...)
   Anthropic   POST /v1/messages (JSON or stream: true), /v1/messages/count_tokens
-              (also Foundry /anthropic/v1/...); needs x-api-key (any value: 401 without)
-              and anthropic-version (400 without), like the real API
+              (also Foundry /anthropic/v1/...); needs a key, x-api-key or authorization
+              (any value: 401 without), and anthropic-version (400 without), as the real API
   Gemini      POST /v1beta/models/{model}:generateContent, :streamGenerateContent[?alt=sse],
               :countTokens (also Vertex .../publishers/google/models/{model}:...); needs
               x-goog-api-key, ?key= or authorization (403 without); GET /v1beta/models

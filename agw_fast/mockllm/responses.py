@@ -653,11 +653,9 @@ class MockApp:
 
     def _anthropic_auth(self, request: Request) -> None:
         # As the real API: a key is required (any value is accepted here), then the version.
-        # Foundry's /anthropic/v1/... also takes an Entra ID bearer token.
-        if _header(request, b"x-api-key") is None and not (
-            request.target.startswith(b"/anthropic/")
-            and _header(request, b"authorization") is not None
-        ):
+        # The key travels as x-api-key or as a bearer token (what the `anthropic` SDK sends
+        # since 2.x; also Foundry's Entra ID tokens).
+        if _header(request, b"x-api-key") is None and _header(request, b"authorization") is None:
             raise ApiError(401, "x-api-key header is required")
         if _header(request, b"anthropic-version") is None:
             raise ApiError(400, "anthropic-version: header is required")
