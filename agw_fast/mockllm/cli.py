@@ -26,11 +26,51 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _DEFAULTS = MockLLMConfig()
 
+_EPILOG = """\
+APIs (matched by path suffix; the body's "model" is echoed, else --model):
+  OpenAI      POST .../chat/completions, .../responses, .../embeddings; GET .../models
+              (also Azure /openai/v1/..., /openai/deployments/{d}/...?api-version=...,
+              Foundry /api/projects/{p}/openai/v1/..., Gemini /v1beta/openai/...)
+  Anthropic   POST /v1/messages (JSON or stream: true), /v1/messages/count_tokens
+              (also Foundry /anthropic/v1/...); needs a key, x-api-key or authorization
+              (any value: 401 without), and anthropic-version (400 without), as the real API
+  Gemini      POST /v1beta/models/{model}:generateContent, :streamGenerateContent[?alt=sse],
+              :countTokens (also Vertex .../publishers/google/models/{model}:...); needs
+              x-goog-api-key, ?key= or authorization (403 without); GET /v1beta/models
+  A forced tool choice (OpenAI tool_choice "required"/function, Anthropic {"type": "tool"|
+  "any"}, Gemini toolConfig mode ANY) is answered with a call of that tool.
+  Test endpoints: /echo..., /bytes/N, /chunked/N, /status/NNN.
+
+injected failures per request (request headers; they win over the flags above):
+  x-mock-status: NNN       answer NNN (400-599) in the API's own error JSON
+  x-mock-retry-after: V    with a retry-after: V header
+  x-mock-reset: 1          reset the connection (TCP RST) instead of answering
+
+counters (per worker process; the /mock/ paths are never counted nor failed):
+  GET /mock/stats   {"requests": N, "by_path": {"/v1/messages": N, ...}, "injected": N}
+  POST /mock/reset  zero the counters and restart --fail-first
+"""
+
+
+def _status(text: str) -> int:
+    if not text.isdigit() or not 400 <= int(text) <= 599:
+        raise argparse.ArgumentTypeError(f"expected a status 400-599, got {text!r}")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
+    return int(text)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agw-fast mock-llm",
-        description="OpenAI-compatible mock LLM upstream for tests and benchmarks.",
+        description="Mock LLM upstream (OpenAI, Anthropic, Gemini, Azure paths) for tests and "
+        "benchmarks.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
@@ -47,6 +87,22 @@ def _parser() -> argparse.ArgumentParser:
         help="gzip chat replies when the request's Accept-Encoding allows it (as OpenAI does)",
     )
     parser.add_argument("--workers", type=int, default=1, help="processes (SO_REUSEPORT)")
+    faults = parser.add_argument_group(
+        "injected failures (every request, or the first N with --fail-first)")
+    faults.add_argument(
+        "--fail-status", type=_status, metavar="NNN",
+        help="answer NNN (400-599) in the API's own error JSON (OpenAI, Anthropic or Gemini "
+        "shape, by path)")
+    faults.add_argument(
+        "--retry-after", metavar="SECONDS",
+        help="send retry-after: SECONDS with --fail-status (e.g. 429)")
+    faults.add_argument(
+        "--fail-first", type=_count, metavar="N",
+        help="fail only the first N requests, then answer normally (alone: status 500; with "
+        "--workers, per worker)")
+    faults.add_argument(
+        "--reset", action="store_true",
+        help="reset the connection (TCP RST) instead of answering")
     return parser
 
 
@@ -72,6 +128,8 @@ def run_mock_llm(argv: list[str]) -> int:
         config = MockLLMConfig(
             chunks=args.chunks, chunk_delay=args.chunk_delay, model=args.model,
             usage=not args.no_usage, content=args.content, gzip=args.gzip,
+            fail_status=args.fail_status, retry_after=args.retry_after,
+            fail_first=args.fail_first, reset=args.reset,
         )
         context = _tls_context(args.cert, args.key) if args.tls else None
     except (ValueError, OSError, ssl.SSLError) as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "ParseError", "Request", "RequestParser"]
+__all__ = ["MAX_BODY", "MAX_HEAD", "MOCK_FIELDS", "ParseError", "Request", "RequestParser"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -39,6 +39,16 @@ _FIELD = re.compile(rb"(?<=\r\n)(" + _TOKEN + rb"):[ \t]*" + _VALUE + rb"[ \t]*\
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
 _DIGITS = re.compile(rb"[0-9]{1,19}")
 
+# Header names the parser acts on. Most fields are none of these, so one set lookup per field
+# replaces a chain of comparisons. The `x-mock-*` fields ask the mock for an injected failure
+# (see responses.MockApp); they are collected so that a request without them costs nothing more.
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+_CONNECTION = b"connection"
+_EXPECT = b"expect"
+MOCK_FIELDS = frozenset({b"x-mock-status", b"x-mock-retry-after", b"x-mock-reset"})
+_SPECIAL = frozenset({_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT}) | MOCK_FIELDS
+
 # Parser states.
 _HEAD, _LENGTH, _CHUNK_SIZE_LINE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS = range(6)
 
@@ -55,7 +65,7 @@ class ParseError(Exception):
 class Request:
     """One parsed request. Header names keep their wire casing and order."""
 
-    __slots__ = ("method", "target", "minor", "headers", "body", "keep_alive")
+    __slots__ = ("method", "target", "minor", "headers", "body", "keep_alive", "mock")
 
     def __init__(
         self,
@@ -73,6 +83,8 @@ class Request:
         # Mutable on purpose: a response whose framing needs a close (an unframed body sent to an
         # HTTP/1.0 client) clears it.
         self.keep_alive = keep_alive
+        # The request's `x-mock-*` fields (lower-cased name, value), or None when it has none.
+        self.mock: dict[bytes, bytes] | None = None
 
 
 class RequestParser:
@@ -150,32 +162,41 @@ class RequestParser:
         length: int | None = None
         chunked = False
         expect = False
+        mock: dict[bytes, bytes] | None = None
         for name, value in headers:
             lname = name.lower()
-            if lname == b"content-length":
+            if lname not in _SPECIAL:
+                continue
+            if lname == _CONTENT_LENGTH:
                 if not _DIGITS.fullmatch(value):
                     raise ParseError(400, "invalid Content-Length")
                 # RFC 9112 §6.3: differing or list-valued lengths are unrecoverable framing errors.
                 if length is not None and length != int(value):
                     raise ParseError(400, "conflicting Content-Length")
                 length = int(value)
-            elif lname == b"transfer-encoding":
+            elif lname == _TRANSFER_ENCODING:
                 # Only a lone "chunked" is supported; RFC 9112 §6.1 makes any other final coding
                 # unframeable for a request.
                 if chunked or value.lower() != b"chunked":
                     raise ParseError(501, "unsupported Transfer-Encoding")
                 chunked = True
-            elif lname == b"connection":
+            elif lname == _CONNECTION:
                 tokens = value.lower().replace(b" ", b"").replace(b"\t", b"").split(b",")
                 if b"close" in tokens:
                     keep_alive = False
                 elif minor == 0 and b"keep-alive" in tokens:
                     keep_alive = True
-            elif lname == b"expect":
+            elif lname == _EXPECT:
                 if value.lower() != b"100-continue":
                     raise ParseError(417, "unsupported Expect")
                 expect = minor == 1
+            else:
+                if mock is None:
+                    mock = {}
+                mock[lname] = value
         request = Request(method, target, minor, headers, keep_alive)
+        if mock is not None:
+            request.mock = mock
         if chunked:
             # RFC 9112 §6.1: Transfer-Encoding with Content-Length (smuggling shape), or in an
             # HTTP/1.0 request, is faulty framing.

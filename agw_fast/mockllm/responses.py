@@ -2,8 +2,14 @@
 
 `MockApp.handle()` maps a parsed `Request` to a `Reply`. Complete replies are plain `bytes` (head
 and body in one buffer, so the connection issues one write); replies that unfold over time describe
-themselves (`StreamReply`, `BulkReply`) and the connection drives them. Chat completions are
-cached by everything that changes their bytes, so the hot path is a JSON decode and a dict lookup.
+themselves (`StreamReply`, `BulkReply`) and the connection drives them; `RESET` asks the
+connection to reset itself. Chat completions are cached by everything that changes their bytes, so
+the hot path is a JSON decode and a dict lookup. The other APIs (Anthropic, Gemini, Responses,
+embeddings; apis.py) are built per request: they are for functional tests, not benchmarks.
+
+Every request is counted by path (`GET /mock/stats`), and failures can be injected per process
+(`MockLLMConfig.fail_status`, `fail_first`, `reset`) or per request (`x-mock-status`,
+`x-mock-retry-after`, `x-mock-reset` request headers); see `agw-fast mock-llm --help`.
 """
 
 from __future__ import annotations
@@ -12,13 +18,17 @@ import functools
 import gzip
 import hashlib
 import json
+import re
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
+from . import apis
+from .apis import ANTHROPIC, GEMINI, OPENAI, ApiError, Completion
 from .parser import Request
 
 __all__ = [
@@ -26,10 +36,13 @@ __all__ = [
     "BulkReply",
     "MockApp",
     "MockLLMConfig",
+    "RESET",
     "RecordedRequest",
     "Reply",
     "RequestLog",
+    "ResetReply",
     "StreamReply",
+    "api_error_reply",
     "error_reply",
     "pseudo_random_bytes",
     "random_block",
@@ -43,14 +56,24 @@ _RECORD_LIMIT = 100
 # at most this size (so the cache stays under a few MiB).
 _BODY_CACHE_LIMIT = 1024
 _BODY_KEY_LIMIT = 4096
+_PATH_LIMIT = 1024  # distinct paths counted for /mock/stats; later ones count under "(other)"
+# A Retry-After value as sent: delta-seconds or an HTTP-date (RFC 9110 §10.2.3); a fraction is
+# allowed too, for tests that do not want to wait a whole second.
+RETRY_AFTER = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 
 
 @dataclass(frozen=True, slots=True)
 class MockLLMConfig:
     """Behaviour of the mock. `chunks` content deltas per stream (also the completion token count),
-    `chunk_delay` seconds between SSE events, `usage` whether any usage is reported, `record`
-    whether the last requests are kept for `request_log()`, `gzip` whether chat replies are
-    gzip-encoded for requests whose Accept-Encoding allows it (as the OpenAI API does)."""
+    `chunk_delay` seconds between SSE events, `usage` whether any usage is reported (OpenAI
+    shapes; Anthropic and Gemini always report it), `record` whether the last requests are kept
+    for `request_log()`, `gzip` whether chat replies are gzip-encoded for requests whose
+    Accept-Encoding allows it (as the OpenAI API does).
+
+    Injected failures (every path but /mock/...): `fail_status` answers every request with that
+    status in the API's own error JSON, with a `retry-after: <retry_after>` header when set;
+    `reset` resets the connection instead of answering; `fail_first` limits either to the first N
+    requests (alone it means status 500)."""
 
     chunks: int = 5
     chunk_delay: float = 0.0
@@ -59,12 +82,31 @@ class MockLLMConfig:
     content: str = "Hello from the mock LLM."
     record: bool = False
     gzip: bool = False
+    fail_status: int | None = None
+    retry_after: str | None = None
+    fail_first: int | None = None
+    reset: bool = False
 
     def __post_init__(self) -> None:
         if self.chunks < 0:
             raise ValueError(f"chunks must be >= 0, got {self.chunks}")
         if not self.chunk_delay >= 0.0:  # also rejects NaN
             raise ValueError(f"chunk_delay must be >= 0, got {self.chunk_delay}")
+        if self.fail_status is not None and not 400 <= self.fail_status <= 599:
+            raise ValueError(f"fail status must be 400-599, got {self.fail_status}")
+        if self.fail_first is not None and self.fail_first < 0:
+            raise ValueError(f"fail first must be >= 0, got {self.fail_first}")
+        if self.retry_after is not None:
+            if not RETRY_AFTER.fullmatch(self.retry_after):
+                raise ValueError(f"retry-after must be a header value, got {self.retry_after!r}")
+            if self.fail_status is None:
+                raise ValueError("retry-after is only sent with an injected status (fail status)")
+        if self.fail_status is not None and self.reset:
+            raise ValueError("choose one of fail status and reset")
+
+    @property
+    def injects_failures(self) -> bool:
+        return self.fail_status is not None or self.reset or self.fail_first is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +163,15 @@ class BulkReply:
     chunked: bool
 
 
-Reply = bytes | StreamReply | BulkReply
+class ResetReply:
+    """Reset the connection (TCP RST) instead of answering: a crashed or overloaded upstream."""
+
+    __slots__ = ()
+
+
+RESET: Final = ResetReply()
+
+Reply = bytes | StreamReply | BulkReply | ResetReply
 
 
 @functools.cache
@@ -191,6 +241,29 @@ def error_reply(request: Request | None, status: int, message: str) -> bytes:
     return _fixed(request, status, _JSON, body)
 
 
+def api_error_reply(
+    request: Request, family: str, status: int, message: str, fields: bytes = b""
+) -> bytes:
+    """`status` with the error JSON of the API family (apis.OPENAI, ANTHROPIC, GEMINI)."""
+    return _fixed(request, status, _JSON + fields, apis.error_body(family, status, message))
+
+
+def _header(request: Request, name: bytes) -> bytes | None:
+    for field, value in request.headers:
+        if field.lower() == name:
+            return value
+    return None
+
+
+def _query(target: bytes, name: bytes) -> bytes | None:
+    """The first value of query parameter `name` (undecoded), or None."""
+    for part in target.partition(b"?")[2].split(b"&"):
+        key, _, value = part.partition(b"=")
+        if key == name:
+            return value
+    return None
+
+
 def _accepts_gzip(request: Request) -> bool:
     """Whether Accept-Encoding lists gzip without `q=0` (RFC 9110 §12.5.3), roughly."""
     for name, value in request.headers:
@@ -247,6 +320,13 @@ class MockApp:
                                                "created": self._created,
                                                "owned_by": "agw-fast-mock"}]}
         self._models = _DUMPS(models).encode()
+        self._completion = Completion(self._pieces)
+        # /mock/stats: requests by path (bytes keys: no decode on the hot path) and how many
+        # were answered with an injected failure.
+        self._counts: dict[bytes, int] = {}
+        self._injected = 0
+        self._faults = config if config.injects_failures else None
+        self._fail_left = config.fail_first
 
     def handle(self, request: Request) -> Reply:
         if self._record:
@@ -254,6 +334,14 @@ class MockApp:
         target = request.target
         query = target.find(b"?")
         path = target if query < 0 else target[:query]
+        try:
+            self._counts[path] += 1
+        except KeyError:
+            self._count_new(path)
+        if self._faults is not None or request.mock is not None:
+            fault = self._fault(request, path)
+            if fault is not None:
+                return fault
         method = request.method
         if path.startswith(b"/echo"):
             # First, so that a rewritten LLM path can be inspected under /echo too.
@@ -267,15 +355,109 @@ class MockApp:
                 if known is not None:
                     return known
             return self._chat(request)
+        return self._route(request, path)
+
+    def _route(self, request: Request, path: bytes) -> Reply:
+        """Every path but OpenAI chat completions and /echo (matched by suffix, so that Azure's
+        `/openai/deployments/{d}/...`, Foundry's `/api/projects/{p}/openai/v1/...` and
+        `/anthropic/v1/...`, and Gemini's `/v1beta/openai/...` reach the same handlers)."""
+        method = request.method
         get = method == b"GET" or method == b"HEAD"
-        if path.endswith(b"/v1/models") and get:
+        if path.endswith(b"/v1/messages"):
+            return self._api(request, ANTHROPIC, self._anthropic)
+        if path.endswith(b"/v1/messages/count_tokens"):
+            return self._api(request, ANTHROPIC, self._anthropic_count)
+        if b":" in path and b"/models/" in path:
+            return self._gemini(request, path)
+        if path.endswith(b"/responses"):
+            return self._api(request, OPENAI, self._responses)
+        if path.endswith(b"/embeddings"):
+            return self._api(request, OPENAI, self._embeddings)
+        if path.endswith(b"/models") and get:
+            if path.endswith(b"/v1beta/models"):
+                body = _DUMPS(apis.gemini_models(self.config.model)).encode()
+                return _fixed(request, 200, _JSON, body)
             return _fixed(request, 200, _JSON, self._models)
         for prefix, chunked in ((b"/bytes/", False), (b"/chunked/", True)):
             if path.startswith(prefix) and get:
                 return self._bulk(request, path[len(prefix) :], chunked)
         if path.startswith(b"/status/"):
             return self._status(request, path[8:])
-        return error_reply(request, 404, f"no mock route for {target.decode('ascii')}")
+        if path.startswith(b"/mock/"):
+            return self._control(request, path)
+        target = request.target.decode("ascii")
+        return error_reply(request, 404, f"no mock route for {target}")
+
+    # -- request counting and injected failures -----------------------------------------------
+
+    def _count_new(self, path: bytes) -> None:
+        counts = self._counts
+        if len(counts) >= _PATH_LIMIT:
+            path = b"(other)"
+        counts[path] = counts.get(path, 0) + 1
+
+    def _fault(self, request: Request, path: bytes) -> Reply | None:
+        """The injected failure for this request, if any: its `x-mock-*` headers first, then the
+        process's (`--fail-status`, `--reset`, `--fail-first`)."""
+        if path.startswith(b"/mock/"):
+            return None
+        status: int | None = None
+        retry_after: str | None = None
+        reset = False
+        mock = request.mock
+        if mock is not None:
+            raw = mock.get(b"x-mock-status")
+            if raw is not None:
+                if len(raw) != 3 or not raw.isdigit() or not 400 <= int(raw) <= 599:
+                    return error_reply(request, 400, "x-mock-status must be a status 400-599")
+                status = int(raw)
+            raw = mock.get(b"x-mock-retry-after")
+            if raw is not None:
+                retry_after = raw.decode("latin-1")
+                if not RETRY_AFTER.fullmatch(retry_after):
+                    return error_reply(request, 400, "x-mock-retry-after must be a header value")
+            reset = mock.get(b"x-mock-reset", b"0").lower() in (b"1", b"true", b"yes")
+        faults = self._faults
+        if status is None and not reset and faults is not None:
+            left = self._fail_left
+            if left is not None:
+                if left <= 0:
+                    return None
+                self._fail_left = left - 1
+            reset = faults.reset
+            status = None if reset else faults.fail_status or 500
+            retry_after = retry_after or faults.retry_after
+        if reset:
+            self._injected += 1
+            return RESET
+        if status is None:
+            return None
+        self._injected += 1
+        fields = b"retry-after: %s\r\n" % retry_after.encode() if retry_after else b""
+        return api_error_reply(request, apis.api_family(path), status,
+                               apis.injected_message(status), fields)
+
+    def _control(self, request: Request, path: bytes) -> bytes:
+        """GET /mock/stats, POST /mock/reset: the mock's own endpoints (never counted, never
+        failed)."""
+        counts = self._counts
+        left = counts.get(path, 0) - 1
+        if left > 0:
+            counts[path] = left
+        else:
+            counts.pop(path, None)
+        if path == b"/mock/stats" and request.method in (b"GET", b"HEAD"):
+            by_path = {p.decode("latin-1"): n for p, n in counts.items()}
+            doc = {"requests": sum(by_path.values()), "by_path": by_path,
+                   "injected": self._injected}
+            return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+        if path == b"/mock/reset" and request.method == b"POST":
+            counts.clear()
+            self._injected = 0
+            self._fail_left = self.config.fail_first
+            return _fixed(request, 200, _JSON, b'{"requests":0,"by_path":{},"injected":0}')
+        target = request.target.decode("ascii")
+        return error_reply(request, 404, f"no mock route for {request.method.decode()} {target}")
 
     # -- chat --------------------------------------------------------------------------------
 
@@ -290,6 +472,10 @@ class MockApp:
         if not isinstance(model, str) or not model:
             model = self.config.model
         prompt_tokens = _prompt_tokens(payload.get("messages"))
+        if "tool_choice" in payload:
+            tool = apis.openai_forced_tool(payload)
+            if tool is not None:
+                return self._tool_call(request, payload, model, prompt_tokens, tool)
         gzipped = self.config.gzip and _accepts_gzip(request)
         if payload.get("stream") is True:
             options = payload.get("stream_options")
@@ -317,6 +503,24 @@ class MockApp:
                 self._by_body.clear()
             self._by_body[request.body] = reply
         return reply
+
+    def _tool_call(
+        self, request: Request, payload: dict[str, Any], model: str, prompt_tokens: int,
+        tool: apis.ForcedTool,
+    ) -> Reply:
+        """A chat completion whose request forces a tool call (not cached: tests only)."""
+        usage = self._usage(prompt_tokens) if self.config.usage else None
+        if payload.get("stream") is not True:
+            doc = apis.openai_tool_call_completion(tool, model, self._created, usage)
+            return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+        options = payload.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage") is True):
+            usage = None
+        docs = apis.openai_tool_call_chunks(tool, model, self._created, self.config.chunks,
+                                            usage)
+        payloads = [b"data: %s\n\n" % _DUMPS(doc).encode() for doc in docs]
+        payloads.append(b"data: [DONE]\n\n")
+        return self._sse_reply(request, payloads)
 
     def _usage(self, prompt_tokens: int) -> dict[str, int]:
         completion = self.config.chunks
@@ -402,6 +606,131 @@ class MockApp:
             self._streams.clear()
         self._streams[key] = events
         return events
+
+    # -- the other APIs (apis.py builds the documents) ----------------------------------------
+
+    def _api(
+        self,
+        request: Request,
+        family: str,
+        handler: Callable[[Request, dict[str, Any]], Reply],
+    ) -> Reply:
+        """POST, a JSON object body, then `handler`; refusals in the API family's error JSON."""
+        if request.method != b"POST":
+            return api_error_reply(request, family, 405, "use POST")
+        try:
+            payload = json.loads(request.body)
+        except ValueError as exc:
+            return api_error_reply(request, family, 400, f"request body is not valid JSON: {exc}")
+        if not isinstance(payload, dict):
+            return api_error_reply(request, family, 400, "request body must be a JSON object")
+        try:
+            return handler(request, payload)
+        except ApiError as exc:
+            return api_error_reply(request, family, exc.status, exc.message)
+
+    def _model(self, payload: dict[str, Any]) -> str:
+        model = payload.get("model")
+        return model if isinstance(model, str) and model else self.config.model
+
+    def _sse_reply(self, request: Request, payloads: list[bytes], fields: bytes = b"") -> Reply:
+        # RFC 9112 §6.1: no chunked coding towards an HTTP/1.0 client; the close ends the body.
+        chunked = request.minor == 1
+        if not chunked:
+            request.keep_alive = False
+        head = b"%scontent-type: text/event-stream\r\ncache-control: no-cache\r\n%s%s%s\r\n" % (
+            _STATUS_LINES[200],
+            fields,
+            b"transfer-encoding: chunked\r\n" if chunked else b"",
+            _connection(request),
+        )
+        if request.method == b"HEAD":
+            return head
+        if chunked:
+            payloads = [b"%x\r\n%s\r\n" % (len(p), p) for p in payloads]
+            payloads[-1] += b"0\r\n\r\n"
+        return StreamReply(head, tuple(payloads), self.config.chunk_delay)
+
+    def _anthropic_auth(self, request: Request) -> None:
+        # As the real API: a key is required (any value is accepted here), then the version.
+        # The key travels as x-api-key or as a bearer token (what the `anthropic` SDK sends
+        # since 2.x; also Foundry's Entra ID tokens).
+        if _header(request, b"x-api-key") is None and _header(request, b"authorization") is None:
+            raise ApiError(401, "x-api-key header is required")
+        if _header(request, b"anthropic-version") is None:
+            raise ApiError(400, "anthropic-version: header is required")
+
+    def _anthropic(self, request: Request, payload: dict[str, Any]) -> Reply:
+        self._anthropic_auth(request)
+        if not isinstance(payload.get("model"), str):
+            raise ApiError(400, "model: Field required")
+        model = self._model(payload)
+        fields = b"request-id: %s\r\n" % apis.request_id().encode()
+        if payload.get("stream") is True:
+            events = apis.anthropic_events(payload, model, self._completion)
+            return self._sse_reply(request, events, fields)
+        doc = apis.anthropic_message(payload, model, self._completion)
+        return _fixed(request, 200, _JSON + fields, _DUMPS(doc).encode())
+
+    def _anthropic_count(self, request: Request, payload: dict[str, Any]) -> Reply:
+        self._anthropic_auth(request)
+        doc = apis.anthropic_count_tokens(payload)
+        return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+
+    def _gemini(self, request: Request, path: bytes) -> Reply:
+        """`.../models/{model}:{action}`: Gemini's API (`/v1beta/...`) and Vertex AI's
+        (`/v1/projects/{p}/locations/{l}/publishers/google/models/{model}:{action}`)."""
+        start = path.rfind(b"/models/") + len(b"/models/")
+        colon = path.find(b":", start)
+        model = path[start:colon].decode("latin-1") or self.config.model
+        action = path[colon + 1 :]
+        target = request.target
+        if (
+            _header(request, b"x-goog-api-key") is None
+            and _header(request, b"authorization") is None
+            and _query(target, b"key") is None
+        ):
+            return api_error_reply(
+                request, GEMINI, 403,
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to call "
+                "this API.")
+        completion = self._completion
+
+        def generate(request: Request, payload: dict[str, Any]) -> Reply:
+            doc = apis.gemini_response(payload, model, completion)
+            return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+
+        def stream(request: Request, payload: dict[str, Any]) -> Reply:
+            chunks = apis.gemini_chunks(payload, model, completion)
+            if _query(target, b"alt") == b"sse":
+                return self._sse_reply(request, apis.gemini_sse(chunks))
+            # Without alt=sse the real API streams one JSON array; here it comes in one piece.
+            return _fixed(request, 200, _JSON, _DUMPS(chunks).encode())
+
+        def count(request: Request, payload: dict[str, Any]) -> Reply:
+            doc = apis.gemini_count_tokens(payload)
+            return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+
+        handlers = {b"generateContent": generate, b"streamGenerateContent": stream,
+                    b"countTokens": count}
+        handler = handlers.get(action)
+        if handler is None:
+            return api_error_reply(request, GEMINI, 404,
+                                   f"no mock route for {target.decode('ascii')}")
+        return self._api(request, GEMINI, handler)
+
+    def _responses(self, request: Request, payload: dict[str, Any]) -> Reply:
+        model = self._model(payload)
+        if payload.get("stream") is True:
+            return self._sse_reply(
+                request, apis.responses_events(payload, model, self._completion))
+        doc = apis.responses_object(payload, model, self._completion)
+        return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+
+    def _embeddings(self, request: Request, payload: dict[str, Any]) -> Reply:
+        doc = apis.embeddings(payload, self._model(payload))
+        return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
 
     # -- test endpoints ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import weakref
 from ssl import SSLContext
 from typing import cast
@@ -17,6 +18,7 @@ from typing import cast
 from .parser import ParseError, RequestParser
 from .responses import (
     BLOCK_SIZE,
+    RESET,
     BulkReply,
     MockApp,
     MockLLMConfig,
@@ -33,6 +35,8 @@ _SLICE = 64 * KiB  # bulk body piece; BLOCK_SIZE is a multiple, so a piece never
 _PIPELINE_BUFFER = 1024 * KiB  # unread bytes held while busy before reading pauses
 _BACKLOG = 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# SO_LINGER on with a zero timeout: close() then sends RST instead of FIN (abortive close).
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 _LOGS: weakref.WeakKeyDictionary[asyncio.AbstractServer, RequestLog] = weakref.WeakKeyDictionary()
 
@@ -139,6 +143,9 @@ class MockLLMProtocol(asyncio.Protocol):
                     transport.write(reply)
                 elif type(reply) is StreamReply:
                     self._start_stream(reply, request.keep_alive)
+                elif reply is RESET:
+                    self._reset()
+                    return
                 else:
                     assert isinstance(reply, BulkReply)
                     self._keep_alive = request.keep_alive
@@ -158,6 +165,17 @@ class MockLLMProtocol(asyncio.Protocol):
                     return  # resume_writing() continues with the buffered requests
         finally:
             self._processing = False
+
+    def _reset(self) -> None:
+        """Abort the connection with a TCP RST, as a crashing upstream would: the client sees a
+        connection error (ECONNRESET), not a response."""
+        transport = self._transport
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
+        self._closed = True
 
     def _close_with(self, data: bytes) -> None:
         assert self._transport is not None
