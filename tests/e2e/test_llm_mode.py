@@ -5,6 +5,7 @@ Gemini providers. What the client gets, what the provider was sent, what the met
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,18 +66,36 @@ def gw(module_gateway: GatewayFactory, mock: Process) -> Process:
     return module_gateway(_config(mock.port), expect_stats=True)
 
 
+_CLIENTS: dict[tuple[str, int], Any] = {}
+
+
 def oai(gw: Process) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"http://127.0.0.1:{gw.port}/v1", api_key=CLIENT_KEY, max_retries=0,
-        timeout=DEADLINE * 2,
-    )
+    """One SDK client per gateway (closed at the end of the module)."""
+    client = _CLIENTS.get(("openai", gw.port))
+    if client is None:
+        client = _CLIENTS["openai", gw.port] = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{gw.port}/v1", api_key=CLIENT_KEY, max_retries=0,
+            timeout=DEADLINE * 2,
+        )
+    return client  # type: ignore[no-any-return]
 
 
 def claude(gw: Process) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=f"http://127.0.0.1:{gw.port}", api_key=CLIENT_KEY, max_retries=0,
-        timeout=DEADLINE * 2,
-    )
+    client = _CLIENTS.get(("anthropic", gw.port))
+    if client is None:
+        client = _CLIENTS["anthropic", gw.port] = anthropic.Anthropic(
+            base_url=f"http://127.0.0.1:{gw.port}", api_key=CLIENT_KEY, max_retries=0,
+            timeout=DEADLINE * 2,
+        )
+    return client  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    for client in _CLIENTS.values():
+        client.close()
+    _CLIENTS.clear()
 
 
 MESSAGES: list[Any] = [
@@ -207,7 +226,7 @@ def test_metrics_name_the_provider_and_models(gw: Process) -> None:
     tokens = [
         s for s in samples
         if s.name == "agentgateway_gen_ai_client_token_usage_sum"
-        and s.labels.get("gen_ai_provider_name") == "anthropic"
+        and s.labels.get("gen_ai_system") == "anthropic"
         and s.labels.get("gen_ai_request_model") == "sonnet"
     ]
     assert tokens, "no token usage recorded for the translated Anthropic call"
@@ -216,7 +235,7 @@ def test_metrics_name_the_provider_and_models(gw: Process) -> None:
 def test_failover_evicts_a_dead_target_and_serves_from_the_next(
     gateway: GatewayFactory, mock: Process
 ) -> None:
-    dead = httpx_free_port()
+    dead = free_port()
     extra = f"""  - name: primary
     provider: openAI
     params: {{apiKey: {KEY}, baseUrl: "http://127.0.0.1:{dead}/v1"}}
@@ -251,9 +270,7 @@ def test_failover_evicts_a_dead_target_and_serves_from_the_next(
     assert "evicted" in gw.output()
 
 
-def httpx_free_port() -> int:
-    import socket
-
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
