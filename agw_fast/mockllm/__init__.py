@@ -1,4 +1,5 @@
-"""An OpenAI-compatible mock LLM upstream for tests and benchmarks (uvloop + asyncio.Protocol)."""
+"""A mock LLM upstream (OpenAI, Anthropic, Gemini and Azure paths, injected failures) for tests
+and benchmarks (uvloop + asyncio.Protocol)."""
 
 from __future__ import annotations
 
