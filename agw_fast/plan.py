@@ -52,7 +52,13 @@ from agw_fast.errors import ConfigError
 from agw_fast.llm.calls import ANTHROPIC_VERSION, GEMINI_KEY_PREFIX, default_host
 from agw_fast.llm.exchange import AIRuntime
 from agw_fast.llm.providers.openai import RouteTypeResolver
-from agw_fast.llm.router import DEFAULT_ROUTE_TYPES, ModelRouter, compile_model_route
+from agw_fast.llm.router import (
+    DEFAULT_ROUTE_TYPES,
+    ModelRoute,
+    ModelRouter,
+    ProviderGroups,
+    compile_model_route,
+)
 from agw_fast.policies import RequestStep, compile_gateway_steps, compile_request_steps
 from agw_fast.policies.access_log import capture_step, compile_access_log
 from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS, TokenLimits, build_token_limits
@@ -136,8 +142,9 @@ class RuntimeBackend:
     redirect: RequestRedirect | None
     backend_request_timeout: float | None
     ai: AIRuntime | None
-    # The `llm:` form's route backend: picks one of its models' backends per request.
-    router: ModelRouter | None = None
+    # The `llm:` form's route backend, or an `ai` backend beyond the OpenAI fast path: picks
+    # one of its models' (providers') backends per request.
+    router: ModelRouter | ProviderGroups | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -292,6 +299,8 @@ class _Compiler:
         ai_runtime: AIRuntime | None = None
         if isinstance(target, LLMRouter):
             return self.llm_router(path, name, target)
+        if isinstance(target, AIBackend) and not _openai_fast_path(target, route, declared):
+            return self.ai_groups(path, name, route, declared, target)
         if isinstance(target, AIBackend):
             tls, auth, ai_policy = _merged(route_policies, target.policies, declared.policies)
             if target.host_override is not None:
@@ -404,7 +413,70 @@ class _Compiler:
             router=model_router,
         )
 
-    def llm_model(self, model: LLMModel, name: str) -> RuntimeBackend:
+    def ai_groups(
+        self, path: str, name: str, route: Route, declared: RouteBackend, target: AIBackend
+    ) -> RuntimeBackend:
+        """An `ai` backend beyond the OpenAI fast path: each provider becomes a model route
+        of a `ProviderGroups` router (failover between `groups`, translation per provider)."""
+        route_policies = route.policies
+        groups = target.groups or ((target,),)
+        routes: list[ModelRoute] = []
+        indexes: list[tuple[int, ...]] = []
+        for gi, group in enumerate(groups):
+            members = []
+            for pi, provider in enumerate(group):
+                where = f"{path}.ai" + (f".groups[{gi}].providers[{pi}]" if target.groups else "")
+                model = _provider_model(provider, route_policies, declared.policies, where)
+                model_route = compile_model_route(model, len(routes))
+                model_route.backend = self.llm_model(
+                    model,
+                    name if not target.groups else f"{name}/{provider.name}",
+                    route_policies.request_header_modifier if route_policies else None,
+                    route_policies.response_header_modifier if route_policies else None,
+                    _backend_timeout(route_policies, provider.policies, declared.policies),
+                )
+                members.append(len(routes))
+                routes.append(model_route)
+            indexes.append(tuple(members))
+        _, _, ai_policy = _merged(route_policies, target.policies, declared.policies)
+        resolver = RouteTypeResolver(ai_policy.routes if ai_policy is not None else ())
+        first = routes[0].backend
+        assert isinstance(first, RuntimeBackend)
+        return RuntimeBackend(
+            name=name,
+            weight=declared.weight,
+            host=first.host,
+            port=first.port,
+            endpoint=first.endpoint,
+            protocol="llm",
+            ssl=None,
+            server_hostname=None,
+            pool_key=("", 0, 0),
+            auto_authority=None,
+            request_headers=RequestHeaderPlan.build([], None),
+            response_drop=RESPONSE_HOP_BY_HOP,
+            response_extra=b"",
+            redirect=None,
+            backend_request_timeout=None,
+            ai=AIRuntime(
+                model_override=None,
+                route_types=resolver,
+                has_host_override=False,
+                path_prefix=None,
+                path_override=None,
+                max_body=self.llm_buffer,
+            ),
+            router=ProviderGroups(routes, tuple(indexes), resolver),
+        )
+
+    def llm_model(
+        self,
+        model: LLMModel,
+        name: str,
+        route_request: HeaderModifier | None = None,
+        route_response: HeaderModifier | None = None,
+        timeout: float | None = None,
+    ) -> RuntimeBackend:
         """One `llm.models` entry's upstream: its provider's host (TLS with public roots), or
         `baseUrl`/`hostOverride`; the API key in the header its provider reads."""
         tls = model.backend_tls
@@ -448,7 +520,7 @@ class _Compiler:
         else:
             default_port = 443 if context is not None else 80
             auto_authority = (host if port == default_port else f"{host}:{port}").encode()
-        response_plan = ResponseHeaderPlan.build([model.response_headers])
+        response_plan = ResponseHeaderPlan.build([route_response, model.response_headers])
         return RuntimeBackend(
             name=name,
             weight=1,
@@ -460,11 +532,13 @@ class _Compiler:
             server_hostname=server_hostname,
             pool_key=(host, port, id(context) if context is not None else 0),
             auto_authority=auto_authority,
-            request_headers=RequestHeaderPlan.build([own, model.request_headers], auth),
+            request_headers=RequestHeaderPlan.build(
+                [own, route_request, model.request_headers], auth
+            ),
             response_drop=response_plan.drop if response_plan else RESPONSE_HOP_BY_HOP,
             response_extra=response_plan.extra if response_plan else b"",
             redirect=None,
-            backend_request_timeout=None,
+            backend_request_timeout=timeout,
             ai=None,
         )
 
@@ -555,6 +629,63 @@ class _Compiler:
             result.tls_listeners = {contexts[id(t)]: t for t in tables.values()}
         return result
 
+
+
+# Route types the binds form's OpenAI backend serves on its own fast path (no translation).
+_FAST_ROUTE_TYPES = frozenset({"completions", "responses", "embeddings", "detect", "passthrough",
+                               "models"})  # fmt: skip
+
+
+def _openai_fast_path(target: AIBackend, route: Route, declared: RouteBackend) -> bool:
+    if target.groups or target.provider != "openAI":
+        return False
+    _, _, ai_policy = _merged(route.policies, target.policies, declared.policies)
+    routes = ai_policy.routes if ai_policy is not None else ()
+    return all(route_type in _FAST_ROUTE_TYPES for _, route_type in routes)
+
+
+def _backend_timeout(route_policies: RoutePolicies | None, *own: BackendPolicies | None
+                     ) -> float | None:
+    timeout = None
+    for policies in own:
+        if policies is not None:
+            timeout = policies.backend_request_timeout or timeout
+    if timeout is None and route_policies is not None and route_policies.timeout is not None:
+        timeout = route_policies.timeout.backend_request_timeout
+    return timeout
+
+
+def _provider_model(
+    provider: AIBackend,
+    route_policies: RoutePolicies | None,
+    backend_policies: BackendPolicies | None,
+    where: str,
+) -> LLMModel:
+    """One provider of an `ai` backend as an `llm.models` entry: the same upstream rules."""
+    tls, auth, _ = _merged(route_policies, provider.policies, backend_policies)
+    own = provider.policies
+    api_key = None
+    if auth is not None and auth.header_name == "authorization" and auth.prefix == "Bearer ":
+        # The default location: the provider decides the header (x-api-key for Anthropic).
+        api_key, auth = auth.key, None
+    if tls is None and provider.host_override is None:
+        tls = BackendTLS()
+    return LLMModel(
+        name=provider.name,
+        provider=provider.provider,
+        path=where,
+        model=provider.model,
+        api_key=api_key,
+        host_override=provider.host_override,
+        path_override=provider.path_override,
+        path_prefix=provider.path_prefix,
+        azure=provider.azure,
+        request_headers=own.request_header_modifier if own is not None else None,
+        response_headers=own.response_header_modifier if own is not None else None,
+        backend_tls=tls,
+        auth=auth,
+        health=own.health if own is not None else None,
+    )
 
 
 def compile_config(config: Config) -> list[RuntimeBind]:

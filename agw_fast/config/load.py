@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal, cast
 
 from agw_fast.config.durations import parse_duration
 from agw_fast.config.envsubst import expand_env
@@ -25,6 +26,7 @@ from agw_fast.config.load_tls import parse_frontend_tls, parse_listener_tls
 from agw_fast.config.model import (
     AccessLogPolicy,
     AIBackend,
+    AzureParams,
     BackendPoolConfig,
     Bind,
     Config,
@@ -40,6 +42,7 @@ from agw_fast.config.model import (
 )
 from agw_fast.config.validate import (
     Obj,
+    as_list,
     as_str,
     as_str_map,
     check_header_name,
@@ -47,6 +50,7 @@ from agw_fast.config.validate import (
     check_socket_addr,
     check_url_path,
     choice,
+    join,
     not_supported,
     parse_host_port,
 )
@@ -460,10 +464,35 @@ def _backend(raw: object, path: str, base_dir: Path) -> RouteBackend:
 
 
 def _ai(raw: object, path: str, base_dir: Path) -> AIBackend:
+    if isinstance(raw, dict) and "groups" in raw:
+        extra = sorted(set(raw) - {"groups"})
+        if extra:
+            raise ConfigError(join(path, extra[0]), "groups cannot be combined with a provider")
+        groups_path = join(path, "groups")
+        groups = []
+        names: set[str] = set()
+        for gi, group_raw in enumerate(as_list(raw["groups"], groups_path)):
+            g = Obj(group_raw, f"{groups_path}[{gi}]", "LocalAIProviders")
+            group = tuple(_named_provider(item, p, base_dir) for p, item in g.items("providers"))
+            g.close()
+            if not group:
+                raise ConfigError(f"{groups_path}[{gi}].providers", "a group needs a provider")
+            for provider in group:
+                if provider.name in names:
+                    raise ConfigError(groups_path, f"duplicate provider name {provider.name}")
+                names.add(provider.name)
+            groups.append(group)
+        if not groups:
+            raise ConfigError(groups_path, "groups needs at least one group")
+        return AIBackend(name=groups[0][0].name, groups=tuple(groups))
+    return _named_provider(raw, path, base_dir)
+
+
+def _named_provider(raw: object, path: str, base_dir: Path) -> AIBackend:
     o = Obj(raw, path, "LocalAIBackend")
     name = o.req_str("name")
     provider_path = o.child("provider")
-    model = _provider(o.require("provider"), provider_path)
+    kind, model, azure = _provider(o.require("provider"), provider_path)
     host_override = o.get("hostOverride")
     path_override = o.get("pathOverride")
     path_prefix = o.get("pathPrefix")
@@ -471,9 +500,19 @@ def _ai(raw: object, path: str, base_dir: Path) -> AIBackend:
         raise not_supported(o.child("tokenize"), "token counting")
     policies_raw = o.get("policies")
     o.close()
+    policies = (
+        None
+        if policies_raw is None
+        else parse_backend_policies(policies_raw, o.child("policies"), base_dir, provider=True)
+    )
+    if kind == "azure" and (policies is None or policies.backend_auth is None):
+        raise not_supported(
+            provider_path + ".azure",
+            "azure without backendAuth (Entra ID credentials); set policies.backendAuth.key",
+        )
     return AIBackend(
         name=name,
-        provider="openAI",
+        provider=kind,
         model=model,
         host_override=None
         if host_override is None
@@ -484,23 +523,49 @@ def _ai(raw: object, path: str, base_dir: Path) -> AIBackend:
         path_prefix=None
         if path_prefix is None
         else check_url_path(path_prefix, o.child("pathPrefix")),
-        policies=None
-        if policies_raw is None
-        else parse_backend_policies(policies_raw, o.child("policies"), base_dir),
+        policies=policies,
+        azure=azure,
     )
 
 
-def _provider(raw: object, path: str) -> str | None:
-    """The `openAI` provider's model (None: keep the client's); other providers are refused."""
-    o = Obj(raw, path, "AIProvider")
-    openai = o.get("openAI")
-    o.close()
-    if openai is None:
-        if isinstance(raw, dict) and "openAI" in raw:
-            return None  # `openAI:` with an empty block: no model override
-        raise ConfigError(path, "a provider is required (agw-fast supports openAI)")
-    p = Obj(openai, o.child("openAI"), "OpenAIProvider")
-    model = p.opt_str("model")
-    p.close()
-    return model
+_AI_PROVIDERS = ("openAI", "anthropic", "gemini", "azure")
+_PROVIDER_SPECS = {
+    "openAI": "OpenAIProvider",
+    "anthropic": "AnthropicProvider",
+    "gemini": "GeminiProvider",
+    "azure": "AzureProvider",
+}
 
+
+def _provider(
+    raw: object, path: str
+) -> tuple[Literal["openAI", "anthropic", "gemini", "azure"], str | None, AzureParams | None]:
+    """The provider's kind, its model override (None: keep the client's), Azure's settings."""
+    o = Obj(raw, path, "AIProvider")
+    present = [k for k in _AI_PROVIDERS if k in o.keys() or (isinstance(raw, dict) and k in raw)]
+    if len(present) != 1:
+        raise ConfigError(
+            path,
+            "exactly one provider is required (agw-fast has openAI, anthropic, gemini and azure)",
+        )
+    kind = cast(Literal["openAI", "anthropic", "gemini", "azure"], present[0])
+    body = o.get(kind)
+    o.close()
+    p = Obj({} if body is None else body, join(path, kind), _PROVIDER_SPECS[kind])
+    model = p.opt_str("model")
+    azure = None
+    if kind == "azure":
+        resource_type = choice(
+            p.require("resourceType"), p.child("resourceType"), ("openAI", "foundry")
+        )
+        project = p.opt_str("projectName")
+        if resource_type == "foundry" and project is None:
+            raise ConfigError(p.child("projectName"), "azure foundry requires projectName")
+        azure = AzureParams(
+            p.req_str("resourceName"),
+            cast(Literal["openAI", "foundry"], resource_type),
+            p.opt_str("apiVersion"),
+            project,
+        )
+    p.close()
+    return kind, model, azure

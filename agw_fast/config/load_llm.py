@@ -19,6 +19,7 @@ from agw_fast.config.load_policies import (
     parse_backend_auth,
     parse_backend_tls,
     parse_header_modifier,
+    parse_health,
     parse_route_policies,
     parse_secret,
     parse_value_match,
@@ -29,9 +30,7 @@ from agw_fast.config.model import (
     BackendAuth,
     BackendTLS,
     Bind,
-    Eviction,
     HeaderModifier,
-    HealthPolicy,
     HostBackend,
     Listener,
     LLMModel,
@@ -329,7 +328,7 @@ def _model(
         response_headers=_modifier(o.get("responseHeaders"), o.child("responseHeaders")),
         backend_tls=backend_tls,
         auth=auth,
-        health=_health(o.get("health"), o.child("health")),
+        health=parse_health(o.get("health"), o.child("health")),
         passthrough=passthrough,
     )
     o.close()
@@ -424,47 +423,6 @@ def _matches_list(raw: object, path: str) -> tuple[tuple[ValueMatch, ...], ...]:
 
 def _modifier(raw: object, path: str) -> HeaderModifier | None:
     return None if raw is None else parse_header_modifier(raw, path)
-
-
-def _health(raw: object, path: str) -> HealthPolicy | None:
-    if raw is None:
-        return None
-    o = Obj(raw, path, "LocalHealthPolicy")
-    expression = o.opt_str("unhealthyExpression")
-    if expression is not None and not expression.strip():
-        expression = None
-    eviction_raw = o.get("eviction")
-    eviction = None
-    if eviction_raw is not None:
-        e = Obj(eviction_raw, o.child("eviction"), "LocalEviction")
-        scores = {}
-        for key in ("restoreHealth", "healthThreshold"):
-            value = e.get(key)
-            if value is None:
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not (0.0 <= float(value) <= 1.0)
-            ):
-                raise ConfigError(
-                    e.child(key), f"health.eviction.{key} must be between 0.0 and 1.0"
-                )
-            scores[key] = float(value)
-        failures = e.get("consecutiveFailures")
-        eviction = Eviction(
-            duration=e.opt_duration("duration"),
-            restore_health=scores.get("restoreHealth"),
-            consecutive_failures=(
-                None
-                if failures is None
-                else as_int(failures, e.child("consecutiveFailures"), -(2**31), 2**31 - 1)
-            ),
-            health_threshold=scores.get("healthThreshold"),
-        )
-        e.close()
-    o.close()
-    return HealthPolicy(expression, eviction, f"{path}.unhealthyExpression")
 
 
 def _virtual_model(raw: object, path: str) -> LLMVirtualModel:

@@ -30,8 +30,10 @@ from agw_fast.config.model import (
     CredentialLocation,
     DelayPolicy,
     DirectResponse,
+    Eviction,
     GatewayPolicies,
     HeaderModifier,
+    HealthPolicy,
     HtpasswdEntry,
     JwtAuth,
     JwtMode,
@@ -75,6 +77,7 @@ __all__ = [
     "parse_backend_tls",
     "parse_gateway_policies",
     "parse_header_modifier",
+    "parse_health",
     "parse_route_policies",
     "parse_secret",
     "parse_value_match",
@@ -96,12 +99,9 @@ ROUTE_TYPES = (
     "geminiCountTokens",
     "rerank",
 )
-# The route types agw-fast serves: the OpenAI JSON endpoints, `detect`, `passthrough`, and
-# `models`, which agentgateway itself answers with a 501. The others need a translation or
-# a protocol (Anthropic messages, Gemini, websockets) agw-fast does not have yet.
-SERVED_ROUTE_TYPES = frozenset(
-    {"completions", "responses", "embeddings", "detect", "passthrough", "models"}
-)
+# The route types agw-fast serves: all but `realtime` (websockets). `models` is agentgateway's
+# own 501 answer.
+SERVED_ROUTE_TYPES = frozenset(ROUTE_TYPES) - {"realtime"}
 # http_serde's spellings of http::Version; agw-fast speaks HTTP/1.1 to every backend.
 _LIMIT_TYPES = ("requests", "tokens")
 _HTTP_VERSIONS = ("HTTP/0.9", "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3.0")
@@ -874,9 +874,16 @@ def parse_gateway_policies(raw: object, path: str, base_dir: Path) -> GatewayPol
     return None if result == GatewayPolicies() else result
 
 
-def parse_backend_policies(raw: object, path: str, base_dir: Path) -> BackendPolicies | None:
-    """A backend's `policies` (LocalBackendPolicies); None when nothing is set."""
+def parse_backend_policies(
+    raw: object, path: str, base_dir: Path, *, provider: bool = False
+) -> BackendPolicies | None:
+    """A backend's `policies` (LocalBackendPolicies); None when nothing is set. `provider`: the
+    policies of an `ai` backend's provider, where `health` steers failover between providers
+    (a single-endpoint backend has nothing to evict to: there it is refused)."""
     o = Obj(raw, path, "LocalBackendPolicies")
+    health_raw = o.get("health")
+    if health_raw is not None and not provider:
+        raise not_supported(o.child("health"), "health outside an ai backend's providers")
     req_hm, p1 = o.get("requestHeaderModifier"), o.child("requestHeaderModifier")
     resp_hm, p2 = o.get("responseHeaderModifier"), o.child("responseHeaderModifier")
     redirect, p3 = o.get("requestRedirect"), o.child("requestRedirect")
@@ -893,6 +900,7 @@ def parse_backend_policies(raw: object, path: str, base_dir: Path) -> BackendPol
         backend_auth=None if auth is None else _backend_auth(auth, p5, base_dir),
         backend_request_timeout=None if http is None else _backend_http(http, p6),
         ai=None if ai is None else _ai_policy(ai, p7),
+        health=None if health_raw is None else parse_health(health_raw, o.child("health")),
     )
     return None if result == BackendPolicies() else result
 
@@ -924,6 +932,48 @@ def parse_value_match(raw: object, path: str, *, header: bool) -> ValueMatch:
     text = check_regex(v.get(key), value_path) if key == "regex" else as_str(v.get(key), value_path)
     v.close()
     return ValueMatch(name, "regex", text) if key == "regex" else ValueMatch(name, "exact", text)
+
+
+def parse_health(raw: object, path: str) -> HealthPolicy | None:
+    """`health` (LocalHealthPolicy): the unhealthy condition and eviction settings."""
+    if raw is None:
+        return None
+    o = Obj(raw, path, "LocalHealthPolicy")
+    expression = o.opt_str("unhealthyExpression")
+    if expression is not None and not expression.strip():
+        expression = None
+    eviction_raw = o.get("eviction")
+    eviction = None
+    if eviction_raw is not None:
+        e = Obj(eviction_raw, o.child("eviction"), "LocalEviction")
+        scores = {}
+        for key in ("restoreHealth", "healthThreshold"):
+            value = e.get(key)
+            if value is None:
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0.0 <= float(value) <= 1.0)
+            ):
+                raise ConfigError(
+                    e.child(key), f"health.eviction.{key} must be between 0.0 and 1.0"
+                )
+            scores[key] = float(value)
+        failures = e.get("consecutiveFailures")
+        eviction = Eviction(
+            duration=e.opt_duration("duration"),
+            restore_health=scores.get("restoreHealth"),
+            consecutive_failures=(
+                None
+                if failures is None
+                else as_int(failures, e.child("consecutiveFailures"), -(2**31), 2**31 - 1)
+            ),
+            health_threshold=scores.get("healthThreshold"),
+        )
+        e.close()
+    o.close()
+    return HealthPolicy(expression, eviction, f"{path}.unhealthyExpression")
 
 
 # The backend-facing parsers, shared with the `llm:` form (config/load_llm.py).

@@ -245,6 +245,7 @@ class BackendPolicies:
     backend_auth: BackendAuth | None = None
     backend_request_timeout: float | None = None  # backend `http.requestTimeout`
     ai: AIPolicy | None = None
+    health: HealthPolicy | None = None  # read for the providers of an `ai` backend only
 
 
 JwtMode = Literal["strict", "optional", "permissive"]
@@ -375,13 +376,18 @@ class HostBackend:
 
 @dataclass(frozen=True, slots=True)
 class AIBackend:
+    """An `ai` backend: one named provider, or (`groups`) priority groups of them (then the
+    other fields are unused)."""
+
     name: str
-    provider: Literal["openAI"] = "openAI"
-    model: str | None = None  # provider.openAI.model
+    provider: Literal["openAI", "anthropic", "gemini", "azure"] = "openAI"
+    model: str | None = None  # provider.<kind>.model
     host_override: HostBackend | None = None
     path_override: str | None = None
     path_prefix: str | None = None
     policies: BackendPolicies | None = None  # ai.policies
+    azure: AzureParams | None = None
+    groups: tuple[tuple[AIBackend, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,15 +141,19 @@ _TABLE: dict[str, tuple[str, str]] = {
         "aws backend dynamic internal invalid mcp routeGroup service",
     ),
     "LocalAIBackend": (
-        "name provider hostOverride pathOverride pathPrefix tokenize policies",
-        "groups",
+        "name provider hostOverride pathOverride pathPrefix tokenize policies groups",
+        "",
     ),
-    "AIProvider": ("openAI", "anthropic azure bedrock copilot custom gemini vertex"),
+    "AIProvider": ("openAI anthropic gemini azure", "bedrock copilot custom vertex"),
+    "AnthropicProvider": ("model", ""),
+    "GeminiProvider": ("model", ""),
+    "AzureProvider": ("model resourceName resourceType apiVersion projectName", ""),
+    "LocalAIProviders": ("providers", ""),
     "OpenAIProvider": ("model", "moderation"),
     "LocalBackendPolicies": (
         "requestHeaderModifier responseHeaderModifier requestRedirect backendTLS "
-        "backendAuth http ai",
-        "a2a authorization backendTunnel extAuthz health inferenceRouting "
+        "backendAuth http ai health",
+        "a2a authorization backendTunnel extAuthz inferenceRouting "
         "mcpAuthorization mcpGuardrails sessionAffinity tcp transformations",
     ),
     "HTTP": ("version requestTimeout", ""),

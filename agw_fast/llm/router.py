@@ -23,16 +23,17 @@ from urllib.parse import unquote
 from agw_fast.config.model import LLMModel, LLMVirtualModel, ValueMatch
 from agw_fast.config.rust_regex import compile_rust_regex
 from agw_fast.core import cel
-from agw_fast.errors import ConfigError
+from agw_fast.errors import ConfigError, ProxyError
 from agw_fast.llm.health import HealthState, choose_failover
 from agw_fast.llm.jsonbytes import loads
-from agw_fast.llm.providers.openai import RouteTypeResolver
+from agw_fast.llm.providers.openai import LLMRequestError, RouteTypeResolver
 
 __all__ = [
     "DEFAULT_ROUTE_TYPES",
     "LocalAnswer",
     "ModelRoute",
     "ModelRouter",
+    "ProviderGroups",
     "Routed",
     "llm_error",
 ]
@@ -61,6 +62,8 @@ DEFAULT_ROUTE_TYPES: tuple[tuple[str, str], ...] = (
 _PATH_MODEL = re.compile(
     r"/models/([^/:]+):(?:generateContent|streamGenerateContent|countTokens|rawPredict|streamRawPredict)$"
 )
+# agentgateway's own answer for the `models` route type of an `ai` backend.
+MODELS_NOT_IMPLEMENTED = """{"error":"Route 'Models' not implemented"}"""
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -448,3 +451,63 @@ def _header_values(fields: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
         if key not in headers:
             headers[key] = value.decode("latin-1")
     return headers
+
+
+class ProviderGroups:
+    """The binds form's `ai` backend when it needs more than the OpenAI fast path: a provider
+    other than OpenAI, a route type that is translated, or `groups` (priority groups of
+    providers with failover, as agentgateway's `EndpointSet`). The route type comes from the
+    route's `ai.routes`; the provider's `model`, when set, replaces the client's."""
+
+    __slots__ = ("routes", "groups", "route_types", "health")
+
+    def __init__(
+        self,
+        routes: Sequence[ModelRoute],
+        groups: tuple[tuple[int, ...], ...],
+        route_types: RouteTypeResolver,
+    ) -> None:
+        self.routes = tuple(routes)
+        self.groups = groups
+        self.route_types = route_types
+        self.health = [HealthState() for _ in routes]
+
+    def resolve(
+        self,
+        path: str,
+        header_fields: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        request_variables: Callable[[], dict[str, object]],
+        now: float,
+    ) -> LocalAnswer | Routed:
+        route_type = self.route_types(path)
+        if route_type == "models":
+            raise ProxyError(501, MODELS_NOT_IMPLEMENTED, content_type=b"application/json")
+        index = 0 if len(self.routes) == 1 else choose_failover(self.groups, self.health, now)
+        route = self.routes[index]
+        health = self.health[index]
+        if route_type == "passthrough":
+            return Routed(route, route_type, "", None, health)
+        try:
+            parsed = loads(body)
+        except (ValueError, RecursionError) as error:
+            if route_type == "detect":
+                return Routed(route, route_type, "", None, health)
+            raise LLMRequestError(f"invalid JSON: {error}") from None
+        if type(parsed) is not dict:
+            if route_type == "detect":
+                return Routed(route, route_type, "", None, health)
+            raise LLMRequestError("invalid JSON: request body must be a JSON object")
+        obj = cast("dict[str, object]", parsed)
+        path_model = _PATH_MODEL.search(path)
+        if path_model is not None and type(obj.get("model")) is not str:
+            obj["model"] = unquote(path_model.group(1))
+        provider_model = route.config.model
+        if provider_model is not None and route_type != "detect":
+            obj["model"] = provider_model
+        model = obj.get("model")
+        if type(model) is not str:
+            if route_type == "detect":
+                return Routed(route, route_type, "", None, health)
+            raise LLMRequestError("missing field: model not specified")
+        return Routed(route, route_type, model, obj, health)

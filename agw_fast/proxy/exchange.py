@@ -47,7 +47,7 @@ from agw_fast.llm.calls import prepare_call
 from agw_fast.llm.exchange import LLMRequest, LLMResponseObserver, prepare_llm_request
 from agw_fast.llm.health import retry_after_seconds
 from agw_fast.llm.providers.openai import decode_request_body
-from agw_fast.llm.router import LocalAnswer, ModelRouter, Routed
+from agw_fast.llm.router import LocalAnswer, ModelRouter, ProviderGroups, Routed
 from agw_fast.llm.translate import Translation, TranslationError
 from agw_fast.llm.translate.relay import TranslatedRelay
 from agw_fast.log import logger
@@ -427,7 +427,7 @@ class Exchange:
         self._acquire()
 
     def _route_llm_request(
-        self, router: ModelRouter, max_body: int, body: bytes
+        self, router: ModelRouter | ProviderGroups, max_body: int, body: bytes
     ) -> LLMRequest | None:
         """The `llm:` form: the router picks a model (or answers itself, then None), whose
         backend this exchange then uses; its provider's call is prepared. Raises ProxyError."""
@@ -641,6 +641,18 @@ class Exchange:
         if out:
             self.flush_response_head()
             self.down.write(out)
+        if relay.error is not None and relay.streaming and not self.finished:
+            self._cut_translated(relay.error)
+
+    def _cut_translated(self, error: str) -> None:
+        """A provider stream that cannot be translated: what was sent stays sent, and the
+        connection closes without the last chunk, so the client sees an incomplete body."""
+        logger.warning("closing a translated LLM stream: %s", error)
+        self.flush_response_head()
+        self.error = error
+        self._release_upstream()
+        self.down.close()
+        self._finish(keep_alive=False)
 
     def _end_translated(self, relay: TranslatedRelay) -> None:
         """The provider's response ended: the rest of a stream, or the whole translated
@@ -649,12 +661,13 @@ class Exchange:
         assert llm is not None
         if relay.streaming:
             tail = relay.finish()
+            llm.translated(relay.usage, relay.model, relay.first_token_at)
+            if relay.error is not None:
+                self._cut_translated(relay.error)
+                return
             self.flush_response_head()
             if tail:
                 self.down.write(tail)
-            if relay.error is not None:
-                self.error = relay.error
-            llm.translated(relay.usage, relay.model, relay.first_token_at)
             return
         down = self.down
         close = not down.keep_alive or down.closing or not self.request_done

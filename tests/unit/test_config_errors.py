@@ -120,11 +120,16 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
         f"{B}.policies.http.version",
         backend({"host": "h:1", "policies": {"http": {"version": "HTTP/2.0"}}}),
     ),
-    (f"{AI}.groups", backend({"ai": {"groups": []}})),
-    (f"{AI}.provider.anthropic", backend({"ai": {"name": "x", "provider": {"anthropic": {}}}})),
+    (f"{AI}.provider.vertex", backend({"ai": {"name": "x", "provider": {"vertex": {}}}})),
+    (f"{AI}.provider.bedrock", backend({"ai": {"name": "x", "provider": {"bedrock": {}}}})),
     (f"{AI}.provider.openAI.moderation", ai({"provider": {"openAI": {"moderation": {}}}})),
     (f"{AI}.tokenize", ai({"tokenize": True})),
-    (f"{AI}.policies.health", ai({"policies": {"health": {}}})),
+    (f"{B}.policies.health", backend({"host": "h:1", "policies": {"health": {}}})),
+    (
+        f"{AI}.provider.azure",
+        backend({"ai": {"name": "x", "provider": {"azure": {"resourceName": "r",
+                                                          "resourceType": "openAI"}}}}),
+    ),
 ]
 
 
@@ -281,7 +286,13 @@ ERRORS: list[tuple[object, str, str]] = [
     (backend({"host": "h:1", "weight": -1}), f"{B}.weight", "must be in >= 0, got -1"),
     (backend({"ai": {"provider": {"openAI": {}}}}), f"{AI}.name", 'missing required field "name"'),
     (backend({"ai": {"name": "x"}}), f"{AI}.provider", 'missing required field "provider"'),
-    (backend({"ai": {"name": "x", "provider": {}}}), f"{AI}.provider", "a provider is required"),
+    (backend({"ai": {"name": "x", "provider": {}}}), f"{AI}.provider", "exactly one provider"),
+    (backend({"ai": {"groups": []}}), f"{AI}.groups", "groups needs at least one group"),
+    (
+        backend({"ai": {"groups": [{"providers": []}]}}),
+        f"{AI}.groups[0].providers",
+        "a group needs a provider",
+    ),
     (
         backend({"ai": {"name": "x", "provider": "openAI"}}),
         f"{AI}.provider",

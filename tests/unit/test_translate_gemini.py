@@ -656,7 +656,7 @@ THINKING_STREAM = b"".join(
                 "responseId": "r1",
             }
         ),
-        b": a comment\n\ndata: {broken json\n\n",
+        b": a comment\n\n",
         event(
             {
                 "candidates": [{"content": {"parts": [{"text": "Hé"}]}}],
@@ -885,3 +885,11 @@ def test_every_translation_is_independent() -> None:
     a.feed(THINKING_STREAM)
     assert b.usage is None and b.model is None
     assert list(itertools.islice(iter(normalize_created(run(b, [THINKING_STREAM]))), 1))
+
+
+def test_an_unreadable_stream_event_cuts_the_translated_stream() -> None:
+    """agentgateway skips it; a translated stream that skipped content would look complete
+    while missing some, so agw-fast raises (the exchange then cuts the client's stream)."""
+    stream = CompletionsFromGemini("m", Clock()).stream()
+    with pytest.raises(TranslationError, match="unreadable Gemini event"):
+        stream.feed(b"data: {broken json\n\n")

@@ -17,7 +17,7 @@ from agw_fast.llm.translate.anthropic_response import (
     anthropic_error_json,
     chat_usage_for_anthropic,
 )
-from agw_fast.llm.translate.anthropic_stream import json_event, read_events
+from agw_fast.llm.translate.anthropic_stream import read_events, strict_json_event
 from agw_fast.llm.translate.events import SSEEventReader
 from agw_fast.llm.usage import Usage, usage_from_mapping
 
@@ -103,9 +103,7 @@ class ChatToMessagesStream:
             if self._started:
                 self._flush(out, force=True)
             return
-        chunk = json_event(payload)
-        if chunk is None:
-            return
+        chunk = strict_json_event(payload)
         error = chunk.get("error")
         if type(error) is dict:
             message, kind = error.get("message"), error.get("type")

@@ -31,6 +31,7 @@ __all__ = [
     "MessagesPassthroughStream",
     "MessagesToChatStream",
     "json_event",
+    "strict_json_event",
     "read_events",
 ]
 
@@ -44,6 +45,15 @@ def json_event(data: bytes) -> dict[str, object] | None:
     except (ValueError, RecursionError):
         return None
     return obj if type(obj) is dict else None
+
+
+def strict_json_event(data: bytes) -> dict[str, object]:
+    """An event a translation must read: one that is not a JSON object cuts the stream (a
+    translated stream that skipped it would look complete while missing content)."""
+    event = json_event(data)
+    if event is None:
+        raise TranslationError(f"provider stream: an event is not a JSON object: {data[:80]!r}")
+    return event
 
 
 def read_events(reader: SSEEventReader, data: bytes | None) -> list[tuple[bytes | None, bytes]]:
@@ -174,9 +184,7 @@ class MessagesToChatStream:
     def _event(self, payload: bytes, out: list[str]) -> None:
         if self._errored:
             return
-        event = json_event(payload)
-        if event is None:
-            return
+        event = strict_json_event(payload)
         kind = event.get("type")
         if kind == "content_block_delta":
             if self.first_token_at is None:

@@ -380,9 +380,9 @@ class _Telemetry:
         try:
             chunk = _Chunk(loads(data))
         except (ValueError, RecursionError, TranslationError) as e:
-            # agentgateway skips an event it cannot read and goes on with the stream.
-            _log.debug("skipping an unreadable Gemini stream event: %s", e)
-            return None
+            # agentgateway skips an event it cannot read; a translated stream that skipped
+            # content would look complete while missing some, so it is cut instead.
+            raise TranslationError(f"provider stream: unreadable Gemini event: {e}") from None
         if self.first_token_at is None:
             self.first_token_at = self._clock()
         if self.model is None and chunk.model is not None:
