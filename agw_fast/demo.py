@@ -1,7 +1,9 @@
 """`agw-fast demo`: the gateway on the bundled demo config, in front of the bundled mock LLM.
 
-Runs with no API key and no internet: the mock LLM starts as a child process on
-$MOCK_LLM_PORT (default 18000) and the gateway serves `demo.yaml` on $DEMO_PORT (3000).
+Runs with no API key and no internet: two mock LLMs start as child processes, a healthy one
+on $MOCK_LLM_PORT (default 18000) and one that fails every request on $MOCK_FLAKY_PORT
+(18001), and the gateway serves `demo.yaml`: the binds form on $DEMO_PORT (3000) and the
+`llm:` form on $DEMO_LLM_PORT (4000).
 """
 
 from __future__ import annotations
@@ -41,27 +43,36 @@ def run_demo(argv: list[str]) -> int:
     parser.add_argument(
         "--mock-port", type=int, default=int(os.environ.get("MOCK_LLM_PORT", 18000))
     )
+    parser.add_argument(
+        "--flaky-port", type=int, default=int(os.environ.get("MOCK_FLAKY_PORT", 18001))
+    )
+    parser.add_argument(
+        "--llm-port", type=int, default=int(os.environ.get("DEMO_LLM_PORT", 4000))
+    )
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     if args.workers < 1:
         print("agw-fast demo: --workers must be at least 1", file=sys.stderr)
         return 2
-    mock = subprocess.Popen(
-        [
-            sys.executable, "-m", "agw_fast", "mock-llm",
-            "--host", "127.0.0.1", "--port", str(args.mock_port), "--chunk-delay", "0.05",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    mocks = [
+        _start_mock(args.mock_port, "--chunk-delay", "0.05"),
+        _start_mock(args.flaky_port, "--fail-status", "503"),
+    ]
     try:
-        ready = _wait_for_line(mock, 10.0)
-        if "listening" not in ready:
-            print(f"agw-fast demo: the mock LLM did not start ({ready or 'no output'})",
-                  file=sys.stderr)
-            return 1
+        for mock in mocks:
+            ready = _wait_for_line(mock, 10.0)
+            if "listening" not in ready:
+                print(f"agw-fast demo: the mock LLM did not start ({ready or 'no output'})",
+                      file=sys.stderr)
+                return 1
         os.environ["MOCK_LLM_PORT"] = str(args.mock_port)
+        os.environ["MOCK_FLAKY_PORT"] = str(args.flaky_port)
         os.environ["DEMO_PORT"] = str(args.port)
+        os.environ["DEMO_LLM_PORT"] = str(args.llm_port)
+        chat = (
+            "-H 'content-type: application/json' "
+            "-d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'"
+        )
         print(
             f"agw-fast demo: gateway on http://127.0.0.1:{args.port} -> mock LLM on "
             f"127.0.0.1:{args.mock_port}. Try:\n"
@@ -73,6 +84,12 @@ def run_demo(argv: list[str]) -> int:
             "-d '{\"model\":\"any\",\"stream\":true,"
             "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'\n"
             "  curl -s http://127.0.0.1:15020/metrics | grep token_usage\n"
+            f"The llm: form on http://127.0.0.1:{args.llm_port} (two providers, failover):\n"
+            f"  curl -s http://127.0.0.1:{args.llm_port}/v1/models\n"
+            f"  curl -s http://127.0.0.1:{args.llm_port}/v1/chat/completions "
+            + chat % "claude/haiku" + "   # OpenAI in, Anthropic out\n"
+            f"  curl -s http://127.0.0.1:{args.llm_port}/v1/chat/completions "
+            + chat % "resilient" + "   # 503 once, then the backup\n"
             "Stop with Ctrl-C.",
             flush=True,
         )
@@ -86,8 +103,19 @@ def run_demo(argv: list[str]) -> int:
             return 1
         return serve(config, workers=args.workers, bind_address="127.0.0.1")
     finally:
-        mock.terminate()
-        try:
-            mock.wait(5)
-        except subprocess.TimeoutExpired:
-            mock.kill()
+        for mock in mocks:
+            mock.terminate()
+        for mock in mocks:
+            try:
+                mock.wait(5)
+            except subprocess.TimeoutExpired:
+                mock.kill()
+
+
+def _start_mock(port: int, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agw_fast", "mock-llm", "--host", "127.0.0.1", "--port",
+         str(port), *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+    )

@@ -35,13 +35,15 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 def demo(tmp_path: Path) -> Iterator[tuple[Process, dict[str, int]]]:
     # Free ports found by binding port 0 and releasing them: a tiny race we accept.
     ports = {name: unused_port() for name in
-             ("DEMO_PORT", "MOCK_LLM_PORT", "DEMO_STATS_PORT", "DEMO_READY_PORT")}
+             ("DEMO_PORT", "MOCK_LLM_PORT", "DEMO_STATS_PORT", "DEMO_READY_PORT",
+              "DEMO_LLM_PORT", "MOCK_FLAKY_PORT")}
     assert len(set(ports.values())) == len(ports)
     log = tmp_path / "demo.log"
     proc = _start(["demo"], log, {name: str(port) for name, port in ports.items()})
     try:
         (port,) = _wait_for(log, _LISTEN_RE, proc)[:1]
-        assert port == ports["DEMO_PORT"]
+        assert port in (ports["DEMO_PORT"], ports["DEMO_LLM_PORT"])
+        port = ports["DEMO_PORT"]
         assert _wait_for(log, _STATS_RE, proc)[0] == ports["DEMO_STATS_PORT"]
         _wait_accepting(port)
         yield Process(proc, log, port), ports
@@ -105,6 +107,25 @@ def test_demo_serves_completions_and_stops_on_sigterm(
     lines = poll(lambda: access_log_lines(process.output()), lambda found: len(found) >= 2,
                  what="two access log lines")
     assert [line["gen_ai.request.model"] for line in lines] == ["mock-gpt-4o"] * 2
+
+    # The llm: form, as the banner shows it: the models, a translated call, the failover.
+    llm = f"http://127.0.0.1:{ports['DEMO_LLM_PORT']}"
+    assert f"curl -s {llm}/v1/models" in banner
+    _wait_accepting(ports["DEMO_LLM_PORT"])
+    models = httpx.get(f"{llm}/v1/models", timeout=DEADLINE).json()
+    assert [m["id"] for m in models["data"]] == ["claude/*", "gpt-4o", "resilient"]
+    translated = httpx.post(f"{llm}/v1/chat/completions", json={
+        "model": "claude/haiku", "messages": MESSAGES}, timeout=DEADLINE)
+    assert translated.status_code == 200, translated.text
+    assert translated.json()["object"] == "chat.completion"
+    assert translated.json()["model"] == "haiku"
+    first = httpx.post(f"{llm}/v1/chat/completions", json={
+        "model": "resilient", "messages": MESSAGES}, timeout=DEADLINE)
+    assert first.status_code == 503  # the failing provider's own answer, once
+    for _ in range(3):
+        after = httpx.post(f"{llm}/v1/chat/completions", json={
+            "model": "resilient", "messages": MESSAGES}, timeout=DEADLINE)
+        assert after.status_code == 200 and after.json()["model"] == "haiku"
     assert "demo-secret-key" not in process.output()
 
     process.proc.send_signal(signal.SIGTERM)
