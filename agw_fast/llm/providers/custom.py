@@ -49,10 +49,10 @@ def custom_format(formats: Sequence[CustomFormat], route_type: str) -> str | Non
         if route_type not in _OWN_FORMAT:
             return None
         candidates = (route_type,)
-    accepted = {f.format for f in formats}
     for candidate in candidates:
-        if candidate in accepted:
-            return candidate
+        for accepted in formats:  # a handful: scanning beats building a set per call
+            if accepted.format == candidate:
+                return candidate
     return None
 
 
