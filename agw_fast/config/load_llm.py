@@ -30,6 +30,7 @@ from agw_fast.config.model import (
     BackendAuth,
     BackendTLS,
     Bind,
+    CustomFormat,
     HeaderModifier,
     HostBackend,
     Listener,
@@ -37,6 +38,7 @@ from agw_fast.config.model import (
     LLMRouter,
     LLMVirtualModel,
     LLMVirtualTarget,
+    ProviderFormat,
     Route,
     RouteBackend,
     RoutePolicies,
@@ -61,12 +63,47 @@ DEFAULT_LLM_PORT = 4000
 LLM_LISTENER = "llm"  # agentgateway's llm::LOCAL_LISTENER_NAME
 LLM_ROUTE = "llm:request"
 _PROVIDERS = ("openai", "openAI", "gemini", "vertex", "anthropic", "bedrock", "azure", "copilot")
-_PRESETS = (
-    "cohere", "ollama", "baseten", "cerebras", "deepinfra", "deepseek", "groq", "huggingface",
-    "mistral", "openrouter", "togetherai", "xai", "fireworks",
-)  # fmt: skip
 _SERVED_PROVIDERS = {"openai": "openAI", "openAI": "openAI", "anthropic": "anthropic",
                      "gemini": "gemini", "azure": "azure"}  # fmt: skip
+_FORMATS = (
+    "completions", "messages", "responses", "embeddings", "anthropicTokenCount",
+    "generateContent", "geminiCountTokens", "realtime", "rerank",
+)  # fmt: skip
+
+
+def _formats(*specs: str) -> tuple[CustomFormat, ...]:
+    """`"format"` or `"format=/fixed/path"` each."""
+    result = []
+    for spec in specs:
+        name, _, fixed = spec.partition("=")
+        result.append(CustomFormat(cast(ProviderFormat, name), fixed or None))
+    return tuple(result)
+
+
+# agentgateway's provider presets (llm/src/custom.rs `ProviderPreset`): custom providers
+# with a default `baseUrl` and the formats each vendor's API takes. The name is also the
+# provider name in telemetry.
+_PRESETS: dict[str, tuple[str, tuple[CustomFormat, ...]]] = {
+    "cohere": ("https://api.cohere.ai", _formats(
+        "completions=/compatibility/v1/chat/completions",
+        "embeddings=/compatibility/v1/embeddings", "rerank=/v2/rerank")),
+    "ollama": ("http://localhost:11434/v1", _formats("completions", "responses", "embeddings")),
+    "baseten": ("https://inference.baseten.co/v1", _formats("completions", "messages")),
+    "cerebras": ("https://api.cerebras.ai/v1", _formats("completions")),
+    "deepinfra": ("https://api.deepinfra.com/v1/openai", _formats(
+        "completions", "messages=/anthropic/v1/messages", "embeddings")),
+    "deepseek": ("https://api.deepseek.com/v1", _formats(
+        "completions", "messages=/anthropic/v1/messages", "responses")),
+    "groq": ("https://api.groq.com/openai/v1", _formats("completions", "responses")),
+    "huggingface": ("https://router.huggingface.co/v1", _formats("completions", "responses")),
+    "mistral": ("https://api.mistral.ai/v1", _formats("completions", "embeddings")),
+    "openrouter": ("https://openrouter.ai/api/v1", _formats(
+        "completions", "messages", "responses", "embeddings", "rerank")),
+    "togetherai": ("https://api.together.xyz/v1", _formats("completions", "embeddings", "rerank")),
+    "xai": ("https://api.x.ai/v1", _formats("completions", "responses", "realtime")),
+    "fireworks": ("https://api.fireworks.ai/inference/v1", _formats(
+        "completions", "messages", "responses", "embeddings", "rerank")),
+}  # fmt: skip
 
 
 def parse_llm(raw: object, path: str, base_dir: Path) -> Bind:
@@ -167,23 +204,53 @@ def _matches(pattern: str, model: str) -> bool:
     return pattern == model
 
 
-def _provider_kind(raw: object, path: str) -> str | tuple[str, str]:
-    """A provider name, or ("reference", name)."""
+def _provider_kind(raw: object, path: str) -> str | tuple[str, object]:
+    """A served provider's name, or ("preset", name), ("custom", its mapping) or
+    ("reference", name)."""
     if isinstance(raw, str):
         if raw in _PRESETS:
-            raise not_supported(path, f"the {raw} provider preset")
-        name = choice(raw, path, _PROVIDERS)
+            return ("preset", raw)
+        name = choice(raw, path, (*_PROVIDERS, *_PRESETS))
+        if name == "copilot":
+            raise not_supported(
+                path,
+                "the copilot provider: its GitHub credential is read per request from "
+                "GH_COPILOT_TOKEN or the GitHub CLI's files; use `custom` with an apiKey",
+            )
         if name not in _SERVED_PROVIDERS:
             raise not_supported(
-                path, f"the {name} provider (agw-fast has openAI, anthropic, gemini and azure)"
+                path,
+                f"the {name} provider (agw-fast has openAI, anthropic, gemini, azure, custom "
+                "and the presets)",
             )
         return _SERVED_PROVIDERS[name]
     o = as_map(raw, path)
     if set(o) == {"reference"}:
         return ("reference", as_str(o["reference"], f"{path}.reference"))
     if set(o) == {"custom"}:
-        raise not_supported(f"{path}.custom", "custom providers")
+        return ("custom", o["custom"])
     raise ConfigError(path, "expected a provider name, {reference: <name>} or {custom: ...}")
+
+
+def _custom(raw: object, path: str) -> tuple[str | None, str | None, tuple[CustomFormat, ...]]:
+    """`provider.custom`: its model, providerOverride and formats."""
+    c = Obj(raw, path, "CustomProvider")
+    model = c.opt_str("model")
+    override = c.opt_str("providerOverride")
+    formats = []
+    for item_path, item in c.items("formats"):
+        f = Obj(item, item_path, "ProviderFormatConfig")
+        kind = choice(f.require("type"), f.child("type"), _FORMATS)
+        fixed = f.get("path")
+        formats.append(
+            CustomFormat(
+                cast(ProviderFormat, kind),
+                None if fixed is None else check_url_path(fixed, f.child("path")),
+            )
+        )
+        f.close()
+    c.close()
+    return model, override, tuple(formats)
 
 
 # Model-level fields a provider's `defaults` may also set (model values win).
@@ -203,10 +270,13 @@ def _model(
     o = Obj(data, path, "LocalLLMModels")  # key check before anything is merged in
     del o
     kind = _provider_kind(data.get("provider"), f"{path}.provider")
+    kind_path = f"{path}.provider"
     params_path = f"{path}.params"
     params = dict(as_map(data.get("params") or {}, params_path))
-    if isinstance(kind, tuple):
-        reference = kind[1]
+    # agentgateway names a referenced custom provider after its llm.providers entry.
+    reference_name: str | None = None
+    if isinstance(kind, tuple) and kind[0] == "reference":
+        reference = cast(str, kind[1])
         found = providers.get(reference)
         if found is None:
             raise ConfigError(
@@ -220,8 +290,10 @@ def _model(
                 f"model {data.get('name')} references provider {reference} and can only set "
                 "params.model",
             )
-        kind = _provider_kind(provider.get("provider"), f"{provider_path}.provider")
-        if isinstance(kind, tuple):
+        kind_path = f"{provider_path}.provider"
+        kind = _provider_kind(provider.get("provider"), kind_path)
+        reference_name = reference
+        if isinstance(kind, tuple) and kind[0] == "reference":
             raise ConfigError(
                 f"{provider_path}.provider",
                 f"llm.providers.{reference} cannot reference another provider",
@@ -277,6 +349,11 @@ def _model(
         o.get("backendTLS")
     backend_tls = None if tls_raw is None else parse_backend_tls(tls_raw, o.child("tls"), base_dir)
     base_url = p.opt_str("baseUrl")
+    preset = kind[1] if isinstance(kind, tuple) and kind[0] == "preset" else None
+    if preset is not None and base_url is None and host_override is None and path_override is None:
+        # agentgateway's `apply_provider_defaults`: the preset's endpoint, unless the
+        # model says where to go.
+        base_url = _PRESETS[cast(str, preset)][0]
     if base_url is not None:
         host_override, path_prefix, https = _base_url(
             base_url, p.child("baseUrl"), name, host_override, path_prefix, path_override
@@ -284,6 +361,35 @@ def _model(
         if https and backend_tls is None:
             backend_tls = BackendTLS()
     p.close()
+    provider_kind: Literal["openAI", "anthropic", "gemini", "azure", "custom"]
+    formats: tuple[CustomFormat, ...] = ()
+    provider_name: str | None = None
+    if isinstance(kind, tuple):
+        provider_kind = "custom"
+        if kind[0] == "preset":
+            provider_name = cast(str, kind[1])
+            formats = _PRESETS[provider_name][1]
+        else:
+            custom_path = f"{kind_path}.custom"
+            custom_model, override, formats = _custom(kind[1], custom_path)
+            provider_name = override or reference_name or "custom"
+            if model is None:
+                model = custom_model
+            if not formats:
+                raise ConfigError(
+                    f"{custom_path}.formats",
+                    f"custom provider for model {name} must specify at least one format",
+                )
+        if host_override is None:
+            # A custom provider has no default host. agentgateway refuses a bare custom
+            # provider so at load; a preset whose own endpoint a pathOverride displaced
+            # fails its every request there, and is refused here.
+            what = "custom provider" if preset is None else f"provider {preset}"
+            raise ConfigError(
+                f"{params_path}.baseUrl", f"{what} for model {name} requires params.baseUrl"
+            )
+    else:
+        provider_kind = cast(Literal["openAI", "anthropic", "gemini", "azure"], kind)
     visibility = o.get("visibility")
     public = True
     if visibility is not None:
@@ -310,7 +416,7 @@ def _model(
     )
     result = LLMModel(
         name=name,
-        provider=cast(Literal["openAI", "anthropic", "gemini", "azure"], kind),
+        provider=provider_kind,
         path=path,
         id=o.opt_str("id"),
         model=model,
@@ -330,12 +436,14 @@ def _model(
         auth=auth,
         health=parse_health(o.get("health"), o.child("health")),
         passthrough=passthrough,
+        formats=formats,
+        provider_name=provider_name,
     )
     o.close()
     return result
 
 
-def _azure(p: Obj, kind: str | tuple[str, str]) -> AzureParams | None:
+def _azure(p: Obj, kind: str | tuple[str, object]) -> AzureParams | None:
     name = p.opt_str("azureResourceName")
     rtype = p.get("azureResourceType")
     version = p.opt_str("azureApiVersion")

@@ -13,6 +13,8 @@ from typing import Literal
 __all__ = [
     "AIBackend",
     "AzureParams",
+    "CustomFormat",
+    "ProviderFormat",
     "Eviction",
     "HealthPolicy",
     "LLMModel",
@@ -417,12 +419,28 @@ class AzureParams:
     project_name: str | None = None
 
 
+# The upstream API shapes a `custom` provider may accept (agentgateway's `ProviderFormat`).
+ProviderFormat = Literal[
+    "completions", "messages", "responses", "embeddings", "anthropicTokenCount",
+    "generateContent", "geminiCountTokens", "realtime", "rerank",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CustomFormat:
+    """One format a `custom` provider (or a preset) accepts; `path`, when set, is sent
+    verbatim instead of the format's default path."""
+
+    format: ProviderFormat
+    path: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class LLMModel:
     """One `llm.models` entry, with its provider reference and `baseUrl` resolved."""
 
     name: str  # the match pattern: exact, `prefix*`, `*suffix` or `*`
-    provider: Literal["openAI", "anthropic", "gemini", "azure"]
+    provider: Literal["openAI", "anthropic", "gemini", "azure", "custom"]
     path: str  # where it is in the config, for compile errors
     id: str | None = None
     model: str | None = None  # params.model: replaces the client's
@@ -443,6 +461,10 @@ class LLMModel:
     auth: BackendAuth | None = None
     health: HealthPolicy | None = None
     passthrough: Literal["detect", "opaque"] | None = None
+    # `custom` (and the presets, which are custom providers): the formats it accepts, in
+    # config order, and its name in telemetry (preset, providerOverride, else "custom").
+    formats: tuple[CustomFormat, ...] = ()
+    provider_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,6 +178,8 @@ _TABLE: dict[str, tuple[str, str]] = {
         "health backendTunnel guardrails promptCaching matches",
         "",
     ),
+    "CustomProvider": ("model providerOverride formats", ""),
+    "ProviderFormatConfig": ("type path", ""),
     "LocalLLMVirtualModel": ("name routing", ""),
     "LocalLLMVirtualModelRouting": ("weighted failover conditional", ""),
     "LocalLLMWeightedRouting": ("targets", ""),

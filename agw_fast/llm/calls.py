@@ -3,13 +3,16 @@
 agentgateway picks, for the client's API (the route type) and the provider, the first
 translation its provider speaks (llm/mod.rs `CHAT_TRANSLATIONS`): chat completions go to
 Anthropic as Messages and to Gemini as native generateContent; Messages go to OpenAI-style
-providers as chat completions; a format a provider cannot take is a 400. Sans-IO.
+providers as chat completions; a `custom` provider (or preset) gets the first format it lists
+that serves the call (llm/providers/custom.py); a format a provider cannot take is a 400.
+Sans-IO.
 """
 
 from __future__ import annotations
 
 from agw_fast.config.model import LLMModel
 from agw_fast.llm.exchange import LLMRequest
+from agw_fast.llm.providers.custom import custom_format, custom_path
 from agw_fast.llm.providers.openai import (
     LLMRequestError,
     default_path,
@@ -55,6 +58,8 @@ def default_host(model: LLMModel) -> str:
         return ANTHROPIC_HOST
     if model.provider == "gemini":
         return GEMINI_HOST
+    # A custom provider has none: the loader refuses one without `baseUrl`/`hostOverride`.
+    assert model.provider != "custom", "custom providers always have a host"
     if model.provider == "azure":
         azure = model.azure
         assert azure is not None
@@ -96,6 +101,8 @@ def prepare_call(
     assert type(request_model) is str  # the router made sure
     translation: Translation | None = None
     try:
+        if provider == "custom":
+            return _custom_call(model, route_type, path, query_text, obj, request_model, stream)
         if provider in ("openAI", "azure"):
             if route_type == "messages":
                 if provider == "azure" and _claude(model, request_model) and _foundry(model):
@@ -186,8 +193,60 @@ def _request(
     )
 
 
+def _custom_call(
+    model: LLMModel,
+    route_type: str,
+    path: str,
+    query: str,
+    obj: dict[str, object],
+    request_model: str,
+    stream: bool,
+) -> LLMRequest:
+    """A call to a `custom` provider: passed through in the client's format when the
+    provider lists it, else translated to the first listed format that serves it (the
+    order of agentgateway's `CHAT_TRANSLATIONS`). Raises TranslationError, LLMRequestError."""
+    out_format = custom_format(model.formats, route_type)
+    if out_format is None:
+        raise _unsupported(route_type, _name(model))
+    translation: Translation | None = None
+    if route_type == "completions" and out_format == "messages":
+        out, translation = completions_to_messages(obj)
+    elif route_type == "completions" and out_format == "generateContent":
+        out, translation = completions_to_gemini(obj)
+    elif route_type == "messages" and out_format == "messages":
+        out, translation = messages_passthrough(obj)
+    elif route_type == "messages" and out_format == "completions":
+        out, translation = messages_to_completions(obj)
+    elif route_type != out_format:
+        # agentgateway also translates messages and responses to and from the Responses
+        # API here; agw-fast has no translator for those.
+        raise LLMRequestError(
+            f"translation from {route_type} to {out_format} is not implemented (provider "
+            f"{_name(model)} does not list {route_type})",
+            501,
+        )
+    elif route_type in ("generateContent", "geminiCountTokens"):
+        # The model and the streaming method are in the path, not the body.
+        stream = route_type == "generateContent" and path.endswith(":streamGenerateContent")
+        obj.pop("model", None)
+        out = serialize_body(obj)
+        if route_type == "generateContent":
+            translation = gemini_passthrough()
+    else:
+        out = _openai_body(obj, route_type)
+    if model.path_override is not None:
+        path_out = model.path_override
+    else:
+        path_out = custom_path(
+            model.formats, model.path_prefix, out_format, request_model, stream, query
+        )
+    return _request(path_out, out, route_type, request_model, stream, obj, translation, model)
+
+
 def _name(model: LLMModel) -> str:
     """agentgateway's provider name in telemetry (`gen_ai.provider.name`)."""
+    if model.provider == "custom":
+        return model.provider_name or "custom"
     return {"openAI": "openai", "anthropic": "anthropic", "gemini": "gemini",
             "azure": "azure"}[model.provider]  # fmt: skip
 
