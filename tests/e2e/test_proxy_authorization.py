@@ -167,10 +167,10 @@ def test_curl_sees_the_403(gw: Process) -> None:
             "invalid CEL expression: 1:",
         ),
         (
-            '- deny: \'default(request.headers["x"], "") == "y"\'',
+            '- deny: \'coalesce(request.headers["x"], "") == "y"\'',
             "config error: binds[0].listeners[0].routes[0].policies.authorization.rules[0].deny: "
-            "invalid CEL expression: 1:8: undeclared reference to 'default' "
-            "(agentgateway's default() is not supported by agw-fast)",
+            "invalid CEL expression: 1:9: undeclared reference to 'coalesce' "
+            "(agentgateway's coalesce() is not supported by agw-fast)",
         ),
     ],
 )

@@ -40,8 +40,8 @@ def test_seed_config_targets_cohere_over_tls() -> None:
 
 def test_demo_config_needs_no_secrets() -> None:
     config = load_config_file(CONFIG_DIR / "demo.yaml", {})
-    (bind,) = compile_config(config)
-    assert bind.port == 3000
+    binds = compile_config(config)
+    assert [bind.port for bind in binds] == [3000, 4000]  # the binds form, then `llm:`
 
 
 def test_agentgateway_traffic_http_example() -> None:
