@@ -3,7 +3,8 @@
 agentgateway picks, for the client's API (the route type) and the provider, the first
 translation its provider speaks (llm/mod.rs `CHAT_TRANSLATIONS`): chat completions go to
 Anthropic as Messages and to Gemini as native generateContent; Messages go to OpenAI-style
-providers as chat completions; a format a provider cannot take is a 400. Sans-IO.
+providers as chat completions, Responses to Gemini as chat completions on its
+OpenAI-compatible endpoint; a format a provider cannot take is a 400. Sans-IO.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from agw_fast.llm.translate.gemini import (
     gemini_passthrough,
     gemini_path,
 )
+from agw_fast.llm.translate.responses import responses_to_completions
 
 __all__ = [
     "ANTHROPIC_HOST",
@@ -134,6 +136,9 @@ def prepare_call(
             elif route_type == "messages":
                 out, translation = messages_to_completions(obj)
                 path_out = prefix + "/v1beta/openai/chat/completions"
+            elif route_type == "responses":
+                out, translation = responses_to_completions(obj)
+                path_out = prefix + "/v1beta/openai/chat/completions"
             elif route_type == "embeddings":
                 out = serialize_body(obj)
                 path_out = prefix + "/v1beta/openai/embeddings"
@@ -171,6 +176,8 @@ def _request(
     max_tokens = obj.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = obj.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = obj.get("max_output_tokens")  # the Responses API's name
     if type(max_tokens) is not int:
         max_tokens = None
     return LLMRequest(
