@@ -82,9 +82,7 @@ def test_responses_create_is_served_by_gemini_chat_completions(
 
 
 def test_responses_stream_events_end_with_the_whole_answer(client: openai.OpenAI) -> None:
-    events = list(
-        client.responses.create(model="gemini-flash", input="Say hello.", stream=True)
-    )
+    events = list(client.responses.create(model="gemini-flash", input="Say hello.", stream=True))
     kinds = [e.type for e in events]
     assert kinds[:3] == [
         "response.created", "response.output_item.added", "response.content_part.added"
