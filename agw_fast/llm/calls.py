@@ -3,7 +3,8 @@
 agentgateway picks, for the client's API (the route type) and the provider, the first
 translation its provider speaks (llm/mod.rs `CHAT_TRANSLATIONS`): chat completions go to
 Anthropic as Messages and to Gemini as native generateContent; Messages go to OpenAI-style
-providers as chat completions; a `custom` provider (or preset) gets the first format it lists
+providers as chat completions, Responses to Gemini as chat completions on its
+OpenAI-compatible endpoint; a `custom` provider (or preset) gets the first format it lists
 that serves the call (llm/providers/custom.py); a format a provider cannot take is a 400.
 Sans-IO.
 """
@@ -29,6 +30,7 @@ from agw_fast.llm.translate.gemini import (
     gemini_passthrough,
     gemini_path,
 )
+from agw_fast.llm.translate.responses import responses_to_completions
 
 __all__ = [
     "ANTHROPIC_HOST",
@@ -141,6 +143,9 @@ def prepare_call(
             elif route_type == "messages":
                 out, translation = messages_to_completions(obj)
                 path_out = prefix + "/v1beta/openai/chat/completions"
+            elif route_type == "responses":
+                out, translation = responses_to_completions(obj)
+                path_out = prefix + "/v1beta/openai/chat/completions"
             elif route_type == "embeddings":
                 out = serialize_body(obj)
                 path_out = prefix + "/v1beta/openai/embeddings"
@@ -178,6 +183,8 @@ def _request(
     max_tokens = obj.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = obj.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = obj.get("max_output_tokens")  # the Responses API's name
     if type(max_tokens) is not int:
         max_tokens = None
     return LLMRequest(
@@ -217,9 +224,11 @@ def _custom_call(
         out, translation = messages_passthrough(obj)
     elif route_type == "messages" and out_format == "completions":
         out, translation = messages_to_completions(obj)
+    elif route_type == "responses" and out_format == "completions":
+        out, translation = responses_to_completions(obj)
     elif route_type != out_format:
-        # agentgateway also translates messages and responses to and from the Responses
-        # API here; agw-fast has no translator for those.
+        # agentgateway also translates Messages to the Responses API here; agw-fast has no
+        # translator for that.
         raise LLMRequestError(
             f"translation from {route_type} to {out_format} is not implemented (provider "
             f"{_name(model)} does not list {route_type})",

@@ -258,8 +258,7 @@ def test_a_stream_to_a_completions_provider_asks_for_usage() -> None:
          "unsupported conversion: from embeddings to provider custom"),
         ("{type: completions}", "generateContent", 400, "from generateContent"),
         ("{type: embeddings}", "completions", 400, "from completions"),
-        # agentgateway would translate these through the Responses API; agw-fast cannot.
-        ("{type: completions}", "responses", 501, "from responses to completions"),
+        # agentgateway would translate this to the Responses API; agw-fast cannot.
         ("{type: responses}", "messages", 501, "from messages to responses"),
     ],
 )
