@@ -235,9 +235,6 @@ def test_cohere_preset_uses_its_fixed_paths(gw: Process, mock: Process) -> None:
         # groq takes no embeddings.
         ("/v1/embeddings", {"model": "groq/x", "input": "hi"}, 400,
          "unsupported conversion: from embeddings to provider groq"),
-        # agentgateway would translate responses to chat completions; agw-fast cannot.
-        ("/v1/responses", {"model": "plain", "input": "hi"}, 501,
-         "from responses to completions is not implemented"),
     ],
 )
 def test_calls_a_provider_cannot_take_are_refused(
@@ -247,6 +244,12 @@ def test_calls_a_provider_cannot_take_are_refused(
         response = client.post(path, json=body)
     assert response.status_code == status, response.text
     assert needle in response.text
+
+
+def test_responses_client_to_a_completions_provider_is_translated(gw: Process) -> None:
+    response = oai(gw).responses.create(model="plain", input="hi")
+    assert response.object == "response" and response.status == "completed"
+    assert response.output_text
 
 
 def test_metrics_name_the_preset_and_the_custom_provider(gw: Process) -> None:

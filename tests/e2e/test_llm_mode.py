@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -56,14 +57,35 @@ llm:
   - name: gemini-*
     provider: gemini
     params: {{apiKey: AIza-mock-key, baseUrl: "{base}"}}
+  - name: azure-dated
+    visibility: internal
+    provider: azure
+    params: {{model: my-deployment, apiKey: {KEY}, baseUrl: "{base}",
+              azureResourceName: res, azureResourceType: openAI, azureApiVersion: 2024-10-21}}
+  - name: azure-v1
+    visibility: internal
+    provider: azure
+    params: {{apiKey: {KEY}, baseUrl: "{base}", azureResourceName: res,
+              azureResourceType: openAI}}
 {extra_models}
 {virtual}
 """
 
 
+AZURE_VIRTUAL = """  virtualModels:
+  - name: azure
+    routing:
+      conditional:
+        targets:
+        - when: 'llmRequest.metadata.target == "azure-dated"'
+          model: azure-dated
+        - model: azure-v1
+"""
+
+
 @pytest.fixture(scope="module")
 def gw(module_gateway: GatewayFactory, mock: Process) -> Process:
-    return module_gateway(_config(mock.port), expect_stats=True)
+    return module_gateway(_config(mock.port, virtual=AZURE_VIRTUAL), expect_stats=True)
 
 
 _CLIENTS: dict[tuple[str, int], Any] = {}
@@ -130,7 +152,7 @@ def test_provider_sees_the_gateway_key_never_the_clients(gw: Process) -> None:
 def test_models_list_through_the_sdk(gw: Process) -> None:
     ids = [model.id for model in oai(gw).models.list()]
     # Most specific pattern first (characters other than `*`), config order on ties.
-    assert ids == ["claude/*", "gemini-*", "smart", "echo"]
+    assert ids == ["claude/*", "gemini-*", "smart", "echo", "azure"]
 
 
 @pytest.mark.parametrize(
@@ -274,3 +296,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("model", "path"),
+    [
+        ("azure-v1", "/openai/v1/chat/completions"),
+        ("azure-dated", "/openai/deployments/my-deployment/chat/completions"),
+    ],
+)
+def test_azure_paths_by_api_version(gw: Process, mock: Process, model: str, path: str) -> None:
+    """Internal models, so reached here through a conditional virtual model."""
+    before = _by_path(mock).get(path, 0)
+    with gateway_client(gw.port) as client:
+        response = client.post(
+            "/v1/chat/completions",
+            json={"model": "azure", "messages": MESSAGES, "metadata": {"target": model}},
+        )
+    assert response.status_code == 200, response.text
+    assert _by_path(mock).get(path, 0) == before + 1
+
+
+def _by_path(mock: Process) -> dict[str, int]:
+    stats = httpx.get(f"http://127.0.0.1:{mock.port}/mock/stats", timeout=DEADLINE).json()
+    by_path: dict[str, int] = stats["by_path"]
+    return by_path
