@@ -19,7 +19,7 @@ from agw_fast.llm.providers.openai import (
     default_path,
     serialize_body,
 )
-from agw_fast.llm.translate import Translation, TranslationError
+from agw_fast.llm.translate import StreamTranslator, Translation, TranslationError
 from agw_fast.llm.translate.anthropic import (
     completions_to_messages,
     messages_passthrough,
@@ -30,7 +30,9 @@ from agw_fast.llm.translate.gemini import (
     gemini_passthrough,
     gemini_path,
 )
+from agw_fast.llm.translate.gemini_response import anthropic_error_from_google, is_google_error
 from agw_fast.llm.translate.responses import responses_to_completions
+from agw_fast.llm.usage import Usage
 
 __all__ = [
     "ANTHROPIC_HOST",
@@ -106,21 +108,31 @@ def prepare_call(
         if provider == "custom":
             return _custom_call(model, route_type, path, query_text, obj, request_model, stream)
         if provider in ("openAI", "azure"):
-            if route_type == "messages":
-                if provider == "azure" and _claude(model, request_model) and _foundry(model):
+            foundry_claude = (
+                provider == "azure" and _foundry(model) and _claude(model, request_model)
+            )
+            if foundry_claude:
+                # Foundry serves Claude models on its Anthropic-native endpoint only.
+                if route_type == "messages":
                     out, translation = messages_passthrough(obj)
+                    suffix = "/anthropic/v1/messages"
+                elif route_type == "completions":
+                    out, translation = completions_to_messages(obj)
+                    suffix = "/anthropic/v1/messages"
+                elif route_type != "anthropicTokenCount":
+                    raise _unsupported(route_type, provider)
                 else:
-                    out, translation = messages_to_completions(obj)
-                    route_type_out = "completions"
-                    path_out = _openai_path(model, route_type_out, request_model)
-                    return _request(
-                        path_out, out, route_type, request_model, stream, obj, translation, model
-                    )
+                    out, suffix = serialize_body(obj), "/anthropic/v1/messages/count_tokens"
+                prefix = model.path_prefix.rstrip("/") if model.path_prefix is not None else ""
+                path_out = model.path_override or prefix + suffix
+            elif route_type == "messages":
+                out, translation = messages_to_completions(obj)
+                path_out = _openai_path(model, "completions", request_model)
             elif route_type in ("completions", "responses", "embeddings", "rerank"):
                 out = _openai_body(obj, route_type)
+                path_out = _openai_path(model, route_type, request_model)
             else:
                 raise _unsupported(route_type, provider)
-            path_out = _openai_path(model, route_type, request_model)
         elif provider == "anthropic":
             if route_type == "completions":
                 out, translation = completions_to_messages(obj)
@@ -141,7 +153,8 @@ def prepare_call(
                 out, translation = completions_to_gemini(obj)
                 path_out = prefix + gemini_path(request_model, stream)
             elif route_type == "messages":
-                out, translation = messages_to_completions(obj)
+                out, inner = messages_to_completions(obj)
+                translation = _GoogleErrors(inner)
                 path_out = prefix + "/v1beta/openai/chat/completions"
             elif route_type == "responses":
                 out, translation = responses_to_completions(obj)
@@ -198,6 +211,28 @@ def _request(
         provider=_name(model),
         translation=translation,
     )
+
+
+class _GoogleErrors:
+    """A Messages client's translation to Gemini's OpenAI-compatible endpoint, whose errors
+    come in Google's shape: those become Anthropic errors directly (agentgateway does the
+    same); anything else goes through the chat-completions translation."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: Translation) -> None:
+        self._inner = inner
+
+    def response_json(self, body: bytes) -> tuple[bytes, Usage | None, str | None]:
+        return self._inner.response_json(body)
+
+    def error_json(self, status: int, body: bytes) -> bytes:
+        if is_google_error(body):
+            return anthropic_error_from_google(status, body)
+        return self._inner.error_json(status, body)
+
+    def stream(self) -> StreamTranslator:
+        return self._inner.stream()
 
 
 def _custom_call(

@@ -321,3 +321,27 @@ def _by_path(mock: Process) -> dict[str, int]:
     stats = httpx.get(f"http://127.0.0.1:{mock.port}/mock/stats", timeout=DEADLINE).json()
     by_path: dict[str, int] = stats["by_path"]
     return by_path
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (
+            {"model": "claude/haiku", "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                 "function": {"name": "f", "arguments": {"not": "a string"}}}]},
+            ]},
+            "arguments",
+        ),
+        ({"model": "claude/haiku", "messages": "not a list"}, "messages"),
+    ],
+)
+def test_requests_a_translation_cannot_express_are_400s(
+    gw: Process, body: dict[str, Any], needle: str
+) -> None:
+    with gateway_client(gw.port) as client:
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    assert response.text.startswith("failed to process LLM request: ")
+    assert needle in response.text

@@ -12,7 +12,7 @@ from agw_fast.config.load import load_config
 from agw_fast.config.model import Eviction, LLMRouter
 from agw_fast.errors import ConfigError
 from agw_fast.llm.health import HealthState, choose_failover, eviction_seconds, retry_after_seconds
-from agw_fast.llm.router import LocalAnswer, ModelRouter, Routed
+from agw_fast.llm.router import LocalAnswer, ModelRouter, ProviderGroups, Routed
 from agw_fast.plan import RuntimeBackend, compile_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "agentgateway-examples"
@@ -46,6 +46,28 @@ def test_agentgateway_llm_configs_load(name: str) -> None:
     text = (EXAMPLES / f"{name}.yaml").read_text()
     router, _ = _router(text)
     assert router.models
+
+
+def test_agentgateway_llm_config_fixture_binds_groups() -> None:
+    """agentgateway's `llm_config` fixture: the binds form's `ai.groups` (Anthropic first,
+    then two OpenAI providers, one with host/path overrides, backendAuth and backendTLS)."""
+    text = (EXAMPLES / "llm_config.yaml").read_text()
+    (bind,) = compile_config(load_config(text, ENV, base_dir=Path(".")))
+    listener = bind.single
+    assert listener is not None
+    (route,) = listener.routes()
+    router = route.backends[0].router
+    assert isinstance(router, ProviderGroups)
+    assert router.groups == ((0,), (1, 2))
+    anthropic, openai, overrides = router.routes
+    assert anthropic.config.provider == "anthropic"
+    assert (openai.config.provider, openai.config.model) == ("openAI", None)
+    assert overrides.config.model == "some-model"
+    assert overrides.config.path_override == "/api/v1/chat/completions"
+    backend = overrides.backend
+    assert isinstance(backend, RuntimeBackend)
+    assert (backend.host, backend.port, backend.ssl is not None) == ("example.com", 443, True)
+    assert b"authorization: Bearer example-key" in backend.request_headers.extra
 
 
 @pytest.mark.parametrize(

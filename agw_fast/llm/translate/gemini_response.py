@@ -322,6 +322,12 @@ def openai_error_from_google(status: int, body: bytes) -> bytes:
     return to_json_bytes({"event_id": None, "error": error})
 
 
+def is_google_error(body: bytes) -> bool:
+    """Whether `body` is a Google error (`{"error": {"code", "message", "status"}}`, or a list
+    of one), as Gemini's OpenAI-compatible endpoint answers."""
+    return _google_error(body) is not None
+
+
 def anthropic_error_from_google(status: int, body: bytes) -> bytes:
     """A Google error body as an Anthropic Messages error, for a Messages client sent to
     Gemini's OpenAI-compatible endpoint."""
