@@ -82,12 +82,14 @@ def prepare_call(
     target: bytes,
     obj: dict[str, object] | None,
     body: bytes,
+    changed: bool = True,
 ) -> LLMRequest:
     """The request to send for `obj` (the routed body) on `route_type` to `model`'s provider.
 
     `target` is the client's path and query, `body` its original bytes (sent unchanged for
-    `passthrough`). Raises `LLMRequestError` (400) for a conversion the provider lacks or a
-    request the translation cannot express."""
+    `passthrough`, and where no translation applies when `changed` is false). Raises
+    `LLMRequestError` (400) for a conversion the provider lacks or a request the translation
+    cannot express."""
     path, _, query_text = target.decode("latin-1").partition("?")
     query = "?" + query_text if query_text else ""
     provider = model.provider
@@ -106,7 +108,10 @@ def prepare_call(
     translation: Translation | None = None
     try:
         if provider == "custom":
-            return _custom_call(model, route_type, path, query_text, obj, request_model, stream)
+            return _custom_call(
+                model, route_type, path, query_text, obj, request_model, stream,
+                None if changed else body,
+            )
         if provider in ("openAI", "azure"):
             foundry_claude = (
                 provider == "azure" and _foundry(model) and _claude(model, request_model)
@@ -129,7 +134,7 @@ def prepare_call(
                 out, translation = messages_to_completions(obj)
                 path_out = _openai_path(model, "completions", request_model)
             elif route_type in ("completions", "responses", "embeddings", "rerank"):
-                out = _openai_body(obj, route_type)
+                out = _openai_body(obj, route_type, None if changed else body)
                 path_out = _openai_path(model, route_type, request_model)
             else:
                 raise _unsupported(route_type, provider)
@@ -243,6 +248,7 @@ def _custom_call(
     obj: dict[str, object],
     request_model: str,
     stream: bool,
+    unchanged: bytes | None,
 ) -> LLMRequest:
     """A call to a `custom` provider: passed through in the client's format when the
     provider lists it, else translated to the first listed format that serves it (the
@@ -277,7 +283,7 @@ def _custom_call(
         if route_type == "generateContent":
             translation = gemini_passthrough()
     else:
-        out = _openai_body(obj, route_type)
+        out = _openai_body(obj, route_type, unchanged)
     if model.path_override is not None:
         path_out = model.path_override
     else:
@@ -295,13 +301,17 @@ def _name(model: LLMModel) -> str:
             "azure": "azure"}[model.provider]  # fmt: skip
 
 
-def _openai_body(obj: dict[str, object], route_type: str) -> bytes:
+def _openai_body(obj: dict[str, object], route_type: str, unchanged: bytes | None) -> bytes:
+    """The body for an OpenAI-style endpoint: `unchanged` (the client's bytes, when the router
+    changed nothing) is sent as it is unless a stream needs `include_usage`."""
     if (
         route_type == "completions"
         and obj.get("stream") is True
         and obj.get("stream_options") is None
     ):
         obj["stream_options"] = {"include_usage": True}
+    elif unchanged is not None:
+        return unchanged
     return serialize_body(obj)
 
 

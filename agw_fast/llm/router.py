@@ -139,6 +139,9 @@ class Routed:
     obj: dict[str, object] | None
     health: HealthState | None = None  # a failover target's health, to record the outcome
     virtual: _Virtual | None = None
+    # Whether `obj` differs from the client's body (when not, its bytes can be sent as they
+    # are, with no serialisation).
+    changed: bool = True
 
     def record(self, unhealthy: bool, retry_after: float | None, now: float) -> float | None:
         """A failover target's response outcome; the eviction seconds when it evicts."""
@@ -261,10 +264,17 @@ class ModelRouter:
             route = found
         # The chosen model goes into the body before the model's own changes (a Gemini native
         # body carries none; its provider call takes it out again).
+        original = obj.get("model")
         obj["model"] = requested
         route_type = route.route_types(path)
         routed = Routed(route, route_type, requested, obj, health, virtual)
         error = self._mutate(routed, request_variables)
+        config = route.config
+        routed.changed = (
+            path_model is not None
+            or obj["model"] != original
+            or bool(config.transformation or config.overrides or config.defaults)
+        )
         if error is not None:
             return error
         return routed
@@ -510,4 +520,5 @@ class ProviderGroups:
             if route_type == "detect":
                 return Routed(route, route_type, "", None, health)
             raise LLMRequestError("missing field: model not specified")
-        return Routed(route, route_type, model, obj, health)
+        changed = path_model is not None or provider_model is not None
+        return Routed(route, route_type, model, obj, health, None, changed)

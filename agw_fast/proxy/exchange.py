@@ -444,7 +444,7 @@ class Exchange:
         self.routed = resolved
         route = resolved.route
         llm_request = prepare_call(
-            route.config, resolved.route_type, self.target, resolved.obj, body
+            route.config, resolved.route_type, self.target, resolved.obj, body, resolved.changed
         )
         backend = cast("RuntimeBackend", route.backend)
         self.backend = backend

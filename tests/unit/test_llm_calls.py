@@ -89,3 +89,14 @@ def test_a_messages_client_gets_googles_errors_as_anthropic_errors() -> None:
     openai_shaped = json.dumps({"error": {"message": "bad", "type": "invalid_request_error"}})
     error = json.loads(call.translation.error_json(400, openai_shaped.encode()))
     assert error["type"] == "error" and error["error"]["message"] == "bad"
+
+
+def test_an_unchanged_body_is_sent_as_the_client_wrote_it() -> None:
+    raw = b'{ "messages": [{"role": "user", "content": "hi"}],  "model": "x" }'
+    obj = json.loads(raw)
+    call = prepare_call(_model("openAI"), "completions", b"/v1/chat/completions", obj, raw,
+                        changed=False)
+    assert call.body is raw
+    obj["stream"] = True  # a stream gets include_usage: re-serialised
+    streamed = prepare_call(_model("openAI"), "completions", b"/", obj, raw, changed=False)
+    assert json.loads(streamed.body)["stream_options"] == {"include_usage": True}
