@@ -89,6 +89,11 @@ llm:
     params: {{model: gpt-premium, apiKey: provider-key, baseUrl: "{base}"}}
     authorization:
       rules: ['apiKey.tier == "gold"']
+  virtualModels:
+  - name: resilient
+    routing:
+      failover:
+        targets: [{{model: premium, priority: 0}}]
 """)
 
 
@@ -220,11 +225,27 @@ def test_models_list_shows_each_key_the_models_it_may_use(gw: Process) -> None:
         gold = [m.id for m in client.models.list()]
     with _client(gw, SILVER) as client:
         silver = [m.id for m in client.models.list()]
-    assert gold == ["claude-cached", "premium", "shaped"]
-    assert silver == ["claude-cached", "shaped"]
+    assert gold == ["claude-cached", "premium", "shaped", "resilient"]
+    assert silver == ["claude-cached", "shaped", "resilient"]
     with pytest.raises(openai.PermissionDeniedError) as info:
         with _client(gw, SILVER) as client:
             client.chat.completions.create(
                 model="premium", messages=[{"role": "user", "content": "Hi"}]
             )
     assert info.value.status_code == 403
+
+
+def test_a_failover_target_denies_as_the_authorization_policy_does(gw: Process) -> None:
+    """agentgateway checks a failover target's rules as a policy of its backend."""
+    chat = {"model": "resilient", "messages": [{"role": "user", "content": "Hi"}]}
+    with gateway_client(gw.port) as client:
+        denied = client.post(
+            "/v1/chat/completions", json=chat, headers={"authorization": f"Bearer {SILVER}"}
+        )
+        allowed = client.post(
+            "/v1/chat/completions", json=chat, headers={"authorization": f"Bearer {GOLD}"}
+        )
+    assert denied.status_code == 403
+    assert denied.headers["content-type"] == "text/plain"
+    assert denied.text == "authorization failed"
+    assert allowed.status_code == 200, allowed.text
