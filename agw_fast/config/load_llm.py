@@ -16,6 +16,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from agw_fast.config.load_policies import (
+    parse_authorization,
     parse_backend_auth,
     parse_backend_tls,
     parse_header_modifier,
@@ -38,6 +39,7 @@ from agw_fast.config.model import (
     LLMRouter,
     LLMVirtualModel,
     LLMVirtualTarget,
+    PromptCaching,
     ProviderFormat,
     Route,
     RouteBackend,
@@ -396,10 +398,7 @@ def _model(
         public = choice(visibility, o.child("visibility"), ("public", "internal")) == "public"
     for key, what in (
         ("guardrails", "guardrails (the AI-policies issue)"),
-        ("promptCaching", "prompt caching"),
-        ("finalTransformation", "finalTransformation"),
         ("backendTunnel", "backend tunnels"),
-        ("authorization", "per-model authorization"),
     ):
         if o.get(key) is not None:
             raise not_supported(o.child(key), what)
@@ -413,6 +412,12 @@ def _model(
     auth_raw = o.get("auth")
     auth: BackendAuth | None = (
         None if auth_raw is None else parse_backend_auth(auth_raw, o.child("auth"), base_dir)
+    )
+    authorization_raw = o.get("authorization")
+    authorization = (
+        None
+        if authorization_raw is None
+        else parse_authorization(authorization_raw, o.child("authorization"))
     )
     result = LLMModel(
         name=name,
@@ -438,9 +443,40 @@ def _model(
         passthrough=passthrough,
         formats=formats,
         provider_name=provider_name,
+        prompt_caching=_prompt_caching(o.get("promptCaching"), o.child("promptCaching")),
+        final_transformation=_cel_map(
+            o.get("finalTransformation"), o.child("finalTransformation")
+        ),
+        authorization=authorization,
     )
     o.close()
     return result
+
+
+def _prompt_caching(raw: object, path: str) -> PromptCaching | None:
+    """`promptCaching`; a missing field takes agentgateway's default, `minTokens: null`
+    means no minimum."""
+    if raw is None:
+        return None
+    o = Obj(raw, path, "PromptCachingConfig")
+    default = PromptCaching()
+    flags = {
+        key: o.opt_bool(key) for key in ("cacheSystem", "cacheMessages", "cacheTools")
+    }
+    # An explicit null is no minimum (serde's Option); only an absent key takes the default.
+    explicit = "minTokens" in as_map(raw, path)
+    min_tokens = o.opt_int("minTokens", 0) if explicit else default.min_tokens
+    offset = o.opt_int("cacheMessageOffset", 0)
+    o.close()
+    return PromptCaching(
+        cache_system=default.cache_system if flags["cacheSystem"] is None else flags["cacheSystem"],
+        cache_messages=(
+            default.cache_messages if flags["cacheMessages"] is None else flags["cacheMessages"]
+        ),
+        cache_tools=default.cache_tools if flags["cacheTools"] is None else flags["cacheTools"],
+        min_tokens=min_tokens,
+        cache_message_offset=offset or 0,
+    )
 
 
 def _azure(p: Obj, kind: str | tuple[str, object]) -> AzureParams | None:

@@ -71,6 +71,7 @@ from agw_fast.errors import ConfigError
 
 __all__ = [
     "ROUTE_TYPES",
+    "parse_authorization",
     "SERVED_ROUTE_TYPES",
     "parse_backend_auth",
     "parse_backend_policies",
@@ -807,6 +808,9 @@ def _authorization(raw: object, path: str) -> Authorization:
             raise ConfigError(rule_path, 'unknown rule kind: expected "allow", "deny" or "require"')
         rules.append(AuthorizationRule(mode, as_str(expression, rule_path), rule_path))
     return Authorization(tuple(rules))
+
+
+parse_authorization = _authorization
 
 
 def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicies | None:

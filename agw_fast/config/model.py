@@ -21,6 +21,7 @@ __all__ = [
     "LLMRouter",
     "LLMVirtualModel",
     "LLMVirtualTarget",
+    "PromptCaching",
     "AIPolicy",
     "ApiKeyAuth",
     "ApiKeyEntry",
@@ -436,6 +437,18 @@ class CustomFormat:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptCaching:
+    """`promptCaching`: where cache markers go (agentgateway's `PromptCachingConfig`, with
+    its defaults). `min_tokens` None: no minimum."""
+
+    cache_system: bool = True
+    cache_messages: bool = True
+    cache_tools: bool = False
+    min_tokens: int | None = 1024
+    cache_message_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class LLMModel:
     """One `llm.models` entry, with its provider reference and `baseUrl` resolved."""
 
@@ -465,6 +478,10 @@ class LLMModel:
     # config order, and its name in telemetry (preset, providerOverride, else "custom").
     formats: tuple[CustomFormat, ...] = ()
     provider_name: str | None = None
+    prompt_caching: PromptCaching | None = None
+    # (field, CEL text): set on the provider-format body, after translation.
+    final_transformation: tuple[tuple[str, str], ...] = ()
+    authorization: Authorization | None = None  # rules the router checks choosing this model
 
 
 @dataclass(frozen=True, slots=True)

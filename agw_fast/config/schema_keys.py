@@ -193,6 +193,9 @@ _TABLE: dict[str, tuple[str, str]] = {
         "extAuthz extProc guardrails oidc remoteRateLimit transformations",
     ),
     "LLMRouteMatch": ("headers", ""),
+    "PromptCachingConfig": (
+        "cacheSystem cacheMessages cacheTools minTokens cacheMessageOffset", "",
+    ),
     "LocalHealthPolicy": ("unhealthyExpression eviction", ""),
     "LocalEviction": ("duration restoreHealth consecutiveFailures healthThreshold", ""),
 }

@@ -11,14 +11,20 @@ Sans-IO.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
 from agw_fast.config.model import LLMModel
+from agw_fast.core import cel
 from agw_fast.llm.exchange import LLMRequest
+from agw_fast.llm.jsonbytes import loads
 from agw_fast.llm.providers.custom import custom_format, custom_path
 from agw_fast.llm.providers.openai import (
     LLMRequestError,
     default_path,
     serialize_body,
 )
+from agw_fast.llm.router import cel_json
 from agw_fast.llm.translate import StreamTranslator, Translation, TranslationError
 from agw_fast.llm.translate.anthropic import (
     completions_to_messages,
@@ -41,6 +47,7 @@ __all__ = [
     "GEMINI_KEY_PREFIX",
     "OPENAI_HOST",
     "default_host",
+    "final_transformation",
     "prepare_call",
 ]
 
@@ -122,7 +129,9 @@ def prepare_call(
                     out, translation = messages_passthrough(obj)
                     suffix = "/anthropic/v1/messages"
                 elif route_type == "completions":
-                    out, translation = completions_to_messages(obj)
+                    out, translation = completions_to_messages(
+                        obj, prompt_caching=model.prompt_caching
+                    )
                     suffix = "/anthropic/v1/messages"
                 elif route_type != "anthropicTokenCount":
                     raise _unsupported(route_type, provider)
@@ -140,7 +149,9 @@ def prepare_call(
                 raise _unsupported(route_type, provider)
         elif provider == "anthropic":
             if route_type == "completions":
-                out, translation = completions_to_messages(obj)
+                out, translation = completions_to_messages(
+                    obj, prompt_caching=model.prompt_caching
+                )
             elif route_type == "messages":
                 out, translation = messages_passthrough(obj)
             elif route_type == "anthropicTokenCount":
@@ -258,7 +269,7 @@ def _custom_call(
         raise _unsupported(route_type, _name(model))
     translation: Translation | None = None
     if route_type == "completions" and out_format == "messages":
-        out, translation = completions_to_messages(obj)
+        out, translation = completions_to_messages(obj, prompt_caching=model.prompt_caching)
     elif route_type == "completions" and out_format == "generateContent":
         out, translation = completions_to_gemini(obj)
     elif route_type == "messages" and out_format == "messages":
@@ -360,3 +371,36 @@ def _prefixed(model: LLMModel, path: str) -> str:
     if model.provider in ("openAI", "anthropic") and (path == "/v1" or path.startswith("/v1/")):
         path = path[3:]
     return prefix.rstrip("/") + path
+
+
+def final_transformation(
+    programs: Sequence[tuple[str, cel.CelProgram]],
+    request: LLMRequest,
+    request_variables: Callable[[], dict[str, object]],
+) -> LLMRequest:
+    """A model's `finalTransformation` on the body as it goes to the provider, after any
+    translation (agentgateway's `apply_final_transformations`): each field is set to its
+    expression's value, computed on that body (`llmRequest`) and the request's variables,
+    or removed when the expression fails. A body that is not a JSON object (a `detect`
+    request's opaque bytes) goes as it is. The recorded request parameters stay those of
+    the client's request, as agentgateway reads them before it renders the body."""
+    try:
+        obj = loads(request.body)
+    except (ValueError, RecursionError):
+        return request
+    if type(obj) is not dict:
+        return request
+    uses: set[str] = set()
+    for _, program in programs:
+        uses |= program.uses
+    variables = request_variables() if uses - {"llmRequest"} else {}
+    variables["llmRequest"] = obj
+    bound = cel.activation(variables, cel.LLM_VARIABLES)
+    # All are evaluated on the body as translated before any is set.
+    results = [(key, program.evaluate(bound)) for key, program in programs]
+    for key, value in results:
+        if isinstance(value, cel.EvaluationError):
+            obj.pop(key, None)
+        else:
+            obj[key] = cel_json(value)
+    return replace(request, body=serialize_body(obj))

@@ -23,6 +23,7 @@ from urllib.parse import unquote
 from agw_fast.config.model import LLMModel, LLMVirtualModel, ValueMatch
 from agw_fast.config.rust_regex import compile_rust_regex
 from agw_fast.core import cel
+from agw_fast.core.authorization import RuleSet
 from agw_fast.errors import ConfigError, ProxyError
 from agw_fast.llm.health import HealthState, choose_failover
 from agw_fast.llm.jsonbytes import loads
@@ -35,6 +36,7 @@ __all__ = [
     "ModelRouter",
     "ProviderGroups",
     "Routed",
+    "cel_json",
     "llm_error",
 ]
 
@@ -76,10 +78,19 @@ def llm_error(status: int, message: str, code: str) -> LocalAnswer:
 
 
 class LocalAnswer(NamedTuple):
-    """The router answers the request itself (JSON body)."""
+    """The router answers the request itself (JSON body unless `content_type` says else)."""
 
     status: int
     body: bytes
+    content_type: bytes = b"application/json"
+
+
+# A model matched by name and headers whose `authorization` denies the request, with no
+# other model matching (agentgateway's `model_authorization_denied_response`).
+_MODEL_DENIED = llm_error(403, "Model authorization denied", "model_authorization_denied")
+# A failover target's `authorization` is agentgateway's backend policy on that model, not
+# the router's check: its answer is the authorization policy's (`AuthorizationFailed`).
+_BACKEND_DENIED = LocalAnswer(403, b"authorization failed", b"text/plain")
 
 
 @dataclass(eq=False, slots=True)
@@ -94,6 +105,9 @@ class ModelRoute:
     route_types: RouteTypeResolver
     unhealthy: cel.CelProgram | None = None  # health.unhealthyExpression
     backend: object = None
+    authorization: RuleSet | None = None  # the model's `authorization` rules
+    # `finalTransformation`: set on the provider-format body (calls.final_transformation)
+    final_transformations: tuple[tuple[str, cel.CelProgram], ...] = ()
 
     @property
     def name(self) -> str:
@@ -169,6 +183,8 @@ class ModelRouter:
     ) -> None:
         self.models = tuple(models)
         self.created = created
+        # Only a router with a model that has `authorization` rules checks any per request.
+        self.authorizing = any(m.authorization is not None for m in self.models)
         self.virtual: dict[str, _Virtual] = {}
         for vm in virtual_models:
             self.virtual.setdefault(vm.name, self._compile_virtual(vm))
@@ -195,7 +211,8 @@ class ModelRouter:
             routes = []
             for t in vm.targets:
                 route = self._concrete(t.model, allow_internal=True, headers=None)
-                assert route is not None  # the loader checked every target matches a model
+                # The loader checked every target matches a model.
+                assert isinstance(route, ModelRoute)
                 routes.append(route)
             compiled.target_routes = tuple(routes)
             compiled.health = [HealthState() for _ in vm.targets]
@@ -211,8 +228,9 @@ class ModelRouter:
         request_variables: Callable[[], dict[str, object]],
         now: float,
     ) -> LocalAnswer | Routed:
+        authorized = _authorizer(request_variables) if self.authorizing else None
         if _is_model_list(path):
-            return self.model_list()
+            return self.model_list(authorized)
         obj: dict[str, object]
         path_model = _PATH_MODEL.search(path)
         if path_model is not None:
@@ -246,8 +264,14 @@ class ModelRouter:
             if virtual.config.kind == "failover":
                 route = virtual.target_routes[index]
                 health = virtual.health[index]
+                if authorized is not None and not authorized(route):
+                    return _BACKEND_DENIED
             else:
-                found = self._concrete(target_model, allow_internal=True, headers=headers)
+                found = self._concrete(
+                    target_model, allow_internal=True, headers=headers, authorized=authorized
+                )
+                if isinstance(found, LocalAnswer):
+                    return found
                 if found is None:
                     return llm_error(
                         404,
@@ -258,9 +282,13 @@ class ModelRouter:
                 route = found
             requested = target_model
         else:
-            found = self._concrete(requested, allow_internal=False, headers=headers)
+            found = self._concrete(
+                requested, allow_internal=False, headers=headers, authorized=authorized
+            )
             if found is None:
                 return llm_error(404, "Model not found", "model_not_found")
+            if isinstance(found, LocalAnswer):
+                return found
             route = found
         # The chosen model goes into the body before the model's own changes (a Gemini native
         # body carries none; its provider call takes it out again).
@@ -279,8 +307,14 @@ class ModelRouter:
             return error
         return routed
 
-    def model_list(self) -> LocalAnswer:
-        entries = [m.name for m in self.models if m.config.public]
+    def model_list(self, authorized: Callable[[ModelRoute], bool] | None = None) -> LocalAnswer:
+        """Public models the request may use (agentgateway lists a model only if its
+        `authorization` allows the request), then virtual models."""
+        entries = [
+            m.name
+            for m in self.models
+            if m.config.public and (authorized is None or authorized(m))
+        ]
         entries += list(self.virtual)
         body = _encode(
             {
@@ -294,8 +328,16 @@ class ModelRouter:
         return LocalAnswer(200, body)
 
     def _concrete(
-        self, model: str, *, allow_internal: bool, headers: dict[str, str] | None
-    ) -> ModelRoute | None:
+        self,
+        model: str,
+        *,
+        allow_internal: bool,
+        headers: dict[str, str] | None,
+        authorized: Callable[[ModelRoute], bool] | None = None,
+    ) -> ModelRoute | LocalAnswer | None:
+        """The first model matching by name and headers that the request is authorized
+        for; the 403 answer when models matched but each one's `authorization` denied."""
+        denied = False
         for route in self.models:
             if not (allow_internal or route.config.public):
                 continue
@@ -303,8 +345,11 @@ class ModelRouter:
                 continue
             if headers is not None and not route.matches_headers(headers):
                 continue
+            if authorized is not None and not authorized(route):
+                denied = True
+                continue
             return route
-        return None
+        return _MODEL_DENIED if denied else None
 
     def _virtual_target(
         self,
@@ -380,7 +425,7 @@ class ModelRouter:
             if value is None:
                 obj.pop(key, None)
             else:
-                obj[key] = _plain(value)
+                obj[key] = cel_json(value)
         for key, value in config.defaults:
             obj.setdefault(key, value)
         if type(obj.get("model")) is not str:
@@ -410,7 +455,39 @@ def compile_model_route(config: LLMModel, index: int) -> ModelRoute:
     unhealthy = None
     if health is not None and health.unhealthy_expression is not None:
         unhealthy = _compile(health.unhealthy_expression, health.path, cel.HEALTH_VARIABLES)
-    return ModelRoute(config, index, matches, transformations, RouteTypeResolver(routes), unhealthy)
+    final = tuple(
+        (key, _compile(text, f"{config.path}.finalTransformation.{key}", cel.LLM_VARIABLES))
+        for key, text in config.final_transformation
+    )
+    return ModelRoute(
+        config,
+        index,
+        matches,
+        transformations,
+        RouteTypeResolver(routes),
+        unhealthy,
+        authorization=RuleSet.compile(config.authorization),
+        final_transformations=final,
+    )
+
+
+def _authorizer(
+    request_variables: Callable[[], dict[str, object]],
+) -> Callable[[ModelRoute], bool]:
+    """Whether a model's `authorization` lets this request through; the request's CEL
+    variables are bound once, on the first model that has rules."""
+    bound: object = None
+
+    def authorized(route: ModelRoute) -> bool:
+        nonlocal bound
+        rules = route.authorization
+        if rules is None:
+            return True
+        if bound is None:
+            bound = cel.activation(request_variables())
+        return rules.allows(bound)
+
+    return authorized
 
 
 def _header_match(
@@ -429,7 +506,7 @@ def _compile(text: str, path: str, variables: tuple[str, ...]) -> cel.CelProgram
         raise ConfigError(path, str(error)) from None
 
 
-def _plain(value: object) -> object:
+def cel_json(value: object) -> object:
     """A CEL result as JSON data (bytes become text)."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")

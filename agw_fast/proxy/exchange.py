@@ -43,7 +43,7 @@ from agw_fast.core.http1 import BODY_CHUNKED, BODY_CLOSE, ResponseHead
 from agw_fast.core.reason import Reason
 from agw_fast.core.rewrite import build_upstream_head, local_response, without_body
 from agw_fast.errors import ProxyError
-from agw_fast.llm.calls import prepare_call
+from agw_fast.llm.calls import final_transformation, prepare_call
 from agw_fast.llm.exchange import LLMRequest, LLMResponseObserver, prepare_llm_request
 from agw_fast.llm.health import retry_after_seconds
 from agw_fast.llm.providers.openai import decode_request_body
@@ -434,18 +434,25 @@ class Exchange:
         if self.content_encoding is not None:
             body = decode_request_body(body, self.content_encoding.decode("latin-1"), max_body)
         path = self.client_path.decode("latin-1")
-        resolved = router.resolve(
-            path, self.headers, body, self._cel_request_variables(body), time.monotonic()
-        )
+        variables = self._cel_request_variables(body)
+        resolved = router.resolve(path, self.headers, body, variables, time.monotonic())
         if isinstance(resolved, LocalAnswer):
-            reason = Reason.DIRECT_RESPONSE if resolved.status == 200 else Reason.INVALID_REQUEST
-            self.fail(resolved.status, resolved.body.decode(), reason, b"application/json")
+            if resolved.status == 200:
+                reason = Reason.DIRECT_RESPONSE
+            elif resolved.content_type == b"text/plain":  # a failover target's authorization
+                reason = Reason.AUTHORIZATION
+            else:
+                reason = Reason.INVALID_REQUEST
+            self.fail(resolved.status, resolved.body.decode(), reason, resolved.content_type)
             return None
         self.routed = resolved
         route = resolved.route
         llm_request = prepare_call(
             route.config, resolved.route_type, self.target, resolved.obj, body, resolved.changed
         )
+        final = route.final_transformations
+        if final and _final_applies(llm_request.route_type, self.headers):
+            llm_request = final_transformation(final, llm_request, variables)
         backend = cast("RuntimeBackend", route.backend)
         self.backend = backend
         self.authority = backend.auto_authority or self.client_host
@@ -1007,6 +1014,19 @@ class Exchange:
         finally:
             # Even if telemetry failed, the connection must move on (or close).
             self.down.exchange_finished(keep_alive)
+
+
+def _final_applies(route_type: str, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a `finalTransformation` applies: never to a passthrough body; to a `detect`
+    body only when the client sent it as JSON (agentgateway forwards other bodies opaque)."""
+    if route_type == "passthrough":
+        return False
+    if route_type != "detect":
+        return True
+    for name, value in headers:
+        if name == b"content-type":
+            return value.partition(b";")[0].strip().lower() == b"application/json"
+    return False
 
 
 def _merged_fields(base: bytes, replacing: bytes) -> bytes:

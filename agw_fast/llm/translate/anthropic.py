@@ -18,8 +18,10 @@ import json
 import time
 from collections.abc import Callable, Mapping
 
+from agw_fast.config.model import PromptCaching
 from agw_fast.llm.jsonbytes import loads as _loads
 from agw_fast.llm.translate import Translation, TranslationError
+from agw_fast.llm.translate.anthropic_cache import insert_cache_markers
 from agw_fast.llm.translate.anthropic_chat_request import messages_request_to_chat
 from agw_fast.llm.translate.anthropic_chat_stream import ChatToMessagesStream
 from agw_fast.llm.translate.anthropic_request import chat_request_to_messages
@@ -132,10 +134,16 @@ def _include_usage(request: Mapping[str, object]) -> bool:
 
 
 def completions_to_messages(
-    request: dict[str, object], *, clock: Clock = time.monotonic
+    request: dict[str, object],
+    *,
+    clock: Clock = time.monotonic,
+    prompt_caching: PromptCaching | None = None,
 ) -> tuple[bytes, Translation]:
-    """An OpenAI chat completions request for Anthropic's /v1/messages."""
+    """An OpenAI chat completions request for Anthropic's /v1/messages, with the cache
+    markers of a `promptCaching` policy (translate/anthropic_cache.py)."""
     body = chat_request_to_messages(request)
+    if prompt_caching is not None:
+        insert_cache_markers(body, prompt_caching)
     return _body(body), MessagesToChatTranslation(_include_usage(request), clock)
 
 
