@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from tests.e2e.conftest import (
     DEADLINE,
+    Certs,
     GatewayFactory,
     Process,
     gateway_client,
@@ -345,3 +347,24 @@ def test_requests_a_translation_cannot_express_are_400s(
     assert response.status_code == 400, response.text
     assert response.text.startswith("failed to process LLM request: ")
     assert needle in response.text
+
+
+def test_llm_tls_serves_https(gateway: GatewayFactory, mock: Process, certs: Certs) -> None:
+    gw = gateway(f"""config: {{statsAddr: "off", adminAddr: "off", readinessAddr: "off"}}
+llm:
+  port: 0
+  tls: {{cert: "{certs.cert_path}", key: "{certs.key_path}"}}
+  models:
+  - name: smart
+    provider: openAI
+    params: {{model: gpt-tls, apiKey: {KEY}, baseUrl: "http://127.0.0.1:{mock.port}/v1"}}
+""")
+    context = ssl.create_default_context(cafile=str(certs.ca_path))
+    with httpx.Client(verify=context, timeout=DEADLINE) as client:
+        response = client.post(f"https://localhost:{gw.port}/v1/chat/completions",
+                               json={"model": "smart", "messages": MESSAGES})
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "gpt-tls"
+    with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port is refused
+        httpx.post(f"http://127.0.0.1:{gw.port}/v1/chat/completions",
+                   json={"model": "smart", "messages": MESSAGES}, timeout=DEADLINE)
