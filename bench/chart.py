@@ -50,6 +50,11 @@ _PANELS = (
     (("saturation",), "Saturation (wrk -c32, closed loop)", ("p50", "p75", "p90", "p99", "p999")),
     (("rate",), "Fixed rate (open loop)", ("p50", "p90", "p99", "p999")),
     (("sse", "ttfb"), "SSE time to first event", ("p50", "p90", "p99")),
+    (
+        ("translate", "json"),
+        "llm: JSON, mock LLM origin (wrk -c32)",
+        ("p50", "p75", "p90", "p99", "p999"),
+    ),
 )
 
 
