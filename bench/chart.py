@@ -59,10 +59,11 @@ _PANELS = (
 
 
 def _role(name: str) -> str:
-    """Same colour for the same kind of server in every panel (`nginx-sse` is `nginx`)."""
+    """Same colour for the same kind of server in every panel (`nginx-sse`, `nginx-llm` are
+    `nginx`)."""
     if name.startswith("direct"):
         return "direct"
-    role = name.replace("-sse-load", "").replace("-sse", "")
+    role = name.replace("-sse-load", "").replace("-sse", "").removesuffix("-llm")
     return "agw-1w" if role == "agw" else role
 
 
