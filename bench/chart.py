@@ -50,14 +50,20 @@ _PANELS = (
     (("saturation",), "Saturation (wrk -c32, closed loop)", ("p50", "p75", "p90", "p99", "p999")),
     (("rate",), "Fixed rate (open loop)", ("p50", "p90", "p99", "p999")),
     (("sse", "ttfb"), "SSE time to first event", ("p50", "p90", "p99")),
+    (
+        ("translate", "json"),
+        "llm: JSON, mock LLM origin (wrk -c32)",
+        ("p50", "p75", "p90", "p99", "p999"),
+    ),
 )
 
 
 def _role(name: str) -> str:
-    """Same colour for the same kind of server in every panel (`nginx-sse` is `nginx`)."""
+    """Same colour for the same kind of server in every panel (`nginx-sse`, `nginx-llm` are
+    `nginx`)."""
     if name.startswith("direct"):
         return "direct"
-    role = name.replace("-sse-load", "").replace("-sse", "")
+    role = name.replace("-sse-load", "").replace("-sse", "").removesuffix("-llm")
     return "agw-1w" if role == "agw" else role
 
 

@@ -159,9 +159,17 @@ class TtfbResult:
     events_per_response: int
 
 
-def sse_ttfb(port: int, requests: int, *, warmup: int = 10, path: str = CHAT_PATH) -> TtfbResult:
-    """Sequential streaming POSTs on one keep-alive connection: send → first `data:` byte."""
-    request = request_bytes(f"127.0.0.1:{port}", path, STREAM_REQUEST_BODY)
+def sse_ttfb(
+    port: int,
+    requests: int,
+    *,
+    warmup: int = 10,
+    path: str = CHAT_PATH,
+    headers: dict[str, str] | None = None,
+) -> TtfbResult:
+    """Sequential streaming POSTs on one keep-alive connection: send → first `data:` byte;
+    `headers` replace or add request fields (e.g. `anthropic-version` for /v1/messages)."""
+    request = request_bytes(f"127.0.0.1:{port}", path, STREAM_REQUEST_BODY, headers=headers)
     samples: list[float] = []
     events = 0
     sock = _connect(port, 10 * SECONDS)

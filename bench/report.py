@@ -26,6 +26,10 @@ __all__ = [
 
 Results = dict[str, Any]
 POLICIES = "policies route"  # agw-policies: plain route + jwtAuth, localRateLimit, cors
+# The translate scenario's `llm:` routes (OpenAI client; mock LLM origin).
+LLM_PLAIN, LLM_TRANSLATED = "agw-llm-openai", "agw-llm-anthropic"
+UNTRANSLATED = "llm: openAI"
+TRANSLATED = "llm: anthropic (translated)"
 Reps = dict[int, dict[str, float]]
 KiB = 1024
 MiB = 1024 * KiB
@@ -352,6 +356,7 @@ def key_figures(results: Results) -> list[Row]:
                 maximum=1.3,
             )
         )
+    rows += _translate_rows(results)
     idle = section(results, "memory", "idle")
     row = _ratio_row(
         idle,
@@ -420,6 +425,52 @@ def key_figures(results: Results) -> list[Row]:
             ),
         ]
     return [row for row in rows if row is not None]
+
+
+def _translate_rows(results: Results) -> list[Row | None]:
+    """The `llm:` routes against nginx in front of the same mock LLM, and the translated
+    route against the untranslated one (paired ratio and difference)."""
+    rows: list[Row | None] = []
+    parts = (
+        ("json", "req per proxy CPU-s", "req_per_cpu_s", "proxy CPU µs per request"),
+        ("sse", "proxy CPU per SSE event", "cpu_per_event_us", "proxy CPU µs per SSE event"),
+    )
+    for part, figure, metric, cost in parts:
+        data = section(results, "translate", part)
+        unit = "rate" if part == "json" else "us"
+        kind = "JSON" if part == "json" else "stream"
+        for agw, route in ((LLM_PLAIN, UNTRANSLATED), (LLM_TRANSLATED, TRANSLATED)):
+            rows.append(
+                _ratio_row(
+                    data,
+                    f"{figure}, {route} {kind}",
+                    metric,
+                    agw,
+                    nginx="nginx-llm",
+                    direct=None,
+                    unit=unit,
+                )
+            )
+        rows += [
+            _ratio_row(
+                data,
+                f"{figure}, translated ÷ untranslated {kind}",
+                metric,
+                LLM_TRANSLATED,
+                nginx="nginx-llm",
+                direct=None,
+                unit=unit,
+                ratio_to=LLM_PLAIN,
+            ),
+            _cost_row(
+                data,
+                f"{cost}, translated − untranslated",
+                "cpu_us_per_req" if part == "json" else metric,
+                LLM_TRANSLATED,
+                LLM_PLAIN,
+            ),
+        ]
+    return rows
 
 
 def rows_json(rows: list[Row]) -> list[dict[str, Any]]:
@@ -543,6 +594,8 @@ _DETAIL_KEYS = {
     "p999_us",
     "errors",
     "cpu_per_event_us",
+    "cpu_per_stream_us",
+    "events_per_response",
     "events_per_s",
     "bytes_per_conn",
     "worker_rss",

@@ -37,7 +37,7 @@ from bench.procs import (
     rss_bytes,
     sockets_per_pid,
 )
-from bench.targets import CPU_LOAD, Target
+from bench.targets import CPU_LOAD, LLM_MODEL, Target
 from bench.wrk import run_wrk
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "rate",
     "saturation",
     "sse",
+    "translate",
 ]
 
 # --- scenarios -----------------------------------------------------------------------------
@@ -286,6 +287,89 @@ def sse(bench: Bench) -> dict[str, object]:
     }
 
 
+# The `llm:` routes of the translate scenario: the untranslated baseline first (ratios divide
+# by it), then the translated one.
+LLM_TARGETS = ("agw-llm-openai", "agw-llm-anthropic")
+
+
+def translate(bench: Bench) -> dict[str, object]:
+    """`llm:` routes to the mock LLM, an OpenAI client: provider openAI (untranslated) vs
+    anthropic (translated to /v1/messages and back); JSON at -c32 and SSE CPU per event."""
+    s, stack = bench.settings, bench.stack
+    # One mock LLM for both parts (the sse scenario's load upstream): it answers chat
+    # completions and /v1/messages alike; the event count and spacing only apply to streams.
+    up = stack.sse_upstream(s.sse_events, s.sse_delay)
+    targets = [up]
+    if up.ok:
+        targets += [
+            stack.nginx_proxy("nginx-llm", up.port),
+            *(stack.agw(name, up.port, route=name.removeprefix("agw-")) for name in LLM_TARGETS),
+        ]
+
+    # (a) JSON: closed loop, as saturation (the Python mock is the slow part; CPU per
+    # request stays valid).
+    json_script = bench.script("post", REQUEST_BODY)
+    json_collector = Collector()
+    interleave(
+        bench,
+        targets,
+        lambda t: measure_wrk(bench, t, json_script, conns=s.saturation_conns)[0],
+        json_collector,
+        "llm json",
+    )
+
+    # (b) SSE: events counted per target from one real stream through it, as the client sees
+    # them (a translated stream has its own count: Anthropic's message_start, ping, block
+    # start/stop events become no OpenAI chunk; the finish and usage chunks are added).
+    events: dict[str, int] = {}
+    upstream_events: dict[str, int] = {}
+    if up.ok:
+        try:
+            upstream_events["/v1/messages"] = sse_ttfb(
+                up.port,
+                1,
+                warmup=0,
+                path="/v1/messages",
+                headers={"anthropic-version": "2023-06-01"},
+            ).events_per_response
+            upstream_events[CHAT_PATH] = sse_ttfb(up.port, 1, warmup=0).events_per_response
+        except FAILURES as exc:
+            bench.log(f"  ! translate: could not count the mock's events: {exc}")
+    stream_script = bench.script("post-stream", STREAM_REQUEST_BODY)
+
+    def load(target: Target) -> Rep:
+        if target.name not in events:
+            events[target.name] = sse_ttfb(target.port, 1, warmup=0).events_per_response
+        rep, result = measure_wrk(
+            bench, target, stream_script, conns=s.sse_conns, body=STREAM_REQUEST_BODY
+        )
+        relayed = result.requests * events[target.name]
+        rep["events_per_response"] = float(events[target.name])
+        rep["events_per_s"] = relayed / result.duration_s if result.duration_s else 0.0
+        if "proxy_cpu_s" in rep and relayed:
+            rep["cpu_per_event_us"] = rep["proxy_cpu_s"] / relayed * 1e6
+            rep["cpu_per_stream_us"] = rep["proxy_cpu_s"] / result.requests * 1e6
+        return rep
+
+    sse_collector = Collector()
+    interleave(bench, targets, load, sse_collector, "llm sse")
+    return {
+        "upstream": stack.notes.get("sse_upstream", "unknown"),
+        "json": json_collector.result(
+            method=f"wrk -t1 -c{s.saturation_conns} -d{s.duration:g}s POST {len(REQUEST_BODY)} B "
+            f"chat completion (model {LLM_MODEL}) to `llm:` routes whose params.baseUrl is the "
+            "mock LLM; CPU = utime+stime of the proxy process tree over the measured run"
+        ),
+        "sse": sse_collector.result(
+            method=f"wrk -c{s.sse_conns} streaming POSTs, mock LLM {s.sse_events} content events "
+            f"{s.sse_delay * 1e3:g} ms apart; proxy CPU / (responses × events per response "
+            "as the client receives them, counted per target)",
+            events_per_response=events,
+            upstream_events_per_response=upstream_events,
+        ),
+    }
+
+
 def _tree_rss(pid: int, key: str = "VmRSS") -> int:
     return sum(rss_bytes(p, key) for p in descendants(pid))
 
@@ -457,6 +541,7 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, object]]] = {
     "latency": latency,
     "rate": rate,
     "sse": sse,
+    "translate": translate,
     "memory": memory,
     "churn": churn,
     "balance": balance,

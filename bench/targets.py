@@ -29,13 +29,22 @@ from bench.procs import (
     listen_socket_count,
 )
 
-__all__ = ["Stack", "Target", "Tools", "agw_config"]
+__all__ = ["LLM_MODEL", "LLM_ROUTES", "Stack", "Target", "Tools", "agw_config", "llm_config"]
 
 SECONDS = 1.0
 # With --pin: load generator and upstream on CPU 0, the proxy under test on CPU 1.
 CPU_LOAD, CPU_PROXY = 0, 1
 # How agw-fast names a missing optional dependency when it refuses a config at load.
 _INSTALL_HINT = re.compile(r"pip install '?agw-fast\[[a-z0-9,_-]+\]'?")
+# `llm:` routes (route name -> the model's provider and the upstream model it is rewritten
+# to). The client always speaks OpenAI chat completions; `anthropic` is translated to the
+# Messages API and back, `openAI` is the untranslated baseline through the same router.
+LLM_ROUTES = {
+    "llm-openai": ("openAI", "gpt-4o-mini-2024-07-18"),
+    "llm-anthropic": ("anthropic", "claude-3-5-haiku-20241022"),
+}
+LLM_MODEL = "gpt-4o-mini"  # the bench body's `model`: the name the `llm:` router matches
+LLM_API_KEY = "sk-bench-provider-key"  # the provider key the gateway holds (the mock wants one)
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,29 @@ def agw_config(
             "logging": {"level": "warn"},
         },
         "binds": [{"port": port, "listeners": [listener]}],
+    }
+
+
+def llm_config(port: int, upstream_port: int, route: str) -> dict[str, object]:
+    """The model-centric `llm:` form: one model named like the bench body's `model`, served
+    by `LLM_ROUTES[route]`'s provider at the mock LLM (`params.baseUrl`, plain HTTP)."""
+    provider, model = LLM_ROUTES[route]
+    params = {
+        "model": model,
+        "apiKey": LLM_API_KEY,
+        "baseUrl": f"http://127.0.0.1:{upstream_port}/v1",
+    }
+    return {
+        "config": {
+            "statsAddr": "off",
+            "adminAddr": "off",
+            "readinessAddr": "off",
+            "logging": {"level": "warn"},
+        },
+        "llm": {
+            "port": port,
+            "models": [{"name": LLM_MODEL, "provider": provider, "params": params}],
+        },
     }
 
 
@@ -346,6 +378,11 @@ class Stack:
         https: bool = False,
     ) -> Target:
         desc = f"agw-fast, {workers} worker(s), {route} route" + (", TLS upstream" if tls else "")
+        if route in LLM_ROUTES:
+            provider, model = LLM_ROUTES[route]
+            desc = f"agw-fast, {workers} worker(s), `llm:` model, provider {provider} ({model})"
+            if provider != "openAI":
+                desc += ", OpenAI chat completions translated"
         desc += ", HTTPS listener" if https else ""
         policies: PolicyRoute | None = None
         if route == "policies":
@@ -359,20 +396,19 @@ class Stack:
             desc += f", --listen-mode {listen_mode}"
         port = free_port()
         config = self.work / f"{name}.yaml"
-        # JSON is YAML: no YAML writer needed.
-        config.write_text(
-            json.dumps(
-                agw_config(
-                    port,
-                    upstream_port,
-                    route="plain" if policies else route,
-                    tls=tls,
-                    listener_cert=listener_cert,
-                    policies=policies.policies if policies else None,
-                ),
-                indent=2,
+        doc = (
+            llm_config(port, upstream_port, route)
+            if route in LLM_ROUTES
+            else agw_config(
+                port,
+                upstream_port,
+                route="plain" if policies else route,
+                tls=tls,
+                listener_cert=listener_cert,
+                policies=policies.policies if policies else None,
             )
         )
+        config.write_text(json.dumps(doc, indent=2))  # JSON is YAML: no YAML writer needed
         # Loopback only, like every other bench server (the default is all interfaces).
         argv = [*self.agw_cmd, "-f", str(config), "--workers", str(workers)]
         argv += ["--bind-address", "127.0.0.1"]

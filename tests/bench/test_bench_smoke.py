@@ -35,10 +35,11 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
         "--saturation",
         "--latency",
         "--sse",
+        "--translate",
         "--memory",
         "--micro",
         "--targets",
-        "nginx,nginx-sse,agw-1w,agw-sse,agw-policies",
+        "nginx,nginx-sse,agw-1w,agw-sse,agw-policies,nginx-llm,agw-llm-*",
         "--idle-conns",
         "100",
         "--no-chart",
@@ -68,7 +69,7 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     assert data["mode"] == "quick"
     for key in ("cpu_model", "cores", "kernel", "python", "packages"):
         assert key in data["machine"], key
-    assert set(data["scenarios"]) == {"saturation", "latency", "sse", "memory"}
+    assert set(data["scenarios"]) == {"saturation", "latency", "sse", "translate", "memory"}
     assert (out / "HISTORY.md").read_text().count("| quick |") == 1
     assert "figure" in proc.stdout and "agw-fast" in proc.stdout
 
@@ -99,9 +100,24 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
         assert "p50_us" in latency["summary"], latency["error"]
     ttfb = data["scenarios"]["sse"]["ttfb"]["targets"]
     assert "p50_us" in ttfb["agw-sse"]["summary"], ttfb["agw-sse"]["error"]
+    # The `llm:` routes, untranslated (openAI) and translated (anthropic), JSON and SSE.
+    translate = data["scenarios"]["translate"]
+    for name in ("agw-llm-openai", "agw-llm-anthropic"):
+        for part, metric in (("json", "req_per_cpu_s"), ("sse", "cpu_per_event_us")):
+            entry = translate[part]["targets"][name]
+            assert entry["error"] is None, f"{name} {part} failed: {entry['error']}"
+            assert entry["summary"][metric]["median"] > 0
+            assert entry["summary"]["errors"]["median"] == 0
+    # A translated stream reaches the client as OpenAI chunks, not Anthropic events.
+    events = translate["sse"]["events_per_response"]
+    assert events["agw-llm-anthropic"] > 0 and events["agw-llm-openai"] > 0
+    assert translate["sse"]["upstream_events_per_response"]["/v1/messages"] > 0
     idle = data["scenarios"]["memory"]["idle"]["targets"]["agw-1w"]
     assert "bytes_per_conn" in idle["summary"], idle["error"]
     figures = {row["figure"] for row in data["key_figures"]}
     assert "req per proxy CPU-s, 1 worker, plain" in figures
+    assert "req per proxy CPU-s, translated ÷ untranslated JSON" in figures
+    assert "proxy CPU per SSE event, translated ÷ untranslated stream" in figures
+    assert "proxy CPU per SSE event, llm: anthropic (translated) stream" in proc.stdout
     if "agw-policies" not in data["notes"]:
         assert "req per proxy CPU-s, policies route ÷ plain" in figures

@@ -5,6 +5,11 @@ A streamed (SSE) 2xx response is translated event by event and sent chunked as i
 whole, up to `JSON_LIMIT`, translated, and sent with its length. The provider's framing and
 length fields do not apply to the translated body and are dropped; the rest of its head is
 relayed as usual.
+
+A provider read often holds many events (a busy stream's events queue up in the socket), and
+the payload of each chunk reaches the relay on its own: `add` translates without writing, and
+`take` hands over what one read produced as one chunk, so the client gets one write per read,
+as an untranslated stream does, not one per event (a send call each).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ class TranslatedRelay:
 
     __slots__ = (
         "translation", "status", "status_line", "lines", "streaming", "chunked", "dechunked",
-        "stream", "parts", "size", "usage", "model", "first_token_at", "error",
+        "stream", "parts", "size", "usage", "model", "first_token_at", "error", "held",
     )  # fmt: skip
 
     def __init__(
@@ -50,6 +55,7 @@ class TranslatedRelay:
         self.model: str | None = None
         self.first_token_at: float | None = None
         self.error: str | None = None  # why the response could not be translated
+        self.held: list[bytes] = []  # translated by `add`, not yet taken (unframed)
 
     def stream_head(self, extra: bytes, close: bool) -> bytes:
         framing = b"transfer-encoding: chunked\r\n" if self.chunked else b""
@@ -67,6 +73,53 @@ class TranslatedRelay:
 
     def feed(self, data: bytes) -> bytes:
         """Provider payload in; for a stream, the client bytes (framed) to write now."""
+        return self._frame(self._translate(data))
+
+    def add(self, data: bytes) -> None:
+        """Provider payload in, as `feed`, but a stream's client bytes are held for `take`."""
+        out = self._translate(data)
+        if out:
+            self.held.append(out)
+
+    def take(self) -> bytes:
+        """What `add` translated since the last `take`, as one chunk (b"" if nothing)."""
+        held = self.held
+        if not held:
+            return b""
+        out = held[0] if len(held) == 1 else b"".join(held)
+        held.clear()
+        return self._frame(out)
+
+    def finish(self) -> bytes:
+        """The provider's stream ended: anything still held, the translated tail, and the
+        last chunk."""
+        stream = self.stream
+        assert stream is not None
+        out = self.take()
+        tail = b""
+        if self.error is None:
+            try:
+                tail = stream.finish()
+            except (TranslationError, EventTooLarge, ValueError) as error:
+                self.error = f"failed to translate the LLM response: {error}"
+        self._observe(stream)
+        return out + self._frame(tail) + (b"0\r\n\r\n" if self.chunked else b"")
+
+    def body(self) -> bytes:
+        """A whole (non-stream) response translated; raises TranslationError."""
+        if self.size > JSON_LIMIT:
+            raise TranslationError(f"response over {JSON_LIMIT} bytes")
+        raw = b"".join(self.parts)
+        if self.status >= 400:
+            return self.translation.error_json(self.status, raw)
+        try:
+            out, usage, model = self.translation.response_json(raw)
+        except ValueError as error:  # a JSON parse error outside the translator's own checks
+            raise TranslationError(str(error)) from None
+        self.usage, self.model = usage, model
+        return out
+
+    def _translate(self, data: bytes) -> bytes:
         stream = self.stream
         if stream is None:
             self.size += len(data)
@@ -81,33 +134,6 @@ class TranslatedRelay:
             self.error = f"failed to translate the LLM response: {error}"
             return b""
         self._observe(stream)
-        return self._frame(out)
-
-    def finish(self) -> bytes:
-        """The provider's stream ended: the translated tail, and the last chunk."""
-        stream = self.stream
-        assert stream is not None
-        out = b""
-        if self.error is None:
-            try:
-                out = stream.finish()
-            except (TranslationError, EventTooLarge, ValueError) as error:
-                self.error = f"failed to translate the LLM response: {error}"
-        self._observe(stream)
-        return self._frame(out) + (b"0\r\n\r\n" if self.chunked else b"")
-
-    def body(self) -> bytes:
-        """A whole (non-stream) response translated; raises TranslationError."""
-        if self.size > JSON_LIMIT:
-            raise TranslationError(f"response over {JSON_LIMIT} bytes")
-        raw = b"".join(self.parts)
-        if self.status >= 400:
-            return self.translation.error_json(self.status, raw)
-        try:
-            out, usage, model = self.translation.response_json(raw)
-        except ValueError as error:  # a JSON parse error outside the translator's own checks
-            raise TranslationError(str(error)) from None
-        self.usage, self.model = usage, model
         return out
 
     def _observe(self, stream: StreamTranslator) -> None:
