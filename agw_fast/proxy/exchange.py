@@ -642,14 +642,11 @@ class Exchange:
             upstream.set_payload_observer(self._on_translated_payload)
 
     def _on_translated_payload(self, data: bytes) -> None:
+        # Called per chunk of the provider's read; `on_response_body` writes what the whole
+        # read translated to, once (a send per read, not per event).
         relay = self.relay
         assert relay is not None
-        out = relay.feed(data)
-        if out:
-            self.flush_response_head()
-            self.down.write(out)
-        if relay.error is not None and relay.streaming and not self.finished:
-            self._cut_translated(relay.error)
+        relay.add(data)
 
     def _cut_translated(self, error: str) -> None:
         """A provider stream that cannot be translated: what was sent stays sent, and the
@@ -669,12 +666,11 @@ class Exchange:
         if relay.streaming:
             tail = relay.finish()
             llm.translated(relay.usage, relay.model, relay.first_token_at)
-            if relay.error is not None:
-                self._cut_translated(relay.error)
-                return
             self.flush_response_head()
             if tail:
                 self.down.write(tail)
+            if relay.error is not None:
+                self._cut_translated(relay.error)
             return
         down = self.down
         close = not down.keep_alive or down.closing or not self.request_done
@@ -748,7 +744,13 @@ class Exchange:
         relay = self.relay
         if relay is not None:
             if not relay.dechunked:
-                self._on_translated_payload(data)
+                relay.add(data)
+            out = relay.take()
+            if out:
+                self.flush_response_head()
+                self.down.write(out)
+            if relay.error is not None and relay.streaming and not self.finished:
+                self._cut_translated(relay.error)
             return
         head = self.head_out
         if head is not None:

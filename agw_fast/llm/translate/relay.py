@@ -92,7 +92,8 @@ class TranslatedRelay:
 
     def finish(self) -> bytes:
         """The provider's stream ended: anything still held, the translated tail, and the
-        last chunk."""
+        last chunk; with `error` set, only what was translated before it (no last chunk: the
+        caller cuts the connection so the client sees the body is incomplete)."""
         stream = self.stream
         assert stream is not None
         out = self.take()
@@ -103,6 +104,8 @@ class TranslatedRelay:
             except (TranslationError, EventTooLarge, ValueError) as error:
                 self.error = f"failed to translate the LLM response: {error}"
         self._observe(stream)
+        if self.error is not None:
+            return out
         return out + self._frame(tail) + (b"0\r\n\r\n" if self.chunked else b"")
 
     def body(self) -> bytes:
