@@ -175,3 +175,62 @@ def test_other_apis_to_bedrock_are_not_implemented() -> None:
     with pytest.raises(LLMRequestError) as raised:
         _call(model, {"model": "x", "max_tokens": 1, "messages": []}, b"/v1/messages", "messages")
     assert raised.value.status == 501
+
+
+def _expiring(calls: list[int], seconds: int) -> Credentials:
+    from datetime import UTC, datetime, timedelta
+
+    from botocore.credentials import RefreshableCredentials
+
+    def fetch() -> dict[str, str]:
+        calls.append(1)
+        expiry = datetime.now(UTC) + timedelta(seconds=seconds)
+        return {"access_key": f"AKID{len(calls)}", "secret_key": "s", "token": "t",
+                "expiry_time": expiry.isoformat()}  # fmt: skip
+
+    return RefreshableCredentials.create_from_metadata(fetch(), fetch, "test")
+
+
+def _key_id(signer: aws_sigv4.SigV4Signer) -> str:
+    lines = signer.sign(b"POST", b"h", b"/", b"").decode()
+    return lines.split("Credential=", 1)[1].split("/", 1)[0]
+
+
+def test_temporary_credentials_are_refreshed_only_by_refresh() -> None:
+    calls: list[int] = []
+    signer = aws_sigv4.SigV4Signer("us-east-1", _expiring(calls, 60))  # inside botocore's window
+    assert signer.refreshable
+    first = _key_id(signer)
+    assert _key_id(signer) == first  # signing never refreshes (it would block the loop)
+    signer.refresh()
+    assert _key_id(signer) != first
+
+
+def test_the_worker_refreshes_refreshable_signers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from agw_fast.server import aws_credentials
+
+    calls: list[int] = []
+    signer = aws_sigv4.SigV4Signer("us-east-1", _expiring(calls, 60))
+    static = aws_sigv4.SigV4Signer("us-east-1", Credentials("a", "b"))
+    monkeypatch.setattr(aws_credentials, "signers", lambda: [signer, static])
+    monkeypatch.setattr(aws_credentials, "REFRESH_INTERVAL", 0.01)
+
+    async def run() -> None:
+        refresher = aws_credentials.AwsCredentialRefresher(asyncio.get_running_loop())
+        before = len(calls)
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if len(calls) > before:
+                break
+        refresher.close()
+        assert len(calls) > before
+
+    asyncio.run(run())
+    monkeypatch.setattr(aws_credentials, "signers", lambda: [static])
+
+    async def none() -> None:
+        assert aws_credentials.AwsCredentialRefresher(asyncio.get_running_loop()).task is None
+
+    asyncio.run(none())
