@@ -264,3 +264,35 @@ def test_bedrock_without_a_region_is_refused(tmp_path: Path) -> None:
     params: {model: m}
 """)
     assert "awsRegion" in line and "bedrock requires awsRegion" in line
+
+
+def test_binds_form_ai_provider_bedrock(
+    module_gateway: GatewayFactory, recorder: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    config = f"""config:
+  statsAddr: "off"
+  adminAddr: "off"
+  readinessAddr: "off"
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - backends:
+      - ai:
+          name: br
+          hostOverride: "127.0.0.1:{recorder.port}"
+          provider:
+            bedrock: {{region: {REGION}, model: {MODEL_ID},
+                       guardrailIdentifier: gr-1, guardrailVersion: "2"}}
+"""
+    gw = module_gateway(config, env=_env(tmp_path_factory.mktemp("aws-binds")))
+    before = len(recorder.requests)
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="k", max_retries=0,
+                       timeout=DEADLINE * 2) as oai:  # fmt: skip
+        reply = oai.chat.completions.create(model="anything", messages=MESSAGES)
+    assert reply.choices[0].message.content == "Hello world"
+    request = recorder.requests[before]
+    assert request.target == f"/model/{MODEL_ID}/converse"
+    assert json.loads(request.body)["guardrailConfig"] == {
+        "guardrailIdentifier": "gr-1", "guardrailVersion": "2", "trace": "enabled"}
+    assert _verify_sigv4(request) is None
