@@ -51,6 +51,7 @@ from agw_fast.core.tls import (
 from agw_fast.errors import ConfigError
 from agw_fast.llm.calls import ANTHROPIC_VERSION, GEMINI_KEY_PREFIX, default_host
 from agw_fast.llm.exchange import AIRuntime
+from agw_fast.llm.providers.aws_sigv4 import SigV4Signer, signer_for
 from agw_fast.llm.providers.openai import RouteTypeResolver
 from agw_fast.llm.router import (
     DEFAULT_ROUTE_TYPES,
@@ -145,6 +146,8 @@ class RuntimeBackend:
     # The `llm:` form's route backend, or an `ai` backend beyond the OpenAI fast path: picks
     # one of its models' (providers') backends per request.
     router: ModelRouter | ProviderGroups | None = None
+    # Bedrock without an API key: each request is SigV4-signed once its body is built.
+    signer: SigV4Signer | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -220,6 +223,12 @@ class RuntimeBind:
     # and each listener by its context, for the 421 rule (`detect_misdirected`).
     ssl_context: ssl.SSLContext | None = None
     tls_listeners: dict[ssl.SSLContext, RuntimeListener] | None = None
+
+
+_SIGNED_FIELDS = (
+    "authorization", "x-api-key", "content-type", "x-amz-date", "x-amz-security-token",
+    "x-amz-content-sha256",
+)  # fmt: skip
 
 
 def _is_ip(host: str) -> bool:
@@ -494,6 +503,11 @@ class _Compiler:
                 auth = BackendAuth(key=key, header_name="x-goog-api-key", prefix="")
             else:
                 auth = BackendAuth(key=key)
+        signer: SigV4Signer | None = None
+        if auth is None and model.bedrock is not None:
+            # Bedrock's own authentication (agentgateway's implicit AWS auth); an API key
+            # (a Bedrock bearer token) or `auth` replaces it.
+            signer = signer_for(model.bedrock.region, f"{model.path}.provider")
         if auth is None and model.provider == "azure":
             raise not_supported(
                 f"{model.path}.params.apiKey",
@@ -511,6 +525,8 @@ class _Compiler:
             # Azure Foundry needs it on its Anthropic endpoint only; others ignore it.
             set_fields = (("anthropic-version", ANTHROPIC_VERSION),)
         own = HeaderModifier(set=set_fields, remove=tuple(remove))
+        # The signature's fields replace any the client or `requestHeaders` would send.
+        signed = None if signer is None else HeaderModifier(remove=_SIGNED_FIELDS)
         context = self.context(tls, f"{model.path}.tls") if tls is not None else None
         server_hostname = None
         if context is not None:
@@ -533,13 +549,14 @@ class _Compiler:
             pool_key=(host, port, id(context) if context is not None else 0),
             auto_authority=auto_authority,
             request_headers=RequestHeaderPlan.build(
-                [own, route_request, model.request_headers], auth
+                [own, route_request, model.request_headers, signed], auth
             ),
             response_drop=response_plan.drop if response_plan else RESPONSE_HOP_BY_HOP,
             response_extra=response_plan.extra if response_plan else b"",
             redirect=None,
             backend_request_timeout=timeout,
             ai=None,
+            signer=signer,
         )
 
     def mirror(self, policies: RoutePolicies | None, name: str) -> RuntimeMirror | None:
@@ -680,6 +697,7 @@ def _provider_model(
         path_override=provider.path_override,
         path_prefix=provider.path_prefix,
         azure=provider.azure,
+        bedrock=provider.bedrock,
         request_headers=own.request_header_modifier if own is not None else None,
         response_headers=own.response_header_modifier if own is not None else None,
         backend_tls=tls,

@@ -28,6 +28,7 @@ from agw_fast.config.model import (
     AIBackend,
     AzureParams,
     BackendPoolConfig,
+    BedrockParams,
     Bind,
     Config,
     FrontendPolicies,
@@ -492,7 +493,7 @@ def _named_provider(raw: object, path: str, base_dir: Path) -> AIBackend:
     o = Obj(raw, path, "LocalAIBackend")
     name = o.req_str("name")
     provider_path = o.child("provider")
-    kind, model, azure = _provider(o.require("provider"), provider_path)
+    kind, model, azure, bedrock = _provider(o.require("provider"), provider_path)
     host_override = o.get("hostOverride")
     path_override = o.get("pathOverride")
     path_prefix = o.get("pathPrefix")
@@ -525,11 +526,13 @@ def _named_provider(raw: object, path: str, base_dir: Path) -> AIBackend:
         else check_url_path(path_prefix, o.child("pathPrefix")),
         policies=policies,
         azure=azure,
+        bedrock=bedrock,
     )
 
 
-_AI_PROVIDERS = ("openAI", "anthropic", "gemini", "azure")
+_AI_PROVIDERS = ("openAI", "anthropic", "gemini", "azure", "bedrock")
 _PROVIDER_SPECS = {
+    "bedrock": "BedrockProvider",
     "openAI": "OpenAIProvider",
     "anthropic": "AnthropicProvider",
     "gemini": "GeminiProvider",
@@ -539,16 +542,23 @@ _PROVIDER_SPECS = {
 
 def _provider(
     raw: object, path: str
-) -> tuple[Literal["openAI", "anthropic", "gemini", "azure"], str | None, AzureParams | None]:
-    """The provider's kind, its model override (None: keep the client's), Azure's settings."""
+) -> tuple[
+    Literal["openAI", "anthropic", "gemini", "azure", "bedrock"],
+    str | None,
+    AzureParams | None,
+    BedrockParams | None,
+]:
+    """The provider's kind, its model override (None: keep the client's), Azure's or
+    Bedrock's settings."""
     o = Obj(raw, path, "AIProvider")
     present = [k for k in _AI_PROVIDERS if k in o.keys() or (isinstance(raw, dict) and k in raw)]
     if len(present) != 1:
         raise ConfigError(
             path,
-            "exactly one provider is required (agw-fast has openAI, anthropic, gemini and azure)",
+            "exactly one provider is required (agw-fast has openAI, anthropic, gemini, azure "
+            "and bedrock)",
         )
-    kind = cast(Literal["openAI", "anthropic", "gemini", "azure"], present[0])
+    kind = cast(Literal["openAI", "anthropic", "gemini", "azure", "bedrock"], present[0])
     body = o.get(kind)
     o.close()
     p = Obj({} if body is None else body, join(path, kind), _PROVIDER_SPECS[kind])
@@ -567,5 +577,12 @@ def _provider(
             p.opt_str("apiVersion"),
             project,
         )
+    bedrock = None
+    if kind == "bedrock":
+        bedrock = BedrockParams(
+            p.req_str("region"),
+            p.opt_str("guardrailIdentifier"),
+            p.opt_str("guardrailVersion"),
+        )
     p.close()
-    return kind, model, azure
+    return kind, model, azure, bedrock

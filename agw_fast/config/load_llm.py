@@ -30,6 +30,7 @@ from agw_fast.config.model import (
     AzureParams,
     BackendAuth,
     BackendTLS,
+    BedrockParams,
     Bind,
     CustomFormat,
     HeaderModifier,
@@ -66,7 +67,7 @@ LLM_LISTENER = "llm"  # agentgateway's llm::LOCAL_LISTENER_NAME
 LLM_ROUTE = "llm:request"
 _PROVIDERS = ("openai", "openAI", "gemini", "vertex", "anthropic", "bedrock", "azure", "copilot")
 _SERVED_PROVIDERS = {"openai": "openAI", "openAI": "openAI", "anthropic": "anthropic",
-                     "gemini": "gemini", "azure": "azure"}  # fmt: skip
+                     "gemini": "gemini", "azure": "azure", "bedrock": "bedrock"}  # fmt: skip
 _FORMATS = (
     "completions", "messages", "responses", "embeddings", "anthropicTokenCount",
     "generateContent", "geminiCountTokens", "realtime", "rerank",
@@ -222,8 +223,8 @@ def _provider_kind(raw: object, path: str) -> str | tuple[str, object]:
         if name not in _SERVED_PROVIDERS:
             raise not_supported(
                 path,
-                f"the {name} provider (agw-fast has openAI, anthropic, gemini, azure, custom "
-                "and the presets)",
+                f"the {name} provider (agw-fast has openAI, anthropic, gemini, azure, bedrock, "
+                "custom and the presets)",
             )
         return _SERVED_PROVIDERS[name]
     o = as_map(raw, path)
@@ -331,10 +332,11 @@ def _model(
     )
     if p.opt_bool("tokenize"):
         raise not_supported(p.child("tokenize"), "token counting")
-    for key in ("awsRegion", "vertexRegion", "vertexProject"):
+    for key in ("vertexRegion", "vertexProject"):
         if p.get(key) is not None:
             raise not_supported(p.child(key), "its provider")
     azure = _azure(p, kind)
+    bedrock = _bedrock(p, kind)
     host_override: HostBackend | None = None
     path_prefix: str | None = None
     path_override: str | None = None
@@ -363,7 +365,7 @@ def _model(
         if https and backend_tls is None:
             backend_tls = BackendTLS()
     p.close()
-    provider_kind: Literal["openAI", "anthropic", "gemini", "azure", "custom"]
+    provider_kind: Literal["openAI", "anthropic", "gemini", "azure", "bedrock", "custom"]
     formats: tuple[CustomFormat, ...] = ()
     provider_name: str | None = None
     if isinstance(kind, tuple):
@@ -391,7 +393,7 @@ def _model(
                 f"{params_path}.baseUrl", f"{what} for model {name} requires params.baseUrl"
             )
     else:
-        provider_kind = cast(Literal["openAI", "anthropic", "gemini", "azure"], kind)
+        provider_kind = cast(Literal["openAI", "anthropic", "gemini", "azure", "bedrock"], kind)
     visibility = o.get("visibility")
     public = True
     if visibility is not None:
@@ -431,6 +433,7 @@ def _model(
         path_override=path_override,
         path_prefix=path_prefix,
         azure=azure,
+        bedrock=bedrock,
         transformation=_cel_map(o.get("transformation"), o.child("transformation")),
         defaults=_json_map(o.get("defaults"), o.child("defaults")),
         overrides=_json_map(o.get("overrides"), o.child("overrides")),
@@ -477,6 +480,17 @@ def _prompt_caching(raw: object, path: str) -> PromptCaching | None:
         min_tokens=min_tokens,
         cache_message_offset=offset or 0,
     )
+
+
+def _bedrock(p: Obj, kind: str | tuple[str, object]) -> BedrockParams | None:
+    region = p.opt_str("awsRegion")
+    if kind != "bedrock":
+        if region is not None:
+            raise not_supported(p.child("awsRegion"), "its provider")
+        return None
+    if region is None:
+        raise ConfigError(p.child("awsRegion"), "bedrock requires awsRegion")
+    return BedrockParams(region)
 
 
 def _azure(p: Obj, kind: str | tuple[str, object]) -> AzureParams | None:

@@ -13,6 +13,7 @@ from typing import Literal
 __all__ = [
     "AIBackend",
     "AzureParams",
+    "BedrockParams",
     "CustomFormat",
     "ProviderFormat",
     "Eviction",
@@ -383,13 +384,14 @@ class AIBackend:
     other fields are unused)."""
 
     name: str
-    provider: Literal["openAI", "anthropic", "gemini", "azure"] = "openAI"
+    provider: Literal["openAI", "anthropic", "gemini", "azure", "bedrock"] = "openAI"
     model: str | None = None  # provider.<kind>.model
     host_override: HostBackend | None = None
     path_override: str | None = None
     path_prefix: str | None = None
     policies: BackendPolicies | None = None  # ai.policies
     azure: AzureParams | None = None
+    bedrock: BedrockParams | None = None
     groups: tuple[tuple[AIBackend, ...], ...] = ()
 
 
@@ -418,6 +420,16 @@ class AzureParams:
     resource_type: Literal["openAI", "foundry"]
     api_version: str | None = None
     project_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BedrockParams:
+    """AWS Bedrock: the region of its endpoint (and of the SigV4 signature), and the
+    guardrail the binds form may name (sent in every Converse request)."""
+
+    region: str
+    guardrail_identifier: str | None = None
+    guardrail_version: str | None = None
 
 
 # The upstream API shapes a `custom` provider may accept (agentgateway's `ProviderFormat`).
@@ -453,7 +465,7 @@ class LLMModel:
     """One `llm.models` entry, with its provider reference and `baseUrl` resolved."""
 
     name: str  # the match pattern: exact, `prefix*`, `*suffix` or `*`
-    provider: Literal["openAI", "anthropic", "gemini", "azure", "custom"]
+    provider: Literal["openAI", "anthropic", "gemini", "azure", "bedrock", "custom"]
     path: str  # where it is in the config, for compile errors
     id: str | None = None
     model: str | None = None  # params.model: replaces the client's
@@ -463,6 +475,7 @@ class LLMModel:
     path_override: str | None = None
     path_prefix: str | None = None
     azure: AzureParams | None = None
+    bedrock: BedrockParams | None = None
     # (field, CEL text) for `transformation`; (field, JSON value) for defaults / overrides.
     transformation: tuple[tuple[str, str], ...] = ()
     defaults: tuple[tuple[str, object], ...] = ()

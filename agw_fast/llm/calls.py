@@ -31,6 +31,7 @@ from agw_fast.llm.translate.anthropic import (
     messages_passthrough,
     messages_to_completions,
 )
+from agw_fast.llm.translate.bedrock import bedrock_path, completions_to_bedrock
 from agw_fast.llm.translate.gemini import (
     completions_to_gemini,
     gemini_passthrough,
@@ -69,6 +70,8 @@ def default_host(model: LLMModel) -> str:
         return ANTHROPIC_HOST
     if model.provider == "gemini":
         return GEMINI_HOST
+    if model.bedrock is not None:
+        return f"bedrock-runtime.{model.bedrock.region}.amazonaws.com"
     # A custom provider has none: the loader refuses one without `baseUrl`/`hostOverride`.
     assert model.provider != "custom", "custom providers always have a host"
     if model.provider == "azure":
@@ -119,6 +122,8 @@ def prepare_call(
                 model, route_type, path, query_text, obj, request_model, stream,
                 None if changed else body,
             )
+        if provider == "bedrock":
+            return _bedrock_call(model, route_type, obj, request_model, stream)
         if provider in ("openAI", "azure"):
             foundry_claude = (
                 provider == "azure" and _foundry(model) and _claude(model, request_model)
@@ -251,6 +256,28 @@ class _GoogleErrors:
         return self._inner.stream()
 
 
+def _bedrock_call(
+    model: LLMModel, route_type: str, obj: dict[str, object], request_model: str, stream: bool
+) -> LLMRequest:
+    """Chat completions to Bedrock's Converse API (agentgateway also maps Messages, Responses,
+    embeddings, rerank and token counts to Bedrock; agw-fast has chat completions only).
+    Raises TranslationError, LLMRequestError."""
+    if route_type != "completions":
+        raise LLMRequestError(
+            f"translation from {route_type} to the bedrock provider is not implemented", 501
+        )
+    bedrock = model.bedrock
+    assert bedrock is not None
+    guardrail = None
+    if bedrock.guardrail_identifier is not None and bedrock.guardrail_version is not None:
+        guardrail = (bedrock.guardrail_identifier, bedrock.guardrail_version)
+    out, translation = completions_to_bedrock(obj, request_model, guardrail)
+    path_out = model.path_override or bedrock_path(request_model, stream)
+    if model.path_override is None and model.path_prefix is not None:
+        path_out = model.path_prefix.rstrip("/") + path_out
+    return _request(path_out, out, route_type, request_model, stream, obj, translation, model)
+
+
 def _custom_call(
     model: LLMModel,
     route_type: str,
@@ -309,7 +336,7 @@ def _name(model: LLMModel) -> str:
     if model.provider == "custom":
         return model.provider_name or "custom"
     return {"openAI": "openai", "anthropic": "anthropic", "gemini": "gemini",
-            "azure": "azure"}[model.provider]  # fmt: skip
+            "azure": "azure", "bedrock": "aws.bedrock"}[model.provider]  # fmt: skip
 
 
 def _openai_body(obj: dict[str, object], route_type: str, unchanged: bytes | None) -> bytes:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
 
-from . import apis
+from . import apis, bedrock
 from .apis import ANTHROPIC, GEMINI, OPENAI, ApiError, Completion
 from .parser import Request
 
@@ -369,6 +369,8 @@ class MockApp:
             return self._api(request, ANTHROPIC, self._anthropic_count)
         if b":" in path and b"/models/" in path:
             return self._gemini(request, path)
+        if path.startswith(b"/model/") and path.endswith((b"/converse", b"/converse-stream")):
+            return self._converse(request, path.endswith(b"-stream"))
         if path.endswith(b"/responses"):
             return self._api(request, OPENAI, self._responses)
         if path.endswith(b"/embeddings"):
@@ -633,13 +635,20 @@ class MockApp:
         model = payload.get("model")
         return model if isinstance(model, str) and model else self.config.model
 
-    def _sse_reply(self, request: Request, payloads: list[bytes], fields: bytes = b"") -> Reply:
+    def _sse_reply(
+        self,
+        request: Request,
+        payloads: list[bytes],
+        fields: bytes = b"",
+        content_type: bytes = b"text/event-stream",
+    ) -> Reply:
         # RFC 9112 §6.1: no chunked coding towards an HTTP/1.0 client; the close ends the body.
         chunked = request.minor == 1
         if not chunked:
             request.keep_alive = False
-        head = b"%scontent-type: text/event-stream\r\ncache-control: no-cache\r\n%s%s%s\r\n" % (
+        head = b"%scontent-type: %s\r\ncache-control: no-cache\r\n%s%s%s\r\n" % (
             _STATUS_LINES[200],
+            content_type,
             fields,
             b"transfer-encoding: chunked\r\n" if chunked else b"",
             _connection(request),
@@ -650,6 +659,29 @@ class MockApp:
             payloads = [b"%x\r\n%s\r\n" % (len(p), p) for p in payloads]
             payloads[-1] += b"0\r\n\r\n"
         return StreamReply(head, tuple(payloads), self.config.chunk_delay)
+
+    def _converse(self, request: Request, stream: bool) -> Reply:
+        """Bedrock's Converse API (the model is in the path; the mock answers any)."""
+        try:
+            bedrock.check_auth(_header(request, b"authorization"))
+            if request.method != b"POST":
+                raise ApiError(405, "use POST")
+            try:
+                payload = json.loads(request.body)
+            except ValueError as exc:
+                raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+            if not isinstance(payload, dict):
+                raise ApiError(400, "request body must be a JSON object")
+            if stream:
+                frames = bedrock.converse_frames(payload, self._completion)
+                return self._sse_reply(
+                    request, frames, content_type=b"application/vnd.amazon.eventstream"
+                )
+            doc = bedrock.converse_response(payload, self._completion)
+        except ApiError as exc:
+            body, fields = bedrock.error_body(exc.status, exc.message)
+            return _fixed(request, exc.status, _JSON + fields, body)
+        return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
 
     def _anthropic_auth(self, request: Request) -> None:
         # As the real API: a key is required (any value is accepted here), then the version.

@@ -412,13 +412,14 @@ class Exchange:
         if llm_request.decoded or self.routed is not None:
             # The body goes out decoded and re-serialised: its old coding no longer applies.
             headers = [h for h in headers if h[0] != b"content-encoding"]
+        framing = b"content-length: %d\r\n" % len(llm_request.body)
+        signer = self.backend.signer
+        if signer is not None:
+            # Bedrock: the SigV4 signature covers this head's target, Host and the body.
+            framing += signer.sign(self.method, self.authority, self.target, llm_request.body)
         head = build_upstream_head(
-            self.method,
-            self.target,
-            self.authority,
-            headers,
-            self.backend.request_headers,
-            b"content-length: %d\r\n" % len(llm_request.body),
+            self.method, self.target, self.authority, headers, self.backend.request_headers,
+            framing,
         )
         self.out = [head, llm_request.body]
         self.replayable = True

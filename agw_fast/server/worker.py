@@ -25,6 +25,7 @@ from agw_fast.plan import RuntimeBind
 from agw_fast.policies.access_log import compile_access_log
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
+from agw_fast.server.aws_credentials import AwsCredentialRefresher
 from agw_fast.server.jwks import JwksRefresher
 from agw_fast.server.listener import DescriptorBudget, Listener, dropped_connection
 from agw_fast.server.supervisor import StopFlag
@@ -193,8 +194,10 @@ async def _serve(
         await listener.start()
     loop.call_later(HOUSEKEEPING_INTERVAL, ctx.housekeeping)
     jwks = JwksRefresher(loop)
+    aws = AwsCredentialRefresher(loop)
     await stop.wait()
     jwks.close()
+    aws.close()
     await _drain(index, config, ctx, listeners, stop_flag)
     budget.close()
     ctx.pool.close_all()

@@ -121,7 +121,7 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
         backend({"host": "h:1", "policies": {"http": {"version": "HTTP/2.0"}}}),
     ),
     (f"{AI}.provider.vertex", backend({"ai": {"name": "x", "provider": {"vertex": {}}}})),
-    (f"{AI}.provider.bedrock", backend({"ai": {"name": "x", "provider": {"bedrock": {}}}})),
+    (f"{AI}.provider.copilot", backend({"ai": {"name": "x", "provider": {"copilot": {}}}})),
     (f"{AI}.provider.openAI.moderation", ai({"provider": {"openAI": {"moderation": {}}}})),
     (f"{AI}.tokenize", ai({"tokenize": True})),
     (f"{B}.policies.health", backend({"host": "h:1", "policies": {"health": {}}})),

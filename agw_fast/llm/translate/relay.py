@@ -22,6 +22,7 @@ __all__ = ["JSON_LIMIT", "TranslatedRelay"]
 
 JSON_LIMIT = 8 * 1024 * 1024
 # Provider fields the translated body replaces.
+_STREAM_TYPES = (b"text/event-stream", b"application/vnd.amazon.eventstream")
 _REPLACED = (b"content-length:", b"transfer-encoding:", b"content-type:", b"content-encoding:")
 
 
@@ -45,7 +46,8 @@ class TranslatedRelay:
         self.status = status
         self.status_line = status_line
         self.lines = [line for line in lines if not line.startswith(_REPLACED)]
-        self.streaming = 200 <= status < 300 and content_type.startswith(b"text/event-stream")
+        # SSE, or the AWS event stream Bedrock's converse-stream answers with.
+        self.streaming = 200 <= status < 300 and content_type.startswith(_STREAM_TYPES)
         self.chunked = False  # set by the exchange: frame what `feed` returns as chunks
         self.dechunked = False  # set by the exchange: the provider's payload arrives de-chunked
         self.stream: StreamTranslator | None = translation.stream() if self.streaming else None
