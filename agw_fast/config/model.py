@@ -68,6 +68,7 @@ __all__ = [
     "RetryPolicy",
     "UrlRewrite",
     "ValueMatch",
+    "VertexParams",
 ]
 
 SECONDS = 1.0
@@ -382,13 +383,14 @@ class AIBackend:
     other fields are unused)."""
 
     name: str
-    provider: Literal["openAI", "anthropic", "gemini", "azure"] = "openAI"
+    provider: Literal["openAI", "anthropic", "gemini", "azure", "vertex"] = "openAI"
     model: str | None = None  # provider.<kind>.model
     host_override: HostBackend | None = None
     path_override: str | None = None
     path_prefix: str | None = None
     policies: BackendPolicies | None = None  # ai.policies
     azure: AzureParams | None = None
+    vertex: VertexParams | None = None
     groups: tuple[tuple[AIBackend, ...], ...] = ()
 
 
@@ -419,6 +421,15 @@ class AzureParams:
     project_name: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class VertexParams:
+    """Vertex AI: `params.vertexProject`/`vertexRegion` (`ai.provider.vertex.projectId`/
+    `region`). No region is the `global` location."""
+
+    project: str
+    region: str | None = None
+
+
 # The upstream API shapes a `custom` provider may accept (agentgateway's `ProviderFormat`).
 ProviderFormat = Literal[
     "completions", "messages", "responses", "embeddings", "anthropicTokenCount",
@@ -440,7 +451,7 @@ class LLMModel:
     """One `llm.models` entry, with its provider reference and `baseUrl` resolved."""
 
     name: str  # the match pattern: exact, `prefix*`, `*suffix` or `*`
-    provider: Literal["openAI", "anthropic", "gemini", "azure", "custom"]
+    provider: Literal["openAI", "anthropic", "gemini", "azure", "vertex", "custom"]
     path: str  # where it is in the config, for compile errors
     id: str | None = None
     model: str | None = None  # params.model: replaces the client's
@@ -450,6 +461,7 @@ class LLMModel:
     path_override: str | None = None
     path_prefix: str | None = None
     azure: AzureParams | None = None
+    vertex: VertexParams | None = None
     # (field, CEL text) for `transformation`; (field, JSON value) for defaults / overrides.
     transformation: tuple[tuple[str, str], ...] = ()
     defaults: tuple[tuple[str, object], ...] = ()

@@ -19,6 +19,8 @@ from agw_fast.llm.providers.openai import (
     default_path,
     serialize_body,
 )
+from agw_fast.llm.providers.vertex import PROVIDER_NAME as VERTEX_NAME
+from agw_fast.llm.providers.vertex import vertex_call, vertex_host
 from agw_fast.llm.translate import Translation, TranslationError
 from agw_fast.llm.translate.anthropic import (
     completions_to_messages,
@@ -60,6 +62,9 @@ def default_host(model: LLMModel) -> str:
         return ANTHROPIC_HOST
     if model.provider == "gemini":
         return GEMINI_HOST
+    if model.provider == "vertex":
+        assert model.vertex is not None
+        return vertex_host(model.vertex.region)
     # A custom provider has none: the loader refuses one without `baseUrl`/`hostOverride`.
     assert model.provider != "custom", "custom providers always have a host"
     if model.provider == "azure":
@@ -105,7 +110,11 @@ def prepare_call(
     try:
         if provider == "custom":
             return _custom_call(model, route_type, path, query_text, obj, request_model, stream)
-        if provider in ("openAI", "azure"):
+        if provider == "vertex":
+            path_out, out, translation, stream = vertex_call(
+                model, route_type, path, obj, request_model, stream
+            )
+        elif provider in ("openAI", "azure"):
             if route_type == "messages":
                 if provider == "azure" and _claude(model, request_model) and _foundry(model):
                     out, translation = messages_passthrough(obj)
@@ -257,7 +266,7 @@ def _name(model: LLMModel) -> str:
     if model.provider == "custom":
         return model.provider_name or "custom"
     return {"openAI": "openai", "anthropic": "anthropic", "gemini": "gemini",
-            "azure": "azure"}[model.provider]  # fmt: skip
+            "azure": "azure", "vertex": VERTEX_NAME}[model.provider]  # fmt: skip
 
 
 def _openai_body(obj: dict[str, object], route_type: str) -> bytes:
