@@ -53,6 +53,7 @@ from agw_fast.llm.calls import ANTHROPIC_VERSION, GEMINI_KEY_PREFIX, default_hos
 from agw_fast.llm.exchange import AIRuntime
 from agw_fast.llm.providers.aws_sigv4 import SigV4Signer, signer_for
 from agw_fast.llm.providers.openai import RouteTypeResolver
+from agw_fast.llm.providers.vertex import AccessToken, require_google_auth
 from agw_fast.llm.router import (
     DEFAULT_ROUTE_TYPES,
     ModelRoute,
@@ -148,6 +149,9 @@ class RuntimeBackend:
     router: ModelRouter | ProviderGroups | None = None
     # Bedrock without an API key: each request is SigV4-signed once its body is built.
     signer: SigV4Signer | None = None
+    # A credential fetched at run time (Vertex AI's Google access token): its header line is
+    # added to each request's head. None for every other backend.
+    credential: AccessToken | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -223,6 +227,9 @@ class RuntimeBind:
     # and each listener by its context, for the 421 rule (`detect_misdirected`).
     ssl_context: ssl.SSLContext | None = None
     tls_listeners: dict[ssl.SSLContext, RuntimeListener] | None = None
+    # The Google access token (Application Default Credentials) the config's Vertex models
+    # send, one per process for the whole config: each worker keeps it fresh.
+    google_token: AccessToken | None = None
 
 
 _SIGNED_FIELDS = (
@@ -285,6 +292,7 @@ class _Compiler:
         self.capture: tuple[RequestStep, ...] = (
             (capture_step,) if access_log is not None and access_log.needs_request else ()
         )
+        self.google_token: AccessToken | None = None
 
     def context(self, tls: BackendTLS, where: str) -> ssl.SSLContext:
         found = self.contexts.get(tls)
@@ -513,10 +521,15 @@ class _Compiler:
                 f"{model.path}.params.apiKey",
                 "azure without an API key (Entra ID credentials); set params.apiKey",
             )
+        credential = None
+        if auth is None and model.provider == "vertex":
+            # agentgateway's default for Vertex: Application Default Credentials.
+            require_google_auth(f"{model.path}.provider")
+            credential = self.google_token = self.google_token or AccessToken()
         # The response is read (and perhaps translated): ask for it uncompressed. With the
         # gateway's own credential, the client's credentials never reach the provider.
         remove = ["accept-encoding"]
-        if auth is not None:
+        if auth is not None or credential is not None:
             remove += ["authorization", "x-api-key", "x-goog-api-key"]
         set_fields: tuple[tuple[str, str], ...] = ()
         if model.provider == "anthropic" or (
@@ -557,6 +570,7 @@ class _Compiler:
             backend_request_timeout=timeout,
             ai=None,
             signer=signer,
+            credential=credential,
         )
 
     def mirror(self, policies: RoutePolicies | None, name: str) -> RuntimeMirror | None:
@@ -698,6 +712,7 @@ def _provider_model(
         path_prefix=provider.path_prefix,
         azure=provider.azure,
         bedrock=provider.bedrock,
+        vertex=provider.vertex,
         request_headers=own.request_header_modifier if own is not None else None,
         response_headers=own.response_header_modifier if own is not None else None,
         backend_tls=tls,
@@ -710,4 +725,7 @@ def compile_config(config: Config) -> list[RuntimeBind]:
     """Runtime binds for the data plane (SSL contexts included, so call it per process
     after fork only if contexts must not be shared; sharing read-only contexts is fine)."""
     compiler = _Compiler(config)
-    return [compiler.bind(f"binds[{i}]", bind) for i, bind in enumerate(config.binds)]
+    binds = [compiler.bind(f"binds[{i}]", bind) for i, bind in enumerate(config.binds)]
+    for bind in binds:
+        bind.google_token = compiler.google_token
+    return binds

@@ -14,7 +14,7 @@ from typing import Literal, cast
 
 from agw_fast.config.durations import parse_duration
 from agw_fast.config.envsubst import expand_env
-from agw_fast.config.load_llm import parse_llm
+from agw_fast.config.load_llm import parse_llm, vertex_params
 from agw_fast.config.load_policies import (
     one_key,
     parse_backend_policies,
@@ -40,6 +40,7 @@ from agw_fast.config.model import (
     RouteBackend,
     RouteMatch,
     StaticConfig,
+    VertexParams,
 )
 from agw_fast.config.validate import (
     Obj,
@@ -493,7 +494,7 @@ def _named_provider(raw: object, path: str, base_dir: Path) -> AIBackend:
     o = Obj(raw, path, "LocalAIBackend")
     name = o.req_str("name")
     provider_path = o.child("provider")
-    kind, model, azure, bedrock = _provider(o.require("provider"), provider_path)
+    kind, model, azure, bedrock, vertex = _provider(o.require("provider"), provider_path)
     host_override = o.get("hostOverride")
     path_override = o.get("pathOverride")
     path_prefix = o.get("pathPrefix")
@@ -527,38 +528,36 @@ def _named_provider(raw: object, path: str, base_dir: Path) -> AIBackend:
         policies=policies,
         azure=azure,
         bedrock=bedrock,
+        vertex=vertex,
     )
 
 
-_AI_PROVIDERS = ("openAI", "anthropic", "gemini", "azure", "bedrock")
+_AI_PROVIDERS = ("openAI", "anthropic", "gemini", "azure", "bedrock", "vertex")
 _PROVIDER_SPECS = {
     "bedrock": "BedrockProvider",
     "openAI": "OpenAIProvider",
     "anthropic": "AnthropicProvider",
     "gemini": "GeminiProvider",
     "azure": "AzureProvider",
+    "vertex": "VertexProvider",
 }
+_AIKind = Literal["openAI", "anthropic", "gemini", "azure", "bedrock", "vertex"]
 
 
 def _provider(
     raw: object, path: str
-) -> tuple[
-    Literal["openAI", "anthropic", "gemini", "azure", "bedrock"],
-    str | None,
-    AzureParams | None,
-    BedrockParams | None,
-]:
-    """The provider's kind, its model override (None: keep the client's), Azure's or
-    Bedrock's settings."""
+) -> tuple[_AIKind, str | None, AzureParams | None, BedrockParams | None, VertexParams | None]:
+    """The provider's kind, its model override (None: keep the client's), and the settings
+    of Azure, Bedrock or Vertex AI."""
     o = Obj(raw, path, "AIProvider")
     present = [k for k in _AI_PROVIDERS if k in o.keys() or (isinstance(raw, dict) and k in raw)]
     if len(present) != 1:
         raise ConfigError(
             path,
             "exactly one provider is required (agw-fast has openAI, anthropic, gemini, azure "
-            "and bedrock)",
+            "bedrock and vertex)",
         )
-    kind = cast(Literal["openAI", "anthropic", "gemini", "azure", "bedrock"], present[0])
+    kind = cast(_AIKind, present[0])
     body = o.get(kind)
     o.close()
     p = Obj({} if body is None else body, join(path, kind), _PROVIDER_SPECS[kind])
@@ -584,5 +583,10 @@ def _provider(
             p.opt_str("guardrailIdentifier"),
             p.opt_str("guardrailVersion"),
         )
+    vertex = None
+    if kind == "vertex":
+        vertex = vertex_params(
+            p.req_str("projectId"), p.opt_str("region"), p.child("projectId"), p.child("region")
+        )
     p.close()
-    return kind, model, azure, bedrock
+    return kind, model, azure, bedrock, vertex

@@ -10,6 +10,7 @@ them before it builds its backends.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -46,6 +47,7 @@ from agw_fast.config.model import (
     RouteBackend,
     RoutePolicies,
     ValueMatch,
+    VertexParams,
 )
 from agw_fast.config.validate import (
     Obj,
@@ -60,14 +62,15 @@ from agw_fast.config.validate import (
 )
 from agw_fast.errors import ConfigError
 
-__all__ = ["DEFAULT_LLM_PORT", "LLM_LISTENER", "LLM_ROUTE", "parse_llm"]
+__all__ = ["DEFAULT_LLM_PORT", "LLM_LISTENER", "LLM_ROUTE", "parse_llm", "vertex_params"]
 
 DEFAULT_LLM_PORT = 4000
 LLM_LISTENER = "llm"  # agentgateway's llm::LOCAL_LISTENER_NAME
 LLM_ROUTE = "llm:request"
 _PROVIDERS = ("openai", "openAI", "gemini", "vertex", "anthropic", "bedrock", "azure", "copilot")
 _SERVED_PROVIDERS = {"openai": "openAI", "openAI": "openAI", "anthropic": "anthropic",
-                     "gemini": "gemini", "azure": "azure", "bedrock": "bedrock"}  # fmt: skip
+                     "gemini": "gemini", "azure": "azure", "bedrock": "bedrock",
+                     "vertex": "vertex"}  # fmt: skip
 _FORMATS = (
     "completions", "messages", "responses", "embeddings", "anthropicTokenCount",
     "generateContent", "geminiCountTokens", "realtime", "rerank",
@@ -224,6 +227,7 @@ def _provider_kind(raw: object, path: str) -> str | tuple[str, object]:
             raise not_supported(
                 path,
                 f"the {name} provider (agw-fast has openAI, anthropic, gemini, azure, bedrock, "
+                "vertex, "
                 "custom and the presets)",
             )
         return _SERVED_PROVIDERS[name]
@@ -332,11 +336,9 @@ def _model(
     )
     if p.opt_bool("tokenize"):
         raise not_supported(p.child("tokenize"), "token counting")
-    for key in ("vertexRegion", "vertexProject"):
-        if p.get(key) is not None:
-            raise not_supported(p.child(key), "its provider")
     azure = _azure(p, kind)
     bedrock = _bedrock(p, kind)
+    vertex = _vertex(p, kind)
     host_override: HostBackend | None = None
     path_prefix: str | None = None
     path_override: str | None = None
@@ -365,7 +367,7 @@ def _model(
         if https and backend_tls is None:
             backend_tls = BackendTLS()
     p.close()
-    provider_kind: Literal["openAI", "anthropic", "gemini", "azure", "bedrock", "custom"]
+    provider_kind: Literal["openAI", "anthropic", "gemini", "azure", "bedrock", "vertex", "custom"]
     formats: tuple[CustomFormat, ...] = ()
     provider_name: str | None = None
     if isinstance(kind, tuple):
@@ -393,7 +395,9 @@ def _model(
                 f"{params_path}.baseUrl", f"{what} for model {name} requires params.baseUrl"
             )
     else:
-        provider_kind = cast(Literal["openAI", "anthropic", "gemini", "azure", "bedrock"], kind)
+        provider_kind = cast(
+            Literal["openAI", "anthropic", "gemini", "azure", "bedrock", "vertex"], kind
+        )
     visibility = o.get("visibility")
     public = True
     if visibility is not None:
@@ -434,6 +438,7 @@ def _model(
         path_prefix=path_prefix,
         azure=azure,
         bedrock=bedrock,
+        vertex=vertex,
         transformation=_cel_map(o.get("transformation"), o.child("transformation")),
         defaults=_json_map(o.get("defaults"), o.child("defaults")),
         overrides=_json_map(o.get("overrides"), o.child("overrides")),
@@ -508,6 +513,35 @@ def _azure(p: Obj, kind: str | tuple[str, object]) -> AzureParams | None:
     if resource_type == "foundry" and project is None:
         raise ConfigError(p.child("azureProjectName"), "azure foundry requires azureProjectName")
     return AzureParams(name, cast(Literal["openAI", "foundry"], resource_type), version, project)
+
+
+def _vertex(p: Obj, kind: str | tuple[str, object]) -> VertexParams | None:
+    """`vertexProject` (required) and `vertexRegion`; other providers ignore both, as in
+    agentgateway."""
+    project = p.opt_str("vertexProject")
+    region = p.opt_str("vertexRegion")
+    if kind != "vertex":
+        return None
+    if project is None:
+        raise ConfigError(p.child("vertexProject"), "vertex requires vertexProject")
+    return vertex_params(project, region, p.child("vertexProject"), p.child("vertexRegion"))
+
+
+# A Google Cloud project ID (or a legacy `domain:project`) and a location: both go into the
+# request path, the location into the host too (`{region}-aiplatform.googleapis.com`).
+_PROJECT = re.compile(r"[a-z0-9][a-z0-9.:-]*")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def vertex_params(
+    project: str, region: str | None, project_path: str, region_path: str
+) -> VertexParams:
+    """Vertex AI's project and region, checked: they become part of the URL."""
+    if not _PROJECT.fullmatch(project):
+        raise ConfigError(project_path, f"invalid Google Cloud project ID {project!r}")
+    if region is not None and not _REGION.fullmatch(region):
+        raise ConfigError(region_path, f"invalid Vertex AI region {region!r}")
+    return VertexParams(project, region)
 
 
 def _base_url(

@@ -70,6 +70,7 @@ __all__ = [
     "RetryPolicy",
     "UrlRewrite",
     "ValueMatch",
+    "VertexParams",
 ]
 
 SECONDS = 1.0
@@ -384,7 +385,7 @@ class AIBackend:
     other fields are unused)."""
 
     name: str
-    provider: Literal["openAI", "anthropic", "gemini", "azure", "bedrock"] = "openAI"
+    provider: Literal["openAI", "anthropic", "gemini", "azure", "bedrock", "vertex"] = "openAI"
     model: str | None = None  # provider.<kind>.model
     host_override: HostBackend | None = None
     path_override: str | None = None
@@ -392,6 +393,7 @@ class AIBackend:
     policies: BackendPolicies | None = None  # ai.policies
     azure: AzureParams | None = None
     bedrock: BedrockParams | None = None
+    vertex: VertexParams | None = None
     groups: tuple[tuple[AIBackend, ...], ...] = ()
 
 
@@ -432,6 +434,15 @@ class BedrockParams:
     guardrail_version: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class VertexParams:
+    """Vertex AI: `params.vertexProject`/`vertexRegion` (`ai.provider.vertex.projectId`/
+    `region`). No region is the `global` location."""
+
+    project: str
+    region: str | None = None
+
+
 # The upstream API shapes a `custom` provider may accept (agentgateway's `ProviderFormat`).
 ProviderFormat = Literal[
     "completions", "messages", "responses", "embeddings", "anthropicTokenCount",
@@ -465,7 +476,7 @@ class LLMModel:
     """One `llm.models` entry, with its provider reference and `baseUrl` resolved."""
 
     name: str  # the match pattern: exact, `prefix*`, `*suffix` or `*`
-    provider: Literal["openAI", "anthropic", "gemini", "azure", "bedrock", "custom"]
+    provider: Literal["openAI", "anthropic", "gemini", "azure", "bedrock", "vertex", "custom"]
     path: str  # where it is in the config, for compile errors
     id: str | None = None
     model: str | None = None  # params.model: replaces the client's
@@ -476,6 +487,7 @@ class LLMModel:
     path_prefix: str | None = None
     azure: AzureParams | None = None
     bedrock: BedrockParams | None = None
+    vertex: VertexParams | None = None
     # (field, CEL text) for `transformation`; (field, JSON value) for defaults / overrides.
     transformation: tuple[tuple[str, str], ...] = ()
     defaults: tuple[tuple[str, object], ...] = ()

@@ -144,11 +144,12 @@ _TABLE: dict[str, tuple[str, str]] = {
         "name provider hostOverride pathOverride pathPrefix tokenize policies groups",
         "",
     ),
-    "AIProvider": ("openAI anthropic gemini azure bedrock", "copilot custom vertex"),
+    "AIProvider": ("openAI anthropic gemini azure bedrock vertex", "copilot custom"),
     "BedrockProvider": ("model region guardrailIdentifier guardrailVersion", ""),
     "AnthropicProvider": ("model", ""),
     "GeminiProvider": ("model", ""),
     "AzureProvider": ("model resourceName resourceType apiVersion projectName", ""),
+    "VertexProvider": ("model region projectId", ""),
     "LocalAIProviders": ("providers", ""),
     "OpenAIProvider": ("model", "moderation"),
     "LocalBackendPolicies": (

@@ -24,6 +24,8 @@ from agw_fast.llm.providers.openai import (
     default_path,
     serialize_body,
 )
+from agw_fast.llm.providers.vertex import PROVIDER_NAME as VERTEX_NAME
+from agw_fast.llm.providers.vertex import vertex_call, vertex_host
 from agw_fast.llm.router import cel_json
 from agw_fast.llm.translate import StreamTranslator, Translation, TranslationError
 from agw_fast.llm.translate.anthropic import (
@@ -72,6 +74,9 @@ def default_host(model: LLMModel) -> str:
         return GEMINI_HOST
     if model.bedrock is not None:
         return f"bedrock-runtime.{model.bedrock.region}.amazonaws.com"
+    if model.provider == "vertex":
+        assert model.vertex is not None
+        return vertex_host(model.vertex.region)
     # A custom provider has none: the loader refuses one without `baseUrl`/`hostOverride`.
     assert model.provider != "custom", "custom providers always have a host"
     if model.provider == "azure":
@@ -124,7 +129,11 @@ def prepare_call(
             )
         if provider == "bedrock":
             return _bedrock_call(model, route_type, obj, request_model, stream)
-        if provider in ("openAI", "azure"):
+        if provider == "vertex":
+            path_out, out, translation, stream = vertex_call(
+                model, route_type, path, obj, request_model, stream
+            )
+        elif provider in ("openAI", "azure"):
             foundry_claude = (
                 provider == "azure" and _foundry(model) and _claude(model, request_model)
             )
@@ -336,7 +345,8 @@ def _name(model: LLMModel) -> str:
     if model.provider == "custom":
         return model.provider_name or "custom"
     return {"openAI": "openai", "anthropic": "anthropic", "gemini": "gemini",
-            "azure": "azure", "bedrock": "aws.bedrock"}[model.provider]  # fmt: skip
+            "azure": "azure", "bedrock": "aws.bedrock", "vertex": VERTEX_NAME,
+            }[model.provider]  # fmt: skip
 
 
 def _openai_body(obj: dict[str, object], route_type: str, unchanged: bytes | None) -> bytes:

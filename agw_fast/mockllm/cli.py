@@ -37,6 +37,9 @@ APIs (matched by path suffix; the body's "model" is echoed, else --model):
   Gemini      POST /v1beta/models/{model}:generateContent, :streamGenerateContent[?alt=sse],
               :countTokens (also Vertex .../publishers/google/models/{model}:...); needs
               x-goog-api-key, ?key= or authorization (403 without); GET /v1beta/models
+  Vertex      POST .../publishers/anthropic/models/{model}:rawPredict, :streamRawPredict
+              (count-tokens:rawPredict counts): Anthropic Messages with anthropic_version
+              vertex-2023-10-16 in the body (400 without); needs a bearer token (401)
   A forced tool choice (OpenAI tool_choice "required"/function, Anthropic {"type": "tool"|
   "any"}, Gemini toolConfig mode ANY) is answered with a call of that tool.
   Test endpoints: /echo..., /bytes/N, /chunked/N, /status/NNN.

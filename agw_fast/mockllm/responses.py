@@ -367,6 +367,8 @@ class MockApp:
             return self._api(request, ANTHROPIC, self._anthropic)
         if path.endswith(b"/v1/messages/count_tokens"):
             return self._api(request, ANTHROPIC, self._anthropic_count)
+        if b"/publishers/anthropic/models/" in path and b":" in path:
+            return self._vertex_anthropic(request, path)
         if b":" in path and b"/models/" in path:
             return self._gemini(request, path)
         if path.startswith(b"/model/") and path.endswith((b"/converse", b"/converse-stream")):
@@ -708,6 +710,39 @@ class MockApp:
         self._anthropic_auth(request)
         doc = apis.anthropic_count_tokens(payload)
         return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+
+    def _vertex_anthropic(self, request: Request, path: bytes) -> Reply:
+        """Vertex AI's Anthropic models: `.../publishers/anthropic/models/{model}:rawPredict`
+        (`:streamRawPredict`; `count-tokens:rawPredict` counts). As Vertex: an OAuth bearer
+        token is required (401 without), the version is `anthropic_version` in the body, the
+        model is the path's."""
+        start = path.rfind(b"/models/") + len(b"/models/")
+        colon = path.find(b":", start)
+        model = path[start:colon].decode("latin-1")
+        action = path[colon + 1 :]
+        if action not in (b"rawPredict", b"streamRawPredict"):
+            target = request.target.decode("ascii")
+            return api_error_reply(request, GEMINI, 404, f"no mock route for {target}")
+        auth = _header(request, b"authorization")
+        if auth is None or not auth.lower().startswith(b"bearer "):
+            return api_error_reply(
+                request, GEMINI, 401,
+                "Request had invalid authentication credentials. Expected OAuth 2 access "
+                "token, login cookie or other valid authentication credential.")
+
+        def handle(request: Request, payload: dict[str, Any]) -> Reply:
+            if payload.get("anthropic_version") != "vertex-2023-10-16":
+                raise ApiError(400, "anthropic_version: Input should be 'vertex-2023-10-16'")
+            if model == "count-tokens":
+                doc = apis.anthropic_count_tokens(payload)
+                return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+            if action == b"streamRawPredict" or payload.get("stream") is True:
+                events = apis.anthropic_events(payload, model, self._completion)
+                return self._sse_reply(request, events)
+            doc = apis.anthropic_message(payload, model, self._completion)
+            return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+
+        return self._api(request, ANTHROPIC, handle)
 
     def _gemini(self, request: Request, path: bytes) -> Reply:
         """`.../models/{model}:{action}`: Gemini's API (`/v1beta/...`) and Vertex AI's

@@ -406,6 +406,7 @@ class Exchange:
                         self.relay_drop = self.relay_drop | RATE_LIMIT_FIELDS
                     else:
                         self.response_drop = self.response_drop | RATE_LIMIT_FIELDS
+        framing = b"content-length: %d\r\n" % len(llm_request.body)
         self.llm = LLMResponseObserver(llm_request, self.started)
         self.target = llm_request.target
         headers = self.headers
@@ -417,6 +418,19 @@ class Exchange:
         if signer is not None:
             # Bedrock: the SigV4 signature covers this head's target, Host and the body.
             framing += signer.sign(self.method, self.authority, self.target, llm_request.body)
+        credential = self.backend.credential
+        if credential is not None:
+            # A token fetched at run time (Vertex AI): the plan already drops the client's
+            # `authorization`; the worker's refresher keeps this line current.
+            if not credential.line:
+                self.fail(
+                    503,
+                    "backend authentication failed: no Google access token yet (see the "
+                    "gateway log)",
+                    Reason.UPSTREAM_FAILURE,
+                )
+                return
+            framing = credential.line + framing
         head = build_upstream_head(
             self.method, self.target, self.authority, headers, self.backend.request_headers,
             framing,

@@ -26,6 +26,7 @@ from agw_fast.policies.access_log import compile_access_log
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
 from agw_fast.server.aws_credentials import AwsCredentialRefresher
+from agw_fast.server.google_token import GoogleTokenRefresher
 from agw_fast.server.jwks import JwksRefresher
 from agw_fast.server.listener import DescriptorBudget, Listener, dropped_connection
 from agw_fast.server.supervisor import StopFlag
@@ -195,9 +196,14 @@ async def _serve(
     loop.call_later(HOUSEKEEPING_INTERVAL, ctx.housekeeping)
     jwks = JwksRefresher(loop)
     aws = AwsCredentialRefresher(loop)
+    # Vertex AI models: one Google access token for the config, kept fresh by each worker.
+    google_token = next((b.google_token for _, b in binds if b.google_token is not None), None)
+    token_refresher = None if google_token is None else GoogleTokenRefresher(loop, google_token)
     await stop.wait()
     jwks.close()
     aws.close()
+    if token_refresher is not None:
+        token_refresher.close()
     await _drain(index, config, ctx, listeners, stop_flag)
     budget.close()
     ctx.pool.close_all()

@@ -120,7 +120,7 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
         f"{B}.policies.http.version",
         backend({"host": "h:1", "policies": {"http": {"version": "HTTP/2.0"}}}),
     ),
-    (f"{AI}.provider.vertex", backend({"ai": {"name": "x", "provider": {"vertex": {}}}})),
+    (f"{AI}.provider.custom", backend({"ai": {"name": "x", "provider": {"custom": {}}}})),
     (f"{AI}.provider.copilot", backend({"ai": {"name": "x", "provider": {"copilot": {}}}})),
     (f"{AI}.provider.openAI.moderation", ai({"provider": {"openAI": {"moderation": {}}}})),
     (f"{AI}.tokenize", ai({"tokenize": True})),

@@ -255,7 +255,8 @@ def test_retry_after() -> None:
     [
         ("  models: [{name: 'a*b', provider: openAI}]", "llm.models[0].name",
          "beginning or the end"),
-        ("  models: [{name: 'x', provider: vertex}]", "llm.models[0].provider", "not supported"),
+        ("  models: [{name: 'x', provider: vertex}]", "llm.models[0].params.vertexProject",
+         "vertex requires vertexProject"),
         ("  models: [{name: 'x', provider: copilot}]", "llm.models[0].provider", "not supported"),
         ("  models: [{name: 'x', provider: grok}]", "llm.models[0].provider", "expected one of"),
         ("  models: [{name: 'x', provider: {reference: nope}}]", "llm.models[0].provider.reference",
