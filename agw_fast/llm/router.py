@@ -66,6 +66,7 @@ _PATH_MODEL = re.compile(
 )
 # agentgateway's own answer for the `models` route type of an `ai` backend.
 MODELS_NOT_IMPLEMENTED = """{"error":"Route 'Models' not implemented"}"""
+_NO_HEADERS: dict[str, str] = {}
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -182,6 +183,8 @@ class ModelRouter:
         created: int,
     ) -> None:
         self.models = tuple(models)
+        # Header `matches` are rare: without them no request's headers are looked at.
+        self.reads_headers = any(m.header_matches for m in self.models)
         self.created = created
         # Only a router with a model that has `authorization` rules checks any per request.
         self.authorizing = any(m.authorization is not None for m in self.models)
@@ -253,7 +256,7 @@ class ModelRouter:
                 )
             obj = cast("dict[str, object]", parsed)
             requested = model
-        headers = _header_values(header_fields)
+        headers = _header_values(header_fields) if self.reads_headers else _NO_HEADERS
         virtual = self.virtual.get(requested)
         health: HealthState | None = None
         if virtual is not None:
