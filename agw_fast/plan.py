@@ -735,6 +735,11 @@ def _provider_model(
         overrides=(ai.overrides or ()) if ai is not None else (),
         final_transformation=(ai.final_transformations or ()) if ai is not None else (),
         prompt_caching=ai.prompt_caching if ai is not None else None,
+        keep_client_path=(
+            provider.provider == "openAI"
+            and provider.host_override is not None
+            and provider.path_prefix is None
+        ),
     )
 
 

@@ -551,6 +551,9 @@ class LLMModel:
     # (field, CEL text): set on the provider-format body, after translation.
     final_transformation: tuple[tuple[str, str], ...] = ()
     authorization: Authorization | None = None  # rules the router checks choosing this model
+    # The binds form's OpenAI provider with hostOverride and no pathPrefix: its calls keep
+    # the client's path (agentgateway's `set_default_path`), off the fast path too.
+    keep_client_path: bool = False
 
 
 @dataclass(frozen=True, slots=True)

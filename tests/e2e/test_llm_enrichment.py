@@ -158,7 +158,8 @@ def test_chat_gets_prompts_alias_defaults_and_overrides(
     )
     assert completion.choices[0].message.content == "Bonjour."
     request, body = _last(provider)
-    assert request.target == "/v1/chat/completions"
+    # hostOverride without pathPrefix: the client's path, as on the fast path.
+    assert request.target == "/openai/v1/chat/completions"
     assert request.header("authorization") == "Bearer provider-key"
     assert body["model"] == "gpt-4o-2024"  # `gpt-4*`: the wildcard alias
     assert body["messages"] == [PREPEND, {"role": "user", "content": "Say hello."}, APPEND]
@@ -197,7 +198,7 @@ def test_responses_input_text_gets_prompt_items(
     response = openai_route.responses.create(model="fast", input="Say hello.")
     assert response.output_text == "Bonjour."
     request, body = _last(provider)
-    assert request.target == "/v1/responses"
+    assert request.target == "/openai/v1/responses"
     assert body["model"] == "gpt-4o-mini"
     assert body["input"] == [
         {"type": "message", "role": "system",

@@ -469,3 +469,23 @@ def test_translated_provider_gets_prompts_before_translation_and_caching() -> No
     assert sent["system"] == [{"type": "text", "text": "Be brief."},
                               {"type": "text", "text": "Own."}]  # fmt: skip
     assert sent["messages"][-1] == {"role": "user", "content": "Answer in French."}
+
+
+@pytest.mark.parametrize(
+    ("ai_extra", "target", "expected"),
+    [
+        ("", "/compatibility/v1/chat/completions?x=1", "/compatibility/v1/chat/completions?x=1"),
+        ("          pathPrefix: /base\n", "/other/v1/chat/completions", "/base/chat/completions"),
+    ],
+)
+def test_openai_off_the_fast_path_keeps_its_upstream_path(
+    ai_extra: str, target: str, expected: str
+) -> None:
+    # hostOverride without pathPrefix keeps the client's path (agentgateway's
+    # set_default_path), as the fast path does: shaping a route must not move its calls.
+    text = _binds(_route_ai("modelAliases: {a: b}"), ai_policies=ai_extra)
+    routed = _resolve(_groups(text), CHAT, target.partition("?")[0])
+    assert routed.obj is not None
+    request = prepare_call(routed.route.config, routed.route_type, target.encode(), routed.obj,
+                           b"", routed.changed)
+    assert request.target == expected.encode()
