@@ -61,6 +61,7 @@ from agw_fast.llm.router import (
     ProviderGroups,
     compile_model_route,
 )
+from agw_fast.llm.shaping import check_expressions, compile_shaping
 from agw_fast.policies import RequestStep, compile_gateway_steps, compile_request_steps
 from agw_fast.policies.access_log import capture_step, compile_access_log
 from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS, TokenLimits, build_token_limits
@@ -249,7 +250,8 @@ def _is_ip(host: str) -> bool:
 def _merged(
     route_policies: RoutePolicies | None, *backend_policies: BackendPolicies | None
 ) -> tuple[BackendTLS | None, BackendAuth | None, AIPolicy | None]:
-    """Backend-level values win over the route's copies (the more specific policy)."""
+    """Backend-level values win over the route's copies (the more specific policy); `ai`
+    policies merge field by field (agentgateway's `merge_llm_policies`)."""
     tls = route_policies.backend_tls if route_policies else None
     auth = route_policies.backend_auth if route_policies else None
     ai = route_policies.ai if route_policies else None
@@ -258,7 +260,8 @@ def _merged(
             continue
         tls = policies.backend_tls or tls
         auth = policies.backend_auth or auth
-        ai = policies.ai or ai
+        if policies.ai is not None:
+            ai = policies.ai.over(ai)
     return tls, auth, ai
 
 
@@ -445,6 +448,8 @@ class _Compiler:
                 where = f"{path}.ai" + (f".groups[{gi}].providers[{pi}]" if target.groups else "")
                 model = _provider_model(provider, route_policies, declared.policies, where)
                 model_route = compile_model_route(model, len(routes))
+                _, _, provider_ai = _merged(route_policies, provider.policies, declared.policies)
+                model_route.shaping = compile_shaping(provider_ai)
                 model_route.backend = self.llm_model(
                     model,
                     name if not target.groups else f"{name}/{provider.name}",
@@ -606,6 +611,7 @@ class _Compiler:
 
     def route(self, path: str, port: int, listener: Listener, route: Route) -> RuntimeRoute:
         policies = route.policies
+        check_expressions(route, path)
         # agentgateway's names (types/local.rs): the route is `{namespace}/{name}`; an inline
         # backend is the resource `/{route key}/backend{i}` (its namespace is empty), where
         # the route key is `{gateway}/bind/{port}/{listener}/{namespace}/{name}`.
@@ -671,8 +677,13 @@ def _openai_fast_path(target: AIBackend, route: Route, declared: RouteBackend) -
     if target.groups or target.provider != "openAI":
         return False
     _, _, ai_policy = _merged(route.policies, target.policies, declared.policies)
-    routes = ai_policy.routes if ai_policy is not None else ()
-    return all(route_type in _FAST_ROUTE_TYPES for _, route_type in routes)
+    if ai_policy is None:
+        return True
+    if ai_policy.shapes_requests:
+        # Aliases, prompts, body changes, prompt caching and final transformations are the
+        # general path's (ProviderGroups); a route without them keeps this one, unchanged.
+        return False
+    return all(route_type in _FAST_ROUTE_TYPES for _, route_type in ai_policy.routes)
 
 
 def _backend_timeout(route_policies: RoutePolicies | None, *own: BackendPolicies | None
@@ -693,7 +704,7 @@ def _provider_model(
     where: str,
 ) -> LLMModel:
     """One provider of an `ai` backend as an `llm.models` entry: the same upstream rules."""
-    tls, auth, _ = _merged(route_policies, provider.policies, backend_policies)
+    tls, auth, ai = _merged(route_policies, provider.policies, backend_policies)
     own = provider.policies
     api_key = None
     if auth is not None and auth.header_name == "authorization" and auth.prefix == "Bearer ":
@@ -718,6 +729,17 @@ def _provider_model(
         backend_tls=tls,
         auth=auth,
         health=own.health if own is not None else None,
+        # The binds form's `policies.ai` body changes: the same fields as a model's in `llm:`.
+        transformation=(ai.transformations or ()) if ai is not None else (),
+        defaults=(ai.defaults or ()) if ai is not None else (),
+        overrides=(ai.overrides or ()) if ai is not None else (),
+        final_transformation=(ai.final_transformations or ()) if ai is not None else (),
+        prompt_caching=ai.prompt_caching if ai is not None else None,
+        keep_client_path=(
+            provider.provider == "openAI"
+            and provider.host_override is not None
+            and provider.path_prefix is None
+        ),
     )
 
 

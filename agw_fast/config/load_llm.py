@@ -9,13 +9,15 @@ them before it builds its backends.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
+from agw_fast.config.load_ai import cel_map as _cel_map
+from agw_fast.config.load_ai import json_map as _json_map
+from agw_fast.config.load_ai import parse_prompt_caching as _prompt_caching
 from agw_fast.config.load_policies import (
     parse_authorization,
     parse_backend_auth,
@@ -41,7 +43,6 @@ from agw_fast.config.model import (
     LLMRouter,
     LLMVirtualModel,
     LLMVirtualTarget,
-    PromptCaching,
     ProviderFormat,
     Route,
     RouteBackend,
@@ -461,32 +462,6 @@ def _model(
     return result
 
 
-def _prompt_caching(raw: object, path: str) -> PromptCaching | None:
-    """`promptCaching`; a missing field takes agentgateway's default, `minTokens: null`
-    means no minimum."""
-    if raw is None:
-        return None
-    o = Obj(raw, path, "PromptCachingConfig")
-    default = PromptCaching()
-    flags = {
-        key: o.opt_bool(key) for key in ("cacheSystem", "cacheMessages", "cacheTools")
-    }
-    # An explicit null is no minimum (serde's Option); only an absent key takes the default.
-    explicit = "minTokens" in as_map(raw, path)
-    min_tokens = o.opt_int("minTokens", 0) if explicit else default.min_tokens
-    offset = o.opt_int("cacheMessageOffset", 0)
-    o.close()
-    return PromptCaching(
-        cache_system=default.cache_system if flags["cacheSystem"] is None else flags["cacheSystem"],
-        cache_messages=(
-            default.cache_messages if flags["cacheMessages"] is None else flags["cacheMessages"]
-        ),
-        cache_tools=default.cache_tools if flags["cacheTools"] is None else flags["cacheTools"],
-        min_tokens=min_tokens,
-        cache_message_offset=offset or 0,
-    )
-
-
 def _bedrock(p: Obj, kind: str | tuple[str, object]) -> BedrockParams | None:
     region = p.opt_str("awsRegion")
     if kind != "bedrock":
@@ -581,24 +556,6 @@ def _base_url(
     if prefix and path_override is None and path_prefix is None:
         path_prefix = check_url_path(prefix, path)
     return host_override, path_prefix, url.scheme == "https"
-
-
-def _cel_map(raw: object, path: str) -> tuple[tuple[str, str], ...]:
-    if raw is None:
-        return ()
-    return tuple((key, as_str(value, f"{path}.{key}")) for key, value in as_map(raw, path).items())
-
-
-def _json_map(raw: object, path: str) -> tuple[tuple[str, object], ...]:
-    if raw is None:
-        return ()
-    items = as_map(raw, path)
-    for key, value in items.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{path}.{key}", "must be a JSON value") from None
-    return tuple(items.items())
 
 
 def _matches_list(raw: object, path: str) -> tuple[tuple[ValueMatch, ...], ...]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from agw_fast.config.durations import parse_duration
+from agw_fast.config.load_ai import shaped_ai_policy
 from agw_fast.config.model import (
     BASIC_LOCATION,
     BEARER_LOCATION,
@@ -759,8 +760,9 @@ def _ai_policy(raw: object, path: str) -> AIPolicy:
             if route_type not in SERVED_ROUTE_TYPES:
                 raise not_supported(where, f"route type {route_type}")
             routes.append((suffix, route_type))
+    policy = shaped_ai_policy(o, tuple(routes))
     o.close()
-    return AIPolicy(routes=tuple(routes))
+    return policy
 
 
 def _backend_http(raw: object, path: str) -> float | None:

@@ -23,6 +23,7 @@ __all__ = [
     "LLMVirtualModel",
     "LLMVirtualTarget",
     "PromptCaching",
+    "PromptEnrichment",
     "AIPolicy",
     "ApiKeyAuth",
     "ApiKeyEntry",
@@ -220,10 +221,53 @@ class TimeoutPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptEnrichment:
+    """`policies.ai.prompts`: (role, content) messages put before and after the client's."""
+
+    prepend: tuple[tuple[str, str], ...] = ()
+    append: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AIPolicy:
-    """`policies.ai`: only `routes` (path suffix -> route type) is implemented."""
+    """`policies.ai`: route types by path suffix, and the request-shaping fields. None (or
+    an empty `routes` / `model_aliases`) is "not set": see `over`."""
 
     routes: tuple[tuple[str, str], ...] = ()
+    prompts: PromptEnrichment | None = None
+    model_aliases: tuple[tuple[str, str], ...] = ()  # (exact or wildcard name, target)
+    # (field, JSON value) for defaults / overrides; (field, CEL text) for the transformations.
+    defaults: tuple[tuple[str, object], ...] | None = None
+    overrides: tuple[tuple[str, object], ...] | None = None
+    transformations: tuple[tuple[str, str], ...] | None = None
+    final_transformations: tuple[tuple[str, str], ...] | None = None
+    prompt_caching: PromptCaching | None = None
+
+    @property
+    def shapes_requests(self) -> bool:
+        """Whether any field beyond `routes` is set (the OpenAI fast path has none)."""
+        return any(getattr(self, name) for name in _SHAPING_FIELDS)
+
+    def over(self, fallback: AIPolicy | None) -> AIPolicy:
+        """This (more specific) policy merged over `fallback`, field by field: each field
+        this one sets wins, as agentgateway's `merge_llm_policies` (aliases and routes as
+        whole maps, never key by key)."""
+        if fallback is None:
+            return self
+        values = {}
+        for name in self.__dataclass_fields__:
+            mine = getattr(self, name)
+            unset = mine == () if name in _MAP_FIELDS else mine is None
+            values[name] = getattr(fallback, name) if unset else mine
+        return AIPolicy(**values)
+
+
+# Set when not empty (agentgateway's plain maps); the other fields are set when not None.
+_MAP_FIELDS = frozenset({"routes", "model_aliases"})
+_SHAPING_FIELDS = (
+    "prompts", "model_aliases", "defaults", "overrides", "transformations",
+    "final_transformations", "prompt_caching",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +551,9 @@ class LLMModel:
     # (field, CEL text): set on the provider-format body, after translation.
     final_transformation: tuple[tuple[str, str], ...] = ()
     authorization: Authorization | None = None  # rules the router checks choosing this model
+    # The binds form's OpenAI provider with hostOverride and no pathPrefix: its calls keep
+    # the client's path (agentgateway's `set_default_path`), off the fast path too.
+    keep_client_path: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,10 +132,12 @@ _TABLE: dict[str, tuple[str, str]] = {
     "TimeoutPolicy": ("requestTimeout backendRequestTimeout", ""),
     "RetryPolicy": ("attempts backoff codes precondition condition", ""),
     "Policy": (
-        "routes",
-        "defaults finalTransformations modelAliases overrides promptCaching promptGuard "
-        "prompts transformations",
+        "routes defaults finalTransformations modelAliases overrides promptCaching prompts "
+        "transformations",
+        "promptGuard",
     ),
+    "PromptEnrichment": ("append prepend", ""),
+    "SimpleChatCompletionMessage": ("role content", ""),
     "LocalRouteBackend": (
         "weight policies host ai",
         "aws backend dynamic internal invalid mcp routeGroup service",

@@ -158,7 +158,10 @@ def prepare_call(
                 path_out = _openai_path(model, "completions", request_model)
             elif route_type in ("completions", "responses", "embeddings", "rerank"):
                 out = _openai_body(obj, route_type, None if changed else body)
-                path_out = _openai_path(model, route_type, request_model)
+                if model.keep_client_path and model.path_override is None:
+                    path_out = path + query  # as the binds form's OpenAI fast path
+                else:
+                    path_out = _openai_path(model, route_type, request_model)
             else:
                 raise _unsupported(route_type, provider)
         elif provider == "anthropic":

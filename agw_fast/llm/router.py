@@ -28,6 +28,7 @@ from agw_fast.errors import ConfigError, ProxyError
 from agw_fast.llm.health import HealthState, choose_failover
 from agw_fast.llm.jsonbytes import loads
 from agw_fast.llm.providers.openai import LLMRequestError, RouteTypeResolver
+from agw_fast.llm.shaping import RequestShaping
 
 __all__ = [
     "DEFAULT_ROUTE_TYPES",
@@ -36,6 +37,7 @@ __all__ = [
     "ModelRouter",
     "ProviderGroups",
     "Routed",
+    "apply_body_changes",
     "cel_json",
     "llm_error",
 ]
@@ -109,6 +111,8 @@ class ModelRoute:
     authorization: RuleSet | None = None  # the model's `authorization` rules
     # `finalTransformation`: set on the provider-format body (calls.final_transformation)
     final_transformations: tuple[tuple[str, cel.CelProgram], ...] = ()
+    # The binds form's `policies.ai` model aliases and prompts (ProviderGroups only).
+    shaping: RequestShaping | None = None
 
     @property
     def name(self) -> str:
@@ -408,29 +412,8 @@ class ModelRouter:
             provider_model = routed.requested_model
         if provider_model is not None:
             obj["model"] = provider_model
-        transformations = routed.route.transformations
-        if not (transformations or config.overrides or config.defaults):
+        if not apply_body_changes(routed.route, obj, request_variables):
             return None
-        results: list[tuple[str, object]] = []
-        if transformations:
-            uses: set[str] = set()
-            for _, program in transformations:
-                uses |= program.uses
-            variables = request_variables() if uses - {"llmRequest"} else {}
-            variables["llmRequest"] = obj
-            bound = cel.activation(variables, cel.LLM_VARIABLES)
-            for key, program in transformations:
-                value = program.evaluate(bound)
-                results.append((key, None if isinstance(value, cel.EvaluationError) else value))
-        for key, value in config.overrides:
-            obj[key] = value
-        for key, value in results:
-            if value is None:
-                obj.pop(key, None)
-            else:
-                obj[key] = cel_json(value)
-        for key, value in config.defaults:
-            obj.setdefault(key, value)
         if type(obj.get("model")) is not str:
             return llm_error(
                 400,
@@ -438,6 +421,41 @@ class ModelRouter:
                 "missing_model",
             )
         return None
+
+
+def apply_body_changes(
+    route: ModelRoute,
+    obj: dict[str, object],
+    request_variables: Callable[[], dict[str, object]],
+) -> bool:
+    """The model's `transformation` (each expression evaluated on the body before any change
+    of this step), `overrides` and `defaults`, in agentgateway's order
+    (`apply_request_body_mutations`); False when it has none."""
+    config = route.config
+    transformations = route.transformations
+    if not (transformations or config.overrides or config.defaults):
+        return False
+    results: list[tuple[str, object]] = []
+    if transformations:
+        uses: set[str] = set()
+        for _, program in transformations:
+            uses |= program.uses
+        variables = request_variables() if uses - {"llmRequest"} else {}
+        variables["llmRequest"] = obj
+        bound = cel.activation(variables, cel.LLM_VARIABLES)
+        for key, program in transformations:
+            value = program.evaluate(bound)
+            results.append((key, None if isinstance(value, cel.EvaluationError) else value))
+    for key, value in config.overrides:
+        obj[key] = value
+    for key, value in results:
+        if value is None:
+            obj.pop(key, None)
+        else:
+            obj[key] = cel_json(value)
+    for key, value in config.defaults:
+        obj.setdefault(key, value)
+    return True
 
 
 def compile_model_route(config: LLMModel, index: int) -> ModelRoute:
@@ -593,12 +611,28 @@ class ProviderGroups:
         if path_model is not None and type(obj.get("model")) is not str:
             obj["model"] = unquote(path_model.group(1))
         provider_model = route.config.model
-        if provider_model is not None and route_type != "detect":
-            obj["model"] = provider_model
+        changed = path_model is not None
+        if route_type != "detect":
+            # agentgateway's order (llm/mod.rs `read_body_resolving_model`, then
+            # `apply_model_alias` and `prepare_request`): the provider's model, the body's
+            # transformations, overrides and defaults, the alias of the model the body then
+            # names, the prompts. A `detect` body is forwarded as the client sent it.
+            if provider_model is not None:
+                obj["model"] = provider_model
+                changed = True
+            if apply_body_changes(route, obj, request_variables):
+                changed = True
         model = obj.get("model")
         if type(model) is not str:
             if route_type == "detect":
                 return Routed(route, route_type, "", None, health)
             raise LLMRequestError("missing field: model not specified")
-        changed = path_model is not None or provider_model is not None
+        shaping = route.shaping
+        if shaping is not None and route_type != "detect":
+            aliased = shaping.alias(model) if shaping.has_aliases else None
+            if aliased is not None and aliased != model:
+                obj["model"] = model = aliased
+                changed = True
+            if shaping.enrich(obj, route_type):
+                changed = True
         return Routed(route, route_type, model, obj, health, None, changed)

@@ -113,7 +113,6 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
             {"backendAuth": {"key": {"value": "k", "location": {"queryParameter": {"name": "k"}}}}}
         ),
     ),
-    (f"{R}.policies.ai.modelAliases", policies({"ai": {"modelAliases": {"a": "b"}}})),
     (f"{R}.policies.ai.promptGuard", policies({"ai": {"promptGuard": {}}})),
     (f"{B}.host", backend({"host": "unix:/tmp/upstream.sock"})),
     (
