@@ -518,3 +518,37 @@ def test_dockerfile_extras_are_the_packages() -> None:
     header = DOCKERFILE.read_text(encoding="utf-8").split("\nARG ", 1)[0]
     for extra in extras:
         assert extra in header, f"deploy/Dockerfile's header does not mention the {extra} extra"
+
+
+# -- The Grafana dashboard (its queries are checked against a real scrape in
+# tests/e2e/test_deploy_dashboard.py) ---------------------------------------------------------
+
+
+def test_dashboard_is_importable_grafana_json() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "agw-fast.json").read_text(encoding="utf-8"))
+    assert dashboard["uid"] == "agw-fast" and dashboard["schemaVersion"] >= 36
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    titles = [p["title"] for p in panels if p["type"] != "row"]
+    assert len(set(titles)) == len(titles)
+    for panel in panels:
+        if panel["type"] == "row":
+            continue
+        # Every query goes to the chosen Prometheus, not to whatever is the default.
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["targets"] and panel["description"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(set(refs)) == len(refs)
+        position = panel["gridPos"]
+        assert position["x"] + position["w"] <= 24
+    # No two panels overlap on Grafana's 24-column grid.
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        g = panel["gridPos"]
+        columns, rows = range(g["x"], g["x"] + g["w"]), range(g["y"], g["y"] + g["h"])
+        area = {(x, y) for x in columns for y in rows}
+        assert not area & cells, panel["title"]
+        cells |= area
