@@ -24,7 +24,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check agw_fast tests bench
+	$(BIN)/ruff check agw_fast tests bench deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict agw_fast
@@ -33,7 +33,7 @@ typecheck: $(STAMP)
 test: $(STAMP)
 	@echo "make test: for the bench smoke test, apt-get installs wrk and nginx-light if missing (root only)"
 	-@bash bench/ensure_tools.sh || true
-	$(BIN)/ruff check agw_fast tests bench
+	$(BIN)/ruff check agw_fast tests bench deploy
 	$(BIN)/mypy --strict agw_fast
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
