@@ -168,6 +168,6 @@ routes:
 
 def test_a_bad_gateway_reference_names_the_field(gateway: GatewayFactory) -> None:
     with pytest.raises(AssertionError) as info:
-        gateway('gateways:\n  g:\n    port: 0\nroutes:\n- gateways: h\n')
+        gateway("gateways:\n  g:\n    port: 0\nroutes:\n- gateways: h\n")
     assert "routes[0].gateways: unknown gateway reference h" in str(info.value)
     assert "Traceback" not in str(info.value)
