@@ -16,11 +16,14 @@ from agw_fast.config.durations import parse_duration
 from agw_fast.config.envsubst import expand_env
 from agw_fast.config.load_gateways import (
     AttachedRoute,
+    apply_backend_policies,
+    apply_route_and_gateway_policies,
     attach_llm_route,
     attach_routes,
     gateway_binds,
     parse_gateway_refs,
     parse_gateways,
+    parse_targeted_policies,
 )
 from agw_fast.config.load_llm import parse_llm, vertex_params
 from agw_fast.config.load_policies import (
@@ -107,7 +110,9 @@ def _root(raw: object, env: Mapping[str, str], base_dir: Path) -> Config:
     o = Obj({} if raw is None else raw, "", "Root")
     static = _static(o.get("config"), o.child("config"), env)
     frontend = _frontend(o.get("frontendPolicies"), o.child("frontendPolicies"))
+    targeted = parse_targeted_policies(o.items("policies"), base_dir)
     named = _named_backends(o, base_dir)
+    apply_backend_policies(targeted, named)
     # The gateways form (config/load_gateways.py) makes binds too; agentgateway lists them
     # first, then `binds`, then the `llm:` form's own bind.
     gateways = parse_gateways(o.get("gateways"), o.child("gateways"), base_dir)
@@ -123,6 +128,9 @@ def _root(raw: object, env: Mapping[str, str], base_dir: Path) -> Config:
             binds.append((llm.bind, join(o.child("llm"), "port")))
     o.close()
     binds = gateway_binds(gateways) + binds
+    if targeted:
+        with_policies = apply_route_and_gateway_policies(targeted, [b for b, _ in binds])
+        binds = [(bind, where) for bind, (_, where) in zip(with_policies, binds, strict=True)]
     seen: dict[int, str] = {}
     for bind, where in binds:
         if bind.port == 0:

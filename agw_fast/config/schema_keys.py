@@ -27,8 +27,8 @@ class ObjectSpec:
 # object: ("implemented keys", "keys valid in agentgateway that agw-fast refuses")
 _TABLE: dict[str, tuple[str, str]] = {
     "Root": (
-        "config binds frontendPolicies llm gateways routes backends",
-        "mcp policies routeGroups services tcpRoutes ui workloads",
+        "config binds frontendPolicies llm gateways routes backends policies",
+        "mcp routeGroups services tcpRoutes ui workloads",
     ),
     "RawConfig": (
         "adminAddr statsAddr readinessAddr backend connectionTerminationDeadline "
@@ -172,6 +172,13 @@ _TABLE: dict[str, tuple[str, str]] = {
         "gateways name namespace ruleName hostnames matches policies backends", "",
     ),
     "FullLocalBackend": ("name host ai policies", "internal mcp aws"),
+    "LocalPolicy": ("name target phase policy", ""),
+    "ResourceName": ("name namespace", ""),
+    "PolicyTarget": ("gateway route backend", "listenerSet"),
+    "ListenerTarget": ("gatewayName gatewayNamespace listenerName", "port"),
+    "RouteName": ("name namespace ruleName", "kind"),
+    "BackendTarget": ("backend", "service"),
+    "BackendTarget/backend": ("name namespace", "section"),
     # The `llm:` form (config/load_llm.py).
     "LocalLLMConfig": ("gateways port tls providers models virtualModels policies", ""),
     "LocalLLMProvider": ("name params provider defaults", ""),

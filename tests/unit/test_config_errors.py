@@ -176,7 +176,7 @@ ERRORS: list[tuple[object, str, str]] = [
         {"foo": 1},
         "foo",
         'unknown field "foo" (expected one of: backends, binds, config, frontendPolicies, '
-        'gateways, llm, routes)',
+        'gateways, llm, policies, routes)',
     ),
     ([1, 2], "", "expected a map, got list"),
     ("just a string", "", "expected a map, got string"),

@@ -489,3 +489,181 @@ def test_mixing_tls_and_plaintext_listeners_is_refused(tmp_path: Path) -> None:
     error = error_of({"gateways": {"g": {"port": 1, "listeners": listeners}}}, tmp_path)
     assert error.path == "gateways.g.listeners[1].protocol"
     assert "cannot mix TLS and plaintext" in error.message
+
+
+# -- Top-level `policies:` -------------------------------------------------------------------
+
+PROXY = {"gatewayName": "default", "gatewayNamespace": "default"}
+NAME = {"name": "p", "namespace": "ns"}
+CORS = {"allowOrigins": ["https://x.test"]}
+APP = {
+    "gateways": {"default": {"port": 1}, "web": {"port": 2, "cors": {"allowOrigins": ["*"]}}},
+    "backends": [
+        {"name": "up", "host": "up:80",
+         "policies": {"requestHeaderModifier": {"set": {"x-own": "1"}}}},
+    ],
+    "routes": [
+        {"name": "r", "gateways": ["default", "web"], "backends": [{"backend": "up"}]},
+        {"name": "s", "gateways": "default",
+         "policies": {"requestHeaderModifier": {"set": {"x-inline": "1"}}}},
+    ],
+}  # fmt: skip
+
+
+def policy(target: object, body: object, phase: str | None = None) -> dict[str, object]:
+    entry = {"name": NAME, "target": target, "policy": body}
+    return entry if phase is None else {**entry, "phase": phase}
+
+
+def with_policies(*entries: object) -> Config:
+    return load({**APP, "policies": list(entries)})
+
+
+def test_a_route_policy_is_the_same_as_writing_it_inline() -> None:
+    timeout = {"timeout": {"requestTimeout": "1s"}}
+    targeted = with_policies(policy({"route": {"name": "r", "namespace": "default"}}, timeout))
+    inline_app = json.loads(json.dumps(APP))
+    inline_app["routes"][0]["policies"] = timeout
+    assert targeted == load(inline_app)
+
+
+def test_gateway_policies_fill_what_listeners_leave_unset() -> None:
+    config = with_policies(policy({"gateway": PROXY}, {"cors": CORS}, "gateway"))
+    default, web = (bind.listeners[0] for bind in config.binds)
+    assert default.policies is not None and default.policies.cors is not None
+    assert default.policies.cors.allow_origins == ("https://x.test",)
+    assert web.policies is not None and web.policies.cors is not None
+    assert web.policies.cors.allow_origins == ("*",)  # its own wins over the gateway-wide one
+
+
+def test_authorization_rules_add_up() -> None:
+    rules = {"authorization": {"rules": ["true"]}}
+    config = with_policies(
+        policy({"gateway": PROXY}, rules, "gateway"),
+        policy({"gateway": {**PROXY, "listenerName": "default"}}, rules, "gateway"),
+    )
+    listener = config.binds[0].listeners[0]
+    assert listener.policies is not None and listener.policies.authorization is not None
+    assert len(listener.policies.authorization.rules) == 2
+    assert config.binds[1].listeners[0].policies is not None
+    web_authz = config.binds[1].listeners[0].policies.authorization
+    assert web_authz is not None and len(web_authz.rules) == 1
+
+
+def test_route_phase_gateway_policies_reach_every_route_below_their_own() -> None:
+    header = {"requestHeaderModifier": {"set": {"x-gateway": "1"}}}
+    config = with_policies(policy({"gateway": {**PROXY, "listenerName": "default"}}, header))
+    r, s = config.binds[0].listeners[0].routes
+    assert r.policies is not None and r.policies.request_header_modifier is not None
+    assert r.policies.request_header_modifier.set == (("x-gateway", "1"),)
+    assert s.policies is not None and s.policies.request_header_modifier is not None
+    assert s.policies.request_header_modifier.set == (("x-inline", "1"),)
+    (web_route,) = config.binds[1].listeners[0].routes
+    assert web_route.policies is None
+
+
+def test_backend_policies_sit_below_the_backends_own() -> None:
+    config = with_policies(
+        policy({"backend": {"backend": {"name": "up", "namespace": ""}}},
+               {"backendTLS": {"insecure": True}}),
+        policy({"backend": {"backend": {"name": "up", "namespace": ""}}},
+               {"requestHeaderModifier": {"set": {"x-targeted": "1"}}}),
+    )  # fmt: skip
+    (backend,) = config.binds[0].listeners[0].routes[0].backends
+    assert backend.policies is not None and backend.policies.backend_tls is not None
+    modifier = backend.policies.request_header_modifier
+    assert modifier is not None and modifier.set == (("x-own", "1"),)
+
+
+@pytest.mark.parametrize(
+    ("entry", "path", "message"),
+    [
+        (
+            policy(
+                {"route": {"name": "s", "namespace": "default"}},
+                {"requestHeaderModifier": {"set": {"x": "1"}}},
+            ),
+            "policies[0].policy.requestHeaderModifier",
+            "not supported",
+        ),
+        (
+            policy({"gateway": {**PROXY, "listenerName": "web"}}, {"cors": CORS}, "gateway"),
+            "policies[0].policy.cors",
+            "not supported",
+        ),
+        (
+            policy({"route": {"name": "r", "namespace": "default"}}, {}),
+            "policies[0].policy",
+            "exactly 1 policy",
+        ),
+        (
+            policy(
+                {"route": {"name": "r", "namespace": "default"}},
+                {"cors": CORS, "timeout": {"requestTimeout": "1s"}},
+            ),
+            "policies[0].policy",
+            "exactly 1 policy",
+        ),
+        (
+            policy(
+                {"gateway": {"gatewayName": "x", "gatewayNamespace": "default"}}, {"cors": CORS}
+            ),
+            "policies[0].target.gateway",
+            "default/default",
+        ),
+        (
+            policy({"route": {"name": "nope", "namespace": "default"}}, {"cors": CORS}),
+            "policies[0].target",
+            "matches nothing",
+        ),
+        (
+            policy({"route": {"name": "r", "namespace": "default"}}, {"cors": CORS}, "gateway"),
+            "policies[0].phase",
+            "phase gateway needs a gateway target",
+        ),
+        (
+            policy({"gateway": PROXY}, {"timeout": {"requestTimeout": "1s"}}, "gateway"),
+            "policies[0].phase",
+            "phase gateway needs",
+        ),
+        (
+            policy({"backend": {"backend": {"name": "up", "namespace": ""}}}, {"cors": CORS}),
+            "policies[0].policy.cors",
+            "backend policies only",
+        ),
+        (
+            policy({"backend": {"backend": {"name": "nope", "namespace": ""}}}, {"backendTLS": {}}),
+            "policies[0].target",
+            "no top-level backend is named 'nope'",
+        ),
+        (
+            policy({"route": {"name": "r", "namespace": "default"}}, {"localRateLimit": []}),
+            "policies[0].policy.localRateLimit",
+            "the policy sets nothing",
+        ),
+        (
+            policy({"listenerSet": {"name": "x", "namespace": "y"}}, {"cors": CORS}),
+            "policies[0].target.listenerSet",
+            "not supported",
+        ),
+        (
+            policy({"gateway": {**PROXY, "port": 1}}, {"cors": CORS}),
+            "policies[0].target.gateway.port",
+            "not supported",
+        ),
+        (
+            policy({"backend": {"service": {"hostname": "h", "namespace": "n"}}}, {"cors": CORS}),
+            "policies[0].target.backend.service",
+            "not supported",
+        ),
+        (
+            {"target": {"gateway": PROXY}, "policy": {"cors": CORS}},
+            "policies[0].name",
+            "missing required field",
+        ),
+    ],  # fmt: skip
+)
+def test_bad_policies_name_the_field(entry: object, path: str, message: str) -> None:
+    error = error_of({**APP, "policies": [entry]})
+    assert error.path == path, str(error)
+    assert message in error.message, str(error)
