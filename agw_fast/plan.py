@@ -615,11 +615,12 @@ class _Compiler:
         # agentgateway's names (types/local.rs): the route is `{namespace}/{name}`; an inline
         # backend is the resource `/{route key}/backend{i}` (its namespace is empty), where
         # the route key is `{gateway}/bind/{port}/{listener}/{namespace}/{name}`.
+        # The gateways form's loader sets the key agentgateway gives it there.
         route_name = f"{route.namespace}/{route.name}"
-        route_key = f"{GATEWAY_NAME}/bind/{port}/{listener.name}/{route_name}"
+        route_key = route.key or f"{GATEWAY_NAME}/bind/{port}/{listener.name}/{route_name}"
         labels = RouteLabels.of(f"bind/{port}", GATEWAY_NAME, listener.name, route_name)
         return RuntimeRoute(
-            key=f"bind/{port}/{listener.name}/{route.namespace}/{route.name}",
+            key=route.key or f"bind/{port}/{listener.name}/{route.namespace}/{route.name}",
             name=route.name,
             listener=listener.name,
             labels=labels,
@@ -633,7 +634,9 @@ class _Compiler:
                 policies.timeout.request_timeout if policies and policies.timeout else None
             ),
             backends=tuple(
-                self.backend(f"{path}.backends[{i}]", f"/{route_key}/backend{i}", route, b)
+                self.backend(
+                    f"{path}.backends[{i}]", b.name or f"/{route_key}/backend{i}", route, b
+                )
                 for i, b in enumerate(route.backends)
             ),
         )

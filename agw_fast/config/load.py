@@ -8,12 +8,23 @@ agw-fast does not implement are refused ("not supported: <path>"), never ignored
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Literal, cast
 
 from agw_fast.config.durations import parse_duration
 from agw_fast.config.envsubst import expand_env
+from agw_fast.config.load_gateways import (
+    AttachedRoute,
+    apply_backend_policies,
+    apply_route_and_gateway_policies,
+    attach_llm_route,
+    attach_routes,
+    gateway_binds,
+    parse_gateway_refs,
+    parse_gateways,
+    parse_targeted_policies,
+)
 from agw_fast.config.load_llm import parse_llm, vertex_params
 from agw_fast.config.load_policies import (
     one_key,
@@ -27,6 +38,7 @@ from agw_fast.config.model import (
     AccessLogPolicy,
     AIBackend,
     AzureParams,
+    BackendPolicies,
     BackendPoolConfig,
     BedrockParams,
     Bind,
@@ -45,6 +57,7 @@ from agw_fast.config.model import (
 from agw_fast.config.validate import (
     Obj,
     as_list,
+    as_map,
     as_str,
     as_str_map,
     check_header_name,
@@ -64,7 +77,8 @@ __all__ = ["load_config", "load_config_file"]
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "off")
 _TUNNEL_PROTOCOLS = ("direct", "hboneWaypoint", "hboneGateway", "proxy", "connect")
 _LISTENER_PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "HBONE")
-_BACKEND_TARGETS = ("host", "ai")
+_BACKEND_TARGETS = ("host", "ai", "backend")
+_NAMED_TARGETS = ("host", "ai")
 _HEADER_CASES = ("lowercase", "preserve")
 
 
@@ -96,23 +110,79 @@ def _root(raw: object, env: Mapping[str, str], base_dir: Path) -> Config:
     o = Obj({} if raw is None else raw, "", "Root")
     static = _static(o.get("config"), o.child("config"), env)
     frontend = _frontend(o.get("frontendPolicies"), o.child("frontendPolicies"))
-    binds = tuple(_bind(item, p, base_dir) for p, item in o.items("binds"))
+    targeted = parse_targeted_policies(o.items("policies"), base_dir)
+    named = _named_backends(o, base_dir)
+    apply_backend_policies(targeted, named)
+    # The gateways form (config/load_gateways.py) makes binds too; agentgateway lists them
+    # first, then `binds`, then the `llm:` form's own bind.
+    gateways = parse_gateways(o.get("gateways"), o.child("gateways"), base_dir)
+    binds = [(_bind(item, p, base_dir, named), join(p, "port")) for p, item in o.items("binds")]
+    attached = [_attached_route(item, p, base_dir, named) for p, item in o.items("routes")]
+    attach_routes(gateways, attached)
     llm_raw = o.get("llm")
     if llm_raw is not None:
-        binds += (parse_llm(llm_raw, o.child("llm"), base_dir),)
+        llm = parse_llm(llm_raw, o.child("llm"), base_dir)
+        route = llm.bind.listeners[0].routes[0]
+        where = join(o.child("llm"), "gateways")
+        if not attach_llm_route(gateways, llm.gateways, llm.own_port, route, where):
+            binds.append((llm.bind, join(o.child("llm"), "port")))
     o.close()
-    seen: dict[int, int] = {}
-    for i, bind in enumerate(binds):
+    binds = gateway_binds(gateways) + binds
+    if targeted:
+        with_policies = apply_route_and_gateway_policies(targeted, [b for b, _ in binds])
+        binds = [(bind, where) for bind, (_, where) in zip(with_policies, binds, strict=True)]
+    seen: dict[int, str] = {}
+    for bind, where in binds:
         if bind.port == 0:
             continue  # each port-0 bind gets its own free port
         if bind.port in seen:
-            is_llm = i == len(binds) - 1 and llm_raw is not None
-            where = "llm.port" if is_llm else f"binds[{i}].port"
-            raise ConfigError(
-                where, f"port {bind.port} is already used by binds[{seen[bind.port]}]"
-            )
-        seen[bind.port] = i
-    return Config(binds=binds, static=static, frontend=frontend)
+            raise ConfigError(where, f"port {bind.port} is already used by {seen[bind.port]}")
+        seen[bind.port] = where.removesuffix(".port")
+    return Config(binds=tuple(bind for bind, _ in binds), static=static, frontend=frontend)
+
+
+def _named_backends(o: Obj, base_dir: Path) -> dict[str, RouteBackend]:
+    """Top-level `backends:`, which routes reference as `backend: <name>`."""
+    named: dict[str, RouteBackend] = {}
+    for path, item in o.items("backends"):
+        b = Obj(item, path, "FullLocalBackend")
+        name = b.req_str("name")
+        if name in named:
+            raise ConfigError(b.child("name"), f"duplicate backend name {name}")
+        present = [k for k in _NAMED_TARGETS if b.has(k)]
+        if len(present) != 1:
+            what = "both host and ai are set" if present else "one of host, ai is required"
+            raise ConfigError(path, f"a backend needs exactly one target: {what}")
+        target = (
+            parse_host_port(b.get("host"), b.child("host"))
+            if present[0] == "host"
+            else _ai(b.get("ai"), b.child("ai"), base_dir)
+        )
+        policies_raw = b.get("policies")
+        b.close()
+        policies = (
+            None
+            if policies_raw is None
+            else parse_backend_policies(policies_raw, b.child("policies"), base_dir)
+        )
+        # agentgateway names it `{namespace}/{name}` with an empty namespace.
+        named[name] = RouteBackend(target=target, policies=policies, name=f"/{name}")
+    return named
+
+
+def _attached_route(
+    raw: object, path: str, base_dir: Path, named: Mapping[str, RouteBackend]
+) -> AttachedRoute:
+    """A top-level `routes:` entry: a binds-form route plus the gateways it attaches to."""
+    o = Obj(raw, path, "LocalAttachedRoute")
+    refs = parse_gateway_refs(o.get("gateways"), o.child("gateways"))
+    has_name = o.opt_str("name") is not None
+    rest = {k: v for k, v in as_map(raw, path).items() if k != "gateways"}
+    for key in o.keys():
+        o.get(key)  # the route reader below checks and reads the rest
+    o.close()
+    route = _route(rest, path, 0, base_dir, named)
+    return AttachedRoute(path, refs, route, has_name)
 
 
 def _static(raw: object | None, path: str, env: Mapping[str, str]) -> StaticConfig:
@@ -314,7 +384,7 @@ def _access_log(raw: object, path: str) -> AccessLogPolicy:
     return policy
 
 
-def _bind(raw: object, path: str, base_dir: Path) -> Bind:
+def _bind(raw: object, path: str, base_dir: Path, named: Mapping[str, RouteBackend]) -> Bind:
     o = Obj(raw, path, "LocalBind")
     mode = o.get("mode")
     if mode is not None and choice(mode, o.child("mode"), ("standard", "internal")) != "standard":
@@ -332,7 +402,8 @@ def _bind(raw: object, path: str, base_dir: Path) -> Bind:
         )
     o.require("listeners")
     listeners = tuple(
-        _listener(item, p, i, base_dir) for i, (p, item) in enumerate(o.items("listeners"))
+        _listener(item, p, i, base_dir, named)
+        for i, (p, item) in enumerate(o.items("listeners"))
     )
     o.close()
     https = [i for i, listener in enumerate(listeners) if listener.protocol == "HTTPS"]
@@ -346,7 +417,9 @@ def _bind(raw: object, path: str, base_dir: Path) -> Bind:
     return Bind(port=port, listeners=listeners)
 
 
-def _listener(raw: object, path: str, idx: int, base_dir: Path) -> Listener:
+def _listener(
+    raw: object, path: str, idx: int, base_dir: Path, named: Mapping[str, RouteBackend]
+) -> Listener:
     o = Obj(raw, path, "LocalListener")
     name = o.opt_str("name")
     o.opt_str("namespace")  # only names things in agentgateway's own telemetry
@@ -368,7 +441,9 @@ def _listener(raw: object, path: str, idx: int, base_dir: Path) -> Listener:
         # agentgateway would serve plain HTTP and ignore the certificate: surely not meant.
         raise ConfigError(o.child("tls"), "tls requires protocol: HTTPS")
     tls = None if tls_raw is None else parse_listener_tls(tls_raw, o.child("tls"), base_dir)
-    routes = tuple(_route(item, p, i, base_dir) for i, (p, item) in enumerate(o.items("routes")))
+    routes = tuple(
+        _route(item, p, i, base_dir, named) for i, (p, item) in enumerate(o.items("routes"))
+    )
     policies_raw = o.get("policies")
     policies = (
         None
@@ -386,7 +461,9 @@ def _listener(raw: object, path: str, idx: int, base_dir: Path) -> Listener:
     )
 
 
-def _route(raw: object, path: str, idx: int, base_dir: Path) -> Route:
+def _route(
+    raw: object, path: str, idx: int, base_dir: Path, named: Mapping[str, RouteBackend]
+) -> Route:
     o = Obj(raw, path, "LocalRoute")
     name = o.opt_str("name")
     namespace = o.opt_str("namespace")
@@ -403,7 +480,7 @@ def _route(raw: object, path: str, idx: int, base_dir: Path) -> Route:
         if policies_raw is None
         else parse_route_policies(policies_raw, o.child("policies"), base_dir)
     )
-    backends = tuple(_backend(item, p, base_dir) for p, item in o.items("backends"))
+    backends = tuple(_backend(item, p, base_dir, named) for p, item in o.items("backends"))
     o.close()
     return Route(
         name=f"route{idx}" if name is None else name,
@@ -442,27 +519,55 @@ def _path_match(raw: object, path: str) -> PathMatch:
     return PathMatch("exact", text) if key == "exact" else PathMatch("prefix", text)
 
 
-def _backend(raw: object, path: str, base_dir: Path) -> RouteBackend:
+def _backend(
+    raw: object, path: str, base_dir: Path, named: Mapping[str, RouteBackend]
+) -> RouteBackend:
     o = Obj(raw, path, "LocalRouteBackend")
     present = [k for k in _BACKEND_TARGETS if o.has(k)]
     if len(present) != 1:
-        what = "both host and ai are set" if present else "one of host, ai is required"
+        what = "one of host, ai, backend is required"
+        if present:
+            what = f"{'both ' if len(present) == 2 else ''}{' and '.join(present)} are set"
         raise ConfigError(path, f"a backend needs exactly one target: {what}")
+    weight = o.opt_int("weight", 0)
+    policies_raw = o.get("policies")
+    policies = (
+        None
+        if policies_raw is None
+        else parse_backend_policies(policies_raw, o.child("policies"), base_dir)
+    )
+    if present[0] == "backend":
+        name = o.req_str("backend")
+        o.close()
+        ref = named.get(name)
+        if ref is None:
+            raise ConfigError(o.child("backend"), f"no top-level backend is named {name!r}")
+        # agentgateway: the policies on this use of the backend win over the backend's own.
+        return replace(
+            ref,
+            weight=1 if weight is None else weight,
+            policies=_overlay(ref.policies, policies),
+        )
     target = (
         parse_host_port(o.get("host"), o.child("host"))
         if present[0] == "host"
         else _ai(o.get("ai"), o.child("ai"), base_dir)
     )
-    weight = o.opt_int("weight", 0)
-    policies_raw = o.get("policies")
     o.close()
-    return RouteBackend(
-        target=target,
-        weight=1 if weight is None else weight,
-        policies=None
-        if policies_raw is None
-        else parse_backend_policies(policies_raw, o.child("policies"), base_dir),
-    )
+    return RouteBackend(target=target, weight=1 if weight is None else weight, policies=policies)
+
+
+def _overlay(
+    base: BackendPolicies | None, top: BackendPolicies | None
+) -> BackendPolicies | None:
+    """`base` with every field `top` sets replaced (agentgateway merges backend policies
+    field by field, the more specific first)."""
+    if base is None or top is None:
+        return top if base is None else base
+    changes = {
+        f.name: getattr(top, f.name) for f in fields(top) if getattr(top, f.name) is not None
+    }
+    return replace(base, **changes)
 
 
 def _ai(raw: object, path: str, base_dir: Path) -> AIBackend:

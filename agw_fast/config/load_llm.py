@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 from urllib.parse import urlsplit
 
 from agw_fast.config.load_ai import cel_map as _cel_map
 from agw_fast.config.load_ai import json_map as _json_map
 from agw_fast.config.load_ai import parse_prompt_caching as _prompt_caching
+from agw_fast.config.load_gateways import parse_gateway_refs
 from agw_fast.config.load_policies import (
     parse_authorization,
     parse_backend_auth,
@@ -63,7 +64,9 @@ from agw_fast.config.validate import (
 )
 from agw_fast.errors import ConfigError
 
-__all__ = ["DEFAULT_LLM_PORT", "LLM_LISTENER", "LLM_ROUTE", "parse_llm", "vertex_params"]
+__all__ = [
+    "DEFAULT_LLM_PORT", "LLM_LISTENER", "LLM_ROUTE", "LLMForm", "parse_llm", "vertex_params",
+]
 
 DEFAULT_LLM_PORT = 4000
 LLM_LISTENER = "llm"  # agentgateway's llm::LOCAL_LISTENER_NAME
@@ -113,13 +116,25 @@ _PRESETS: dict[str, tuple[str, tuple[CustomFormat, ...]]] = {
 }  # fmt: skip
 
 
-def parse_llm(raw: object, path: str, base_dir: Path) -> Bind:
+class LLMForm(NamedTuple):
+    """`llm:` read: the bind agentgateway makes of it on its own port, or, with `gateways`,
+    the gateways its one route attaches to instead (config/load_gateways.py)."""
+
+    bind: Bind
+    gateways: tuple[str, ...]  # `llm.gateways`
+    own_port: bool  # `port` or `tls` set: never attached to a `default` gateway implicitly
+
+
+def parse_llm(raw: object, path: str, base_dir: Path) -> LLMForm:
     """`llm:` as the bind agentgateway makes of it."""
     o = Obj(raw, path, "LocalLLMConfig")
-    if o.get("gateways") not in (None, []):
-        raise not_supported(o.child("gateways"), "the `gateways:` form; use `port`")
+    gateways = parse_gateway_refs(o.get("gateways"), o.child("gateways"))
     port = o.opt_int("port", 0, 65535)
     tls_raw = o.get("tls")
+    if gateways and (port is not None or tls_raw is not None):
+        raise ConfigError(
+            o.child("gateways"), "llm.gateways cannot be used with llm.port or llm.tls"
+        )
     tls = None if tls_raw is None else parse_listener_tls(tls_raw, o.child("tls"), base_dir)
     providers: dict[str, tuple[str, dict[str, Any]]] = {}
     for item_path, item in o.items("providers"):
@@ -165,7 +180,8 @@ def parse_llm(raw: object, path: str, base_dir: Path) -> Bind:
         routes=(route,),
         tls=tls,
     )
-    return Bind(port=DEFAULT_LLM_PORT if port is None else port, listeners=(listener,))
+    bind = Bind(port=DEFAULT_LLM_PORT if port is None else port, listeners=(listener,))
+    return LLMForm(bind, gateways, port is not None or tls is not None)
 
 
 def _policies(raw: object, path: str, base_dir: Path) -> RoutePolicies | None:

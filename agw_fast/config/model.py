@@ -586,6 +586,9 @@ class RouteBackend:
     target: HostBackend | AIBackend | LLMRouter
     weight: int = 1
     policies: BackendPolicies | None = None
+    # A reference to a top-level named backend (`backend: <name>`): agentgateway names it
+    # `/{name}` in telemetry. None: an inline backend, named after its route.
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,6 +602,10 @@ class Route:
     policies: RoutePolicies | None = None
     backends: tuple[RouteBackend, ...] = ()
     rule_name: str | None = None
+    # agentgateway's route key when the loader knows it is not the binds form's
+    # (`{gateway}/bind/{port}/{listener}/{namespace}/{name}`): the gateways form's
+    # `gateway/{listener}/{namespace}/{name}`. It names inline backends and breaks ties.
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,8 @@ class ObjectSpec:
 # object: ("implemented keys", "keys valid in agentgateway that agw-fast refuses")
 _TABLE: dict[str, tuple[str, str]] = {
     "Root": (
-        "config binds frontendPolicies llm",
-        "backends gateways mcp policies routeGroups routes services tcpRoutes ui "
-        "workloads",
+        "config binds frontendPolicies llm gateways routes backends policies",
+        "mcp routeGroups services tcpRoutes ui workloads",
     ),
     "RawConfig": (
         "adminAddr statsAddr readinessAddr backend connectionTerminationDeadline "
@@ -139,8 +138,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "PromptEnrichment": ("append prepend", ""),
     "SimpleChatCompletionMessage": ("role content", ""),
     "LocalRouteBackend": (
-        "weight policies host ai",
-        "aws backend dynamic internal invalid mcp routeGroup service",
+        "weight policies host ai backend",
+        "aws dynamic internal invalid mcp routeGroup service",
     ),
     "LocalAIBackend": (
         "name provider hostOverride pathOverride pathPrefix tokenize policies groups",
@@ -162,6 +161,26 @@ _TABLE: dict[str, tuple[str, str]] = {
     ),
     "HTTP": ("version requestTimeout", ""),
     "RuleSet": ("rules", ""),
+    # The gateways form (config/load_gateways.py).
+    "LocalGateway": (
+        "port protocol listeners tls cors apiKey authorization basicAuth jwtAuth",
+        "oidc extAuthz extProc transformations",
+    ),
+    "LocalGatewayListener": (
+        "name hostname protocol tls cors apiKey authorization basicAuth jwtAuth",
+        "oidc extAuthz extProc transformations",
+    ),
+    "LocalAttachedRoute": (
+        "gateways name namespace ruleName hostnames matches policies backends", "",
+    ),
+    "FullLocalBackend": ("name host ai policies", "internal mcp aws"),
+    "LocalPolicy": ("name target phase policy", ""),
+    "ResourceName": ("name namespace", ""),
+    "PolicyTarget": ("gateway route backend", "listenerSet"),
+    "ListenerTarget": ("gatewayName gatewayNamespace listenerName", "port"),
+    "RouteName": ("name namespace ruleName", "kind"),
+    "BackendTarget": ("backend", "service"),
+    "BackendTarget/backend": ("name namespace", "section"),
     # The `llm:` form (config/load_llm.py).
     "LocalLLMConfig": ("gateways port tls providers models virtualModels policies", ""),
     "LocalLLMProvider": ("name params provider defaults", ""),

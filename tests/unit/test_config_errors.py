@@ -43,13 +43,21 @@ def error_of(
 
 
 NOT_SUPPORTED: list[tuple[str, object]] = [
-    ("llm.gateways", {"llm": {"gateways": "default", "models": []}}),
+    ("mcp", {"gateways": {"default": {"port": 1}}, "mcp": {"targets": []}}),
+    ("ui", {"gateways": {"default": {"port": 1}}, "ui": {"gateways": "default"}}),
+    ("tcpRoutes", {"gateways": {"default": {"port": 1}}, "tcpRoutes": []}),
+    ("gateways.g.protocol", {"gateways": {"g": {"port": 1, "protocol": "TLS"}}}),
+    (
+        "gateways.g.listeners[0].protocol",
+        {"gateways": {"g": {"port": 1, "listeners": [{"protocol": "TCP"}]}}},
+    ),
+    ("gateways.g.oidc", {"gateways": {"g": {"port": 1, "oidc": {}}}}),
+    ("backends[0].mcp", {"backends": [{"name": "b", "mcp": {"targets": []}}]}),
     (
         "llm.models[0].guardrails",
         {"llm": {"models": [{"name": "m", "provider": "openAI", "guardrails": {}}]}},
     ),
     ("llm.policies.remoteRateLimit", {"llm": {"models": [], "policies": {"remoteRateLimit": {}}}}),
-    ("gateways", {"gateways": {}}),
     ("config.tracing", {"config": {"tracing": {"otlpEndpoint": "x"}}}),
     ("config.workerThreads", {"config": {"workerThreads": 2}}),
     ("config.adminAddr", {"config": {"adminAddr": "unix:/tmp/admin.sock"}}),
@@ -166,7 +174,8 @@ ERRORS: list[tuple[object, str, str]] = [
     (
         {"foo": 1},
         "foo",
-        'unknown field "foo" (expected one of: binds, config, frontendPolicies, llm)',
+        'unknown field "foo" (expected one of: backends, binds, config, frontendPolicies, '
+        'gateways, llm, policies, routes)',
     ),
     ([1, 2], "", "expected a map, got list"),
     ("just a string", "", "expected a map, got string"),
@@ -281,7 +290,7 @@ ERRORS: list[tuple[object, str, str]] = [
         B,
         "a backend needs exactly one target: both host and ai are set",
     ),
-    (backend({"weight": 2}), B, "one of host, ai is required"),
+    (backend({"weight": 2}), B, "one of host, ai, backend is required"),
     (backend({"host": "h:1", "weight": -1}), f"{B}.weight", "must be in >= 0, got -1"),
     (backend({"ai": {"provider": {"openAI": {}}}}), f"{AI}.name", 'missing required field "name"'),
     (backend({"ai": {"name": "x"}}), f"{AI}.provider", 'missing required field "provider"'),

@@ -268,7 +268,7 @@ def test_retry_after() -> None:
          "llm.virtualModels[0].routing.weighted.targets[0]", "does not match any llm.models entry"),
         ("  models: [{name: x, provider: openAI, params: {baseUrl: 'ftp://h'}}]",
          "llm.models[0].params.baseUrl", "must use http or https"),
-        ("  gateways: default\n  models: []", "llm.gateways", "not supported"),
+        ("  gateways: default\n  models: []", "llm.gateways", "cannot be used with llm.port"),
     ],
 )
 def test_bad_llm_configs_name_the_field(yaml: str, path: str, message: str) -> None:
