@@ -94,14 +94,15 @@ class ReloadState:
 
 class FileWatch:
     """Polls the config file's metadata (the path, so a file an editor replaces by rename is
-    still watched) and says when it changed and then stayed unchanged for `DEBOUNCE`."""
+    still watched) and says when a reload is due: `DEBOUNCE` after the first change since the
+    last load, as agentgateway's debouncer delays each event (several writes in that time
+    make one reload; a file that keeps changing is still reloaded every `DEBOUNCE` or so)."""
 
-    __slots__ = ("changed_at", "last", "loaded", "path")
+    __slots__ = ("changed_at", "loaded", "path")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.loaded = self._signature()  # what the running config was read from
-        self.last = self.loaded
         self.changed_at: float | None = None
 
     def _signature(self) -> tuple[int, ...]:
@@ -116,21 +117,21 @@ class FileWatch:
     def poll(self, now: float) -> bool:
         """Whether a reload is due at `now` (monotonic seconds)."""
         current = self._signature()
-        if current != self.last:
-            self.last = current
+        if current == self.loaded:
+            self.changed_at = None  # unchanged, or changed back
+            return False
+        if self.changed_at is None:
             self.changed_at = now
             return False
-        if self.changed_at is None or now - self.changed_at < DEBOUNCE:
+        if now - self.changed_at < DEBOUNCE:
             return False
         self.changed_at = None
-        if current == self.loaded:
-            return False  # changed and changed back
         self.loaded = current
         return True
 
     def mark_loaded(self) -> None:
-        """A reload read the file for another reason (SIGHUP): its current state is loaded."""
-        self.loaded = self.last = self._signature()
+        """The file is about to be read (a reload): what it is now is what gets loaded."""
+        self.loaded = self._signature()
         self.changed_at = None
 
 
