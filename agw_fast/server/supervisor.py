@@ -84,6 +84,10 @@ class Supervisor:
       way, but at the end of its window only closes its descriptors: the port stays open for
       the other workers, and its socket (reuseport mode) stays queued in the parent for the
       replacement, forked once the worker exits.
+    * reload (the gateway's `on_tick` file watch, or SIGHUP through `on_reload`): the
+      caller (`agw_fast.serve`) compiles the new config here, sends it to the children, and
+      replaces `specs`/`listening` so that a child forked from then on starts with it.
+      The supervisor itself only dispatches; see `agw_fast.server.reload`.
     * stop: requests in flight get `stop_deadline` more seconds
       (`connectionTerminationDeadline`); a worker then cuts what is left, flushes its access
       log and publishes its metrics once more, and exits 0. Children still alive

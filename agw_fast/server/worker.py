@@ -6,7 +6,9 @@ request recorder (metrics in its shared-memory slot, the access log). The lifecy
 respawn, drain, stop) is told once, on `agw_fast.server.supervisor.Supervisor`; the worker's
 part is `_serve` (start), `_drain` with `WorkerContext.begin_stop` and `housekeeping` (drain
 and stop), and `agw_fast.server.listener` (how many connections a worker takes, and how a
-listener closes).
+listener closes). A reload (`_Reloads`) swaps the compiled binds in place: each port's
+`LiveBind` gets the new one (connections read it per request), TLS listeners get a new uvloop
+server, binds added start listening and removed ones drain their queue and stop.
 """
 
 from __future__ import annotations
@@ -275,8 +277,9 @@ class _Reloads:
         served.loop.add_reader(control.channel.fileno(), self._readable)
 
     def _readable(self) -> None:
-        if self.task is None and not self.closed:
-            self.task = self.served.loop.create_task(self._run())
+        # Not read again until this swap is done (the reader is level-triggered).
+        self.served.loop.remove_reader(self.control.channel.fileno())
+        self.task = self.served.loop.create_task(self._run())
 
     async def _run(self) -> None:
         try:
@@ -285,16 +288,28 @@ class _Reloads:
                     update = receive_latest(self.control.channel, self.generation)
                 except (OSError, ValueError, EOFError) as error:
                     logger.error("worker %d: bad config update: %s", self.index, error)
-                    self.close()
+                    self._replace()
                     return
                 if update is None:
                     return
                 try:
                     await self._apply(update)
+                except Exception:
+                    logger.exception("worker %d failed to swap in the reloaded config", self.index)
+                    self._replace()
+                    return
                 finally:
                     update.close()
         finally:
             self.task = None
+            if not self.closed:
+                self.served.loop.add_reader(self.control.channel.fileno(), self._readable)
+
+    def _replace(self) -> None:
+        """Stop this worker (draining as usual): the supervisor forks a replacement with the
+        config it holds."""
+        self.close()
+        os.kill(os.getpid(), signal.SIGTERM)
 
     async def _apply(self, update: Update) -> None:
         served = self.served
@@ -312,8 +327,7 @@ class _Reloads:
                 "worker %d cannot apply the reloaded config: %s; replacing the worker",
                 self.index, error,
             )
-            self.close()
-            os.kill(os.getpid(), signal.SIGTERM)
+            self._replace()
             return
         previous = [live.bind for live in served.live.values()]
         served.config = config = update.config
@@ -340,7 +354,7 @@ class _Reloads:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.served.loop.remove_reader(self.control.channel.fileno())
+            self.served.loop.remove_reader(self.control.channel.fileno())  # if it is there
 
     async def settle(self) -> None:
         """Let a swap under way finish (a stop waits for it)."""

@@ -200,9 +200,12 @@ def test_sighup_reloads_the_file(gateway: GatewayFactory) -> None:
     assert gw.proc.poll() is None
 
 
-def test_binds_added_and_removed_open_and_close_their_ports(gateway: GatewayFactory) -> None:
+@pytest.mark.parametrize("listen_mode", ["reuseport", "shared"])
+def test_binds_added_and_removed_open_and_close_their_ports(
+    gateway: GatewayFactory, listen_mode: str
+) -> None:
     port, extra = unused_port(), unused_port()
-    gw = gateway(direct(port, {"/": "main"}), workers=2)
+    gw = gateway(direct(port, {"/": "main"}), workers=2, extra_args=["--listen-mode", listen_mode])
     path = config_file(gateway, gw)
     two_binds = direct(port, {"/": "main"}) + bind_yaml(extra, {"/": "extra"})
     replace_file(path, two_binds)
