@@ -94,4 +94,5 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         listen_mode=args.listen_mode,
         bind_address=args.bind_address,
+        config_path=args.file,
     )

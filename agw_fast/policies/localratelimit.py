@@ -40,12 +40,13 @@ Linux, so every process reads the same timeline.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from agw_fast.config.model import LocalRateLimit, RoutePolicies
@@ -65,6 +66,7 @@ __all__ = [
     "build",
     "build_token_limits",
     "build_with_clock",
+    "bucket_files",
     "peek",
     "take",
 ]
@@ -135,19 +137,69 @@ class SharedBuckets:
 
     def __init__(self, limits: Sequence[LocalRateLimit], now: int) -> None:
         size = max(8 * _WORDS * len(limits), 8)
-        # Inherited across fork (CLOEXEC only matters to exec); never closed, since closing
-        # any descriptor of the file would drop the process's record locks on it.
-        self.fd = os.memfd_create("agw-fast-ratelimit", os.MFD_CLOEXEC)
+        files = _FILES
+        adopted = files is not None and files.adopt is not None
+        if files is not None and files.adopt is not None:
+            # A worker compiling a reloaded config: the parent made this route's buckets
+            # (and filled them) when it compiled the same config, and sent the descriptors.
+            if not files.adopt:
+                raise RuntimeError("fewer rate-limit buckets received than the config makes")
+            self.fd = files.adopt.pop(0)
+        else:
+            # Inherited across fork (CLOEXEC only matters to exec); never closed while in
+            # use, since closing any descriptor of the file would drop the process's record
+            # locks on it.
+            self.fd = os.memfd_create("agw-fast-ratelimit", os.MFD_CLOEXEC)
+            os.ftruncate(self.fd, size)
+            if files is not None:
+                files.created.append(self.fd)
         # Closed with the buckets: a compiled config that is dropped (the CLI's check before
-        # `serve()` compiles its own) leaves no descriptor behind in the processes.
+        # `serve()` compiles its own; the config a reload replaced, once its last request is
+        # done) leaves no descriptor behind in the processes.
         weakref.finalize(self, os.close, self.fd)
-        os.ftruncate(self.fd, size)
         self._mm = mmap.mmap(self.fd, size)  # MAP_SHARED
         # Aligned 8-byte words: each load and store is one machine access.
         self.cells = memoryview(self._mm).cast("Q")
+        if adopted:
+            return
         for i, limit in enumerate(limits):
             self.cells[_WORDS * i] = limit.max_tokens
             self.cells[_WORDS * i + 1] = now + limit.fill_interval_ns
+
+
+class _BucketFiles:
+    """What `bucket_files` collects (the parent) or hands out (a worker), in compile order."""
+
+    __slots__ = ("adopt", "created")
+
+    def __init__(self, adopt: list[int] | None) -> None:
+        self.adopt = adopt
+        self.created: list[int] = []
+
+
+_FILES: _BucketFiles | None = None
+
+
+@contextlib.contextmanager
+def bucket_files(adopt: Sequence[int] | None = None) -> Iterator[list[int]]:
+    """Around a `compile_config`: with `adopt` None, yields the descriptors of the buckets the
+    compile creates, in creation order (the supervisor sends them to the workers on a reload);
+    with `adopt`, the compile maps those descriptors instead of creating buckets, in the same
+    order (a worker compiling the same config), so every process counts in the same words.
+    Compiling the same config creates its buckets in the same order. Descriptors of `adopt`
+    the compile did not take are closed on the way out; too few raise RuntimeError."""
+    global _FILES
+    files = _BucketFiles(None if adopt is None else list(adopt))
+    previous, _FILES = _FILES, files
+    try:
+        yield files.created
+    finally:
+        _FILES = previous
+        left = files.adopt or []
+        for fd in left:
+            os.close(fd)
+    if left:
+        raise RuntimeError("more rate-limit buckets received than the config makes")
 
 
 def build(policies: RoutePolicies) -> RequestStep | None:

@@ -48,7 +48,7 @@ from agw_fast.proxy.exchange import Exchange, ReadPause, Services
 from agw_fast.proxy.mirror import send_mirror
 from agw_fast.telemetry.record import RequestRecord
 
-__all__ = ["ConnectionServices", "DownstreamProtocol", "parser_reason"]
+__all__ = ["ConnectionServices", "DownstreamProtocol", "LiveBind", "parser_reason"]
 
 harden_h11()
 
@@ -100,6 +100,19 @@ class ConnectionServices(Services, Protocol):
     def log_protocol_error(self, peer: str, status: int, message: str) -> None: ...
 
 
+class LiveBind:
+    """A bind as a worker serves it now. A reload swaps `bind` (every connection reads it as
+    a request begins, so the next request on a keep-alive connection sees the new config,
+    while one in flight keeps what it started with) or `retire`s it (the bind is gone from
+    the config: its connections close after their current response)."""
+
+    __slots__ = ("bind", "retired")
+
+    def __init__(self, bind: RuntimeBind) -> None:
+        self.bind = bind
+        self.retired = False
+
+
 class DownstreamProtocol(asyncio.Protocol):
     """One client connection: parses requests with h11, routes them, answers or proxies.
 
@@ -110,7 +123,7 @@ class DownstreamProtocol(asyncio.Protocol):
 
     __slots__ = (
         "ctx",
-        "bind",
+        "live",
         "loop",
         "transport",
         "h11",
@@ -130,12 +143,13 @@ class DownstreamProtocol(asyncio.Protocol):
         "peer",
         "lingering",
         "sni_listener",
+        "sni_bind",
         "delay_timer",
     )
 
-    def __init__(self, ctx: ConnectionServices, bind: RuntimeBind) -> None:
+    def __init__(self, ctx: ConnectionServices, bind: LiveBind | RuntimeBind) -> None:
         self.ctx = ctx
-        self.bind = bind
+        self.live = bind if isinstance(bind, LiveBind) else LiveBind(bind)
         self.loop = ctx.loop
         self.transport: asyncio.Transport | None = None
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
@@ -161,6 +175,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.lingering = False
         # HTTPS: the listener the client's SNI chose during the handshake.
         self.sni_listener: RuntimeListener | None = None
+        self.sni_bind: RuntimeBind | None = None  # the bind (config) it belongs to
         # A `delay` policy holding the current request (see `_defer`).
         self.delay_timer: asyncio.TimerHandle | None = None
 
@@ -175,14 +190,19 @@ class DownstreamProtocol(asyncio.Protocol):
         if not self.counted:
             self.counted = True
             ctx.open_clients += 1
-        if ctx.stopping:
-            # Accepted before the stop began, made after (uvloop defers connection_made), so
-            # `begin_stop` did not see it: one answer, then close, like every other one.
+        live = self.live
+        if ctx.stopping or live.retired:
+            # Accepted before the stop began (or the bind left the config), made after
+            # (uvloop defers connection_made), so `begin_stop` did not see it: one answer,
+            # then close, like every other one.
             self.closing = True
-        by_context = self.bind.tls_listeners
+        bind = live.bind
+        by_context = bind.tls_listeners
         if by_context is not None:
             ssl_object = transport.get_extra_info("ssl_object")
+            # None when the handshake began under a config a reload has since replaced.
             self.sni_listener = by_context.get(ssl_object.context)
+            self.sni_bind = bind
 
     def connection_lost(self, exc: Exception | None) -> None:
         ctx = self.ctx
@@ -287,6 +307,17 @@ class DownstreamProtocol(asyncio.Protocol):
                 self.transport.resume_reading()
                 # The idle timeout counts from here: while paused, the client waited on us.
                 self.last_active = self.loop.time()
+
+    def _sni_after_reload(self, bind: RuntimeBind) -> RuntimeListener | None:
+        """The listener of `bind` (a reloaded config) with the hostname of the one the
+        client's SNI chose under the config it connected with (once per connection and
+        reload, off the common path: only when the Host disagrees with the old one)."""
+        old, sni = self.sni_bind, self.sni_listener
+        assert old is not None
+        name = next((key for key, value in old.listeners.items() if value is sni), None)
+        self.sni_listener = None if name is None else bind.listeners.get(name)
+        self.sni_bind = bind
+        return self.sni_listener
 
     def stop_taking_requests(self) -> None:
         """Draining: close now if idle between requests, else after the current response
@@ -473,7 +504,7 @@ class DownstreamProtocol(asyncio.Protocol):
         `close` is False its framing is not one we can skip past on this connection."""
         if close:
             self.keep_alive = False
-        self._local(request, status, body, started, self.bind.labels, Reason.INVALID_REQUEST)
+        self._local(request, status, body, started, self.live.bind.labels, Reason.INVALID_REQUEST)
 
     def _answer(
         self,
@@ -623,7 +654,7 @@ class DownstreamProtocol(asyncio.Protocol):
             if not target:
                 self._reject(request, 400, b"invalid request target", started, close=False)
                 return
-        bind = self.bind
+        bind = self.live.bind
         path, query = split_target(target)
         table = bind.single
         host_name: str | None = None
@@ -631,6 +662,8 @@ class DownstreamProtocol(asyncio.Protocol):
             host_name = host_without_port(host)
             table = select_listener(bind.listeners, host_name)
             sni = self.sni_listener
+            if sni is not None and table is not sni and self.sni_bind is not bind:
+                sni = self._sni_after_reload(bind)
             if sni is not None and table is not sni:
                 # agentgateway's detect_misdirected (the Gateway API rule for HTTPS): the
                 # Host belongs to another TLS listener: 421 (RFC 9110 §15.5.20); to none: 404.

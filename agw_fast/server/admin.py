@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 from collections.abc import Callable
 from typing import cast
 
@@ -20,6 +21,7 @@ import uvloop
 from agw_fast.config.model import Config
 from agw_fast.config.validate import split_host_port
 from agw_fast.log import logger
+from agw_fast.server.reload import ReloadState, receive_latest
 from agw_fast.telemetry.prometheus import CONTENT_TYPE, render_prometheus
 from agw_fast.telemetry.shared_slots import SharedSlots
 
@@ -79,24 +81,38 @@ class _AdminProtocol(asyncio.Protocol):
                 return
 
 
-def _stats_handler(slots: SharedSlots) -> Handler:
+class _Live:
+    """The config the admin endpoints describe, replaced as reloads arrive."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+
+def _stats_handler(slots: SharedSlots, state: ReloadState | None) -> Handler:
     def handle(method: str, path: str) -> tuple[int, bytes, bytes]:
         if path in ("/metrics", "/stats/prometheus"):
             # Workers count straight into shared memory: every request that finished is in.
             body = render_prometheus(slots.read_all())
+            if state is not None:
+                body += state.render()
             return 200, CONTENT_TYPE.encode(), body
         return 404, b"text/plain", b"not found\n"
 
     return handle
 
 
-def _readiness_handler(slots: SharedSlots) -> Handler:
+def _readiness_handler(slots: SharedSlots, state: ReloadState | None) -> Handler:
     def handle(method: str, path: str) -> tuple[int, bytes, bytes]:
         if path != "/healthz/ready":
             return 404, b"text/plain", b"not found\n"
         if method != "GET":
             return 405, b"text/plain", b"method not allowed\n"
-        pending = [str(i) for i in range(slots.n_slots) if not slots.is_attached(i)]
+        # Ready once every worker has started and serves the current config (a reload
+        # makes it not ready until every worker has swapped it in).
+        lagging = set(state.lagging()) if state is not None else set()
+        pending = [
+            str(i) for i in range(slots.n_slots) if not slots.is_attached(i) or i in lagging
+        ]
         if pending:
             return 500, b"text/plain", f"not ready, pending: workers {pending}\n".encode()
         return 200, b"text/plain", b"ready\n"
@@ -104,10 +120,10 @@ def _readiness_handler(slots: SharedSlots) -> Handler:
     return handle
 
 
-def _admin_handler(config: Config) -> Handler:
+def _admin_handler(live: _Live) -> Handler:
     def handle(method: str, path: str) -> tuple[int, bytes, bytes]:
         if path == "/config_dump":
-            dumped = dataclasses.asdict(config)
+            dumped = dataclasses.asdict(live.config)
             _redact(dumped)
             return 200, b"application/json", json.dumps(dumped, default=repr).encode()
         if path == "/quitquitquit":
@@ -138,13 +154,19 @@ def _redact(value: object) -> None:
             _redact(item)
 
 
-async def _serve(config: Config, slots: SharedSlots) -> int:
+async def _serve(
+    config: Config,
+    slots: SharedSlots,
+    state: ReloadState | None,
+    channel: socket.socket | None,
+) -> int:
     loop = asyncio.get_running_loop()
     static = config.static
+    live = _Live(config)
     plan = [
-        ("stats", static.stats_addr, _stats_handler(slots)),
-        ("readiness", static.readiness_addr, _readiness_handler(slots)),
-        ("admin", static.admin_addr, _admin_handler(config)),
+        ("stats", static.stats_addr, _stats_handler(slots, state)),
+        ("readiness", static.readiness_addr, _readiness_handler(slots, state)),
+        ("admin", static.admin_addr, _admin_handler(live)),
     ]
     servers = []
     for name, address, handler in plan:
@@ -166,20 +188,43 @@ async def _serve(config: Config, slots: SharedSlots) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if channel is not None:
+        generation = state.target if state is not None else 0
+
+        def take_updates() -> None:
+            nonlocal generation
+            try:
+                update = receive_latest(channel, generation)
+            except (OSError, ValueError, EOFError) as error:
+                logger.error("stats/admin process: bad config update: %s", error)
+                loop.remove_reader(channel.fileno())
+                return
+            if update is not None:
+                update.close()
+                generation, live.config = update.generation, update.config
+
+        loop.add_reader(channel.fileno(), take_updates)
     await stop.wait()
     for server in servers:
         server.close()
     return 0
 
 
-def admin_child(config: Config) -> Callable[[SharedSlots], int] | None:
-    """The supervisor's extra child serving the configured addresses, or None if all off."""
+AdminMain = Callable[[SharedSlots, ReloadState | None, socket.socket | None], int]
+
+
+def admin_child(config: Config) -> AdminMain | None:
+    """The supervisor's extra child serving the configured addresses, or None if all off.
+    It is given the workers' metric slots, the reload state (readiness, the
+    `config_synchronized` gauge) and the channel reloaded configs arrive on."""
     static = config.static
     if static.stats_addr is None and static.readiness_addr is None and static.admin_addr is None:
         return None
 
-    def run(slots: SharedSlots) -> int:
+    def run(
+        slots: SharedSlots, state: ReloadState | None = None, channel: socket.socket | None = None
+    ) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_serve(config, slots))
+            return runner.run(_serve(config, slots, state, channel))
 
     return run

@@ -168,7 +168,9 @@ class JwksRefresher:
         ]
 
     async def _run(self, url: str, holders: Sequence[KeySetHolder]) -> None:
-        due = _DUE.get(url, time.monotonic())
+        # A holder a reloaded config added has no keys yet: fetch now.
+        loaded = all(holder.keys is not None for holder in holders)
+        due = _DUE.get(url, time.monotonic()) if loaded else time.monotonic()
         while True:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             try:

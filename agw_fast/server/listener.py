@@ -164,6 +164,22 @@ class Listener:
             duplicate.close()
             raise
 
+    async def restart(
+        self, factory: ProtocolFactory, tls: tuple[ssl.SSLContext, float] | None
+    ) -> None:
+        """Serve the socket with another protocol factory and TLS context (a reload: uvloop
+        fixes both when its server starts). The new server starts before the old one closes,
+        so the socket is never left without a server: connections arriving meanwhile wait in
+        its queue, and the old server's accepted connections go on as they are."""
+        if self.closed:
+            return
+        old = self.server
+        self.factory = factory
+        self.tls = {} if tls is None else {"ssl": tls[0], "ssl_handshake_timeout": tls[1]}
+        await self.start()
+        if old is not None:
+            old.close()
+
     def close(self, shutdown: bool) -> None:
         """Stop accepting: serve what the kernel has already queued and, if `shutdown`
         (the whole gateway is stopping), shut the socket down.

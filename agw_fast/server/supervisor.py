@@ -24,7 +24,7 @@ __all__ = ["ChildSpec", "StopFlag", "Supervisor"]
 
 RESPAWN_DELAY = 1.0  # a child that dies within this of starting waits this long to return
 KILL_SLACK = 1.0  # after the stop deadline, children get this long before SIGKILL
-_HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)
+_HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class StopFlag:
@@ -84,6 +84,10 @@ class Supervisor:
       way, but at the end of its window only closes its descriptors: the port stays open for
       the other workers, and its socket (reuseport mode) stays queued in the parent for the
       replacement, forked once the worker exits.
+    * reload (the gateway's `on_tick` file watch, or SIGHUP through `on_reload`): the
+      caller (`agw_fast.serve`) compiles the new config here, sends it to the children, and
+      replaces `specs`/`listening` so that a child forked from then on starts with it.
+      The supervisor itself only dispatches; see `agw_fast.server.reload`.
     * stop: requests in flight get `stop_deadline` more seconds
       (`connectionTerminationDeadline`); a worker then cuts what is left, flushes its access
       log and publishes its metrics once more, and exits 0. Children still alive
@@ -102,8 +106,20 @@ class Supervisor:
         stop_window: float = 0.0,
         stop_deadline: float = 5.0,
         stop_flag: StopFlag | None = None,
+        inherited: Sequence[socket.socket] = (),
+        on_reload: Callable[[], None] | None = None,
+        on_tick: Callable[[float], None] | None = None,
+        tick_interval: float = 1.0,
     ) -> None:
+        # `specs`, `listening` and `inherited` may be changed between signals (a reload
+        # does): a child forked later runs what they say then.
         self.specs = list(children)
+        # Sockets only some children use (their update channels): closed in every child
+        # that does not keep them, never by the stop.
+        self.inherited = list(inherited)
+        self.on_reload = on_reload  # SIGHUP
+        self.on_tick = on_tick  # called with the monotonic time at least every tick_interval
+        self.tick_interval = tick_interval
         self.stop_flag = stop_flag
         self.listening = list(listening)
         self.stop_window = stop_window
@@ -125,9 +141,12 @@ class Supervisor:
                 signal.pthread_sigmask(signal.SIG_SETMASK, [])
                 for signum in _HANDLED:
                     signal.signal(signum, signal.SIG_DFL)
+                # Reloading is the supervisor's business; a hangup of the terminal (SIGHUP
+                # to the process group) must not kill the children.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 _die_with_parent()
                 keep = {sock.fileno() for sock in spec.keeps}
-                for sock in self.listening:
+                for sock in [*self.listening, *self.inherited]:
                     if sock.fileno() not in keep:
                         sock.close()
                 code = spec.main()
@@ -157,6 +176,8 @@ class Supervisor:
                 handler()
             now = time.monotonic()
             if not self.stopping:
+                if self.on_tick is not None:
+                    self.on_tick(now)
                 for index, when in list(self.respawn_at.items()):
                     if when <= now:
                         del self.respawn_at[index]
@@ -176,9 +197,10 @@ class Supervisor:
     def _next_wakeup(self) -> float:
         events = list(self.respawn_at.values()) if not self.stopping else []
         events += [t for t in (self.close_listening_at, self.kill_at) if t is not None]
+        longest = 1.0 if self.on_tick is None or self.stopping else self.tick_interval
         if not events:
-            return 1.0
-        return min(1.0, max(0.001, min(events) - time.monotonic()))
+            return longest
+        return min(longest, max(0.001, min(events) - time.monotonic()))
 
     def close_listening(self) -> None:
         """Drop the parent's copies of the listening sockets (the workers drop theirs)."""
@@ -223,6 +245,11 @@ class Supervisor:
             _kill(pid, signal.SIGTERM)
 
     handle_sigint = handle_sigterm
+
+    def handle_sighup(self) -> None:
+        """Reload the config (an nginx/HAProxy habit; agentgateway has no such signal)."""
+        if self.on_reload is not None and not self.stopping:
+            self.on_reload()
 
 
 def _die_with_parent() -> None:

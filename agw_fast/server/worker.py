@@ -6,29 +6,36 @@ request recorder (metrics in its shared-memory slot, the access log). The lifecy
 respawn, drain, stop) is told once, on `agw_fast.server.supervisor.Supervisor`; the worker's
 part is `_serve` (start), `_drain` with `WorkerContext.begin_stop` and `housekeeping` (drain
 and stop), and `agw_fast.server.listener` (how many connections a worker takes, and how a
-listener closes).
+listener closes). A reload (`_Reloads`) swaps the compiled binds in place: each port's
+`LiveBind` gets the new one (connections read it per request), TLS listeners get a new uvloop
+server, binds added start listening and removed ones drain their queue and stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 
 import uvloop
 
 from agw_fast.config.model import Config
 from agw_fast.log import logger
-from agw_fast.plan import RuntimeBind
+from agw_fast.plan import RuntimeBind, compile_config
 from agw_fast.policies.access_log import compile_access_log
-from agw_fast.proxy.downstream import DownstreamProtocol
+from agw_fast.policies.localratelimit import bucket_files
+from agw_fast.proxy.downstream import DownstreamProtocol, LiveBind
 from agw_fast.proxy.pool import UpstreamPool
 from agw_fast.server.aws_credentials import AwsCredentialRefresher
 from agw_fast.server.google_token import GoogleTokenRefresher
 from agw_fast.server.jwks import JwksRefresher
 from agw_fast.server.listener import DescriptorBudget, Listener, dropped_connection
+from agw_fast.server.reload import ReloadState, Update, receive_latest
 from agw_fast.server.supervisor import StopFlag
 from agw_fast.telemetry.access_log import AccessLog
 from agw_fast.telemetry.metrics import MetricsRegistry
@@ -36,7 +43,7 @@ from agw_fast.telemetry.record import RequestRecorder
 from agw_fast.telemetry.recorder import Recorder
 from agw_fast.telemetry.shared_slots import SharedSlots
 
-__all__ = ["WorkerContext", "run_worker", "worker_recorder"]
+__all__ = ["WorkerContext", "WorkerControl", "run_worker", "worker_recorder"]
 
 HOUSEKEEPING_INTERVAL = 1.0
 DRAIN_POLL = 0.05  # seconds between looks at what is left while draining
@@ -147,17 +154,17 @@ class WorkerContext:
 
 
 def _protocol_factory(
-    ctx: WorkerContext, bind: RuntimeBind, budget: DescriptorBudget
+    ctx: WorkerContext, live: LiveBind, budget: DescriptorBudget
 ) -> Callable[[], asyncio.Protocol]:
     """uvloop calls this as it accepts a connection (its `connection_made` comes in a later
     callback): counting here, no accepted connection escapes `DescriptorBudget`."""
 
-    plain = bind.ssl_context is None
+    plain = live.bind.ssl_context is None  # a reload changing it restarts the listener
 
     def make() -> asyncio.Protocol:
         if not budget.admit(ctx.open_clients):
             return dropped_connection()
-        protocol = DownstreamProtocol(ctx, bind)
+        protocol = DownstreamProtocol(ctx, live)
         if plain:
             # Counted now; an HTTPS connection is counted when its handshake completes, as
             # one whose handshake fails never reaches the protocol (nor its connection_lost).
@@ -168,12 +175,202 @@ def _protocol_factory(
     return make
 
 
+@dataclass
+class WorkerControl:
+    """A worker's side of hot reload: where updates arrive, where it says which config
+    (generation) it serves, and the generation of the config it starts with."""
+
+    channel: socket.socket
+    state: ReloadState
+    generation: int
+
+
+class _Served:
+    """What the worker serves: each port's `LiveBind` and `Listener`, and the per-config
+    services (JWKS, AWS and Google credential refreshers)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ctx: WorkerContext,
+        budget: DescriptorBudget,
+        config: Config,
+    ) -> None:
+        self.loop = loop
+        self.ctx = ctx
+        self.budget = budget
+        self.config = config
+        self.live: dict[int, LiveBind] = {}
+        self.listeners: dict[int, Listener] = {}
+        self.jwks: JwksRefresher | None = None
+        self.aws: AwsCredentialRefresher | None = None
+        self.google: GoogleTokenRefresher | None = None
+
+    def _tls(self, bind: RuntimeBind) -> tuple[ssl.SSLContext, float] | None:
+        if bind.ssl_context is None:
+            return None
+        return bind.ssl_context, self.config.frontend.tls_handshake_timeout
+
+    async def open(self, port: int, sock: socket.socket, bind: RuntimeBind) -> None:
+        live = self.live[port] = LiveBind(bind)
+        listener = Listener(
+            self.loop, sock, _protocol_factory(self.ctx, live, self.budget), self.ctx.spawn,
+            self._tls(bind),
+        )
+        self.listeners[port] = listener
+        await listener.start()
+
+    async def replace(self, port: int, bind: RuntimeBind) -> None:
+        live = self.live[port]
+        old, live.bind = live.bind, bind
+        if old.ssl_context is not None or bind.ssl_context is not None:
+            # uvloop holds the TLS context (and the factory, whether to count connections
+            # at accept) from the server's start: serve the socket with a new server.
+            await self.listeners[port].restart(
+                _protocol_factory(self.ctx, live, self.budget), self._tls(bind)
+            )
+
+    def remove(self, port: int) -> None:
+        """A bind the config no longer has: take what its queue holds, stop listening (a
+        later connection is refused), and close its connections after their response."""
+        live = self.live.pop(port)
+        live.retired = True
+        self.listeners.pop(port).close(shutdown=True)
+        for connection in list(self.ctx.connections):
+            if connection.live is live:
+                connection.stop_taking_requests()
+
+    def start_services(self, binds: list[RuntimeBind], previous: list[RuntimeBind]) -> None:
+        self.stop_services()
+        self.jwks = JwksRefresher(self.loop)
+        self.aws = AwsCredentialRefresher(self.loop)
+        # Vertex AI models: one Google access token for the config, kept fresh by each worker.
+        token = next((b.google_token for b in binds if b.google_token is not None), None)
+        before = next((b.google_token for b in previous if b.google_token is not None), None)
+        if token is not None and before is not None and token is not before:
+            # A reload: the token in use stays valid until the refresher replaces it.
+            token.line, token.expires_at = before.line, before.expires_at
+        self.google = None if token is None else GoogleTokenRefresher(self.loop, token)
+
+    def stop_services(self) -> None:
+        for service in (self.jwks, self.aws, self.google):
+            if service is not None:
+                service.close()
+        self.jwks = self.aws = self.google = None
+
+
+class _Reloads:
+    """Takes updates off the worker's channel and swaps each new config in, one at a time
+    (the latest of a burst only)."""
+
+    def __init__(
+        self, index: int, control: WorkerControl, served: _Served, recorder: Recorder
+    ) -> None:
+        self.index = index
+        self.control = control
+        self.served = served
+        self.recorder = recorder
+        self.generation = control.generation
+        self.binds: list[RuntimeBind] = []
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+        served.loop.add_reader(control.channel.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        # Not read again until this swap is done (the reader is level-triggered).
+        self.served.loop.remove_reader(self.control.channel.fileno())
+        self.task = self.served.loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while not self.closed:
+                try:
+                    update = receive_latest(self.control.channel, self.generation)
+                except (OSError, ValueError, EOFError) as error:
+                    logger.error("worker %d: bad config update: %s", self.index, error)
+                    self._replace()
+                    return
+                if update is None:
+                    return
+                try:
+                    await self._apply(update)
+                except Exception:
+                    logger.exception("worker %d failed to swap in the reloaded config", self.index)
+                    self._replace()
+                    return
+                finally:
+                    update.close()
+        finally:
+            self.task = None
+            if not self.closed:
+                self.served.loop.add_reader(self.control.channel.fileno(), self._readable)
+
+    def _replace(self) -> None:
+        """Stop this worker (draining as usual): the supervisor forks a replacement with the
+        config it holds."""
+        self.close()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    async def _apply(self, update: Update) -> None:
+        served = self.served
+        buckets, update.buckets = update.buckets, []
+        try:
+            with bucket_files(buckets):
+                runtime = compile_config(update.config)
+            if len(runtime) != len(update.ports):
+                raise RuntimeError("the compiled binds do not match the update")
+        except Exception as error:
+            # The supervisor compiled this config, so only a file that changed in between
+            # (a TLS key, say) gets here: this worker is replaced, and its replacement
+            # starts with the config the supervisor holds.
+            logger.error(
+                "worker %d cannot apply the reloaded config: %s; replacing the worker",
+                self.index, error,
+            )
+            self._replace()
+            return
+        previous = [live.bind for live in served.live.values()]
+        served.config = config = update.config
+        new = dict(zip(update.ports, runtime, strict=True))
+        for port in [p for p in served.live if p not in new]:
+            served.remove(port)
+        for port, bind in new.items():
+            if port in served.live:
+                await served.replace(port, bind)
+                continue
+            sock = update.sockets.pop(port, None)
+            if sock is None:
+                logger.error("worker %d: no socket received for new port %d", self.index, port)
+                continue
+            await served.open(port, sock, bind)
+        ctx = served.ctx
+        ctx.idle_timeout = config.frontend.http1_idle_timeout
+        if self.recorder.access_log is not None:
+            self.recorder.policy = compile_access_log(config.frontend.access_log)
+        served.start_services(runtime, previous)
+        self.generation = update.generation
+        self.control.state.set_serving(self.index, update.generation)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.served.loop.remove_reader(self.control.channel.fileno())  # if it is there
+
+    async def settle(self) -> None:
+        """Let a swap under way finish (a stop waits for it)."""
+        self.close()
+        task = self.task
+        if task is not None:
+            await asyncio.wait([task])
+
+
 async def _serve(
     index: int,
     config: Config,
     binds: list[tuple[socket.socket, RuntimeBind]],
     slots: SharedSlots | None,
     stop_flag: StopFlag | None,
+    control: WorkerControl | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     recorder = worker_recorder(loop, config, slots, index)
@@ -183,28 +380,20 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     budget = DescriptorBudget(loop, ctx.pool, len(binds))
     ctx.pool.before_connect = lambda: budget.make_room(ctx.open_clients)
-    handshake = config.frontend.tls_handshake_timeout
-    listeners = [
-        Listener(
-            loop, sock, _protocol_factory(ctx, bind, budget), ctx.spawn,
-            None if bind.ssl_context is None else (bind.ssl_context, handshake),
-        )
-        for sock, bind in binds
-    ]
-    for listener in listeners:
-        await listener.start()
+    served = _Served(loop, ctx, budget, config)
+    for sock, bind in binds:
+        await served.open(sock.getsockname()[1], sock, bind)
     loop.call_later(HOUSEKEEPING_INTERVAL, ctx.housekeeping)
-    jwks = JwksRefresher(loop)
-    aws = AwsCredentialRefresher(loop)
-    # Vertex AI models: one Google access token for the config, kept fresh by each worker.
-    google_token = next((b.google_token for _, b in binds if b.google_token is not None), None)
-    token_refresher = None if google_token is None else GoogleTokenRefresher(loop, google_token)
+    served.start_services([bind for _, bind in binds], [])
+    reloads = None
+    if control is not None:
+        control.state.set_serving(index, control.generation)  # readiness
+        reloads = _Reloads(index, control, served, recorder)
     await stop.wait()
-    jwks.close()
-    aws.close()
-    if token_refresher is not None:
-        token_refresher.close()
-    await _drain(index, config, ctx, listeners, stop_flag)
+    if reloads is not None:
+        await reloads.settle()
+    served.stop_services()
+    await _drain(index, served.config, ctx, list(served.listeners.values()), stop_flag)
     budget.close()
     ctx.pool.close_all()
     if recorder.access_log is not None:
@@ -250,9 +439,11 @@ def run_worker(
     binds: list[tuple[socket.socket, RuntimeBind]],
     slots: SharedSlots | None,
     stop_flag: StopFlag | None = None,
+    control: WorkerControl | None = None,
 ) -> int:
     """Run one worker until SIGTERM/SIGINT, then drain and return its exit code.
 
-    `stop_flag` says whether the whole gateway is stopping (else only this worker is)."""
+    `stop_flag` says whether the whole gateway is stopping (else only this worker is);
+    `control`, where reloaded configs arrive (None: the config never changes)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(index, config, binds, slots, stop_flag))
+        return runner.run(_serve(index, config, binds, slots, stop_flag, control))

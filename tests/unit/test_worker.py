@@ -10,7 +10,7 @@ import uvloop
 
 from agw_fast.config.model import Bind, Config, HostBackend, Listener, Route, RouteBackend
 from agw_fast.plan import compile_config
-from agw_fast.proxy.downstream import DownstreamProtocol
+from agw_fast.proxy.downstream import DownstreamProtocol, LiveBind
 from agw_fast.server.listener import DescriptorBudget
 from agw_fast.server.worker import WorkerContext, _drain, _protocol_factory
 from agw_fast.telemetry.metrics import MetricsRegistry
@@ -71,7 +71,7 @@ def test_the_drain_waits_for_a_connection_accepted_but_not_yet_made() -> None:
         budget = DescriptorBudget(loop, ctx.pool, 1)
         # uvloop has accepted a connection (called the factory); its connection_made is still
         # to come when the stop begins.
-        protocol = _protocol_factory(ctx, bind, budget)()
+        protocol = _protocol_factory(ctx, LiveBind(bind), budget)()
         drain = loop.create_task(_drain(0, CONFIG, ctx, [], None))
         await asyncio.sleep(0.1)
         drained_early = drain.done()
