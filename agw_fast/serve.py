@@ -7,6 +7,7 @@ import socket
 import sys
 from typing import Literal
 
+from agw_fast.config.limits import SharedLimitsConfig
 from agw_fast.config.model import Config
 from agw_fast.errors import ConfigError
 from agw_fast.log import configure_logging, logger
@@ -17,6 +18,7 @@ from agw_fast.server.sockets import default_bind_address, open_listen_sockets
 from agw_fast.server.supervisor import ChildSpec, StopFlag, Supervisor
 from agw_fast.server.worker import run_worker
 from agw_fast.telemetry.shared_slots import SharedSlots
+from agw_fast.telemetry.store_status import StoreStatus
 
 __all__ = ["ListenMode", "serve"]
 
@@ -29,6 +31,7 @@ def serve(
     workers: int = 1,
     listen_mode: ListenMode = "reuseport",
     bind_address: str | None = None,
+    limits: SharedLimitsConfig | None = None,
 ) -> int:
     """Bind every port of `config`, fork the workers and the stats/admin process, and run
     until SIGTERM/SIGINT; returns the process exit code (1 if the config does not compile or
@@ -38,9 +41,16 @@ def serve(
     spreads connections evenly (measured here: 50/50 between two workers, where one shared
     socket gave splits up to 100/0, because the busiest worker keeps winning accept);
     `shared` is one socket all workers accept from.
+
+    `limits` (the `--limits` file): buckets counted in Redis, shared with other instances.
     """
+    shared = None
     try:
         runtime = compile_config(config)  # TLS files, regexes: everything that can fail
+        if limits is not None:
+            from agw_fast.server.shared_store import attach
+
+            shared = (attach(runtime, config, limits), limits, StoreStatus(workers))
         load_remote_key_sets()  # jwtAuth JWKS URLs, fetched once before the workers fork
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
@@ -73,9 +83,11 @@ def serve(
             (sockets[index] if reuseport else sockets[0], bind)
             for sockets, bind in zip(per_bind, runtime, strict=True)
         ]
-        main = functools.partial(run_worker, index, config, binds, slots, stop_flag)
+        main = functools.partial(
+            run_worker, index, config, binds, slots, stop_flag, shared
+        )
         children.append(ChildSpec(f"worker {index}", main, tuple(sock for sock, _ in binds)))
-    admin = admin_child(config)
+    admin = admin_child(config, None if shared is None else shared[2].render)
     if admin is not None:
         # Keeps no listening socket of the gateway: once the workers and the supervisor
         # close theirs, nobody is left to hold a port open with no one accepting.

@@ -79,11 +79,13 @@ class _AdminProtocol(asyncio.Protocol):
                 return
 
 
-def _stats_handler(slots: SharedSlots) -> Handler:
+def _stats_handler(slots: SharedSlots, extra: Callable[[], bytes] | None = None) -> Handler:
     def handle(method: str, path: str) -> tuple[int, bytes, bytes]:
         if path in ("/metrics", "/stats/prometheus"):
             # Workers count straight into shared memory: every request that finished is in.
             body = render_prometheus(slots.read_all())
+            if extra is not None:
+                body += extra()
             return 200, CONTENT_TYPE.encode(), body
         return 404, b"text/plain", b"not found\n"
 
@@ -138,11 +140,13 @@ def _redact(value: object) -> None:
             _redact(item)
 
 
-async def _serve(config: Config, slots: SharedSlots) -> int:
+async def _serve(
+    config: Config, slots: SharedSlots, extra: Callable[[], bytes] | None = None
+) -> int:
     loop = asyncio.get_running_loop()
     static = config.static
     plan = [
-        ("stats", static.stats_addr, _stats_handler(slots)),
+        ("stats", static.stats_addr, _stats_handler(slots, extra)),
         ("readiness", static.readiness_addr, _readiness_handler(slots)),
         ("admin", static.admin_addr, _admin_handler(config)),
     ]
@@ -172,14 +176,17 @@ async def _serve(config: Config, slots: SharedSlots) -> int:
     return 0
 
 
-def admin_child(config: Config) -> Callable[[SharedSlots], int] | None:
-    """The supervisor's extra child serving the configured addresses, or None if all off."""
+def admin_child(
+    config: Config, extra_metrics: Callable[[], bytes] | None = None
+) -> Callable[[SharedSlots], int] | None:
+    """The supervisor's extra child serving the configured addresses, or None if all off.
+    `extra_metrics` gives more series for `/metrics` (the shared limits store's)."""
     static = config.static
     if static.stats_addr is None and static.readiness_addr is None and static.admin_addr is None:
         return None
 
     def run(slots: SharedSlots) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_serve(config, slots))
+            return runner.run(_serve(config, slots, extra_metrics))
 
     return run

@@ -19,10 +19,12 @@ from collections.abc import Callable, Coroutine
 
 import uvloop
 
+from agw_fast.config.limits import SharedLimitsConfig
 from agw_fast.config.model import Config
 from agw_fast.log import logger
 from agw_fast.plan import RuntimeBind
 from agw_fast.policies.access_log import compile_access_log
+from agw_fast.policies.shared_limits import Limiter
 from agw_fast.proxy.downstream import DownstreamProtocol
 from agw_fast.proxy.pool import UpstreamPool
 from agw_fast.server.aws_credentials import AwsCredentialRefresher
@@ -35,8 +37,12 @@ from agw_fast.telemetry.metrics import MetricsRegistry
 from agw_fast.telemetry.record import RequestRecorder
 from agw_fast.telemetry.recorder import Recorder
 from agw_fast.telemetry.shared_slots import SharedSlots
+from agw_fast.telemetry.store_status import StoreStatus
 
-__all__ = ["WorkerContext", "run_worker", "worker_recorder"]
+__all__ = ["SharedLimits", "WorkerContext", "run_worker", "worker_recorder"]
+
+# The `--limits` buckets: the limiter the routes' steps use, its settings, `/metrics` status.
+SharedLimits = tuple[Limiter, SharedLimitsConfig, StoreStatus]
 
 HOUSEKEEPING_INTERVAL = 1.0
 DRAIN_POLL = 0.05  # seconds between looks at what is left while draining
@@ -174,8 +180,14 @@ async def _serve(
     binds: list[tuple[socket.socket, RuntimeBind]],
     slots: SharedSlots | None,
     stop_flag: StopFlag | None,
+    shared: SharedLimits | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
+    store = None
+    if shared is not None:
+        from agw_fast.server.shared_store import SharedStore
+
+        store = SharedStore(loop, shared[0], shared[1], shared[2], index)
     recorder = worker_recorder(loop, config, slots, index)
     ctx = WorkerContext(loop, config, recorder)
     stop = asyncio.Event()
@@ -205,6 +217,8 @@ async def _serve(
     if token_refresher is not None:
         token_refresher.close()
     await _drain(index, config, ctx, listeners, stop_flag)
+    if store is not None:
+        await store.close()  # leases go back to the fleet
     budget.close()
     ctx.pool.close_all()
     if recorder.access_log is not None:
@@ -250,9 +264,10 @@ def run_worker(
     binds: list[tuple[socket.socket, RuntimeBind]],
     slots: SharedSlots | None,
     stop_flag: StopFlag | None = None,
+    shared: SharedLimits | None = None,
 ) -> int:
     """Run one worker until SIGTERM/SIGINT, then drain and return its exit code.
 
     `stop_flag` says whether the whole gateway is stopping (else only this worker is)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(index, config, binds, slots, stop_flag))
+        return runner.run(_serve(index, config, binds, slots, stop_flag, shared))
