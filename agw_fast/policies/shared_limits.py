@@ -14,7 +14,7 @@ refill, give back returned lease tokens, take what the worker owes, grant a new 
 A worker admits a `type: requests` request
   1. from its **lease**: tokens Redis already took from the bucket for this worker (at most
      `lease.size`, and at most a quarter of what the bucket holds, so leases shrink as the
-     bucket empties). At half the lease it asks for more in the background;
+     bucket empties). With a quarter of it spent it asks for more in the background;
   2. else, when Redis' last reply said the bucket is empty, it refuses until the refill time
      that reply gave (429);
   3. else on **credit**: at most `lease.credit` requests admitted before Redis has confirmed
@@ -178,7 +178,7 @@ class Limiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lease_size = lease.size
-        self.low_water = lease.size // 2
+        self.low_water = (3 * lease.size) // 4  # ask for more with a quarter spent
         self.credit = lease.credit
         self.idle = lease.idle
         self.fail_open = fail_open
@@ -189,13 +189,25 @@ class Limiter:
         self.down = False  # the last batch could not reach Redis
         self.wake: Callable[[], None] = _nothing
         self.specs: dict[str, BucketSpec] = {}
+        self.unkeyed: list[BucketSpec] = []
 
-    def register(self, spec: BucketSpec) -> BucketSpec:
+    def register(self, spec: BucketSpec, keyed: bool = False) -> BucketSpec:
         """A bucket used by some route; the same id must mean the same bucket."""
         known = self.specs.setdefault(spec.id, spec)
         if known != spec:
             raise ValueError(f"bucket {spec.id!r} defined twice differently")
+        # Prewarmed: key-less buckets big enough that a full lease per worker strands little.
+        big = spec.capacity >= 16 * self.lease_size
+        if not keyed and big and spec.kind == "requests" and spec not in self.unkeyed:
+            self.unkeyed.append(spec)
         return known
+
+    def prewarm(self) -> None:
+        """Ask for a lease of every large bucket without a key (a worker starting): its
+        first requests then need no credit."""
+        now = self.clock()
+        for spec in self.unkeyed:
+            self._mark(self.slot(spec, "", now))
 
     def slot(self, spec: BucketSpec, key: str, now: float) -> Slot:
         slot = self.slots.get((spec.id, key))
@@ -319,10 +331,12 @@ class Limiter:
             slot.credit -= slot.credit_sent  # confirmed; later ones wait for the next reply
             slot.credit_sent = 0
 
-    def fail_batch(self, batch: Sequence[tuple[Slot, tuple[int, ...]]]) -> None:
+    def fail_batch(
+        self, batch: Sequence[tuple[Slot, tuple[int, ...]]], down: bool = True
+    ) -> None:
         """Redis did not answer: keep what was owed for the next attempt (Redis may or may
         not have applied it; counting it twice errs on the refusing side)."""
-        self.down = True
+        self.down = down or self.down
         for slot, args in batch:
             slot.owed += slot.sending
             slot.sending = 0

@@ -53,7 +53,7 @@ def attach(runtime: list[RuntimeBind], config: Config, limits: SharedLimitsConfi
             f"budget:{budget.name}", budget.max_tokens, budget.tokens_per_fill,
             _interval_ms(budget.fill_interval_ns), budget.kind,
         )
-        budgets.append((budget.routes, limiter.register(spec), program))
+        budgets.append((budget.routes, limiter.register(spec, program is not None), program))
     policies_by_key: dict[str, RoutePolicies | None] = {}
     for bind in config.binds:
         for listener in bind.listeners:
@@ -179,7 +179,9 @@ class SharedStore:
         self.redis = _client(self.settings)
         self.event = asyncio.Event()
         limiter.wake = self.event.set
+        limiter.prewarm()
         self.down_since: float | None = None
+        self.closing = False
         self.sent_at = 0.0  # when the last batch or PING went out (loop time)
         self.task: asyncio.Task[None] | None = loop.create_task(self._run())
 
@@ -202,7 +204,11 @@ class SharedStore:
                 if not limiter.dirty and self.sent_at < self.loop.time() - sweep_every:
                     # Quiet: a PING keeps `store_up` and the log true without traffic.
                     await self.ping()
+            if self.closing:
+                return
             if limiter.dirty and not await self.flush():
+                if self.closing:
+                    return
                 await asyncio.sleep(self.lease.retry)
 
     async def ping(self) -> None:
@@ -230,6 +236,10 @@ class SharedStore:
             self.limiter.fail_batch(batch)
             self._went_down(error)
             return False
+        except asyncio.CancelledError:
+            # Whether Redis applied it is unknown: owe it again (errs on the refusing side).
+            self.limiter.fail_batch(batch, down=False)
+            raise
         self.limiter.complete_batch(batch, replies, self.limiter.clock())
         self._came_back()
         return True
@@ -282,10 +292,13 @@ class SharedStore:
     async def close(self) -> None:
         """Stop the loop, give the leases back and send what is owed (best effort)."""
         if self.task is not None:
-            self.task.cancel()
+            # Let a batch in flight finish: its reply carries a lease and confirms what it
+            # owed, which a cancelled one would leave unknown.
+            self.closing = True
+            self.event.set()
             try:
-                await self.task
-            except asyncio.CancelledError:
+                await asyncio.wait_for(self.task, self.settings.timeout + self.lease.retry)
+            except (TimeoutError, asyncio.CancelledError):
                 pass
             self.task = None
         self.limiter.release_all()
