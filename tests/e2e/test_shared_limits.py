@@ -34,7 +34,8 @@ from tests.e2e.conftest import (
 REDIS_SERVER = shutil.which("redis-server") or "/usr/sbin/redis-server"
 pytestmark = [
     pytest.mark.skipif(
-        not Path(REDIS_SERVER).exists(), reason="redis-server missing (apt-get install redis-server)"
+        not Path(REDIS_SERVER).exists(),
+        reason="redis-server missing (apt-get install redis-server)",
     ),
     pytest.mark.timeout(120),
 ]
