@@ -13,8 +13,10 @@ refill, give back returned lease tokens, take what the worker owes, grant a new 
 
 A worker admits a `type: requests` request
   1. from its **lease**: tokens Redis already took from the bucket for this worker (at most
-     `lease.size`, and at most a quarter of what the bucket holds, so leases shrink as the
-     bucket empties). With a quarter of it spent it asks for more in the background;
+     a quarter of what the bucket holds, so leases shrink as the bucket empties; `lease.size`
+     at first, doubled up to 32 times that each time the worker runs dry before Redis
+     answers, so that a lease covers its request rate times the round trip). With a quarter
+     of it spent it asks for more in the background;
   2. else, when Redis' last reply said the bucket is empty, it refuses until the refill time
      that reply gave (429);
   3. else on **credit**: at most `lease.credit` requests admitted before Redis has confirmed
@@ -138,7 +140,7 @@ class Slot:
 
     __slots__ = (
         "spec", "redis_key", "lease", "owed", "sending", "back", "available", "refill_at",
-        "synced", "credit", "credit_sent", "used_at", "dirty", "want",
+        "synced", "credit", "credit_sent", "used_at", "dirty", "want", "target",
     )  # fmt: skip
 
     def __init__(self, spec: BucketSpec, redis_key: str, now: float) -> None:
@@ -156,6 +158,7 @@ class Slot:
         self.used_at = now
         self.dirty = False
         self.want = 0  # lease asked for in the batch in flight
+        self.target = 0  # the lease this worker aims to hold (0: `lease.size`)
 
     def known_empty(self, now: float) -> bool:
         return self.synced and now < self.refill_at and self.available - self.owed <= 0
@@ -178,7 +181,7 @@ class Limiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lease_size = lease.size
-        self.low_water = (3 * lease.size) // 4  # ask for more with a quarter spent
+        self.max_lease = 32 * lease.size
         self.credit = lease.credit
         self.idle = lease.idle
         self.fail_open = fail_open
@@ -235,8 +238,8 @@ class Limiter:
             return REFUSE  # as agentgateway: more than the capacity is never granted
         if slot.lease > 0:
             slot.lease -= 1
-            if slot.lease <= self.low_water:
-                self._mark(slot)  # prefetch the next lease
+            if slot.lease <= ((slot.target or self.lease_size) * 3) // 4:
+                self._mark(slot)  # prefetch the next lease with a quarter spent
             return ALLOW
         if slot.known_empty(now):
             return REFUSE
@@ -250,6 +253,9 @@ class Limiter:
             slot.credit += 1
             slot.owed += 1
             return ALLOW
+        # Dry before Redis answered: this worker needs a larger lease at its rate (leases
+        # never overshoot; they shrink near empty and go back when idle).
+        slot.target = min(max(slot.target, self.lease_size) * 2, self.max_lease)
         return REFUSE
 
     def check_tokens(self, slot: Slot, now: float) -> bool:
@@ -304,8 +310,11 @@ class Limiter:
             slot.dirty = False
             spec = slot.spec
             want = 0
-            if spec.kind == "requests" and slot.back == 0 and slot.lease <= self.low_water:
-                want = self.lease_size - slot.lease
+            target = slot.target or self.lease_size
+            if spec.kind == "requests" and slot.back == 0 and slot.lease <= (target * 3) // 4:
+                want = target - slot.lease
+            if want == 0 and slot.owed == 0 and slot.back == 0 and spec.kind == "requests":
+                continue  # a reply came since it was marked: nothing to say
             slot.want = want
             slot.sending, slot.owed = slot.owed, 0
             slot.credit_sent = slot.credit

@@ -184,11 +184,25 @@ class SharedStore:
         self.closing = False
         self.sent_at = 0.0  # when the last batch or PING went out (loop time)
         self.task: asyncio.Task[None] | None = loop.create_task(self._run())
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Never silently: without the loop no worker would learn of Redis again.
+            logger.error(
+                "worker %d: shared limits sync loop failed: %r", self.worker, task.exception()
+            )
 
     async def _run(self) -> None:
         limiter = self.limiter
         sweep_every = min(self.lease.idle / 2, 1.0)
         next_sweep = self.loop.time() + sweep_every
+        try:
+            # Loaded before any request needs it (EVALSHA after a Redis restart reloads it).
+            async with asyncio.timeout(self.settings.timeout + self.settings.connect_timeout):
+                await self.redis.script_load(BUCKET_SCRIPT)
+        except self._errors as error:
+            self._went_down(error)
         while True:
             if not self.event.is_set():
                 try:

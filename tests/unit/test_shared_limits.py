@@ -102,10 +102,11 @@ def test_credit_then_lease_then_known_empty() -> None:
     # Before Redis answers: the credit, then refusals (never more than `credit` unconfirmed).
     assert [limiter.take(slot, clock()) for _ in range(3)] == [ALLOW, ALLOW, REFUSE]
     ((sent, args),) = limiter.begin_batch()
-    assert sent is slot and args[3:6] == (8, 2, 0)  # want a lease of 8, owe 2, give back 0
-    limiter.complete_batch([(sent, args)], [[8, 90, 30_000]], clock())
-    assert (slot.lease, slot.credit, slot.available) == (8, 0, 90)
-    assert [limiter.take(slot, clock()) for _ in range(8)] == [ALLOW] * 8
+    # It ran dry before Redis answered: it asks for twice `lease.size`; owes 2, gives back 0.
+    assert sent is slot and args[3:6] == (16, 2, 0)
+    limiter.complete_batch([(sent, args)], [[16, 82, 30_000]], clock())
+    assert (slot.lease, slot.credit, slot.available) == (16, 0, 82)
+    assert [limiter.take(slot, clock()) for _ in range(16)] == [ALLOW] * 16
     batch = limiter.begin_batch()  # the prefetch asked on the way
     # The bucket ran dry: the reply says so, and no credit is used until the refill.
     limiter.complete_batch(batch, [[0, 0, 30_000]], clock())
