@@ -10,7 +10,8 @@ help:
 	@echo "make demo        start the gateway on config/demo.yaml with the bundled mock LLM"
 	@echo "make test        create .venv if needed, install, run ruff + mypy --strict + lint-imports + pytest"
 	@echo "                 (as root with apt-get, also installs wrk, nginx-light and redis-server)"
-	@echo "make bench       full benchmark (installs wrk/nginx with apt-get when root)"
+	@echo "make bench       full benchmark, then shared (Redis) vs local limits per request"
+	@echo "                 (installs wrk/nginx/redis-server with apt-get when root)"
 	@echo "make bench-quick a few-second run of every scenario"
 
 $(BIN)/python:
@@ -50,10 +51,12 @@ demo: $(STAMP)
 bench: $(STAMP)
 	bash bench/ensure_tools.sh
 	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.shared_limits_bench
 
 bench-quick: $(STAMP)
 	bash bench/ensure_tools.sh
 	$(BIN)/python bench/run.py --quick
+	$(BIN)/python -m bench.shared_limits_bench --quick
 
 micro: $(STAMP)
 	$(BIN)/python -m bench.micro
