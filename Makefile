@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed-dev
 help:
 	@echo "make demo        start the gateway on config/demo.yaml with the bundled mock LLM"
 	@echo "make test        create .venv if needed, install, run ruff + mypy --strict + lint-imports + pytest"
-	@echo "                 (as root with apt-get, also installs wrk and nginx-light for the bench test)"
-	@echo "make bench       full benchmark (installs wrk/nginx with apt-get when root)"
+	@echo "                 (as root with apt-get, also installs wrk, nginx-light and redis-server)"
+	@echo "make bench       full benchmark, then shared (Redis) vs local limits per request"
+	@echo "                 (installs wrk/nginx/redis-server with apt-get when root)"
 	@echo "make bench-quick a few-second run of every scenario"
 
 $(BIN)/python:
@@ -31,7 +32,7 @@ typecheck: $(STAMP)
 	$(BIN)/lint-imports
 
 test: $(STAMP)
-	@echo "make test: for the bench smoke test, apt-get installs wrk and nginx-light if missing (root only)"
+	@echo "make test: for the bench smoke test and shared limits, apt-get installs wrk, nginx-light and redis-server if missing (root only)"
 	-@bash bench/ensure_tools.sh || true
 	$(BIN)/ruff check agw_fast tests bench deploy
 	$(BIN)/mypy --strict agw_fast
@@ -50,10 +51,12 @@ demo: $(STAMP)
 bench: $(STAMP)
 	bash bench/ensure_tools.sh
 	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.shared_limits_bench
 
 bench-quick: $(STAMP)
 	bash bench/ensure_tools.sh
 	$(BIN)/python bench/run.py --quick
+	$(BIN)/python -m bench.shared_limits_bench --quick
 
 micro: $(STAMP)
 	$(BIN)/python -m bench.micro

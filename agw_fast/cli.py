@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes (default 1, or $AGW_FAST_WORKERS)",
     )
     parser.add_argument(
+        "--limits",
+        type=Path,
+        default=os.environ.get("AGW_FAST_LIMITS") or None,
+        help="shared limits file: localRateLimit and per-key budgets counted in Redis across "
+        "instances (agw-fast's extension; default $AGW_FAST_LIMITS)",
+    )
+    parser.add_argument(
         "--validate-only", action="store_true", help="load and check the config, then exit"
     )
     parser.add_argument(
@@ -78,9 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         print("agw-fast: --workers must be at least 1", file=sys.stderr)
         return 2
+    limits = None
     try:
         config = _load(args)
-        compile_config(config)  # TLS files, regexes: everything that can fail at load
+        runtime = compile_config(config)  # TLS files, regexes: everything that can fail at load
+        if args.limits is not None:
+            from agw_fast.config.limits import load_limits_file
+            from agw_fast.server.shared_store import attach
+
+            limits = load_limits_file(Path(args.limits), os.environ)
+            attach(runtime, config, limits)  # CEL keys, route names
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 1
@@ -95,4 +109,5 @@ def main(argv: list[str] | None = None) -> int:
         listen_mode=args.listen_mode,
         bind_address=args.bind_address,
         config_path=args.file,
+        limits=limits,
     )

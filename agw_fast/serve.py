@@ -19,12 +19,14 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from agw_fast.config.limits import SharedLimitsConfig
 from agw_fast.config.load import load_config_file
 from agw_fast.config.model import Config
 from agw_fast.errors import ConfigError
 from agw_fast.log import configure_logging, logger
 from agw_fast.plan import RuntimeBind, compile_config
 from agw_fast.policies.localratelimit import bucket_files
+from agw_fast.policies.shared_limits import Limiter
 from agw_fast.server.admin import admin_child
 from agw_fast.server.jwks import load_remote_key_sets
 from agw_fast.server.reload import (
@@ -37,8 +39,9 @@ from agw_fast.server.reload import (
 )
 from agw_fast.server.sockets import default_bind_address, open_listen_sockets
 from agw_fast.server.supervisor import ChildSpec, StopFlag, Supervisor
-from agw_fast.server.worker import WorkerControl, run_worker
+from agw_fast.server.worker import SharedLimits, WorkerControl, run_worker
 from agw_fast.telemetry.shared_slots import SharedSlots
+from agw_fast.telemetry.store_status import StoreStatus
 
 __all__ = ["ListenMode", "serve"]
 
@@ -52,6 +55,7 @@ def serve(
     listen_mode: ListenMode = "reuseport",
     bind_address: str | None = None,
     config_path: Path | None = None,
+    limits: SharedLimitsConfig | None = None,
 ) -> int:
     """Bind every port of `config`, fork the workers and the stats/admin process, and run
     until SIGTERM/SIGINT; returns the process exit code (1 if the config does not compile or
@@ -63,11 +67,13 @@ def serve(
     `shared` is one socket all workers accept from.
 
     With `config_path` (the file `config` was loaded from) the file is watched and reloaded
-    on change or SIGHUP.
+    on change or SIGHUP. `limits` (the `--limits` file): buckets counted in Redis, shared with
+    other instances.
     """
     try:
         with bucket_files() as buckets:
             runtime = compile_config(config)  # TLS files, regexes: everything that can fail
+        limiter = None if limits is None else attach_shared_limits(runtime, config, limits)
         load_remote_key_sets()  # jwtAuth JWKS URLs, fetched once before the workers fork
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
@@ -77,8 +83,9 @@ def serve(
         logger.warning("the config has no binds: nothing to serve")
     gateway = _Gateway(
         config, workers, listen_mode == "reuseport", bind_address or default_bind_address(),
-        config_path,
+        config_path, limits,
     )
+    gateway.limiter = limiter
     try:
         for bind in runtime:
             gateway.listen(bind.port)
@@ -102,8 +109,14 @@ class _Gateway:
         reuseport: bool,
         address: str,
         path: Path | None,
+        limits: SharedLimitsConfig | None = None,
     ) -> None:
         self.config = config
+        # `--limits`: the shared buckets' settings, the limiter the current runtime's steps
+        # use, and the store's status (on /metrics).
+        self.limits = limits
+        self.limiter: Limiter | None = None
+        self.store_status = None if limits is None else StoreStatus(workers)
         self.workers = workers
         self.reuseport = reuseport
         self.address = address
@@ -118,7 +131,9 @@ class _Gateway:
         self.slots = SharedSlots(workers)
         self.stop_flag = StopFlag()
         self.state = ReloadState(workers)
-        self.admin = admin_child(config)
+        self.admin = admin_child(
+            config, None if self.store_status is None else self.store_status.render
+        )
         count = workers + (1 if self.admin is not None else 0)
         self.channels = [channel_pair() for _ in range(count)]
         self.watch = FileWatch(str(path)) if path is not None else None
@@ -159,7 +174,7 @@ class _Gateway:
             control = WorkerControl(channel, self.state, generation)
             main = functools.partial(
                 run_worker, index, self.config, list(zip(sockets, self.runtime, strict=True)),
-                self.slots, self.stop_flag, control,
+                self.slots, self.stop_flag, control, self._shared(),
             )
             specs.append(ChildSpec(f"worker {index}", main, (*sockets, channel)))
         if self.admin is not None:
@@ -169,6 +184,11 @@ class _Gateway:
             # close theirs, nobody is left to hold a port open with no one accepting.
             specs.append(ChildSpec("stats/admin process", main, (channel,)))
         return specs
+
+    def _shared(self) -> SharedLimits | None:
+        if self.limits is None or self.limiter is None or self.store_status is None:
+            return None
+        return self.limiter, self.limits, self.store_status
 
     def run(self) -> int:
         static = self.config.static
@@ -229,6 +249,9 @@ class _Gateway:
         config = self._keep_static(config)
         with bucket_files() as buckets:
             runtime = compile_config(config)
+        limiter = (
+            None if self.limits is None else attach_shared_limits(runtime, config, self.limits)
+        )
         load_remote_key_sets()
         ports, added = self._match_ports(config)
         config_fd = encode_config(config)
@@ -255,6 +278,7 @@ class _Gateway:
         for port in opened:
             logger.warning("listening on %s port %d (a reload added it)", self.address, port)
         self.config, self.runtime, self.buckets = config, runtime, buckets
+        self.limiter = limiter
         self.configured = [bind.port for bind in config.binds]
         self.ports = ports
         self.supervisor.specs = self.specs()
@@ -331,6 +355,16 @@ class _Gateway:
                     "stays in use", _camel(item.name),
                 )
         return dataclasses.replace(config, static=old)
+
+
+def attach_shared_limits(
+    runtime: list[RuntimeBind], config: Config, limits: SharedLimitsConfig
+) -> Limiter:
+    """The `--limits` steps on `runtime`'s routes (imported here: it needs the `redis`
+    extra, which a gateway without `--limits` never loads)."""
+    from agw_fast.server.shared_store import attach
+
+    return attach(runtime, config, limits)
 
 
 def _camel(name: str) -> str:

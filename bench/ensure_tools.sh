@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Make wrk and nginx available for the benchmarks (Debian packages). Installs them when run
+# Make wrk, nginx and redis-server available for the benchmarks (Debian packages). Installs them when run
 # as root with apt-get; otherwise says exactly what is missing. Exit 1 if anything is missing.
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+# Shared limits (tests/e2e/test_shared_limits.py, bench --shared): a real Redis, never a mock.
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "bench: installing ${missing[*]} with apt-get" >&2

@@ -88,13 +88,17 @@ class _Live:
         self.config = config
 
 
-def _stats_handler(slots: SharedSlots, state: ReloadState | None) -> Handler:
+def _stats_handler(
+    slots: SharedSlots, state: ReloadState | None, extra: Callable[[], bytes] | None = None
+) -> Handler:
     def handle(method: str, path: str) -> tuple[int, bytes, bytes]:
         if path in ("/metrics", "/stats/prometheus"):
             # Workers count straight into shared memory: every request that finished is in.
             body = render_prometheus(slots.read_all())
             if state is not None:
                 body += state.render()
+            if extra is not None:
+                body += extra()
             return 200, CONTENT_TYPE.encode(), body
         return 404, b"text/plain", b"not found\n"
 
@@ -159,12 +163,13 @@ async def _serve(
     slots: SharedSlots,
     state: ReloadState | None,
     channel: socket.socket | None,
+    extra: Callable[[], bytes] | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     static = config.static
     live = _Live(config)
     plan = [
-        ("stats", static.stats_addr, _stats_handler(slots, state)),
+        ("stats", static.stats_addr, _stats_handler(slots, state, extra)),
         ("readiness", static.readiness_addr, _readiness_handler(slots, state)),
         ("admin", static.admin_addr, _admin_handler(live)),
     ]
@@ -213,10 +218,13 @@ async def _serve(
 AdminMain = Callable[[SharedSlots, ReloadState | None, socket.socket | None], int]
 
 
-def admin_child(config: Config) -> AdminMain | None:
+def admin_child(
+    config: Config, extra_metrics: Callable[[], bytes] | None = None
+) -> AdminMain | None:
     """The supervisor's extra child serving the configured addresses, or None if all off.
     It is given the workers' metric slots, the reload state (readiness, the
-    `config_synchronized` gauge) and the channel reloaded configs arrive on."""
+    `config_synchronized` gauge) and the channel reloaded configs arrive on.
+    `extra_metrics` gives more series for `/metrics` (the shared limits store's)."""
     static = config.static
     if static.stats_addr is None and static.readiness_addr is None and static.admin_addr is None:
         return None
@@ -225,6 +233,6 @@ def admin_child(config: Config) -> AdminMain | None:
         slots: SharedSlots, state: ReloadState | None = None, channel: socket.socket | None = None
     ) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_serve(config, slots, state, channel))
+            return runner.run(_serve(config, slots, state, channel, extra_metrics))
 
     return run

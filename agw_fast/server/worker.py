@@ -21,14 +21,17 @@ import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import uvloop
 
+from agw_fast.config.limits import SharedLimitsConfig
 from agw_fast.config.model import Config
 from agw_fast.log import logger
 from agw_fast.plan import RuntimeBind, compile_config
 from agw_fast.policies.access_log import compile_access_log
 from agw_fast.policies.localratelimit import bucket_files
+from agw_fast.policies.shared_limits import Limiter
 from agw_fast.proxy.downstream import DownstreamProtocol, LiveBind
 from agw_fast.proxy.pool import UpstreamPool
 from agw_fast.server.aws_credentials import AwsCredentialRefresher
@@ -42,8 +45,15 @@ from agw_fast.telemetry.metrics import MetricsRegistry
 from agw_fast.telemetry.record import RequestRecorder
 from agw_fast.telemetry.recorder import Recorder
 from agw_fast.telemetry.shared_slots import SharedSlots
+from agw_fast.telemetry.store_status import StoreStatus
 
-__all__ = ["WorkerContext", "WorkerControl", "run_worker", "worker_recorder"]
+if TYPE_CHECKING:
+    from agw_fast.server.shared_store import SharedStore  # needs the `redis` extra
+
+__all__ = ["SharedLimits", "WorkerContext", "WorkerControl", "run_worker", "worker_recorder"]
+
+# The `--limits` buckets: the limiter the routes' steps use, its settings, `/metrics` status.
+SharedLimits = tuple[Limiter, SharedLimitsConfig, StoreStatus]
 
 HOUSEKEEPING_INTERVAL = 1.0
 DRAIN_POLL = 0.05  # seconds between looks at what is left while draining
@@ -185,6 +195,14 @@ class WorkerControl:
     generation: int
 
 
+def _shared_store(
+    loop: asyncio.AbstractEventLoop, limiter: Limiter, shared: SharedLimits, index: int
+) -> SharedStore:
+    from agw_fast.server.shared_store import SharedStore
+
+    return SharedStore(loop, limiter, shared[1], shared[2], index)
+
+
 class _Served:
     """What the worker serves: each port's `LiveBind` and `Listener`, and the per-config
     services (JWKS, AWS and Google credential refreshers)."""
@@ -195,11 +213,19 @@ class _Served:
         ctx: WorkerContext,
         budget: DescriptorBudget,
         config: Config,
+        index: int = 0,
+        shared: SharedLimits | None = None,
     ) -> None:
         self.loop = loop
         self.ctx = ctx
         self.budget = budget
         self.config = config
+        self.index = index
+        # `--limits`: its settings and status, and the store syncing the current limiter.
+        self.shared = shared
+        self.store: SharedStore | None = None
+        if shared is not None:
+            self.store = _shared_store(loop, shared[0], shared, index)
         self.live: dict[int, LiveBind] = {}
         self.listeners: dict[int, Listener] = {}
         self.jwks: JwksRefresher | None = None
@@ -251,6 +277,28 @@ class _Served:
             # A reload: the token in use stays valid until the refresher replaces it.
             token.line, token.expires_at = before.line, before.expires_at
         self.google = None if token is None else GoogleTokenRefresher(self.loop, token)
+
+    def attach_limits(self, runtime: list[RuntimeBind], config: Config) -> Limiter | None:
+        """A reloaded runtime's `--limits` steps (before it serves); None without --limits.
+        Raises ConfigError for a budget the new config cannot take."""
+        if self.shared is None:
+            return None
+        from agw_fast.server.shared_store import attach
+
+        return attach(runtime, config, self.shared[1])
+
+    def swap_store(self, limiter: Limiter | None) -> None:
+        """Sync the new limiter from now on; the old store gives its leases back."""
+        if limiter is None or self.shared is None:
+            return
+        old, self.store = self.store, _shared_store(self.loop, limiter, self.shared, self.index)
+        if old is not None:
+            self.ctx.spawn(old.close())
+
+    async def close_store(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
 
     def stop_services(self) -> None:
         for service in (self.jwks, self.aws, self.google):
@@ -317,6 +365,7 @@ class _Reloads:
         try:
             with bucket_files(buckets):
                 runtime = compile_config(update.config)
+            limiter = served.attach_limits(runtime, update.config)
             if len(runtime) != len(update.ports):
                 raise RuntimeError("the compiled binds do not match the update")
         except Exception as error:
@@ -348,6 +397,7 @@ class _Reloads:
         if self.recorder.access_log is not None:
             self.recorder.policy = compile_access_log(config.frontend.access_log)
         served.start_services(runtime, previous)
+        served.swap_store(limiter)
         self.generation = update.generation
         self.control.state.set_serving(self.index, update.generation)
 
@@ -371,6 +421,7 @@ async def _serve(
     slots: SharedSlots | None,
     stop_flag: StopFlag | None,
     control: WorkerControl | None,
+    shared: SharedLimits | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     recorder = worker_recorder(loop, config, slots, index)
@@ -380,7 +431,7 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     budget = DescriptorBudget(loop, ctx.pool, len(binds))
     ctx.pool.before_connect = lambda: budget.make_room(ctx.open_clients)
-    served = _Served(loop, ctx, budget, config)
+    served = _Served(loop, ctx, budget, config, index, shared)
     for sock, bind in binds:
         await served.open(sock.getsockname()[1], sock, bind)
     loop.call_later(HOUSEKEEPING_INTERVAL, ctx.housekeeping)
@@ -394,6 +445,7 @@ async def _serve(
         await reloads.settle()
     served.stop_services()
     await _drain(index, served.config, ctx, list(served.listeners.values()), stop_flag)
+    await served.close_store()  # leases go back to the fleet
     budget.close()
     ctx.pool.close_all()
     if recorder.access_log is not None:
@@ -440,10 +492,11 @@ def run_worker(
     slots: SharedSlots | None,
     stop_flag: StopFlag | None = None,
     control: WorkerControl | None = None,
+    shared: SharedLimits | None = None,
 ) -> int:
     """Run one worker until SIGTERM/SIGINT, then drain and return its exit code.
 
     `stop_flag` says whether the whole gateway is stopping (else only this worker is);
     `control`, where reloaded configs arrive (None: the config never changes)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(index, config, binds, slots, stop_flag, control))
+        return runner.run(_serve(index, config, binds, slots, stop_flag, control, shared))

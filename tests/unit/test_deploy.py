@@ -24,6 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from agw_fast.config.limits import load_limits
 from agw_fast.config.load import load_config
 from agw_fast.config.model import Config, StaticConfig
 from agw_fast.plan import compile_config
@@ -406,9 +407,26 @@ def test_pod_runs_unprivileged_on_a_read_only_root() -> None:
     assert {"cpu", "memory"} <= set(limits)
 
 
-def test_redis_placeholder_is_refused_until_implemented() -> None:
-    with pytest.raises(helm_python.HelmRenderError, match="redis.enabled"):
-        render({"redis": {"enabled": True, "url": "redis://redis:6379"}})
+def test_redis_wires_the_limits_file_and_its_password() -> None:
+    with pytest.raises(helm_python.HelmRenderError, match="redis.url"):
+        render({"redis": {"enabled": True}})
+    budgets = [{"name": "per-key", "key": "apiKey.key", "type": "tokens",
+                "maxTokens": 100000, "fillInterval": "1h"}]
+    objects = render({"redis": {
+        "enabled": True, "url": "redis://redis:6379/0", "existingSecret": "redis-auth",
+        "limits": {"failureMode": "failOpen", "budgets": budgets},
+    }})
+    main = container(objects)
+    assert main["args"][-2:] == ["--limits", "/etc/agw-fast/limits.yaml"]
+    (password,) = [e for e in main["env"] if e["name"] == "REDIS_PASSWORD"]
+    assert password["valueFrom"] == {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
+    # The file loads with agw-fast's own loader ($REDIS_PASSWORD expanded at load).
+    text = objects["ConfigMap"]["data"]["limits.yaml"]
+    limits = load_limits(text, {"REDIS_PASSWORD": "s3cret"}, Path("/"), "limits.yaml")
+    assert limits.redis.password == "s3cret" and limits.failure_mode == "failOpen"
+    assert limits.share_local_rate_limits  # the chart's default, merged by Helm
+    assert [b.name for b in limits.budgets] == ["per-key"]
+    assert "limits.yaml" not in render()["ConfigMap"]["data"]  # off by default
 
 
 def test_values_schema_refuses_unknown_keys_and_bad_types() -> None:
