@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
+from agw_fast.config.guardrails import PromptGuard, merge_prompt_guards, parse_prompt_guard
 from agw_fast.config.load_policies import (
     parse_authorization,
     parse_backend_auth,
@@ -144,9 +146,15 @@ def parse_llm(raw: object, path: str, base_dir: Path) -> Bind:
                 )
         del vm_path
     policies_raw = o.get("policies")
-    policies = (
-        None if policies_raw is None else _policies(policies_raw, o.child("policies"), base_dir)
+    policies, shared_guards = (
+        (None, None) if policies_raw is None
+        else _policies(policies_raw, o.child("policies"), base_dir)
     )
+    if shared_guards is not None:
+        models = tuple(
+            replace(m, guardrails=merge_prompt_guards(shared_guards, m.guardrails))
+            for m in models
+        )
     o.close()
     # agentgateway orders models by specificity (characters other than `*`), most first;
     # ties keep config order. The router takes the first match in this order.
@@ -167,13 +175,20 @@ def parse_llm(raw: object, path: str, base_dir: Path) -> Bind:
     return Bind(port=DEFAULT_LLM_PORT if port is None else port, listeners=(listener,))
 
 
-def _policies(raw: object, path: str, base_dir: Path) -> RoutePolicies | None:
+def _policies(
+    raw: object, path: str, base_dir: Path
+) -> tuple[RoutePolicies | None, PromptGuard | None]:
     """`llm.policies`: the listener's policies, run for every request before a model is
-    chosen. Those agw-fast has are the route policies of the same names."""
+    chosen (those agw-fast has are the route policies of the same names), and `guardrails`,
+    which apply to every model (merged into each model's own)."""
     o = Obj(raw, path, "LocalLLMPolicy")
-    picked = {key: o.get(key) for key in o.keys()}
+    picked = {key: o.get(key) for key in o.keys() if key != "guardrails"}
+    guards_raw = o.get("guardrails")
+    guards = None if guards_raw is None else parse_prompt_guard(
+        guards_raw, o.child("guardrails"), base_dir
+    )
     o.close()
-    return parse_route_policies(picked, path, base_dir)
+    return parse_route_policies(picked, path, base_dir), guards
 
 
 def _check_patterns(models: tuple[LLMModel, ...], path: str) -> None:
@@ -402,12 +417,9 @@ def _model(
     public = True
     if visibility is not None:
         public = choice(visibility, o.child("visibility"), ("public", "internal")) == "public"
-    for key, what in (
-        ("guardrails", "guardrails (the AI-policies issue)"),
-        ("backendTunnel", "backend tunnels"),
-    ):
-        if o.get(key) is not None:
-            raise not_supported(o.child(key), what)
+    if o.get("backendTunnel") is not None:
+        raise not_supported(o.child("backendTunnel"), "backend tunnels")
+    guardrails_raw = o.get("guardrails")
     passthrough_raw = o.get("passthrough")
     passthrough = None
     if passthrough_raw is not None:
@@ -456,6 +468,9 @@ def _model(
             o.get("finalTransformation"), o.child("finalTransformation")
         ),
         authorization=authorization,
+        guardrails=None if guardrails_raw is None else parse_prompt_guard(
+            guardrails_raw, o.child("guardrails"), base_dir
+        ),
     )
     o.close()
     return result

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from agw_fast.config.durations import parse_duration
+from agw_fast.config.guardrails import parse_prompt_guard
 from agw_fast.config.model import (
     BASIC_LOCATION,
     BEARER_LOCATION,
@@ -747,8 +748,12 @@ def _cors(raw: object, path: str) -> CorsPolicy:
     return result
 
 
-def _ai_policy(raw: object, path: str) -> AIPolicy:
+def _ai_policy(raw: object, path: str, base_dir: Path) -> AIPolicy:
     o = Obj(raw, path, "Policy")
+    guard_raw = o.get("promptGuard")
+    prompt_guard = None if guard_raw is None else parse_prompt_guard(
+        guard_raw, o.child("promptGuard"), base_dir
+    )
     routes: list[tuple[str, str]] = []
     routes_raw = o.get("routes")
     if routes_raw is not None:
@@ -760,7 +765,7 @@ def _ai_policy(raw: object, path: str) -> AIPolicy:
                 raise not_supported(where, f"route type {route_type}")
             routes.append((suffix, route_type))
     o.close()
-    return AIPolicy(routes=tuple(routes))
+    return AIPolicy(routes=tuple(routes), prompt_guard=prompt_guard)
 
 
 def _backend_http(raw: object, path: str) -> float | None:
@@ -848,7 +853,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         backend_tls=None if tls is None else _backend_tls(tls, p6, base_dir),
         backend_auth=None if auth is None else _backend_auth(auth, p7, base_dir),
         timeout=None if timeout is None else _timeout(timeout, p8),
-        ai=None if ai is None else _ai_policy(ai, p9),
+        ai=None if ai is None else _ai_policy(ai, p9, base_dir),
         basic_auth=None if basic is None else _basic_auth(basic, p10, base_dir),
         api_key=None if api_key is None else _api_key(api_key, p11),
         authorization=None if authz is None else _authorization(authz, p12),
@@ -903,7 +908,7 @@ def parse_backend_policies(
         backend_tls=None if tls is None else _backend_tls(tls, p4, base_dir),
         backend_auth=None if auth is None else _backend_auth(auth, p5, base_dir),
         backend_request_timeout=None if http is None else _backend_http(http, p6),
-        ai=None if ai is None else _ai_policy(ai, p7),
+        ai=None if ai is None else _ai_policy(ai, p7, base_dir),
         health=None if health_raw is None else parse_health(health_raw, o.child("health")),
     )
     return None if result == BackendPolicies() else result

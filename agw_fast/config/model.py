@@ -8,7 +8,10 @@ into runtime objects. Durations are seconds (float); byte sizes are ints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from agw_fast.config.guardrails import PromptGuard
 
 __all__ = [
     "AIBackend",
@@ -221,9 +224,10 @@ class TimeoutPolicy:
 
 @dataclass(frozen=True, slots=True)
 class AIPolicy:
-    """`policies.ai`: only `routes` (path suffix -> route type) is implemented."""
+    """`policies.ai`: `routes` (path suffix -> route type) and `promptGuard`."""
 
     routes: tuple[tuple[str, str], ...] = ()
+    prompt_guard: PromptGuard | None = None  # guardrails (config/guardrails.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +511,8 @@ class LLMModel:
     # (field, CEL text): set on the provider-format body, after translation.
     final_transformation: tuple[tuple[str, str], ...] = ()
     authorization: Authorization | None = None  # rules the router checks choosing this model
+    # `guardrails`, merged with `llm.policies.guardrails` (agentgateway's merge_prompt_guards)
+    guardrails: PromptGuard | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 from urllib.parse import unquote
 
 from agw_fast.config.model import LLMModel, LLMVirtualModel, ValueMatch
@@ -28,6 +28,9 @@ from agw_fast.errors import ConfigError, ProxyError
 from agw_fast.llm.health import HealthState, choose_failover
 from agw_fast.llm.jsonbytes import loads
 from agw_fast.llm.providers.openai import LLMRequestError, RouteTypeResolver
+
+if TYPE_CHECKING:
+    from agw_fast.llm.guardrails import GuardPipeline
 
 __all__ = [
     "DEFAULT_ROUTE_TYPES",
@@ -108,6 +111,7 @@ class ModelRoute:
     authorization: RuleSet | None = None  # the model's `authorization` rules
     # `finalTransformation`: set on the provider-format body (calls.final_transformation)
     final_transformations: tuple[tuple[str, cel.CelProgram], ...] = ()
+    guards: GuardPipeline | None = None  # `guardrails` (llm/guardrails), compiled by the plan
 
     @property
     def name(self) -> str:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import cast
 
 from agw_fast.telemetry.metrics import (
+    GUARDRAILS,
     LLM_BOUNDS,
     LLM_KINDS,
     REQUEST,
@@ -63,6 +64,7 @@ DEFAULT_SLOT_SIZE = 8 * 1024 * 1024
 _SIZES = {REQUEST: len(REQUEST_DURATION_BUCKETS) + 2}
 _SIZES.update({kind: len(LLM_BOUNDS[kind]) + 2 for kind in LLM_KINDS})
 _SIZES[RETRIES] = 1
+_SIZES[GUARDRAILS] = 1
 
 
 def _align(n: int) -> int:
@@ -72,6 +74,8 @@ def _align(n: int) -> int:
 def _valid_key(kind: int, key: object) -> bool:
     if type(key) is not tuple:
         return False
+    if kind == GUARDRAILS:
+        return len(key) == 2 and all(type(part) is str for part in key)
     if kind in (REQUEST, RETRIES):
         return len(key) == 10 and all(
             type(part) is (int if i == 8 else str) for i, part in enumerate(key)
