@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from agw_fast.config.guardrails import PromptGuard, merge_prompt_guards, parse_prompt_guard
+from agw_fast.config.load_guardrails import merge_prompt_guards
 from agw_fast.config.load_policies import (
     parse_authorization,
     parse_backend_auth,
     parse_backend_tls,
+    parse_guardrails,
     parse_header_modifier,
     parse_health,
     parse_route_policies,
@@ -44,6 +45,7 @@ from agw_fast.config.model import (
     LLMVirtualModel,
     LLMVirtualTarget,
     PromptCaching,
+    PromptGuard,
     ProviderFormat,
     Route,
     RouteBackend,
@@ -184,7 +186,7 @@ def _policies(
     o = Obj(raw, path, "LocalLLMPolicy")
     picked = {key: o.get(key) for key in o.keys() if key != "guardrails"}
     guards_raw = o.get("guardrails")
-    guards = None if guards_raw is None else parse_prompt_guard(
+    guards = None if guards_raw is None else parse_guardrails(
         guards_raw, o.child("guardrails"), base_dir
     )
     o.close()
@@ -468,7 +470,7 @@ def _model(
             o.get("finalTransformation"), o.child("finalTransformation")
         ),
         authorization=authorization,
-        guardrails=None if guardrails_raw is None else parse_prompt_guard(
+        guardrails=None if guardrails_raw is None else parse_guardrails(
             guardrails_raw, o.child("guardrails"), base_dir
         ),
     )

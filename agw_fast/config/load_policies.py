@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from agw_fast.config.durations import parse_duration
-from agw_fast.config.guardrails import parse_prompt_guard
+from agw_fast.config.load_guardrails import GuardParsers, parse_prompt_guard
 from agw_fast.config.model import (
     BASIC_LOCATION,
     BEARER_LOCATION,
@@ -41,6 +41,7 @@ from agw_fast.config.model import (
     JwtProvider,
     LocalRateLimit,
     PathRewrite,
+    PromptGuard,
     RequestMirror,
     RequestRedirect,
     RetryPolicy,
@@ -78,6 +79,7 @@ __all__ = [
     "parse_backend_policies",
     "parse_backend_tls",
     "parse_gateway_policies",
+    "parse_guardrails",
     "parse_header_modifier",
     "parse_health",
     "parse_route_policies",
@@ -751,7 +753,7 @@ def _cors(raw: object, path: str) -> CorsPolicy:
 def _ai_policy(raw: object, path: str, base_dir: Path) -> AIPolicy:
     o = Obj(raw, path, "Policy")
     guard_raw = o.get("promptGuard")
-    prompt_guard = None if guard_raw is None else parse_prompt_guard(
+    prompt_guard = None if guard_raw is None else parse_guardrails(
         guard_raw, o.child("promptGuard"), base_dir
     )
     routes: list[tuple[str, str]] = []
@@ -984,6 +986,18 @@ def parse_health(raw: object, path: str) -> HealthPolicy | None:
     o.close()
     return HealthPolicy(expression, eviction, f"{path}.unhealthyExpression")
 
+
+def parse_guardrails(raw: object, path: str, base_dir: Path) -> PromptGuard:
+    """`promptGuard` / `guardrails` (config/load_guardrails.py, with these parsers)."""
+    return parse_prompt_guard(raw, path, base_dir, _GUARD_PARSERS)
+
+
+_GUARD_PARSERS = GuardParsers(
+    header_modifier=_header_modifier,
+    value_match=lambda raw, path: parse_value_match(raw, path, header=True),
+    backend_auth=_backend_auth,
+    backend_tls=_backend_tls,
+)
 
 # The backend-facing parsers, shared with the `llm:` form (config/load_llm.py).
 parse_backend_auth = _backend_auth

@@ -8,10 +8,7 @@ into runtime objects. Durations are seconds (float); byte sizes are ints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from agw_fast.config.guardrails import PromptGuard
+from typing import Literal
 
 __all__ = [
     "AIBackend",
@@ -222,12 +219,85 @@ class TimeoutPolicy:
     backend_request_timeout: float | None = None
 
 
+# -- guardrails (agentgateway's PromptGuard; parsed by load_guardrails.py) ---------------------
+
+DEFAULT_REJECTION_BODY = b"The request was rejected due to inappropriate content"
+DEFAULT_SCOPE = frozenset({"systemPrompt", "messages"})
+
+
+@dataclass(frozen=True, slots=True)
+class GuardRejection:
+    """`rejection` (RequestRejection): the answer when a guard rejects."""
+
+    status: int = 403
+    body: bytes = DEFAULT_REJECTION_BODY
+    headers: HeaderModifier | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegexRuleConfig:
+    """One `rules` entry: a `builtin` detector or a custom `pattern` (Rust regex syntax)."""
+
+    builtin: str | None
+    pattern: str | None
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegexGuardConfig:
+    action: Literal["mask", "reject"]
+    rules: tuple[RegexRuleConfig, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """`webhook`: a guard service at `host:port` (plain HTTP/1.1, as a `host` target)."""
+
+    host: str
+    port: int
+    headers: tuple[tuple[str, str], ...]  # (header or pseudo-header name, CEL expression)
+    forward_header_matches: tuple[ValueMatch, ...]
+    fail_open: bool
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationConfig:
+    """`openAIModeration`: OpenAI's `/v1/moderations` (request guards only)."""
+
+    model: str
+    auth: BackendAuth | None
+    backend_tls: BackendTLS | None
+    request_headers: HeaderModifier | None
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class GuardConfig:
+    """One request or response guard: exactly one of `regex`, `webhook`, `moderation`."""
+
+    kind: Literal["regex", "webhook", "openAIModeration"]
+    rejection: GuardRejection
+    path: str
+    scope: frozenset[str] = DEFAULT_SCOPE
+    regex: RegexGuardConfig | None = None
+    webhook: WebhookConfig | None = None
+    moderation: ModerationConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptGuard:
+    streaming: bool = False  # `streaming: Enabled`: response guards apply to streams too
+    request: tuple[GuardConfig, ...] = ()
+    response: tuple[GuardConfig, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class AIPolicy:
     """`policies.ai`: `routes` (path suffix -> route type) and `promptGuard`."""
 
     routes: tuple[tuple[str, str], ...] = ()
-    prompt_guard: PromptGuard | None = None  # guardrails (config/guardrails.py)
+    prompt_guard: PromptGuard | None = None  # guardrails (config/load_guardrails.py)
 
 
 @dataclass(frozen=True, slots=True)

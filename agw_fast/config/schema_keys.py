@@ -198,7 +198,7 @@ _TABLE: dict[str, tuple[str, str]] = {
     "PromptCachingConfig": (
         "cacheSystem cacheMessages cacheTools minTokens cacheMessageOffset", "",
     ),
-    # Guardrails (config/guardrails.py). The cloud guards are keys the loader reads to refuse
+    # Guardrails (config/load_guardrails.py). The cloud guards are keys the loader reads to refuse
     # with its own message.
     "PromptGuard": ("streaming request response", ""),
     "RequestGuard": (

@@ -17,8 +17,14 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
-from agw_fast.config.guardrails import GuardConfig, GuardRejection, ModerationConfig, WebhookConfig
-from agw_fast.config.model import BackendTLS, HeaderModifier
+from agw_fast.config.model import (
+    BackendTLS,
+    GuardConfig,
+    GuardRejection,
+    HeaderModifier,
+    ModerationConfig,
+    WebhookConfig,
+)
 from agw_fast.core import cel
 from agw_fast.core.rewrite import ResponseHeaderPlan
 from agw_fast.errors import ConfigError

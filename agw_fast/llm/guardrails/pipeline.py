@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agw_fast.config.guardrails import PromptGuard
+from agw_fast.config.model import PromptGuard
 from agw_fast.llm.guardrails.content import GUARDED_ROUTE_TYPES, response_texts
 from agw_fast.llm.guardrails.guards import (
     FAIL_OPEN,

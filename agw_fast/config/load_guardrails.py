@@ -11,11 +11,25 @@ Safety, Bedrock Guardrails, Google Model Armor) are refused at load for now.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
-from agw_fast.config.model import BackendAuth, BackendTLS, HeaderModifier, ValueMatch
+from agw_fast.config.model import (
+    DEFAULT_REJECTION_BODY,
+    DEFAULT_SCOPE,
+    BackendAuth,
+    BackendTLS,
+    GuardConfig,
+    GuardRejection,
+    HeaderModifier,
+    ModerationConfig,
+    PromptGuard,
+    RegexGuardConfig,
+    RegexRuleConfig,
+    ValueMatch,
+    WebhookConfig,
+)
 from agw_fast.config.validate import (
     Obj,
     as_int,
@@ -34,23 +48,13 @@ from agw_fast.errors import ConfigError
 __all__ = [
     "BUILTINS",
     "CONTENT_SCOPES",
-    "DEFAULT_REJECTION_BODY",
-    "DEFAULT_SCOPE",
-    "GuardConfig",
-    "GuardRejection",
-    "ModerationConfig",
-    "PromptGuard",
-    "RegexGuardConfig",
-    "RegexRuleConfig",
-    "WebhookConfig",
+    "GuardParsers",
     "merge_prompt_guards",
     "parse_prompt_guard",
 ]
 
-DEFAULT_REJECTION_BODY = b"The request was rejected due to inappropriate content"
 BUILTINS = ("ssn", "creditCard", "phoneNumber", "email", "caSin")
 CONTENT_SCOPES = ("systemPrompt", "messages", "toolOutput", "toolInput")
-DEFAULT_SCOPE = frozenset({"systemPrompt", "messages"})
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 _CLOUD_GUARDS = ("bedrockGuardrails", "googleModelArmor", "azureContentSafety")
 # Pseudo-headers a webhook `headers` entry may set (agentgateway's HeaderOrPseudo; `:scheme`
@@ -58,71 +62,13 @@ _CLOUD_GUARDS = ("bedrockGuardrails", "googleModelArmor", "azureContentSafety")
 _PSEUDO = (":path", ":method", ":authority", ":scheme", ":status")
 
 
-@dataclass(frozen=True, slots=True)
-class GuardRejection:
-    """`rejection` (RequestRejection): the answer when a guard rejects."""
+class GuardParsers(NamedTuple):
+    """The shared policy parsers guards reuse (from load_policies, which calls in here)."""
 
-    status: int = 403
-    body: bytes = DEFAULT_REJECTION_BODY
-    headers: HeaderModifier | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RegexRuleConfig:
-    """One `rules` entry: a `builtin` detector or a custom `pattern` (Rust regex syntax)."""
-
-    builtin: str | None
-    pattern: str | None
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class RegexGuardConfig:
-    action: Literal["mask", "reject"]
-    rules: tuple[RegexRuleConfig, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookConfig:
-    """`webhook`: a guard service at `host:port` (plain HTTP/1.1, as a `host` target)."""
-
-    host: str
-    port: int
-    headers: tuple[tuple[str, str], ...]  # (header or pseudo-header name, CEL expression)
-    forward_header_matches: tuple[ValueMatch, ...]
-    fail_open: bool
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class ModerationConfig:
-    """`openAIModeration`: OpenAI's `/v1/moderations` (request guards only)."""
-
-    model: str
-    auth: BackendAuth | None
-    backend_tls: BackendTLS | None
-    request_headers: HeaderModifier | None
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class GuardConfig:
-    """One request or response guard: exactly one of `regex`, `webhook`, `moderation`."""
-
-    kind: Literal["regex", "webhook", "openAIModeration"]
-    rejection: GuardRejection
-    path: str
-    scope: frozenset[str] = DEFAULT_SCOPE
-    regex: RegexGuardConfig | None = None
-    webhook: WebhookConfig | None = None
-    moderation: ModerationConfig | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PromptGuard:
-    streaming: bool = False  # `streaming: Enabled`: response guards apply to streams too
-    request: tuple[GuardConfig, ...] = ()
-    response: tuple[GuardConfig, ...] = ()
+    header_modifier: Callable[[object, str], HeaderModifier]
+    value_match: Callable[[object, str], ValueMatch]
+    backend_auth: Callable[[object, str, Path], BackendAuth]
+    backend_tls: Callable[[object, str, Path], BackendTLS]
 
 
 def merge_prompt_guards(shared: PromptGuard | None, model: PromptGuard | None
@@ -138,20 +84,28 @@ def merge_prompt_guards(shared: PromptGuard | None, model: PromptGuard | None
     )
 
 
-def parse_prompt_guard(raw: object, path: str, base_dir: Path) -> PromptGuard:
+def parse_prompt_guard(
+    raw: object, path: str, base_dir: Path, parsers: GuardParsers
+) -> PromptGuard:
     o = Obj(raw, path, "PromptGuard")
     streaming_raw = o.get("streaming")
     streaming = False
     if streaming_raw is not None:
         mode = choice(streaming_raw, o.child("streaming"), ("Disabled", "Enabled"))
         streaming = mode == "Enabled"
-    request = tuple(_guard(item, p, base_dir, request=True) for p, item in o.items("request"))
-    response = tuple(_guard(item, p, base_dir, request=False) for p, item in o.items("response"))
+    request = tuple(
+        _guard(item, p, base_dir, parsers, request=True) for p, item in o.items("request")
+    )
+    response = tuple(
+        _guard(item, p, base_dir, parsers, request=False) for p, item in o.items("response")
+    )
     o.close()
     return PromptGuard(streaming, request, response)
 
 
-def _guard(raw: object, path: str, base_dir: Path, *, request: bool) -> GuardConfig:
+def _guard(
+    raw: object, path: str, base_dir: Path, parsers: GuardParsers, *, request: bool
+) -> GuardConfig:
     o = Obj(raw, path, "RequestGuard" if request else "ResponseGuard")
     kinds = [k for k in ("regex", "webhook", "openAIModeration", *_CLOUD_GUARDS) if o.has(k)]
     if len(kinds) != 1:
@@ -166,7 +120,7 @@ def _guard(raw: object, path: str, base_dir: Path, *, request: bool) -> GuardCon
         raise not_supported(where, "webhook response guards (webhook request guards work)")
     rejection_raw = o.get("rejection")
     rejection = GuardRejection() if rejection_raw is None else _rejection(
-        rejection_raw, o.child("rejection")
+        rejection_raw, o.child("rejection"), parsers
     )
     scope = DEFAULT_SCOPE
     if request:
@@ -178,9 +132,12 @@ def _guard(raw: object, path: str, base_dir: Path, *, request: bool) -> GuardCon
     if guard_kind == "regex":
         return GuardConfig("regex", rejection, path, scope, regex=_regex(body, where))
     if guard_kind == "webhook":
-        return GuardConfig("webhook", rejection, path, scope, webhook=_webhook(body, where))
+        return GuardConfig(
+            "webhook", rejection, path, scope, webhook=_webhook(body, where, parsers)
+        )
     return GuardConfig(
-        "openAIModeration", rejection, path, scope, moderation=_moderation(body, where, base_dir)
+        "openAIModeration", rejection, path, scope,
+        moderation=_moderation(body, where, base_dir, parsers),
     )
 
 
@@ -200,9 +157,7 @@ def _scope(raw: object, path: str, guard_kind: str) -> frozenset[str]:
     return scope
 
 
-def _rejection(raw: object, path: str) -> GuardRejection:
-    from agw_fast.config.load_policies import parse_header_modifier
-
+def _rejection(raw: object, path: str, parsers: GuardParsers) -> GuardRejection:
     o = Obj(raw, path, "RequestRejection")
     body = DEFAULT_REJECTION_BODY
     body_raw = o.get("body")
@@ -214,7 +169,7 @@ def _rejection(raw: object, path: str) -> GuardRejection:
         raise ConfigError(o.child("status"), f"invalid status code {status}")
     headers_raw = o.get("headers")
     headers = (
-        None if headers_raw is None else parse_header_modifier(headers_raw, o.child("headers"))
+        None if headers_raw is None else parsers.header_modifier(headers_raw, o.child("headers"))
     )
     o.close()
     return GuardRejection(403 if status is None else status, body, headers)
@@ -258,9 +213,7 @@ def _regex(raw: object, path: str) -> RegexGuardConfig:
     return RegexGuardConfig(cast(Literal["mask", "reject"], action), tuple(rules))
 
 
-def _webhook(raw: object, path: str) -> WebhookConfig:
-    from agw_fast.config.load_policies import parse_value_match
-
+def _webhook(raw: object, path: str, parsers: GuardParsers) -> WebhookConfig:
     o = Obj(raw, path, "Webhook")
     target = Obj(o.require("target"), o.child("target"), "SimpleLocalBackendSerde")
     host = parse_host_port(target.require("host"), target.child("host"))
@@ -278,7 +231,7 @@ def _webhook(raw: object, path: str) -> WebhookConfig:
                 name = check_header_name(name, where).lower()
             headers.append((name, expression))
     matches = tuple(
-        parse_value_match(item, p, header=True) for p, item in o.items("forwardHeaderMatches")
+        parsers.value_match(item, p) for p, item in o.items("forwardHeaderMatches")
     )
     mode_raw = o.get("failureMode")
     fail_open = mode_raw is not None and choice(
@@ -288,13 +241,9 @@ def _webhook(raw: object, path: str) -> WebhookConfig:
     return WebhookConfig(host.host, host.port, tuple(headers), matches, fail_open, path)
 
 
-def _moderation(raw: object, path: str, base_dir: Path) -> ModerationConfig:
-    from agw_fast.config.load_policies import (
-        parse_backend_auth,
-        parse_backend_tls,
-        parse_header_modifier,
-    )
-
+def _moderation(
+    raw: object, path: str, base_dir: Path, parsers: GuardParsers
+) -> ModerationConfig:
     o = Obj(raw if raw is not None else {}, path, "Moderation")
     model = o.opt_str("model") or DEFAULT_MODERATION_MODEL
     auth = tls = headers = None
@@ -303,13 +252,13 @@ def _moderation(raw: object, path: str, base_dir: Path) -> ModerationConfig:
         p = Obj(policies_raw, o.child("policies"), "SimpleLocalBackendPolicies")
         auth_raw, tls_raw = p.get("backendAuth"), p.get("backendTLS")
         headers_raw = p.get("requestHeaderModifier")
-        auth = None if auth_raw is None else parse_backend_auth(
+        auth = None if auth_raw is None else parsers.backend_auth(
             auth_raw, p.child("backendAuth"), base_dir
         )
-        tls = None if tls_raw is None else parse_backend_tls(
+        tls = None if tls_raw is None else parsers.backend_tls(
             tls_raw, p.child("backendTLS"), base_dir
         )
-        headers = None if headers_raw is None else parse_header_modifier(
+        headers = None if headers_raw is None else parsers.header_modifier(
             headers_raw, p.child("requestHeaderModifier")
         )
         p.close()
