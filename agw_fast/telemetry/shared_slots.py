@@ -36,6 +36,7 @@ from agw_fast.telemetry.metrics import (
     REQUEST,
     REQUEST_DURATION_BUCKETS,
     RETRIES,
+    GuardrailKey,
     Hist,
     LLMKey,
     RequestKey,
@@ -155,15 +156,18 @@ class SharedSlots:
         requests: dict[RequestKey, list[float]] = {}
         llm: dict[LLMKey, list[list[float] | None]] = {}
         retries: dict[RequestKey, float] = {}
+        guardrails: dict[GuardrailKey, float] = {}
         for at, count, kind, key in self._records(index):
             values = cast(list[float], self._view[at : at + 8 * count].cast("d").tolist())
             if kind == REQUEST:
                 requests[cast(RequestKey, key)] = values
             elif kind == RETRIES:
                 retries[cast(RequestKey, key)] = values[0]
+            elif kind == GUARDRAILS:
+                guardrails[cast(GuardrailKey, key)] = values[0]
             else:
                 llm.setdefault(cast(LLMKey, key), [None] * 7)[kind] = values
-        return Snapshot(requests, llm, retries)
+        return Snapshot(requests, llm, retries, guardrails)
 
     def read_all(self) -> list[Snapshot]:
         """Snapshots of every slot a worker attached to, in slot order."""
