@@ -8,6 +8,7 @@ The mock answers every chat completion with CONTENT (`--content`), streamed in C
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,10 +82,14 @@ def _webhook(conn: UpstreamConnection) -> None:
                                 [("content-type", "application/json")]))  # fmt: skip
 
 
+_RELEASE_SLOW = threading.Event()
+
+
 def _slow(conn: UpstreamConnection) -> None:
-    """A guard service that never answers in time."""
+    """A guard service that never answers in time (until the module's tests are done)."""
     while conn.read_request() is not None:
-        time.sleep(25)
+        _RELEASE_SLOW.wait(30)
+        return
 
 
 def _provider(conn: UpstreamConnection) -> None:
@@ -104,6 +109,7 @@ def webhook() -> Iterator[Upstream]:
 def slow() -> Iterator[Upstream]:
     with Upstream(_slow) as upstream:
         yield upstream
+        _RELEASE_SLOW.set()
 
 
 @pytest.fixture(scope="module")
