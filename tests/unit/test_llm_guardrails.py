@@ -452,3 +452,23 @@ def test_guardrail_checks_are_summed_over_workers_and_rendered() -> None:
     assert "# TYPE agentgateway_guardrail_checks_total counter" in text
     assert 'agentgateway_guardrail_checks_total{phase="Request",action="Reject"} 2' in text
     slots.close()
+
+
+@pytest.mark.parametrize("name", ["ssn", "creditCard", "caSin"])
+def test_the_digit_start_shortcut_finds_what_the_full_scan_finds(name: str) -> None:
+    """The number builtins try their (translated, Unicode-`\\b`) patterns only where a match
+    can start; on strings rich in digits, separators, word and combining characters the
+    result is the full scan's."""
+    import random
+
+    from agw_fast.llm.guardrails.regex import _coalesce
+
+    detector = builtin_detector(name)
+    regexes = detector.regexes  # type: ignore[attr-defined]
+    alphabet = list("0123456789- .ab_éٳ٣\u0301x")
+    rng = random.Random(7)
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        full = _coalesce([m.span() for r in regexes for m in r.finditer(text)])
+        assert detector.spans(text) == full, text
+        assert detector.found(text) == bool(full), text

@@ -111,20 +111,46 @@ class PatternDetector:
         return [m.span() for m in self.regex.finditer(text) if m.end() > m.start()]
 
 
+# Where a match of a number builtin can start: each of their patterns begins with `\b` and
+# an ASCII digit, so a match starts at an ASCII digit that no ASCII word character precedes.
+# Found with Python's own engine, a superset of the real starts: the translated pattern (whose
+# Unicode `\b` is a costly look-around at every position) is then tried only there.
+_DIGIT_START = re.compile(r"(?<![0-9A-Za-z_])[0-9]")
+
+
 class _PatternsDetector:
     """A builtin made of patterns: every match of every pattern, overlaps coalesced."""
 
-    __slots__ = ("label", "regexes")
+    __slots__ = ("label", "regexes", "digit_led")
 
     def __init__(self, entity: str, patterns: Sequence[str]) -> None:
         self.label = f"<{entity}>"
         self.regexes = tuple(compile_rust_regex(p) for p in patterns)
+        # Every pattern starts with `\b` then a digit: see _DIGIT_START.
+        self.digit_led = all(re.match(r"\\b\(*(?:\[0-9\]|[0-9])", p) for p in patterns)
 
     def found(self, text: str) -> bool:
-        return any(r.search(text) is not None for r in self.regexes)
+        if not self.digit_led:
+            return any(r.search(text) is not None for r in self.regexes)
+        starts = [m.start() for m in _DIGIT_START.finditer(text)]
+        return any(r.match(text, at) is not None for r in self.regexes for at in starts)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
-        found = [m.span() for r in self.regexes for m in r.finditer(text)]
+        if not self.digit_led:
+            return _coalesce([m.span() for r in self.regexes for m in r.finditer(text)])
+        starts = [m.start() for m in _DIGIT_START.finditer(text)]
+        if not starts:
+            return []
+        found: list[tuple[int, int]] = []
+        for regex in self.regexes:
+            end = 0  # as finditer: the next match starts where the last one ended
+            for at in starts:
+                if at < end:
+                    continue
+                match = regex.match(text, at)
+                if match is not None:
+                    found.append(match.span())
+                    end = match.end()
         return _coalesce(found)
 
 
