@@ -534,6 +534,21 @@ class Exchange:
         """Ask the guard services the run needs, in order, then send (or answer) the request.
         A call that fails (unreachable, timeout, an unusable answer) fails the request with
         agentgateway's 503, unless its guard fails open."""
+        try:
+            await self._run_guards(run, call, resolved, body, variables)
+        except Exception:
+            # A bug must cost this request, never leave it waiting for its timeout.
+            logger.exception("internal error running prompt guards")
+            self.fail(503, "failed to process LLM request: prompt guard failed", Reason.INTERNAL)
+
+    async def _run_guards(
+        self,
+        run: RequestRun,
+        call: GuardCall,
+        resolved: Routed,
+        body: bytes,
+        variables: Callable[[], dict[str, object]],
+    ) -> None:
         step: Rejection | GuardCall | None = call
         while isinstance(step, GuardCall):
             try:
