@@ -14,6 +14,7 @@ Sans-IO: calls are described as bytes; nothing here opens a connection.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -25,6 +26,7 @@ from agw_fast.config.model import (
     ModerationConfig,
     WebhookConfig,
 )
+from agw_fast.config.rust_regex import compile_rust_regex
 from agw_fast.core import cel
 from agw_fast.core.rewrite import ResponseHeaderPlan
 from agw_fast.errors import ConfigError
@@ -278,7 +280,11 @@ class WebhookGuard(Guard):
             for name, text in webhook.headers
         )
         self.forward = tuple(
-            (m.name.encode("latin-1"), m) for m in webhook.forward_header_matches
+            (
+                m.name.encode("latin-1"),
+                compile_rust_regex(m.value) if m.kind == "regex" else m.value,
+            )
+            for m in webhook.forward_header_matches
         )
 
     def _call(self, default_path: bytes, headers: Sequence[tuple[bytes, bytes]],
@@ -313,7 +319,7 @@ class WebhookGuard(Guard):
         out: list[bytes] = []
         for name, match in self.forward:
             values = [v for n, v in headers if n == name]
-            if any(_value_matches(match.kind, match.value, v) for v in values):
+            if any(_value_matches(match, v) for v in values):
                 out += [name + b": " + v for v in values]
         return out
 
@@ -393,13 +399,12 @@ def _pass_or_reject(action: dict[str, Any]) -> Verdict:
     return ALLOW
 
 
-def _value_matches(kind: str, pattern: str, value: bytes) -> bool:
+def _value_matches(match: str | re.Pattern[str], value: bytes) -> bool:
+    """A HeaderValueMatch: exact, or a regex matching the whole value."""
     text = value.decode("latin-1")
-    if kind == "exact":
-        return text == pattern
-    from agw_fast.config.rust_regex import compile_rust_regex
-
-    return compile_rust_regex(pattern).fullmatch(text) is not None
+    if isinstance(match, str):
+        return text == match
+    return match.fullmatch(text) is not None
 
 
 def _header_value(value: object) -> bytes | None:
