@@ -8,11 +8,13 @@ keys, cumulative backend weights and the route tables.
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 import ssl
 import time
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from agw_fast.config.model import (
     AIBackend,
@@ -51,6 +53,7 @@ from agw_fast.core.tls import (
 from agw_fast.errors import ConfigError
 from agw_fast.llm.calls import ANTHROPIC_VERSION, GEMINI_KEY_PREFIX, default_host
 from agw_fast.llm.exchange import AIRuntime
+from agw_fast.llm.guardrails import Endpoint, GuardPipeline, compile_pipeline
 from agw_fast.llm.providers.aws_sigv4 import SigV4Signer, signer_for
 from agw_fast.llm.providers.openai import RouteTypeResolver
 from agw_fast.llm.providers.vertex import AccessToken, require_google_auth
@@ -404,6 +407,7 @@ class _Compiler:
             route = compile_model_route(model, index)
             key = model.id if model.id is not None else f"{model.name}:{index}"
             route.backend = self.llm_model(model, f"/llm:model:{key}")
+            route.guards = self.guards(model)
             routes.append(route)
         model_router = ModelRouter(routes, router.virtual_models, int(time.time()))
         return RuntimeBackend(
@@ -450,6 +454,7 @@ class _Compiler:
                 model_route = compile_model_route(model, len(routes))
                 _, _, provider_ai = _merged(route_policies, provider.policies, declared.policies)
                 model_route.shaping = compile_shaping(provider_ai)
+                model_route.guards = self.guards(model)
                 model_route.backend = self.llm_model(
                     model,
                     name if not target.groups else f"{name}/{provider.name}",
@@ -578,6 +583,46 @@ class _Compiler:
             credential=credential,
         )
 
+    def guards(self, model: LLMModel) -> GuardPipeline | None:
+        """A model's `guardrails`, with a runtime backend for each guard service."""
+        config = model.guardrails
+        if config is None:
+            return None
+        pipeline = compile_pipeline(config, _moderation_endpoint())
+        if pipeline is None:
+            return None
+        for guard in pipeline.remote:
+            endpoint = guard.endpoint
+            assert endpoint is not None
+            guard.target = self.service(endpoint.host, endpoint.port, endpoint.tls, endpoint.where)
+        return pipeline
+
+    def service(self, host: str, port: int, tls: BackendTLS | None, where: str
+                ) -> RuntimeBackend:
+        """The upstream of a guard service (its calls use the worker's pool)."""
+        context = self.context(tls, where) if tls is not None else None
+        server_hostname = None
+        if context is not None:
+            server_hostname = (tls.hostname if tls is not None else None) or host.strip("[]")
+        return RuntimeBackend(
+            name=where,
+            weight=1,
+            host=host,
+            port=port,
+            endpoint=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            protocol="http",
+            ssl=context,
+            server_hostname=server_hostname,
+            pool_key=(host, port, id(context) if context is not None else 0),
+            auto_authority=None,
+            request_headers=RequestHeaderPlan.build([], None),
+            response_drop=RESPONSE_HOP_BY_HOP,
+            response_extra=b"",
+            redirect=None,
+            backend_request_timeout=None,
+            ai=None,
+        )
+
     def mirror(self, policies: RoutePolicies | None, name: str) -> RuntimeMirror | None:
         """A plain-HTTP backend for `requestMirror`'s `host`; the copy carries the route's
         request header changes, as agentgateway mirrors the request after them."""
@@ -682,9 +727,10 @@ def _openai_fast_path(target: AIBackend, route: Route, declared: RouteBackend) -
     _, _, ai_policy = _merged(route.policies, target.policies, declared.policies)
     if ai_policy is None:
         return True
-    if ai_policy.shapes_requests:
-        # Aliases, prompts, body changes, prompt caching and final transformations are the
-        # general path's (ProviderGroups); a route without them keeps this one, unchanged.
+    if ai_policy.shapes_requests or ai_policy.prompt_guard is not None:
+        # Aliases, prompts, body changes, prompt caching, final transformations and guards
+        # (which read the parsed request and the relayed response) are the general path's
+        # (ProviderGroups); a route without them keeps this one, unchanged.
         return False
     return all(route_type in _FAST_ROUTE_TYPES for _, route_type in ai_policy.routes)
 
@@ -743,6 +789,29 @@ def _provider_model(
             and provider.host_override is not None
             and provider.path_prefix is None
         ),
+        guardrails=ai.prompt_guard if ai is not None else None,
+    )
+
+
+# Where `openAIModeration` guards send prompts; the variable points them elsewhere (a test
+# double, a proxy), as agentgateway's fixed endpoint cannot be.
+MODERATION_URL = "https://api.openai.com/v1/moderations"
+MODERATION_URL_VARIABLE = "AGW_FAST_OPENAI_MODERATION_URL"
+
+
+def _moderation_endpoint() -> Endpoint:
+    url = os.environ.get(MODERATION_URL_VARIABLE) or MODERATION_URL
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(MODERATION_URL_VARIABLE, f"invalid URL {url!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return Endpoint(
+        parts.hostname,
+        port,
+        parts.netloc.encode(),
+        (parts.path or "/v1/moderations").encode(),
+        BackendTLS() if parts.scheme == "https" else None,
+        MODERATION_URL_VARIABLE,
     )
 
 

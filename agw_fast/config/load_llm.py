@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, cast
 from urllib.parse import urlsplit
@@ -19,10 +20,12 @@ from agw_fast.config.load_ai import cel_map as _cel_map
 from agw_fast.config.load_ai import json_map as _json_map
 from agw_fast.config.load_ai import parse_prompt_caching as _prompt_caching
 from agw_fast.config.load_gateways import parse_gateway_refs
+from agw_fast.config.load_guardrails import merge_prompt_guards
 from agw_fast.config.load_policies import (
     parse_authorization,
     parse_backend_auth,
     parse_backend_tls,
+    parse_guardrails,
     parse_header_modifier,
     parse_health,
     parse_route_policies,
@@ -44,6 +47,7 @@ from agw_fast.config.model import (
     LLMRouter,
     LLMVirtualModel,
     LLMVirtualTarget,
+    PromptGuard,
     ProviderFormat,
     Route,
     RouteBackend,
@@ -160,9 +164,15 @@ def parse_llm(raw: object, path: str, base_dir: Path) -> LLMForm:
                 )
         del vm_path
     policies_raw = o.get("policies")
-    policies = (
-        None if policies_raw is None else _policies(policies_raw, o.child("policies"), base_dir)
+    policies, shared_guards = (
+        (None, None) if policies_raw is None
+        else _policies(policies_raw, o.child("policies"), base_dir)
     )
+    if shared_guards is not None:
+        models = tuple(
+            replace(m, guardrails=merge_prompt_guards(shared_guards, m.guardrails))
+            for m in models
+        )
     o.close()
     # agentgateway orders models by specificity (characters other than `*`), most first;
     # ties keep config order. The router takes the first match in this order.
@@ -184,13 +194,20 @@ def parse_llm(raw: object, path: str, base_dir: Path) -> LLMForm:
     return LLMForm(bind, gateways, port is not None or tls is not None)
 
 
-def _policies(raw: object, path: str, base_dir: Path) -> RoutePolicies | None:
+def _policies(
+    raw: object, path: str, base_dir: Path
+) -> tuple[RoutePolicies | None, PromptGuard | None]:
     """`llm.policies`: the listener's policies, run for every request before a model is
-    chosen. Those agw-fast has are the route policies of the same names."""
+    chosen (those agw-fast has are the route policies of the same names), and `guardrails`,
+    which apply to every model (merged into each model's own)."""
     o = Obj(raw, path, "LocalLLMPolicy")
-    picked = {key: o.get(key) for key in o.keys()}
+    picked = {key: o.get(key) for key in o.keys() if key != "guardrails"}
+    guards_raw = o.get("guardrails")
+    guards = None if guards_raw is None else parse_guardrails(
+        guards_raw, o.child("guardrails"), base_dir
+    )
     o.close()
-    return parse_route_policies(picked, path, base_dir)
+    return parse_route_policies(picked, path, base_dir), guards
 
 
 def _check_patterns(models: tuple[LLMModel, ...], path: str) -> None:
@@ -419,12 +436,9 @@ def _model(
     public = True
     if visibility is not None:
         public = choice(visibility, o.child("visibility"), ("public", "internal")) == "public"
-    for key, what in (
-        ("guardrails", "guardrails (the AI-policies issue)"),
-        ("backendTunnel", "backend tunnels"),
-    ):
-        if o.get(key) is not None:
-            raise not_supported(o.child(key), what)
+    if o.get("backendTunnel") is not None:
+        raise not_supported(o.child("backendTunnel"), "backend tunnels")
+    guardrails_raw = o.get("guardrails")
     passthrough_raw = o.get("passthrough")
     passthrough = None
     if passthrough_raw is not None:
@@ -473,6 +487,9 @@ def _model(
             o.get("finalTransformation"), o.child("finalTransformation")
         ),
         authorization=authorization,
+        guardrails=None if guardrails_raw is None else parse_guardrails(
+            guardrails_raw, o.child("guardrails"), base_dir
+        ),
     )
     o.close()
     return result

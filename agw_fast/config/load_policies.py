@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -13,6 +14,7 @@ from typing import Literal, cast
 
 from agw_fast.config.durations import parse_duration
 from agw_fast.config.load_ai import shaped_ai_policy
+from agw_fast.config.load_guardrails import GuardParsers, parse_prompt_guard
 from agw_fast.config.model import (
     BASIC_LOCATION,
     BEARER_LOCATION,
@@ -41,6 +43,7 @@ from agw_fast.config.model import (
     JwtProvider,
     LocalRateLimit,
     PathRewrite,
+    PromptGuard,
     RequestMirror,
     RequestRedirect,
     RetryPolicy,
@@ -78,6 +81,7 @@ __all__ = [
     "parse_backend_policies",
     "parse_backend_tls",
     "parse_gateway_policies",
+    "parse_guardrails",
     "parse_header_modifier",
     "parse_health",
     "parse_route_policies",
@@ -748,8 +752,12 @@ def _cors(raw: object, path: str) -> CorsPolicy:
     return result
 
 
-def _ai_policy(raw: object, path: str) -> AIPolicy:
+def _ai_policy(raw: object, path: str, base_dir: Path) -> AIPolicy:
     o = Obj(raw, path, "Policy")
+    guard_raw = o.get("promptGuard")
+    prompt_guard = None if guard_raw is None else parse_guardrails(
+        guard_raw, o.child("promptGuard"), base_dir
+    )
     routes: list[tuple[str, str]] = []
     routes_raw = o.get("routes")
     if routes_raw is not None:
@@ -762,7 +770,7 @@ def _ai_policy(raw: object, path: str) -> AIPolicy:
             routes.append((suffix, route_type))
     policy = shaped_ai_policy(o, tuple(routes))
     o.close()
-    return policy
+    return dataclasses.replace(policy, prompt_guard=prompt_guard)
 
 
 def _backend_http(raw: object, path: str) -> float | None:
@@ -850,7 +858,7 @@ def parse_route_policies(raw: object, path: str, base_dir: Path) -> RoutePolicie
         backend_tls=None if tls is None else _backend_tls(tls, p6, base_dir),
         backend_auth=None if auth is None else _backend_auth(auth, p7, base_dir),
         timeout=None if timeout is None else _timeout(timeout, p8),
-        ai=None if ai is None else _ai_policy(ai, p9),
+        ai=None if ai is None else _ai_policy(ai, p9, base_dir),
         basic_auth=None if basic is None else _basic_auth(basic, p10, base_dir),
         api_key=None if api_key is None else _api_key(api_key, p11),
         authorization=None if authz is None else _authorization(authz, p12),
@@ -905,7 +913,7 @@ def parse_backend_policies(
         backend_tls=None if tls is None else _backend_tls(tls, p4, base_dir),
         backend_auth=None if auth is None else _backend_auth(auth, p5, base_dir),
         backend_request_timeout=None if http is None else _backend_http(http, p6),
-        ai=None if ai is None else _ai_policy(ai, p7),
+        ai=None if ai is None else _ai_policy(ai, p7, base_dir),
         health=None if health_raw is None else parse_health(health_raw, o.child("health")),
     )
     return None if result == BackendPolicies() else result
@@ -981,6 +989,18 @@ def parse_health(raw: object, path: str) -> HealthPolicy | None:
     o.close()
     return HealthPolicy(expression, eviction, f"{path}.unhealthyExpression")
 
+
+def parse_guardrails(raw: object, path: str, base_dir: Path) -> PromptGuard:
+    """`promptGuard` / `guardrails` (config/load_guardrails.py, with these parsers)."""
+    return parse_prompt_guard(raw, path, base_dir, _GUARD_PARSERS)
+
+
+_GUARD_PARSERS = GuardParsers(
+    header_modifier=_header_modifier,
+    value_match=lambda raw, path: parse_value_match(raw, path, header=True),
+    backend_auth=_backend_auth,
+    backend_tls=_backend_tls,
+)
 
 # The backend-facing parsers, shared with the `llm:` form (config/load_llm.py).
 parse_backend_auth = _backend_auth

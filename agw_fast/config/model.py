@@ -220,6 +220,79 @@ class TimeoutPolicy:
     backend_request_timeout: float | None = None
 
 
+# -- guardrails (agentgateway's PromptGuard; parsed by load_guardrails.py) ---------------------
+
+DEFAULT_REJECTION_BODY = b"The request was rejected due to inappropriate content"
+DEFAULT_SCOPE = frozenset({"systemPrompt", "messages"})
+
+
+@dataclass(frozen=True, slots=True)
+class GuardRejection:
+    """`rejection` (RequestRejection): the answer when a guard rejects."""
+
+    status: int = 403
+    body: bytes = DEFAULT_REJECTION_BODY
+    headers: HeaderModifier | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegexRuleConfig:
+    """One `rules` entry: a `builtin` detector or a custom `pattern` (Rust regex syntax)."""
+
+    builtin: str | None
+    pattern: str | None
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegexGuardConfig:
+    action: Literal["mask", "reject"]
+    rules: tuple[RegexRuleConfig, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """`webhook`: a guard service at `host:port` (plain HTTP/1.1, as a `host` target)."""
+
+    host: str
+    port: int
+    headers: tuple[tuple[str, str], ...]  # (header or pseudo-header name, CEL expression)
+    forward_header_matches: tuple[ValueMatch, ...]
+    fail_open: bool
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationConfig:
+    """`openAIModeration`: OpenAI's `/v1/moderations` (request guards only)."""
+
+    model: str
+    auth: BackendAuth | None
+    backend_tls: BackendTLS | None
+    request_headers: HeaderModifier | None
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class GuardConfig:
+    """One request or response guard: exactly one of `regex`, `webhook`, `moderation`."""
+
+    kind: Literal["regex", "webhook", "openAIModeration"]
+    rejection: GuardRejection
+    path: str
+    scope: frozenset[str] = DEFAULT_SCOPE
+    regex: RegexGuardConfig | None = None
+    webhook: WebhookConfig | None = None
+    moderation: ModerationConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptGuard:
+    streaming: bool = False  # `streaming: Enabled`: response guards apply to streams too
+    request: tuple[GuardConfig, ...] = ()
+    response: tuple[GuardConfig, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class PromptEnrichment:
     """`policies.ai.prompts`: (role, content) messages put before and after the client's."""
@@ -242,6 +315,9 @@ class AIPolicy:
     transformations: tuple[tuple[str, str], ...] | None = None
     final_transformations: tuple[tuple[str, str], ...] | None = None
     prompt_caching: PromptCaching | None = None
+    # `promptGuard`: guardrails (config/load_guardrails.py); not request shaping (the plan
+    # decides about the fast path for it on its own).
+    prompt_guard: PromptGuard | None = None
 
     @property
     def shapes_requests(self) -> bool:
@@ -554,6 +630,8 @@ class LLMModel:
     # The binds form's OpenAI provider with hostOverride and no pathPrefix: its calls keep
     # the client's path (agentgateway's `set_default_path`), off the fast path too.
     keep_client_path: bool = False
+    # `guardrails`, merged with `llm.policies.guardrails` (agentgateway's merge_prompt_guards)
+    guardrails: PromptGuard | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,8 +132,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "RetryPolicy": ("attempts backoff codes precondition condition", ""),
     "Policy": (
         "routes defaults finalTransformations modelAliases overrides promptCaching prompts "
-        "transformations",
-        "promptGuard",
+        "transformations promptGuard",
+        "",
     ),
     "PromptEnrichment": ("append prepend", ""),
     "SimpleChatCompletionMessage": ("role content", ""),
@@ -212,12 +212,32 @@ _TABLE: dict[str, tuple[str, str]] = {
     "LocalLLMConditionalRouting": ("targets", ""),
     "LocalLLMConditionalTarget": ("model when", ""),
     "LocalLLMPolicy": (
-        "apiKey authorization basicAuth cors jwtAuth localRateLimit",
-        "extAuthz extProc guardrails oidc remoteRateLimit transformations",
+        "apiKey authorization basicAuth cors jwtAuth localRateLimit guardrails",
+        "extAuthz extProc oidc remoteRateLimit transformations",
     ),
     "LLMRouteMatch": ("headers", ""),
     "PromptCachingConfig": (
         "cacheSystem cacheMessages cacheTools minTokens cacheMessageOffset", "",
+    ),
+    # Guardrails (config/load_guardrails.py). The cloud guards are keys the loader reads to refuse
+    # with its own message.
+    "PromptGuard": ("streaming request response", ""),
+    "RequestGuard": (
+        "rejection scope regex webhook openAIModeration bedrockGuardrails googleModelArmor "
+        "azureContentSafety",
+        "",
+    ),
+    "ResponseGuard": (
+        "rejection regex webhook bedrockGuardrails googleModelArmor azureContentSafety", "",
+    ),
+    "RequestRejection": ("body status headers", ""),
+    "RegexRules": ("action rules", ""),
+    "RegexRule": ("builtin pattern", ""),
+    "Webhook": ("target headers forwardHeaderMatches failureMode", ""),
+    "Moderation": ("model policies", ""),
+    "SimpleLocalBackendPolicies": (
+        "requestHeaderModifier backendTLS backendAuth",
+        "transformations http tcp backendTunnel",
     ),
     "LocalHealthPolicy": ("unhealthyExpression eviction", ""),
     "LocalEviction": ("duration restoreHealth consecutiveFailures healthThreshold", ""),

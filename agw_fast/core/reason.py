@@ -23,3 +23,4 @@ class Reason:
     TIMEOUT = "Timeout"  # request or backend request timeout
     AUTHORIZATION = "Authorization"  # an authorization policy denied the request
     UPSTREAM_FAILURE = "UpstreamFailure"  # connect, TLS or the upstream connection failed
+    GUARDRAIL = "Guardrail"  # a prompt guard rejected the request or its response

@@ -17,7 +17,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 from urllib.parse import unquote
 
 from agw_fast.config.model import LLMModel, LLMVirtualModel, ValueMatch
@@ -29,6 +29,9 @@ from agw_fast.llm.health import HealthState, choose_failover
 from agw_fast.llm.jsonbytes import loads
 from agw_fast.llm.providers.openai import LLMRequestError, RouteTypeResolver
 from agw_fast.llm.shaping import RequestShaping
+
+if TYPE_CHECKING:
+    from agw_fast.llm.guardrails import GuardPipeline
 
 __all__ = [
     "DEFAULT_ROUTE_TYPES",
@@ -113,6 +116,7 @@ class ModelRoute:
     final_transformations: tuple[tuple[str, cel.CelProgram], ...] = ()
     # The binds form's `policies.ai` model aliases and prompts (ProviderGroups only).
     shaping: RequestShaping | None = None
+    guards: GuardPipeline | None = None  # `guardrails` (llm/guardrails), compiled by the plan
 
     @property
     def name(self) -> str:

@@ -639,3 +639,32 @@ def embeddings(payload: dict[str, Any], model: str) -> dict[str, Any]:
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     return {"object": "list", "data": data, "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+# -- OpenAI moderations ------------------------------------------------------------------------
+
+# Words the mock flags, with the category it reports (a test double, not a classifier).
+_FLAGGED_WORDS = {"kill": "violence", "murder": "violence", "bomb": "violence"}
+
+
+def moderations(payload: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/moderations: one result per input (a string or a list of strings); an input
+    containing a word of `_FLAGGED_WORDS` (any case) is flagged under its category."""
+    value = payload.get("input")
+    if isinstance(value, str):
+        inputs = [value]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        inputs = list(value)
+    else:
+        raise ApiError(400, "'input' must be a string or a list of strings")
+    results = []
+    for text in inputs:
+        lowered = text.lower()
+        hits = {category for word, category in _FLAGGED_WORDS.items() if word in lowered}
+        categories = {c: c in hits for c in sorted(set(_FLAGGED_WORDS.values()))}
+        scores = {c: (0.99 if flagged else 0.0001) for c, flagged in categories.items()}
+        results.append({"flagged": bool(hits), "categories": categories,
+                        "category_scores": scores})
+    return {"id": _random_id("modr-"), "model": str(payload.get("model") or
+                                                     "omni-moderation-latest"),
+            "results": results}

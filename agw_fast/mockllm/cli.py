@@ -28,7 +28,8 @@ _DEFAULTS = MockLLMConfig()
 
 _EPILOG = """\
 APIs (matched by path suffix; the body's "model" is echoed, else --model):
-  OpenAI      POST .../chat/completions, .../responses, .../embeddings; GET .../models
+  OpenAI      POST .../chat/completions, .../responses, .../embeddings,
+              .../moderations (flags "kill", "murder", "bomb"); GET .../models
               (also Azure /openai/v1/..., /openai/deployments/{d}/...?api-version=...,
               Foundry /api/projects/{p}/openai/v1/..., Gemini /v1beta/openai/...)
   Anthropic   POST /v1/messages (JSON or stream: true), /v1/messages/count_tokens

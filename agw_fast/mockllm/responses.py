@@ -377,6 +377,8 @@ class MockApp:
             return self._api(request, OPENAI, self._responses)
         if path.endswith(b"/embeddings"):
             return self._api(request, OPENAI, self._embeddings)
+        if path.endswith(b"/moderations"):
+            return self._api(request, OPENAI, self._moderations)
         if path.endswith(b"/models") and get:
             if path.endswith(b"/v1beta/models"):
                 body = _DUMPS(apis.gemini_models(self.config.model)).encode()
@@ -797,6 +799,10 @@ class MockApp:
 
     def _embeddings(self, request: Request, payload: dict[str, Any]) -> Reply:
         doc = apis.embeddings(payload, self._model(payload))
+        return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+
+    def _moderations(self, request: Request, payload: dict[str, Any]) -> Reply:
+        doc = apis.moderations(payload)
         return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
 
     # -- test endpoints ----------------------------------------------------------------------

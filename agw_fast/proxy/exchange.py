@@ -36,6 +36,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol, cast
 
 from agw_fast.core import cel
@@ -45,6 +46,15 @@ from agw_fast.core.rewrite import build_upstream_head, local_response, without_b
 from agw_fast.errors import ProxyError
 from agw_fast.llm.calls import final_transformation, prepare_call
 from agw_fast.llm.exchange import LLMRequest, LLMResponseObserver, prepare_llm_request
+from agw_fast.llm.guardrails import (
+    GuardCall,
+    GuardedStream,
+    GuardFailed,
+    GuardRejected,
+    GuardState,
+    Rejection,
+    RequestRun,
+)
 from agw_fast.llm.health import retry_after_seconds
 from agw_fast.llm.providers.openai import decode_request_body
 from agw_fast.llm.router import LocalAnswer, ModelRouter, ProviderGroups, Routed
@@ -54,6 +64,7 @@ from agw_fast.log import logger
 from agw_fast.policies.cel_context import cel_variables, response_variable
 from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS
 from agw_fast.policies.request import PolicyRequest
+from agw_fast.proxy.guard_call import GuardCallError, call_guard
 from agw_fast.proxy.upstream import UpstreamConnection
 from agw_fast.telemetry.record import RequestRecord, RequestRecorder
 
@@ -170,6 +181,7 @@ class Exchange:
         "policy_request",
         "routed",
         "relay",
+        "guard",
     )
 
     def __init__(
@@ -248,6 +260,7 @@ class Exchange:
         # The `llm:` form: the model the router chose, and a translated response's state.
         self.routed: Routed | None = None
         self.relay: TranslatedRelay | None = None
+        self.guard: GuardState | None = None  # a model with `guardrails` (llm/guardrails)
 
     # -- request side -----------------------------------------------------------------------
 
@@ -389,6 +402,10 @@ class Exchange:
             reason = Reason.INVALID_REQUEST if error.status < 500 else Reason.INTERNAL
             self.fail(error.status, error.body, reason, error.content_type)
             return
+        self._send_prepared(llm_request)
+
+    def _send_prepared(self, llm_request: LLMRequest) -> None:
+        """The LLM call is ready: token limits, the upstream head, then the connection."""
         limits = self._token_limits()
         if limits is not None:
             # agentgateway checks `type: tokens` limits once the LLM request is parsed; the
@@ -461,10 +478,41 @@ class Exchange:
             self.fail(resolved.status, resolved.body.decode(), reason, resolved.content_type)
             return None
         self.routed = resolved
+        guards = resolved.route.guards
+        if guards is not None:
+            guard = self.guard = GuardState()
+            run = guards.start(
+                resolved.route_type, resolved.obj, self.headers, variables, guard.checks
+            )
+            if run is not None:
+                step = run.advance()
+                if isinstance(step, GuardCall):
+                    # A guard service must be asked first: the exchange's one async step.
+                    self.services.spawn(self._guard_calls(run, step, resolved, body, variables))
+                    return None
+                if step is not None:
+                    self._rejected(step)
+                    return None
+                if run.changed:
+                    resolved.changed = True
+        return self._prepared_call(resolved, body, variables)
+
+    def _prepared_call(
+        self, resolved: Routed, body: bytes, variables: Callable[[], dict[str, object]]
+    ) -> LLMRequest:
+        """The routed request as its provider's call; this exchange now uses its backend."""
         route = resolved.route
         llm_request = prepare_call(
             route.config, resolved.route_type, self.target, resolved.obj, body, resolved.changed
         )
+        guards = route.guards
+        if guards is not None and guards.response:
+            assert self.guard is not None
+            translation = guards.wrap(
+                llm_request.translation, llm_request.route_type, self.guard.checks
+            )
+            if translation is not llm_request.translation:
+                llm_request = replace(llm_request, translation=translation)
         final = route.final_transformations
         if final and _final_applies(llm_request.route_type, self.headers):
             llm_request = final_transformation(final, llm_request, variables)
@@ -474,6 +522,88 @@ class Exchange:
         self.response_drop = self.response_drop | backend.response_drop
         self.response_extra = backend.response_extra + self.response_extra
         return llm_request
+
+    async def _guard_calls(
+        self,
+        run: RequestRun,
+        call: GuardCall,
+        resolved: Routed,
+        body: bytes,
+        variables: Callable[[], dict[str, object]],
+    ) -> None:
+        """Ask the guard services the run needs, in order, then send (or answer) the request.
+        A call that fails (unreachable, timeout, an unusable answer) fails the request with
+        agentgateway's 503, unless its guard fails open."""
+        try:
+            await self._run_guards(run, call, resolved, body, variables)
+        except Exception:
+            # A bug must cost this request, never leave it waiting for its timeout.
+            logger.exception("internal error running prompt guards")
+            self.fail(503, "failed to process LLM request: prompt guard failed", Reason.INTERNAL)
+
+    async def _run_guards(
+        self,
+        run: RequestRun,
+        call: GuardCall,
+        resolved: Routed,
+        body: bytes,
+        variables: Callable[[], dict[str, object]],
+    ) -> None:
+        step: Rejection | GuardCall | None = call
+        while isinstance(step, GuardCall):
+            try:
+                status, answer = await call_guard(self.services.pool, step)
+                if self.finished:
+                    return
+                step = run.answer(status, answer)
+                if step is None:
+                    step = run.advance()
+            except (GuardCallError, GuardFailed) as error:
+                if self.finished:
+                    return
+                if not run.failed():
+                    logger.warning("prompt guard %s failed: %s", run.current_kind, error)
+                    self.fail(
+                        503, "failed to process LLM request: prompt guard failed", Reason.INTERNAL
+                    )
+                    return
+                logger.warning("prompt guard %s failed, failing open: %s", run.current_kind,
+                               error)
+                step = run.advance()
+        if self.finished:
+            return
+        if step is not None:
+            self._rejected(step)
+            return
+        if run.changed:
+            resolved.changed = True
+        try:
+            llm_request = self._prepared_call(resolved, body, variables)
+        except ProxyError as error:
+            reason = Reason.INVALID_REQUEST if error.status < 500 else Reason.INTERNAL
+            self.fail(error.status, error.body, reason, error.content_type)
+            return
+        self._send_prepared(llm_request)
+
+    def _rejected(self, rejection: Rejection) -> None:
+        """A guard rejected the request: its configured answer (agentgateway's
+        GuardrailRejected), with the policy steps' fields as every local answer."""
+        if self.finished:
+            return
+        self._release_upstream()
+        self.status = rejection.status
+        self.reason = Reason.GUARDRAIL
+        self.error = "rejected by a prompt guard"
+        keep_alive = self.down.keep_alive and not self.down.closing and self.request_done
+        response = local_response(
+            rejection.status,
+            rejection.body,
+            content_type=rejection.content_type,
+            extra_headers=_merged_fields(self.policy_lines, rejection.lines),
+            close=not keep_alive,
+        )
+        self.down.write(without_body(response) if self.head_request else response)
+        self._finish(keep_alive=keep_alive)
 
     def _cel_request_variables(self, body: bytes) -> Callable[[], dict[str, object]]:
         """The CEL variables a model's `transformation` or a `conditional` target reads,
@@ -641,6 +771,9 @@ class Exchange:
             translation, head.status, head.status_line, head.content_type, head.lines
         )
         relay.dechunked = head.framing == BODY_CHUNKED
+        guard = self.guard
+        if guard is not None and isinstance(relay.stream, GuardedStream):
+            guard.stream = relay.stream
         self.status = head.status
         down = self.down
         if relay.streaming:
@@ -673,6 +806,25 @@ class Exchange:
         self.down.close()
         self._finish(keep_alive=False)
 
+    def _end_blocked(self, relay: TranslatedRelay) -> None:
+        """A response guard blocked the stream: its error event went out; the stream ends
+        here (the rest of the provider's response is not read)."""
+        llm = self.llm
+        assert llm is not None
+        llm.translated(relay.usage, relay.model, relay.first_token_at)
+        self.flush_response_head()
+        self.error = "stream blocked by a response guard"
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.close()
+        if relay.chunked:
+            self.down.write(b"0\r\n\r\n")
+            self._finish(keep_alive=not self.response_close)
+        else:
+            self.down.close()  # a close-delimited body ends with the connection
+            self._finish(keep_alive=False)
+
     def _end_translated(self, relay: TranslatedRelay) -> None:
         """The provider's response ended: the rest of a stream, or the whole translated
         body (a 502 when it cannot be translated)."""
@@ -693,6 +845,22 @@ class Exchange:
         self.response_started = True
         try:
             body = relay.body()
+        except GuardRejected as rejected:
+            llm.translated(relay.usage, relay.model, None)
+            rejection = rejected.rejection
+            self.status = rejection.status
+            self.reason = Reason.GUARDRAIL
+            self.error = "response rejected by a prompt guard"
+            down.write(
+                local_response(
+                    rejection.status,
+                    rejection.body,
+                    content_type=rejection.content_type,
+                    extra_headers=_merged_fields(self.policy_lines, rejection.lines),
+                    close=close,
+                )
+            )
+            return
         except TranslationError as error:
             self.status = 502
             self.reason = Reason.UPSTREAM_FAILURE
@@ -766,6 +934,10 @@ class Exchange:
                 self.down.write(out)
             if relay.error is not None and relay.streaming and not self.finished:
                 self._cut_translated(relay.error)
+            elif self.guard is not None and not self.finished:
+                stream = self.guard.stream
+                if stream is not None and stream.ended:
+                    self._end_blocked(relay)
             return
         head = self.head_out
         if head is not None:
@@ -1003,6 +1175,8 @@ class Exchange:
             down = self.down
             llm = self.llm
             outcome = llm.outcome() if llm is not None else None
+            if self.guard is not None and self.guard.checks:
+                self.services.recorder.guardrail_checks(self.guard.checks)
             if outcome is not None:
                 limits = self._token_limits()
                 if limits is not None:

@@ -24,6 +24,8 @@ __all__ = [
     "DEFAULT_MAX_LLM_SERIES",
     "DEFAULT_MAX_REQUEST_SERIES",
     "GEN_AI_DURATION_BUCKETS",
+    "GUARDRAILS",
+    "GuardrailKey",
     "LLM_BOUNDS",
     "LLM_KINDS",
     "MAX_LABEL_LENGTH",
@@ -76,6 +78,9 @@ TOKENS_IN, TOKENS_OUT, TOKENS_CACHE_READ, LLM_DURATION, LLM_TTFT, LLM_TPOT = ran
 LLM_KINDS = range(1, 7)
 # `retries_total` of a request label set: one counter, stored as a series of one value.
 RETRIES = 7
+# `guardrail_checks_total{phase,action}`: one counter per (phase, action).
+GUARDRAILS = 8
+GuardrailKey = tuple[str, str]
 LLM_BOUNDS: dict[int, tuple[float, ...]] = {
     TOKENS_IN: TOKEN_BUCKETS,
     TOKENS_OUT: TOKEN_BUCKETS,
@@ -145,7 +150,8 @@ class MetricsRegistry:
     """
 
     __slots__ = (
-        "_llm", "_max_llm", "_max_requests", "_requests", "_retries", "_store", "_warned",
+        "_guardrails", "_llm", "_max_llm", "_max_requests", "_requests", "_retries", "_store",
+        "_warned",
     )
 
     def __init__(
@@ -158,6 +164,7 @@ class MetricsRegistry:
         self._requests: dict[RequestKey, Hist] = {}
         self._llm: dict[LLMKey, list[Hist | None]] = {}
         self._retries: dict[RequestKey, Hist] = {}
+        self._guardrails: dict[GuardrailKey, Hist] = {}
         self._max_requests = max(max_request_series, 1)
         self._max_llm = max(max_llm_series, 1)
         self._store = store
@@ -168,6 +175,8 @@ class MetricsRegistry:
                     self._requests[cast(RequestKey, key)] = hist
                 elif kind == RETRIES:
                     self._retries[cast(RequestKey, key)] = hist
+                elif kind == GUARDRAILS:
+                    self._guardrails[cast(GuardrailKey, key)] = hist
                 else:
                     entry = self._llm.setdefault(cast(LLMKey, key), [None] * 7)
                     entry[kind] = hist
@@ -203,6 +212,15 @@ class MetricsRegistry:
                         hist = self._new_last(RETRIES, key, 1)
                 self._retries[key] = hist
         hist[0] += retries
+
+    def record_guardrail(self, phase: str, action: str) -> None:
+        """One guard check (agentgateway's `guardrail_checks`). Label values are fixed
+        words: 2 phases times 4 actions at most."""
+        key = (phase, action)
+        hist = self._guardrails.get(key)
+        if hist is None:
+            hist = self._guardrails[key] = self._new_last(GUARDRAILS, key, 1)
+        hist[0] += 1
 
     def record_llm(
         self,
@@ -318,6 +336,7 @@ class MetricsRegistry:
                 for key, entry in self._llm.items()
             },
             {key: hist[0] for key, hist in self._retries.items()},
+            {key: hist[0] for key, hist in self._guardrails.items()},
         )
 
 
@@ -335,6 +354,7 @@ class Snapshot:
     requests: dict[RequestKey, list[float]]
     llm: dict[LLMKey, list[list[float] | None]]
     retries: dict[RequestKey, float] = field(default_factory=dict)
+    guardrails: dict[GuardrailKey, float] = field(default_factory=dict)
 
     @classmethod
     def merge(cls, snapshots: Iterable[Snapshot]) -> Snapshot:
@@ -342,9 +362,12 @@ class Snapshot:
         requests: dict[RequestKey, list[float]] = {}
         llm: dict[LLMKey, list[list[float] | None]] = {}
         retries: dict[RequestKey, float] = {}
+        guardrails: dict[GuardrailKey, float] = {}
         for snapshot in snapshots:
             for key, count in snapshot.retries.items():
                 retries[key] = retries.get(key, 0.0) + count
+            for gkey, count in snapshot.guardrails.items():
+                guardrails[gkey] = guardrails.get(gkey, 0.0) + count
             for key, hist in snapshot.requests.items():
                 requests[key] = _sum_into(requests.get(key), hist)
             for lkey, entry in snapshot.llm.items():
@@ -354,7 +377,7 @@ class Snapshot:
                 for kind, lhist in enumerate(entry):
                     if lhist is not None:
                         mine[kind] = _sum_into(mine[kind], lhist)
-        return cls(requests, llm, retries)
+        return cls(requests, llm, retries, guardrails)
 
 
 def _sum_into(mine: list[float] | None, hist: list[float]) -> list[float]:

@@ -120,6 +120,14 @@ def render_prometheus(snapshots: Iterable[Snapshot]) -> bytes:
             )
             out.append(f"{name}{{{labels}}} {_count(retries[key])}")
 
+    guardrails = total.guardrails
+    if guardrails:
+        name = "agentgateway_guardrail_checks_total"
+        _header(out, name, "counter", "Total number of guardrail checks")
+        for gkey in sorted(guardrails):
+            labels = _labels(("phase", "action"), gkey)
+            out.append(f"{name}{{{labels}}} {_count(guardrails[gkey])}")
+
     llm_keys = sorted(llm)
     llm_labels = [_labels(_GEN_AI_LABELS, (*k[5:], *k[:5])) for k in llm_keys]
     name = "agentgateway_gen_ai_client_token_usage"

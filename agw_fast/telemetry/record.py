@@ -8,6 +8,7 @@ interface (`recorder.py`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:
@@ -63,4 +64,8 @@ class RequestRecorder(Protocol):
 
     def record(self, record: RequestRecord) -> None:
         """Count and log one finished request; must not raise into the proxy."""
+        ...
+
+    def guardrail_checks(self, checks: Sequence[tuple[str, str]]) -> None:
+        """Count one request's guard checks: (phase, action) pairs; must not raise."""
         ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from agw_fast.core.cel import LOG_VARIABLES, activation
@@ -108,6 +109,13 @@ class Recorder:
                     access_log.emit_line(self._line(record))
         except Exception:
             # Telemetry must never cost the connection its next request: log, go on.
+            self._failed()
+
+    def guardrail_checks(self, checks: Sequence[tuple[str, str]]) -> None:
+        try:
+            for phase, action in checks:
+                self.registry.record_guardrail(phase, action)
+        except Exception:
             self._failed()
 
     def _failed(self) -> None:

@@ -30,11 +30,13 @@ from collections.abc import Iterator
 from typing import cast
 
 from agw_fast.telemetry.metrics import (
+    GUARDRAILS,
     LLM_BOUNDS,
     LLM_KINDS,
     REQUEST,
     REQUEST_DURATION_BUCKETS,
     RETRIES,
+    GuardrailKey,
     Hist,
     LLMKey,
     RequestKey,
@@ -63,6 +65,7 @@ DEFAULT_SLOT_SIZE = 8 * 1024 * 1024
 _SIZES = {REQUEST: len(REQUEST_DURATION_BUCKETS) + 2}
 _SIZES.update({kind: len(LLM_BOUNDS[kind]) + 2 for kind in LLM_KINDS})
 _SIZES[RETRIES] = 1
+_SIZES[GUARDRAILS] = 1
 
 
 def _align(n: int) -> int:
@@ -72,6 +75,8 @@ def _align(n: int) -> int:
 def _valid_key(kind: int, key: object) -> bool:
     if type(key) is not tuple:
         return False
+    if kind == GUARDRAILS:
+        return len(key) == 2 and all(type(part) is str for part in key)
     if kind in (REQUEST, RETRIES):
         return len(key) == 10 and all(
             type(part) is (int if i == 8 else str) for i, part in enumerate(key)
@@ -151,15 +156,18 @@ class SharedSlots:
         requests: dict[RequestKey, list[float]] = {}
         llm: dict[LLMKey, list[list[float] | None]] = {}
         retries: dict[RequestKey, float] = {}
+        guardrails: dict[GuardrailKey, float] = {}
         for at, count, kind, key in self._records(index):
             values = cast(list[float], self._view[at : at + 8 * count].cast("d").tolist())
             if kind == REQUEST:
                 requests[cast(RequestKey, key)] = values
             elif kind == RETRIES:
                 retries[cast(RequestKey, key)] = values[0]
+            elif kind == GUARDRAILS:
+                guardrails[cast(GuardrailKey, key)] = values[0]
             else:
                 llm.setdefault(cast(LLMKey, key), [None] * 7)[kind] = values
-        return Snapshot(requests, llm, retries)
+        return Snapshot(requests, llm, retries, guardrails)
 
     def read_all(self) -> list[Snapshot]:
         """Snapshots of every slot a worker attached to, in slot order."""

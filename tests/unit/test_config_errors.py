@@ -54,8 +54,15 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
     ("gateways.g.oidc", {"gateways": {"g": {"port": 1, "oidc": {}}}}),
     ("backends[0].mcp", {"backends": [{"name": "b", "mcp": {"targets": []}}]}),
     (
-        "llm.models[0].guardrails",
-        {"llm": {"models": [{"name": "m", "provider": "openAI", "guardrails": {}}]}},
+        "llm.models[0].guardrails.request[0].bedrockGuardrails",
+        {"llm": {"models": [{"name": "m", "provider": "openAI", "guardrails": {
+            "request": [{"bedrockGuardrails": {"guardrailIdentifier": "g",
+                                               "guardrailVersion": "1", "region": "r"}}]}}]}},
+    ),
+    (
+        "llm.policies.guardrails.response[0].azureContentSafety",
+        {"llm": {"models": [], "policies": {"guardrails": {
+            "response": [{"azureContentSafety": {"endpoint": "e"}}]}}}},
     ),
     ("llm.policies.remoteRateLimit", {"llm": {"models": [], "policies": {"remoteRateLimit": {}}}}),
     ("config.tracing", {"config": {"tracing": {"otlpEndpoint": "x"}}}),
@@ -121,7 +128,28 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
             {"backendAuth": {"key": {"value": "k", "location": {"queryParameter": {"name": "k"}}}}}
         ),
     ),
-    (f"{R}.policies.ai.promptGuard", policies({"ai": {"promptGuard": {}}})),
+    (
+        f"{R}.policies.ai.promptGuard.request[1].googleModelArmor",
+        policies({"ai": {"promptGuard": {"request": [
+            {"regex": {"rules": [{"builtin": "email"}]}},
+            {"googleModelArmor": {"templateId": "t", "projectId": "p"}},
+        ]}}}),
+    ),
+    (
+        f"{R}.policies.ai.promptGuard.response[0].webhook",
+        policies({"ai": {"promptGuard": {"response": [
+            {"webhook": {"target": {"host": "127.0.0.1:9"}}}]}}}),
+    ),
+    (
+        f"{R}.policies.ai.promptGuard.request[0].webhook.target.service",
+        policies({"ai": {"promptGuard": {"request": [
+            {"webhook": {"target": {"service": {"name": "s", "port": 80}}}}]}}}),
+    ),
+    (
+        f"{R}.policies.ai.promptGuard.request[0].openAIModeration.policies.http",
+        policies({"ai": {"promptGuard": {"request": [
+            {"openAIModeration": {"policies": {"http": {}}}}]}}}),
+    ),
     (f"{B}.host", backend({"host": "unix:/tmp/upstream.sock"})),
     (
         f"{B}.policies.http.version",

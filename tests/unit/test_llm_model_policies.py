@@ -93,13 +93,21 @@ def test_prompt_caching_unknown_key_is_refused_by_path() -> None:
     assert error.path == "llm.models[3].promptCaching.cacheEverything"
 
 
-def test_agentgateway_fixture_with_prompt_caching_now_loads_up_to_its_other_features() -> None:
-    """agentgateway's llm_simple fixture: promptCaching is no longer what refuses it."""
+def test_agentgateway_fixture_with_prompt_caching_and_guardrails_loads() -> None:
+    """agentgateway's llm_simple fixture (promptCaching, llm.policies.guardrails merged into
+    a model's own guardrails) loads once `tokenize` is off (another issue's feature)."""
     text = (Path(__file__).resolve().parents[1] / "data/agentgateway-examples/llm_simple.yaml")
     config = text.read_text().replace("tokenize: true", "tokenize: false")
-    with pytest.raises(ConfigError) as info:
-        load_config(config, {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"}, base_dir=Path("."))
-    assert "promptCaching" not in info.value.path
+    loaded = load_config(
+        config, {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"}, base_dir=Path(".")
+    )
+    router = loaded.binds[0].listeners[0].routes[0].backends[0].target
+    guards = {m.name: m.guardrails for m in router.models}  # type: ignore[union-attr]
+    merged = next(g for g in guards.values() if g is not None and g.response)
+    # agentgateway's merge_prompt_guards: the shared request guards first, then the model's.
+    assert [g.regex.rules[0].builtin for g in merged.request] == ["email", "creditCard"]
+    assert [g.regex.rules[0].builtin for g in merged.response] == ["phoneNumber"]
+    assert all(g is not None and g.request[0].rejection.status == 400 for g in guards.values())
 
 
 # --- promptCaching: where the markers go -----------------------------------------------------

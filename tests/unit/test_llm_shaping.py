@@ -170,7 +170,8 @@ def test_every_field_is_read() -> None:
         (["transformations: {x: 'request.('}"], "policies.ai.transformations.x"),
         (["finalTransformations: {x: '1 +'}"], "policies.ai.finalTransformations.x"),
         (["promptCaching: {cacheEverything: true}"], "policies.ai.promptCaching.cacheEverything"),
-        (["promptGuard: {}"], "policies.ai.promptGuard"),
+        (["promptGuard: {request: [{regex: {rules: [{builtin: nope}]}}]}"],
+         "policies.ai.promptGuard.request[0].regex.rules[0].builtin"),
     ],
 )  # fmt: skip
 def test_bad_fields_are_named(lines: list[str], where: str) -> None:
