@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
@@ -84,6 +85,7 @@ class WorkerContext:
             max_idle=backend.pool_max_size,
             keepalive=backend.keepalive,
         )
+        self.pool.on_connect = recorder.upstream_connect
         self.connections: set[DownstreamProtocol] = set()
         self.open_clients = 0  # see `ConnectionServices.open_clients`
         self.idle_timeout = config.frontend.http1_idle_timeout
@@ -170,6 +172,8 @@ def _protocol_factory(
             # one whose handshake fails never reaches the protocol (nor its connection_lost).
             ctx.open_clients += 1
             protocol.counted = True
+        else:
+            protocol.accepted_at = time.monotonic()  # the TLS handshake starts now
         return protocol
 
     return make
