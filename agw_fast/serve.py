@@ -22,7 +22,7 @@ from typing import Literal
 from agw_fast.config.load import load_config_file
 from agw_fast.config.model import Config
 from agw_fast.errors import ConfigError
-from agw_fast.log import configure_logging, logger
+from agw_fast.log import apply_log_directive, configure_logging, logger
 from agw_fast.plan import RuntimeBind, compile_config
 from agw_fast.policies.localratelimit import bucket_files
 from agw_fast.server.admin import admin_child
@@ -123,6 +123,7 @@ class _Gateway:
         self.channels = [channel_pair() for _ in range(count)]
         self.watch = FileWatch(str(path)) if path is not None else None
         self.supervisor: Supervisor | None = None
+        self.log_generation = 0
 
     # -- sockets ------------------------------------------------------------------------------
 
@@ -186,6 +187,13 @@ class _Gateway:
         return self.supervisor.run()
 
     def tick(self, now: float) -> None:
+        generation, directive = self.state.log_directive()
+        if generation != self.log_generation:  # the admin's `/logging`: our own lines too
+            self.log_generation = generation
+            try:
+                apply_log_directive(directive)
+            except ValueError:
+                pass  # the admin process checked it
         if self.watch is not None and self.watch.poll(now):
             self.reload("the config file changed")
         if self.retiring:
