@@ -46,11 +46,11 @@ def _parse_directive(directive: str) -> dict[str, int]:
         if not clause:
             continue
         target, sep, level = clause.rpartition("=")
-        if target == logger.name:
-            target = ""  # the package's logger is the global level
         numeric = _LEVELS.get(level.lower())
         if numeric is None or (sep and not _TARGET.fullmatch(target)):
             raise ValueError(f"level {clause} is invalid")
+        if target == logger.name:
+            target = ""  # the package's logger is the global level
         levels.pop(target, None)  # re-added last: the order of the latest clauses
         levels[target] = numeric
     return levels
