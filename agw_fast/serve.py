@@ -23,7 +23,7 @@ from agw_fast.config.limits import SharedLimitsConfig
 from agw_fast.config.load import load_config_file
 from agw_fast.config.model import Config
 from agw_fast.errors import ConfigError
-from agw_fast.log import configure_logging, logger
+from agw_fast.log import apply_log_directive, configure_logging, logger
 from agw_fast.plan import RuntimeBind, compile_config
 from agw_fast.policies.localratelimit import bucket_files
 from agw_fast.policies.shared_limits import Limiter
@@ -138,6 +138,7 @@ class _Gateway:
         self.channels = [channel_pair() for _ in range(count)]
         self.watch = FileWatch(str(path)) if path is not None else None
         self.supervisor: Supervisor | None = None
+        self.log_generation = 0
 
     # -- sockets ------------------------------------------------------------------------------
 
@@ -206,6 +207,13 @@ class _Gateway:
         return self.supervisor.run()
 
     def tick(self, now: float) -> None:
+        generation, directive = self.state.log_directive()
+        if generation != self.log_generation:  # the admin's `/logging`: our own lines too
+            self.log_generation = generation
+            try:
+                apply_log_directive(directive)
+            except ValueError:
+                pass  # the admin process checked it
         if self.watch is not None and self.watch.poll(now):
             self.reload("the config file changed")
         if self.retiring:

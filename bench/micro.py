@@ -233,7 +233,7 @@ def _telemetry_case(
             (
                 labels, backend, "127.0.0.1:8080", "http", b"POST", b"api.example.com",
                 b"/v1/chat/completions", "HTTP/1.1", "127.0.0.1:50000", 200, "Upstream",
-                None, time.monotonic() - started, None, 0, request,
+                None, time.monotonic() - started, None, 0, request, 345, 0.0002, 0.00001,
             )
         )  # fmt: skip
         if access_log is not None and len(access_log.lines) >= 100:

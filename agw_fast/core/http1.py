@@ -174,13 +174,14 @@ class ChunkedScanner:
     `UpstreamProtocolError`, on the grammar h11 applies to requests (`core.abnf`).
     """
 
-    __slots__ = ("_state", "_remaining", "_line", "on_payload")
+    __slots__ = ("_state", "_remaining", "_line", "on_payload", "payload")
 
     def __init__(self, on_payload: Callable[[bytes], None] | None = None) -> None:
         self._state = _SIZE
         self._remaining = 0
         self._line = b""
         self.on_payload = on_payload
+        self.payload = 0  # payload bytes seen, chunk framing excluded (`response_bytes`)
 
     def feed(self, data: bytes) -> int:
         pos = 0
@@ -189,6 +190,7 @@ class ChunkedScanner:
             state = self._state
             if state == _DATA:
                 take = min(self._remaining, size - pos)
+                self.payload += take
                 if self.on_payload is not None:
                     self.on_payload(data[pos : pos + take])
                 pos += take

@@ -46,6 +46,15 @@ from agw_fast.plan import (
 from agw_fast.policies import DEFER, PolicyAnswer, PolicyRequest, run_steps
 from agw_fast.proxy.exchange import Exchange, ReadPause, Services
 from agw_fast.proxy.mirror import send_mirror
+from agw_fast.telemetry.metrics import (
+    CONNECT_DURATION_BUCKETS,
+    CONNECTIONS,
+    RECEIVED_BYTES,
+    SENT_BYTES,
+    TLS_HANDSHAKE,
+    Hist,
+    observe,
+)
 from agw_fast.telemetry.record import RequestRecord
 
 __all__ = ["ConnectionServices", "DownstreamProtocol", "LiveBind", "parser_reason"]
@@ -145,6 +154,10 @@ class DownstreamProtocol(asyncio.Protocol):
         "sni_listener",
         "sni_bind",
         "delay_timer",
+        "received",
+        "sent",
+        "connection_series",
+        "accepted_at",
     )
 
     def __init__(self, ctx: ConnectionServices, bind: LiveBind | RuntimeBind) -> None:
@@ -178,6 +191,13 @@ class DownstreamProtocol(asyncio.Protocol):
         self.sni_bind: RuntimeBind | None = None  # the bind (config) it belongs to
         # A `delay` policy holding the current request (see `_defer`).
         self.delay_timer: asyncio.TimerHandle | None = None
+        # Telemetry: bytes received and sent (as the application sees them: decrypted),
+        # added to this connection's CONNECTION record as it closes (agentgateway counts
+        # them per connection, at its end); when an HTTPS connection was accepted.
+        self.received = 0
+        self.sent = 0
+        self.connection_series: Hist | None = None
+        self.accepted_at = 0.0
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -201,12 +221,27 @@ class DownstreamProtocol(asyncio.Protocol):
         if by_context is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             # None when the handshake began under a config a reload has since replaced.
-            self.sni_listener = by_context.get(ssl_object.context)
+            listener = self.sni_listener = by_context.get(ssl_object.context)
             self.sni_bind = bind
+            series = ctx.recorder.connection_series(
+                bind.labels if listener is None else listener.labels, "https"
+            )
+            if self.accepted_at:
+                handshake = time.monotonic() - self.accepted_at
+                observe(series, TLS_HANDSHAKE, CONNECT_DURATION_BUCKETS, handshake)
+        else:
+            series = ctx.recorder.connection_series(bind.labels, "http")
+        series[CONNECTIONS] += 1
+        self.connection_series = series
 
     def connection_lost(self, exc: Exception | None) -> None:
         ctx = self.ctx
         ctx.connections.discard(self)
+        series = self.connection_series
+        if series is not None:
+            self.connection_series = None
+            series[RECEIVED_BYTES] += self.received
+            series[SENT_BYTES] += self.sent
         if self.counted:
             ctx.open_clients -= 1
         timer = self.delay_timer
@@ -234,6 +269,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self.exchange.resume_response()
 
     def data_received(self, data: bytes) -> None:
+        self.received += len(data)
         try:
             self._data_received(data)
         except Exception:
@@ -279,11 +315,13 @@ class DownstreamProtocol(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None:
+            self.sent += len(data)
             transport.write(data)
 
     def writelines(self, first: bytes, second: bytes) -> None:
         transport = self.transport
         if transport is not None:
+            self.sent += len(first) + len(second)
             transport.writelines((first, second))
 
     def abort(self) -> None:
@@ -576,6 +614,9 @@ class DownstreamProtocol(asyncio.Protocol):
             None,
             0,
             log_request,
+            len(body) if request.method != b"HEAD" else 0,
+            None,
+            None,
         )
         self.ctx.recorder.record(record)
 

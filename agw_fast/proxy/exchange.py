@@ -182,6 +182,11 @@ class Exchange:
         "routed",
         "relay",
         "guard",
+        "call_started",
+        "head_at",
+        "request_processing",
+        "response_processing",
+        "body_bytes",
     )
 
     def __init__(
@@ -261,6 +266,14 @@ class Exchange:
         self.routed: Routed | None = None
         self.relay: TranslatedRelay | None = None
         self.guard: GuardState | None = None  # a model with `guardrails` (llm/guardrails)
+        # Telemetry (agentgateway's processing and upstream-call metrics): when the upstream
+        # call under way was made (0.0: none), when its response head came, and what the
+        # record reports (see `telemetry.record`).
+        self.call_started = 0.0
+        self.head_at = 0.0
+        self.request_processing: float | None = None
+        self.response_processing: float | None = None
+        self.body_bytes = 0
 
     # -- request side -----------------------------------------------------------------------
 
@@ -630,6 +643,9 @@ class Exchange:
 
     def _acquire(self) -> None:
         services = self.services
+        now = self.call_started = time.monotonic()
+        if self.request_processing is None:
+            self.request_processing = now - self.started
         connection = services.pool.take(self.backend.pool_key)
         if connection is not None:
             self._attach(connection)
@@ -715,7 +731,16 @@ class Exchange:
 
     # -- response side (ResponseSink) -------------------------------------------------------
 
+    def _call_ended(self, now: float) -> None:
+        self.services.recorder.upstream_call(
+            self.backend.ai is not None, now - self.call_started
+        )
+        self.call_started = 0.0
+
     def on_response_head(self, head: ResponseHead) -> None:
+        now = self.head_at = time.monotonic()
+        if self.call_started:
+            self._call_ended(now)
         if self.retries_left and self._retry_response(head):
             return
         if self.timer is not None:
@@ -765,6 +790,7 @@ class Exchange:
             upstream = self.upstream
             assert upstream is not None
             upstream.set_payload_observer(self._on_payload)
+        self.response_processing = time.monotonic() - now
 
     def _translated_head(self, head: ResponseHead, translation: Translation) -> None:
         relay = self.relay = TranslatedRelay(
@@ -784,6 +810,7 @@ class Exchange:
             )
             self.response_close = close
             self.head_out = relay.stream_head(self.response_extra, close)
+            self.response_processing = time.monotonic() - self.head_at
         if head.framing == BODY_CHUNKED:
             upstream = self.upstream
             assert upstream is not None
@@ -835,6 +862,7 @@ class Exchange:
             llm.translated(relay.usage, relay.model, relay.first_token_at)
             self.flush_response_head()
             if tail:
+                self.body_bytes += len(tail)
                 self.down.write(tail)
             if relay.error is not None:
                 self._cut_translated(relay.error)
@@ -866,13 +894,15 @@ class Exchange:
             self.reason = Reason.UPSTREAM_FAILURE
             self.error = f"failed to process LLM response: {error}"
             llm.translated(None, None, None)
+            message = self.error.encode()
+            self.body_bytes = len(message)
             down.write(
-                local_response(
-                    502, self.error.encode(), extra_headers=self.policy_lines, close=close
-                )
+                local_response(502, message, extra_headers=self.policy_lines, close=close)
             )
             return
         llm.translated(relay.usage, relay.model, None)
+        self.body_bytes = len(body)
+        self.response_processing = time.monotonic() - self.head_at
         down.write(
             b"".join(
                 (
@@ -931,6 +961,7 @@ class Exchange:
             out = relay.take()
             if out:
                 self.flush_response_head()
+                self.body_bytes += len(out)
                 self.down.write(out)
             if relay.error is not None and relay.streaming and not self.finished:
                 self._cut_translated(relay.error)
@@ -964,6 +995,8 @@ class Exchange:
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:
+            if self.relay is None and not self.finished:
+                self.body_bytes = upstream.payload
             if reusable and self.request_done and not self.finished:
                 upstream.detach()
                 self.services.pool.put(upstream)
@@ -977,6 +1010,8 @@ class Exchange:
         if self.finished:
             return
         if response_started or self.response_started:
+            if upstream is not None and self.relay is None:
+                self.body_bytes = upstream.payload
             self.flush_response_head()  # what was relayed so far, then the cut
             self.error = f"upstream call failed: {message}"
             # A close, not an abort: the bytes already relayed still reach the client, and
@@ -1041,6 +1076,8 @@ class Exchange:
         answers as it would without `retry`)."""
         if self.finished or not self.replayable:
             return False
+        if self.call_started:
+            self._call_ended(time.monotonic())
         self.retries_left -= 1
         if not self.retries_left:
             self._stop_retrying()
@@ -1100,6 +1137,11 @@ class Exchange:
             and self.llm is not None
         ):
             self._record_health(0, None)  # the target did not answer
+        if self.call_started:
+            self._call_ended(time.monotonic())
+        upstream = self.upstream
+        if upstream is not None and self.response_started and self.relay is None:
+            self.body_bytes = upstream.relayed_payload()
         self._release_upstream()
         self.error = body
         if self.response_started:
@@ -1111,9 +1153,12 @@ class Exchange:
         # With the request body still coming, the connection ends after this answer (with a
         # lingering close): skipping an unknown amount of body is not worth keeping it.
         keep_alive = self.down.keep_alive and not self.down.closing and self.request_done
+        message = body.encode()
+        if not self.head_request:
+            self.body_bytes = len(message)
         response = local_response(
             status,
-            body.encode(),
+            message,
             content_type=content_type,
             extra_headers=_merged_fields(self.policy_lines, extra_headers),
             close=not keep_alive,
@@ -1200,6 +1245,9 @@ class Exchange:
                 outcome,
                 self.retries,
                 self.policy_request,
+                self.body_bytes,
+                self.request_processing,
+                self.response_processing,
             )
             self.services.recorder.record(record)
         finally:

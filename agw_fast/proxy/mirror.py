@@ -60,7 +60,7 @@ _tasks: set[asyncio.Task[None]] = set()  # copies in flight (the loop holds task
 class DiscardSink:
     """A `ResponseSink` that reads a response to its end and keeps nothing of it."""
 
-    __slots__ = ("head_request", "response_drop", "done")
+    __slots__ = ("head_request", "response_drop", "done", "head_at")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, head_request: bool) -> None:
         self.head_request = head_request
@@ -68,9 +68,10 @@ class DiscardSink:
         # True: ended and the connection is reusable; False: ended, not reusable;
         # a str: lost (why).
         self.done: asyncio.Future[bool | str] = loop.create_future()
+        self.head_at = 0.0  # when the response head came (`upstream_call_duration`)
 
     def on_response_head(self, head: ResponseHead) -> None:
-        pass
+        self.head_at = time.monotonic()
 
     def flush_response_head(self) -> None:
         pass
@@ -122,6 +123,8 @@ async def _send(services: Services, mirror: RuntimeMirror, head: bytes, head_onl
     backend = mirror.backend
     pool = services.pool
     connection: UpstreamConnection | None = None
+    sink: DiscardSink | None = None
+    started = time.monotonic()
     try:
         connection = pool.take(backend.pool_key)
         if connection is None:
@@ -144,5 +147,10 @@ async def _send(services: Services, mirror: RuntimeMirror, head: bytes, head_onl
             connection.detach()
             pool.put(connection)
             return
+    finally:
+        # agentgateway's `upstream_call_duration{kind="Mirror"}`: to the response head, or
+        # to the failure.
+        ended = sink.head_at if sink is not None and sink.head_at else time.monotonic()
+        services.recorder.upstream_call(backend.ai is not None, ended - started, mirror=True)
     if connection is not None:
         connection.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,9 @@ class UpstreamPool:
         # Called before each new connection: the worker's descriptor budget closes idle
         # connections here if the new one would not fit otherwise.
         self.before_connect: Callable[[], object] | None = None
+        # Told how long each new connection took to open (TLS or not, seconds): the
+        # worker's `upstream_connect_duration_seconds`.
+        self.on_connect: Callable[[bool, float], object] | None = None
 
     def __repr__(self) -> str:
         idle = sum(len(v) for v in self.idle.values())
@@ -119,6 +123,7 @@ class UpstreamPool:
         key = backend.pool_key
         if self.before_connect is not None:
             self.before_connect()
+        started = time.monotonic()
         async with asyncio.timeout(self.connect_timeout):
             transport, protocol = await self.loop.create_connection(
                 lambda: UpstreamConnection(key),
@@ -137,4 +142,6 @@ class UpstreamPool:
                 # As agentgateway: the connection is still good, only its probing is not.
                 logger.debug("upstream keepalive not set: %s", error)
         self.opened += 1
+        if self.on_connect is not None:
+            self.on_connect(backend.ssl is not None, time.monotonic() - started)
         return protocol

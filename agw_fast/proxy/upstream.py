@@ -64,6 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
         "requests",
         "closed",
         "_reusable",
+        "payload",
     )
 
     def __init__(self, key: tuple[str, int, int]) -> None:
@@ -79,6 +80,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests = 0
         self.closed = False
         self._reusable = True
+        # Payload bytes of the current response's body (chunk framing excluded), up to date
+        # once it ended or was cut: see `_count_payload`.
+        self.payload = 0
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -97,6 +101,8 @@ class UpstreamConnection(asyncio.Protocol):
             return  # idle: the pool drops closed connections
         self.sink = None
         head = self._head
+        if head is not None:
+            self._count_payload()
         if head is not None and self._framing == BODY_CLOSE and exc is None:
             # Read-until-close framing: a clean close *is* the end of the message. A reset
             # (exc set) is not: the body may be cut short, an incomplete message (RFC 9112
@@ -222,12 +228,30 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_response_body(data)
             self._finish()
         else:
+            self.payload += len(data)  # read until close: every byte is payload
             sink.on_response_body(data)
+
+    def _count_payload(self) -> None:
+        """Bring `payload` up to date (framing lengths and the chunk scanner count it)."""
+        framing = self._framing
+        if framing == BODY_LENGTH:
+            head = self._head
+            if head is not None:
+                self.payload = head.content_length - self._remaining
+        elif framing == BODY_CHUNKED and self._scanner is not None:
+            self.payload = self._scanner.payload
+
+    def relayed_payload(self) -> int:
+        """Payload bytes of the current response received so far (a response being cut)."""
+        if self._head is not None:
+            self._count_payload()
+        return self.payload
 
     def _finish(self) -> None:
         sink = self.sink
         if sink is None:
             return
+        self._count_payload()
         self.sink = None
         self._head = None
         self._scanner = None
@@ -235,6 +259,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _fail(self, message: str) -> None:
         sink = self.sink
+        if self._head is not None:
+            self._count_payload()
         self.sink = None
         self.close()
         if sink is not None:
@@ -248,6 +274,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head = None
         self._buffer = b""
         self._reusable = True
+        self.payload = 0
         self.requests += 1
 
     def detach(self) -> None:

@@ -41,12 +41,20 @@ _MAX_FDS = 250  # descriptors per message (the kernel's SCM_MAX_FD is 253)
 _HEAD_MAX = 1 << 16
 
 
+LOG_DIRECTIVE_MAX = 1024  # bytes of the log-level directive `/logging` may set
+
+
 class ReloadState:
     """Words of shared memory, made before the first fork: the generation every process should
     serve (the supervisor's latest good config), whether the last load of the file succeeded
-    (`config_synchronized`), and the generation each worker serves."""
+    (`config_synchronized`), and the generation each worker serves.
 
-    __slots__ = ("_mm", "_words", "workers")
+    And the log level the admin's `/logging` set: a directive (text), its generation (0: the
+    config's `logging.level` holds) and the generation each worker has applied. The admin
+    process writes the text, then the generation; the other processes read the generation,
+    the text, and the generation again (a change in between is read again)."""
+
+    __slots__ = ("_log", "_log_words", "_mm", "_words", "workers")
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -54,6 +62,41 @@ class ReloadState:
         self._words = memoryview(self._mm).cast("Q")
         self._words[0] = 1
         self._words[1] = 1
+        # generation | text length | each worker's applied generation | text
+        self._log = mmap.mmap(-1, 8 * (2 + workers) + LOG_DIRECTIVE_MAX)
+        self._log_words = memoryview(self._log)[: 8 * (2 + workers)].cast("Q")
+
+    # -- the log level (admin `/logging`) ---------------------------------------------------
+
+    def set_log_directive(self, directive: str) -> int:
+        """Publish a new directive (the admin process); returns its generation."""
+        data = directive.encode()[:LOG_DIRECTIVE_MAX]
+        at = 8 * (2 + self.workers)
+        self._log[at : at + len(data)] = data
+        self._log_words[1] = len(data)
+        generation = int(self._log_words[0]) + 1
+        self._log_words[0] = generation
+        return generation
+
+    def log_directive(self) -> tuple[int, str]:
+        """(generation, directive); generation 0: none was set."""
+        at = 8 * (2 + self.workers)
+        while True:
+            generation = int(self._log_words[0])
+            if not generation:
+                return 0, ""
+            length = min(int(self._log_words[1]), LOG_DIRECTIVE_MAX)
+            text = self._log[at : at + length].decode("utf-8", "replace")
+            if int(self._log_words[0]) == generation:
+                return generation, text
+
+    def set_log_applied(self, worker: int, generation: int) -> None:
+        self._log_words[2 + worker] = generation
+
+    def log_lagging(self, generation: int) -> list[int]:
+        """Workers that have not applied log directive `generation` yet."""
+        words = self._log_words
+        return [i for i in range(self.workers) if words[2 + i] < generation]
 
     @property
     def target(self) -> int:

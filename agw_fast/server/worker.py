@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ import uvloop
 
 from agw_fast.config.limits import SharedLimitsConfig
 from agw_fast.config.model import Config
-from agw_fast.log import logger
+from agw_fast.log import apply_log_directive, logger
 from agw_fast.plan import RuntimeBind, compile_config
 from agw_fast.policies.access_log import compile_access_log
 from agw_fast.policies.localratelimit import bucket_files
@@ -94,6 +95,7 @@ class WorkerContext:
             max_idle=backend.pool_max_size,
             keepalive=backend.keepalive,
         )
+        self.pool.on_connect = recorder.upstream_connect
         self.connections: set[DownstreamProtocol] = set()
         self.open_clients = 0  # see `ConnectionServices.open_clients`
         self.idle_timeout = config.frontend.http1_idle_timeout
@@ -101,6 +103,7 @@ class WorkerContext:
         self.stopping = False
         self.stop_began = 0.0
         self.tasks: set[asyncio.Task[None]] = set()  # upstream connections being opened
+        self.on_housekeeping: Callable[[], None] | None = None  # the log level's watch
 
     def spawn(self, work: Coroutine[object, object, None]) -> None:
         """Run `work` as a Task held here: the loop keeps only weak references to tasks."""
@@ -116,6 +119,8 @@ class WorkerContext:
     def housekeeping(self) -> None:
         """Once a second, draining included: expire idle upstream and client connections."""
         self.loop.call_later(HOUSEKEEPING_INTERVAL, self.housekeeping)
+        if self.on_housekeeping is not None:
+            self.on_housekeeping()
         self.pool.sweep()
         now = self.loop.time()
         quiet_since = now - HOUSEKEEPING_INTERVAL
@@ -180,9 +185,46 @@ def _protocol_factory(
             # one whose handshake fails never reaches the protocol (nor its connection_lost).
             ctx.open_clients += 1
             protocol.counted = True
+        else:
+            protocol.accepted_at = time.monotonic()  # the TLS handshake starts now
         return protocol
 
     return make
+
+
+class _LogLevel:
+    """Applies the log level the admin's `/logging` publishes (checked once a second, and
+    at start: a replacement worker takes what was set), the access log included."""
+
+    def __init__(
+        self, index: int, state: ReloadState, served: _Served, recorder: Recorder
+    ) -> None:
+        self.index = index
+        self.state = state
+        self.served = served
+        self.recorder = recorder
+        self.generation = 0
+
+    def check(self) -> None:
+        generation, directive = self.state.log_directive()
+        if generation == self.generation:
+            return
+        self.generation = generation
+        try:
+            request_log = apply_log_directive(directive)
+        except ValueError:
+            logger.error("worker %d: bad log level %r", self.index, directive)
+        else:
+            recorder = self.recorder
+            if not request_log:
+                if recorder.access_log is not None:
+                    recorder.access_log.flush()
+                recorder.access_log = None
+            elif recorder.access_log is None:
+                config = self.served.config
+                recorder.access_log = AccessLog(self.served.loop, config.static.logging.format)
+                recorder.policy = compile_access_log(config.frontend.access_log)
+        self.state.set_log_applied(self.index, generation)
 
 
 @dataclass
@@ -438,6 +480,9 @@ async def _serve(
     served.start_services([bind for _, bind in binds], [])
     reloads = None
     if control is not None:
+        log_level = _LogLevel(index, control.state, served, recorder)
+        log_level.check()
+        ctx.on_housekeeping = log_level.check
         control.state.set_serving(index, control.generation)  # readiness
         reloads = _Reloads(index, control, served, recorder)
     await stop.wait()

@@ -21,27 +21,39 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 __all__ = [
+    "CALL",
+    "CONNECT",
+    "CONNECTION",
+    "CONNECT_DURATION_BUCKETS",
+    "CONNECTION_SIZE",
     "DEFAULT_MAX_LLM_SERIES",
     "DEFAULT_MAX_REQUEST_SERIES",
     "GEN_AI_DURATION_BUCKETS",
-    "GUARDRAILS",
-    "GuardrailKey",
     "LLM_BOUNDS",
     "LLM_KINDS",
     "MAX_LABEL_LENGTH",
     "OVERFLOW",
+    "PROCESSING_BUCKETS",
     "REQUEST",
     "REQUEST_DURATION_BUCKETS",
+    "REQUEST_EXTRA",
+    "REQUEST_EXTRA_SIZE",
     "RETRIES",
+    "GUARDRAILS",
+    "GuardrailKey",
+    "SERIES_SIZES",
     "TOKEN_BUCKETS",
     "TPOT_BUCKETS",
     "TTFT_BUCKETS",
+    "CallKey",
+    "ConnectionKey",
     "Hist",
     "LLMKey",
     "MetricsRegistry",
     "RequestKey",
     "SeriesStore",
     "Snapshot",
+    "observe",
     "observe_request",
 ]
 
@@ -64,12 +76,26 @@ TPOT_BUCKETS = (
     0.001, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
 )  # fmt: skip
 
+# agentgateway's CONNECT_DURATION_BUCKET (upstream connects, inbound TLS handshakes).
+CONNECT_DURATION_BUCKETS = (
+    0.0005, 0.0015, 0.0043, 0.0126, 0.0368, 0.108, 0.316, 0.924, 2.71, 8.0,
+)  # fmt: skip
+# agentgateway's PROCESSING_DURATION_BUCKETS: the gateway's own time around the upstream call.
+PROCESSING_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,
+)  # fmt: skip
+
 # (bind, gateway, listener, route, route_rule, backend, protocol, method, status, reason);
 # status 0 renders as "unknown" (no response).
 RequestKey = tuple[str, str, str, str, str, str, str, str, int, str]
 # (bind, gateway, listener, route, route_rule, operation, system, request_model,
 #  response_model)
 LLMKey = tuple[str, str, str, str, str, str, str, str, str]
+
+# agentgateway's TCPLabels: (bind, gateway, listener, protocol), protocol "http" or "https".
+ConnectionKey = tuple[str, str, str, str]
+# agentgateway's OutboundCallLabels: (kind, subtype), e.g. ("Primary", "Llm").
+CallKey = tuple[str, str]
 
 # Series kinds, as stored with each series: a request histogram, or one of an LLM series'
 # histograms (each created on first use).
@@ -78,8 +104,20 @@ TOKENS_IN, TOKENS_OUT, TOKENS_CACHE_READ, LLM_DURATION, LLM_TTFT, LLM_TPOT = ran
 LLM_KINDS = range(1, 7)
 # `retries_total` of a request label set: one counter, stored as a series of one value.
 RETRIES = 7
+# The rest of a request label set's series, one record beside its REQUEST histogram (one
+# lookup per request serves both): `response_bytes_total`, then the
+# `request_processing_seconds` and `response_processing_seconds` histograms (agentgateway
+# labels these two with its MinimalHTTPLabels, a subset: they are summed when rendered).
+REQUEST_EXTRA = 8
+# A listener's connections (TCPLabels): `downstream_connections_total`, the received and
+# sent byte counters, then the `tls_handshake_duration_seconds` histogram.
+CONNECTION = 9
+# `upstream_connect_duration_seconds` of one transport ("plaintext", "tls").
+CONNECT = 10
+# `upstream_call_duration_seconds` of one (kind, subtype).
+CALL = 11
 # `guardrail_checks_total{phase,action}`: one counter per (phase, action).
-GUARDRAILS = 8
+GUARDRAILS = 12
 GuardrailKey = tuple[str, str]
 LLM_BOUNDS: dict[int, tuple[float, ...]] = {
     TOKENS_IN: TOKEN_BUCKETS,
@@ -89,6 +127,26 @@ LLM_BOUNDS: dict[int, tuple[float, ...]] = {
     LLM_TTFT: TTFT_BUCKETS,
     LLM_TPOT: TPOT_BUCKETS,
 }
+
+# Offsets in a REQUEST_EXTRA record.
+RESPONSE_BYTES = 0
+REQUEST_PROCESSING = 1
+RESPONSE_PROCESSING = REQUEST_PROCESSING + len(PROCESSING_BUCKETS) + 2
+REQUEST_EXTRA_SIZE = RESPONSE_PROCESSING + len(PROCESSING_BUCKETS) + 2
+# Offsets in a CONNECTION record.
+CONNECTIONS, RECEIVED_BYTES, SENT_BYTES, TLS_HANDSHAKE = range(4)
+CONNECTION_SIZE = TLS_HANDSHAKE + len(CONNECT_DURATION_BUCKETS) + 2
+
+# How many float64 values a series of each kind holds.
+SERIES_SIZES: dict[int, int] = {REQUEST: len(REQUEST_DURATION_BUCKETS) + 2, RETRIES: 1}
+SERIES_SIZES.update({kind: len(bounds) + 2 for kind, bounds in LLM_BOUNDS.items()})
+SERIES_SIZES.update({
+    REQUEST_EXTRA: REQUEST_EXTRA_SIZE,
+    CONNECTION: CONNECTION_SIZE,
+    CONNECT: len(CONNECT_DURATION_BUCKETS) + 2,
+    CALL: len(REQUEST_DURATION_BUCKETS) + 2,
+    GUARDRAILS: 1,
+})  # fmt: skip
 
 OVERFLOW = "__overflow__"
 DEFAULT_MAX_REQUEST_SERIES = 2000
@@ -126,6 +184,15 @@ def observe_request(hist: Hist, duration_s: float) -> None:
     hist[-1] += duration_s
 
 
+def observe(hist: Hist, at: int, bounds: tuple[float, ...], value: float) -> None:
+    """Count `value` in the histogram that starts at offset `at` of `hist` (its buckets,
+    +Inf, then its sum), `bounds` its upper bounds."""
+    if not value >= 0.0:  # also catches NaN, which would poison the sum
+        value = 0.0
+    hist[at + bisect_left(bounds, value)] += 1
+    hist[at + len(bounds) + 1] += value
+
+
 def _size(bounds: tuple[float, ...]) -> int:
     return len(bounds) + 2  # buckets, +Inf, sum
 
@@ -150,8 +217,8 @@ class MetricsRegistry:
     """
 
     __slots__ = (
-        "_guardrails", "_llm", "_max_llm", "_max_requests", "_requests", "_retries", "_store",
-        "_warned",
+        "_extras", "_fixed", "_guardrails", "_llm", "_max_llm", "_max_requests", "_requests",
+        "_retries", "_store", "_warned",
     )
 
     def __init__(
@@ -164,6 +231,10 @@ class MetricsRegistry:
         self._requests: dict[RequestKey, Hist] = {}
         self._llm: dict[LLMKey, list[Hist | None]] = {}
         self._retries: dict[RequestKey, Hist] = {}
+        self._extras: dict[RequestKey, Hist] = {}
+        # Series whose labels come from the config, not from clients (connections, upstream
+        # connects and calls): (kind, key) -> values.
+        self._fixed: dict[tuple[int, tuple[str, ...]], Hist] = {}
         self._guardrails: dict[GuardrailKey, Hist] = {}
         self._max_requests = max(max_request_series, 1)
         self._max_llm = max(max_llm_series, 1)
@@ -175,8 +246,12 @@ class MetricsRegistry:
                     self._requests[cast(RequestKey, key)] = hist
                 elif kind == RETRIES:
                     self._retries[cast(RequestKey, key)] = hist
+                elif kind == REQUEST_EXTRA:
+                    self._extras[cast(RequestKey, key)] = hist
                 elif kind == GUARDRAILS:
                     self._guardrails[cast(GuardrailKey, key)] = hist
+                elif kind in (CONNECTION, CONNECT, CALL):
+                    self._fixed[kind, cast(tuple[str, ...], key)] = hist
                 else:
                     entry = self._llm.setdefault(cast(LLMKey, key), [None] * 7)
                     entry[kind] = hist
@@ -191,6 +266,39 @@ class MetricsRegistry:
         hist = self._requests.get(key)
         if hist is None:
             hist = self._request_series(key)
+        return hist
+
+    def request_extra(self, key: RequestKey) -> Hist:
+        """The REQUEST_EXTRA record of `key` (created on first use; bounded as the request
+        series are, which have the same keys)."""
+        hist = self._extras.get(key)
+        if hist is None:
+            key = cast(RequestKey, _clip(key))
+            hist = self._extras.get(key)
+            if hist is None:
+                if len(self._extras) < self._max_requests:
+                    hist = self._new(REQUEST_EXTRA, key, REQUEST_EXTRA_SIZE, last=False)
+                if hist is None:
+                    self._warn_overflow()
+                    key = _REQUEST_OVERFLOW
+                    hist = self._extras.get(key)
+                    if hist is None:
+                        hist = self._new_last(REQUEST_EXTRA, key, REQUEST_EXTRA_SIZE)
+                self._extras[key] = hist
+        return hist
+
+    def fixed_series(self, kind: int, key: tuple[str, ...]) -> Hist:
+        """A CONNECTION, CONNECT or CALL record (labels from the config: few). Should the
+        store be full, the values are kept here, out of `/metrics`, rather than fail."""
+        hist = self._fixed.get((kind, key))
+        if hist is None:
+            key = cast(tuple[str, ...], _clip(key))
+            size = SERIES_SIZES[kind]
+            hist = self._new(kind, key, size, last=True)
+            if hist is None:
+                self._warn_overflow()
+                hist = [0.0] * size
+            self._fixed[kind, key] = hist
         return hist
 
     def record_retries(self, key: RequestKey, retries: int) -> None:
@@ -212,15 +320,6 @@ class MetricsRegistry:
                         hist = self._new_last(RETRIES, key, 1)
                 self._retries[key] = hist
         hist[0] += retries
-
-    def record_guardrail(self, phase: str, action: str) -> None:
-        """One guard check (agentgateway's `guardrail_checks`). Label values are fixed
-        words: 2 phases times 4 actions at most."""
-        key = (phase, action)
-        hist = self._guardrails.get(key)
-        if hist is None:
-            hist = self._guardrails[key] = self._new_last(GUARDRAILS, key, 1)
-        hist[0] += 1
 
     def record_llm(
         self,
@@ -317,6 +416,15 @@ class MetricsRegistry:
             return [0.0] * size
         return store.allocate(kind, key, size, last)
 
+    def record_guardrail(self, phase: str, action: str) -> None:
+        """One guard check (agentgateway's `guardrail_checks`). Label values are fixed
+        words: 2 phases times 4 actions at most."""
+        key = (phase, action)
+        hist = self._guardrails.get(key)
+        if hist is None:
+            hist = self._guardrails[key] = self._new_last(GUARDRAILS, key, 1)
+        hist[0] += 1
+
     def _new_last(self, kind: int, key: tuple[str | int, ...], size: int) -> Hist:
         # The store keeps room back for the overflow series; should even that be gone, they
         # count here rather than fail a request.
@@ -336,6 +444,18 @@ class MetricsRegistry:
                 for key, entry in self._llm.items()
             },
             {key: hist[0] for key, hist in self._retries.items()},
+            {key: list(hist) for key, hist in self._extras.items()},
+            {
+                cast(ConnectionKey, key): list(hist)
+                for (kind, key), hist in self._fixed.items()
+                if kind == CONNECTION
+            },
+            {key[0]: list(hist) for (kind, key), hist in self._fixed.items() if kind == CONNECT},
+            {
+                cast(CallKey, key): list(hist)
+                for (kind, key), hist in self._fixed.items()
+                if kind == CALL
+            },
             {key: hist[0] for key, hist in self._guardrails.items()},
         )
 
@@ -349,11 +469,16 @@ class Snapshot:
     """Totals of one worker (or several summed): what `/metrics` renders.
 
     `llm` maps a key to 7 entries indexed by series kind (index 0 unused); `retries` a
-    request key to its `retries_total`."""
+    request key to its `retries_total`; `extras` a request key to its REQUEST_EXTRA
+    values; `connections`, `connects` (by transport) and `calls` hold those records."""
 
     requests: dict[RequestKey, list[float]]
     llm: dict[LLMKey, list[list[float] | None]]
     retries: dict[RequestKey, float] = field(default_factory=dict)
+    extras: dict[RequestKey, list[float]] = field(default_factory=dict)
+    connections: dict[ConnectionKey, list[float]] = field(default_factory=dict)
+    connects: dict[str, list[float]] = field(default_factory=dict)
+    calls: dict[CallKey, list[float]] = field(default_factory=dict)
     guardrails: dict[GuardrailKey, float] = field(default_factory=dict)
 
     @classmethod
@@ -362,12 +487,24 @@ class Snapshot:
         requests: dict[RequestKey, list[float]] = {}
         llm: dict[LLMKey, list[list[float] | None]] = {}
         retries: dict[RequestKey, float] = {}
+        extras: dict[RequestKey, list[float]] = {}
+        connections: dict[ConnectionKey, list[float]] = {}
+        connects: dict[str, list[float]] = {}
+        calls: dict[CallKey, list[float]] = {}
         guardrails: dict[GuardrailKey, float] = {}
         for snapshot in snapshots:
-            for key, count in snapshot.retries.items():
-                retries[key] = retries.get(key, 0.0) + count
             for gkey, count in snapshot.guardrails.items():
                 guardrails[gkey] = guardrails.get(gkey, 0.0) + count
+            for key, count in snapshot.retries.items():
+                retries[key] = retries.get(key, 0.0) + count
+            for key, values in snapshot.extras.items():
+                extras[key] = _sum_into(extras.get(key), values)
+            for ckey, values in snapshot.connections.items():
+                connections[ckey] = _sum_into(connections.get(ckey), values)
+            for transport, values in snapshot.connects.items():
+                connects[transport] = _sum_into(connects.get(transport), values)
+            for call, values in snapshot.calls.items():
+                calls[call] = _sum_into(calls.get(call), values)
             for key, hist in snapshot.requests.items():
                 requests[key] = _sum_into(requests.get(key), hist)
             for lkey, entry in snapshot.llm.items():
@@ -377,7 +514,7 @@ class Snapshot:
                 for kind, lhist in enumerate(entry):
                     if lhist is not None:
                         mine[kind] = _sum_into(mine[kind], lhist)
-        return cls(requests, llm, retries, guardrails)
+        return cls(requests, llm, retries, extras, connections, connects, calls, guardrails)
 
 
 def _sum_into(mine: list[float] | None, hist: list[float]) -> list[float]:

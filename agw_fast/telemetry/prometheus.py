@@ -10,23 +10,48 @@ import math
 from collections.abc import Iterable
 
 from agw_fast.telemetry.metrics import (
+    CONNECT_DURATION_BUCKETS,
+    CONNECTIONS,
     LLM_BOUNDS,
     LLM_DURATION,
     LLM_TPOT,
     LLM_TTFT,
+    PROCESSING_BUCKETS,
+    RECEIVED_BYTES,
     REQUEST_DURATION_BUCKETS,
+    REQUEST_PROCESSING,
+    RESPONSE_BYTES,
+    RESPONSE_PROCESSING,
+    SENT_BYTES,
+    TLS_HANDSHAKE,
     TOKENS_CACHE_READ,
     TOKENS_IN,
     TOKENS_OUT,
+    RequestKey,
     Snapshot,
 )
 
-__all__ = ["CONTENT_TYPE", "render_prometheus"]
+__all__ = ["CONTENT_TYPE", "render_build_info", "render_prometheus"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _ROUTE_LABELS = ("bind", "gateway", "listener", "route", "route_rule")
 _REQUEST_LABELS = ("backend", "protocol", "method", "status", "reason", *_ROUTE_LABELS)
+_MINIMAL_LABELS = ("backend", *_ROUTE_LABELS)
+_CONNECTION_LABELS = ("bind", "gateway", "listener", "protocol")
+_CALL_LABELS = ("kind", "subtype")
+_PROCESSING_HISTOGRAMS = (
+    (
+        REQUEST_PROCESSING,
+        "agentgateway_request_processing_seconds",
+        "Time from an HTTP request's arrival to its upstream call being made (s)",
+    ),
+    (
+        RESPONSE_PROCESSING,
+        "agentgateway_response_processing_seconds",
+        "Time from the upstream response's arrival to it being ready for the client (s)",
+    ),
+)
 _GEN_AI_LABELS = (
     "gen_ai_operation_name",
     "gen_ai_system",
@@ -86,6 +111,21 @@ def _header(out: list[str], name: str, kind: str, help_text: str) -> None:
     out.append(f"# TYPE {name} {kind}")
 
 
+def _request_labels(k: RequestKey) -> str:
+    return _labels(
+        _REQUEST_LABELS, (k[5], k[6], k[7], str(k[8]) if k[8] else "unknown", k[9], *k[:5])
+    )
+
+
+def render_build_info(tag: str) -> bytes:
+    """agentgateway's `build` info metric; the text format has no info type: a gauge of 1."""
+    return (
+        b"# HELP agentgateway_build_info The gateway's build\n"
+        b"# TYPE agentgateway_build_info gauge\n"
+        b'agentgateway_build_info{tag="%s"} 1\n' % _escape(tag).encode()
+    )
+
+
 def render_prometheus(snapshots: Iterable[Snapshot]) -> bytes:
     """Sum the workers' snapshots into the text exposition format."""
     total = Snapshot.merge(snapshots)
@@ -93,13 +133,7 @@ def render_prometheus(snapshots: Iterable[Snapshot]) -> bytes:
     out: list[str] = []
 
     request_keys = sorted(requests)
-    request_labels = [
-        _labels(
-            _REQUEST_LABELS,
-            (k[5], k[6], k[7], str(k[8]) if k[8] else "unknown", k[9], *k[:5]),
-        )
-        for k in request_keys
-    ]
+    request_labels = [_request_labels(k) for k in request_keys]
     name = "agentgateway_requests_total"
     _header(out, name, "counter", "The total number of HTTP requests")
     for key, labels in zip(request_keys, request_labels, strict=True):
@@ -114,11 +148,10 @@ def render_prometheus(snapshots: Iterable[Snapshot]) -> bytes:
         name = "agentgateway_retries_total"
         _header(out, name, "counter", "The total number of request retries")
         for key in sorted(retries):
-            labels = _labels(
-                _REQUEST_LABELS,
-                (key[5], key[6], key[7], str(key[8]) if key[8] else "unknown", key[9], *key[:5]),
-            )
-            out.append(f"{name}{{{labels}}} {_count(retries[key])}")
+            out.append(f"{name}{{{_request_labels(key)}}} {_count(retries[key])}")
+    _render_extras(out, total)
+    _render_connections(out, total)
+    _render_upstream(out, total)
 
     guardrails = total.guardrails
     if guardrails:
@@ -146,3 +179,87 @@ def render_prometheus(snapshots: Iterable[Snapshot]) -> bytes:
                 _render_histogram(out, name, labels, hist, LLM_BOUNDS[kind])
     out.append("")
     return "\n".join(out).encode("utf-8")
+
+
+def _render_extras(out: list[str], total: Snapshot) -> None:
+    extras = total.extras
+    keys = sorted(key for key, values in extras.items() if values[RESPONSE_BYTES] > 0)
+    if keys:
+        # As agentgateway: a label set appears once a response carried body bytes.
+        name = "agentgateway_response_bytes_total"
+        _header(out, name, "counter", "Bytes of HTTP response bodies sent to clients")
+        for key in keys:
+            out.append(f"{name}{{{_request_labels(key)}}} {_count(extras[key][RESPONSE_BYTES])}")
+    size = len(PROCESSING_BUCKETS) + 2
+    for at, name, help_text in _PROCESSING_HISTOGRAMS:
+        # Kept per request label set; agentgateway's labels are backend and route only.
+        merged: dict[tuple[str, ...], list[float]] = {}
+        for key, values in extras.items():
+            hist = values[at : at + size]
+            if sum(hist[:-1]) == 0:
+                continue
+            short: tuple[str, ...] = (key[5], *key[:5])
+            mine = merged.get(short)
+            if mine is None:
+                merged[short] = hist
+            else:
+                for i, value in enumerate(hist):
+                    mine[i] += value
+        if not merged:
+            continue
+        _header(out, name, "histogram", help_text)
+        for short in sorted(merged):
+            labels = _labels(_MINIMAL_LABELS, short)
+            _render_histogram(out, name, labels, merged[short], PROCESSING_BUCKETS)
+
+
+def _render_connections(out: list[str], total: Snapshot) -> None:
+    connections = total.connections
+    if not connections:
+        return
+    keys = sorted(connections)
+    labels = [_labels(_CONNECTION_LABELS, key) for key in keys]
+    for at, name, help_text in (
+        (CONNECTIONS, "agentgateway_downstream_connections_total",
+         "Client connections accepted (after the TLS handshake on HTTPS listeners)"),
+        (RECEIVED_BYTES, "agentgateway_downstream_received_bytes_total",
+         "Bytes received from clients (decrypted), counted as each connection closes"),
+        (SENT_BYTES, "agentgateway_downstream_sent_bytes_total",
+         "Bytes sent to clients (before encryption), counted as each connection closes"),
+    ):  # fmt: skip
+        _header(out, name, "counter", help_text)
+        for key, label in zip(keys, labels, strict=True):
+            out.append(f"{name}{{{label}}} {_count(connections[key][at])}")
+    size = len(CONNECT_DURATION_BUCKETS) + 2
+    handshakes = [
+        (label, values[TLS_HANDSHAKE : TLS_HANDSHAKE + size])
+        for key, label in zip(keys, labels, strict=True)
+        if sum((values := connections[key])[TLS_HANDSHAKE : TLS_HANDSHAKE + size - 1])
+    ]
+    if handshakes:
+        name = "agentgateway_tls_handshake_duration_seconds"
+        _header(out, name, "histogram", "Duration of inbound TLS handshakes (s)")
+        for label, hist in handshakes:
+            _render_histogram(out, name, label, hist, CONNECT_DURATION_BUCKETS)
+
+
+def _render_upstream(out: list[str], total: Snapshot) -> None:
+    if total.connects:
+        name = "agentgateway_upstream_connect_duration_seconds"
+        _header(out, name, "histogram", "Time to open an upstream connection, TLS included (s)")
+        for transport in sorted(total.connects):
+            labels = _labels(("transport",), (transport,))
+            _render_histogram(
+                out, name, labels, total.connects[transport], CONNECT_DURATION_BUCKETS
+            )
+    if total.calls:
+        name = "agentgateway_upstream_call_duration_seconds"
+        _header(
+            out, name, "histogram",
+            "Time from an upstream call being made to its response head (s)",
+        )
+        for call in sorted(total.calls):
+            _render_histogram(
+                out, name, _labels(_CALL_LABELS, call), total.calls[call],
+                REQUEST_DURATION_BUCKETS,
+            )

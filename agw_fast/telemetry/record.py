@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from agw_fast.llm.exchange import LLMOutcome
     from agw_fast.plan import RouteLabels
     from agw_fast.policies.request import PolicyRequest
+    from agw_fast.telemetry.metrics import Hist
 
 __all__ = ["RequestRecord", "RequestRecorder"]
 
@@ -39,6 +40,12 @@ __all__ = ["RequestRecord", "RequestRecorder"]
 #   retries       int: how many times the request was sent again (`retry`); 0 without
 #   request       the PolicyRequest the policy steps saw, or None when no step ran (it is
 #                 only captured for every request when an accessLog expression needs it)
+#   body_bytes    int: bytes of the response body the client was sent (its payload:
+#                 chunk framing is not counted, as agentgateway counts body data frames)
+#   request_processing   float seconds from the request head to the first upstream call
+#                 being made, or None when no call was made
+#   response_processing  float seconds from the upstream response head to the response
+#                 being ready for the client, or None when no upstream response was relayed
 RequestRecord: TypeAlias = tuple[
     "RouteLabels",
     str | None,
@@ -56,6 +63,9 @@ RequestRecord: TypeAlias = tuple[
     "LLMOutcome | None",
     int,
     "PolicyRequest | None",
+    int,
+    float | None,
+    float | None,
 ]
 
 
@@ -68,4 +78,19 @@ class RequestRecorder(Protocol):
 
     def guardrail_checks(self, checks: Sequence[tuple[str, str]]) -> None:
         """Count one request's guard checks: (phase, action) pairs; must not raise."""
+        ...
+
+    def connection_series(self, labels: RouteLabels, protocol: str) -> Hist:
+        """The CONNECTION record (`telemetry.metrics`) of client connections with these
+        labels (a bind's for HTTP, the SNI-chosen listener's for HTTPS), `protocol` "http"
+        or "https": a connection counts itself in it, and its bytes as it closes."""
+        ...
+
+    def upstream_connect(self, tls: bool, seconds: float) -> None:
+        """An upstream connection opened (TLS handshake included) in `seconds`."""
+        ...
+
+    def upstream_call(self, llm: bool, seconds: float, mirror: bool = False) -> None:
+        """An upstream call ended (its response head, or its failure) `seconds` after it
+        was made (a pooled connection taken, or a new one begun)."""
         ...

@@ -23,7 +23,23 @@ from agw_fast.core.reason import Reason
 from agw_fast.log import format_fields, logger, text_value
 from agw_fast.plan import UNKNOWN
 from agw_fast.policies.cel_context import cel_variables, source_variable
-from agw_fast.telemetry.metrics import Hist, LLMKey, MetricsRegistry, RequestKey, observe_request
+from agw_fast.telemetry.metrics import (
+    CALL,
+    CONNECT,
+    CONNECT_DURATION_BUCKETS,
+    CONNECTION,
+    PROCESSING_BUCKETS,
+    REQUEST_DURATION_BUCKETS,
+    REQUEST_PROCESSING,
+    RESPONSE_BYTES,
+    RESPONSE_PROCESSING,
+    Hist,
+    LLMKey,
+    MetricsRegistry,
+    RequestKey,
+    observe,
+    observe_request,
+)
 from agw_fast.telemetry.record import RequestRecord
 
 if TYPE_CHECKING:
@@ -65,10 +81,21 @@ SERIES_CACHE_LIMIT = 4096
 FAILURE_LOG_INTERVAL = 60.0  # seconds between two logged telemetry failures
 
 
+_CALL_KEYS = {
+    (False, False): ("Primary", "Http"),
+    (True, False): ("Primary", "Llm"),
+    (False, True): ("Mirror", "Http"),
+    (True, True): ("Mirror", "Llm"),
+}
+
+
 class Recorder:
     """Counts every finished request and, when the access log is on, logs it."""
 
-    __slots__ = ("_last_failure_log", "_prefixes", "_series", "access_log", "policy", "registry")
+    __slots__ = (
+        "_calls", "_connections", "_connects", "_last_failure_log", "_prefixes", "_series",
+        "access_log", "policy", "registry",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -79,7 +106,11 @@ class Recorder:
         self.registry = registry
         self.access_log = access_log
         self.policy = policy  # frontendPolicies.accessLog (filter, add, remove), compiled
-        self._series: dict[_SeriesCacheKey, Hist] = {}
+        # Each request label set's REQUEST histogram and its REQUEST_EXTRA record.
+        self._series: dict[_SeriesCacheKey, tuple[Hist, Hist]] = {}
+        self._connections: dict[tuple[RouteLabels, str], Hist] = {}
+        self._connects: dict[bool, Hist] = {}
+        self._calls: dict[tuple[bool, bool], Hist] = {}
         # Text-line starts ("gateway=… listener=… route=… "), one per RouteLabels object.
         self._prefixes: dict[RouteLabels, str] = {}
         self._last_failure_log = -FAILURE_LOG_INTERVAL
@@ -87,14 +118,21 @@ class Recorder:
     def record(self, record: RequestRecord) -> None:
         try:
             (labels, backend, _, protocol, method, _, _, _, _, status, reason, _, duration, llm,
-             retries, _) = record  # fmt: skip
+             retries, _, body_bytes, request_processing, response_processing) = record  # fmt: skip
             # The common case: one dict probe on the record's fields (RouteLabels hashes by
             # identity), no label strings built.
             cache_key = (labels, backend, protocol, method, status, reason)
-            hist = self._series.get(cache_key)
-            if hist is None:
-                hist = self._request_series(cache_key)
+            series = self._series.get(cache_key)
+            if series is None:
+                series = self._request_series(cache_key)
+            hist, extra = series
             observe_request(hist, duration)
+            if body_bytes:
+                extra[RESPONSE_BYTES] += body_bytes
+            if request_processing is not None:
+                observe(extra, REQUEST_PROCESSING, PROCESSING_BUCKETS, request_processing)
+            if response_processing is not None:
+                observe(extra, RESPONSE_PROCESSING, PROCESSING_BUCKETS, response_processing)
             if retries:
                 self._record_retries(cache_key, retries)
             if llm is not None:
@@ -124,7 +162,7 @@ class Recorder:
             self._last_failure_log = now
             logger.exception("internal error recording a request (logged once a minute)")
 
-    def _request_series(self, cache_key: _SeriesCacheKey) -> Hist:
+    def _request_series(self, cache_key: _SeriesCacheKey) -> tuple[Hist, Hist]:
         labels, backend, protocol, method, status, reason = cache_key
         key: RequestKey = labels.values + (
             backend or UNKNOWN,
@@ -133,11 +171,39 @@ class Recorder:
             status,
             reason or UNKNOWN,
         )
-        hist = self.registry.request_series(key)
+        series = (self.registry.request_series(key), self.registry.request_extra(key))
         if len(self._series) >= SERIES_CACHE_LIMIT:
             self._series.clear()
-        self._series[cache_key] = hist
-        return hist
+        self._series[cache_key] = series
+        return series
+
+    # -- per connection and per upstream call (RequestRecorder) ----------------------------
+
+    def connection_series(self, labels: RouteLabels, protocol: str) -> Hist:
+        series = self._connections.get((labels, protocol))
+        if series is None:
+            bind, gateway, listener = labels.values[:3]
+            series = self.registry.fixed_series(CONNECTION, (bind, gateway, listener, protocol))
+            if len(self._connections) >= SERIES_CACHE_LIMIT:
+                self._connections.clear()  # reloads make new label objects
+            self._connections[labels, protocol] = series
+        return series
+
+    def upstream_connect(self, tls: bool, seconds: float) -> None:
+        hist = self._connects.get(tls)
+        if hist is None:
+            hist = self._connects[tls] = self.registry.fixed_series(
+                CONNECT, ("tls" if tls else "plaintext",)
+            )
+        observe(hist, 0, CONNECT_DURATION_BUCKETS, seconds)
+
+    def upstream_call(self, llm: bool, seconds: float, mirror: bool = False) -> None:
+        hist = self._calls.get((llm, mirror))
+        if hist is None:
+            hist = self._calls[llm, mirror] = self.registry.fixed_series(
+                CALL, _CALL_KEYS[llm, mirror]
+            )
+        observe(hist, 0, REQUEST_DURATION_BUCKETS, seconds)
 
     def _record_retries(self, cache_key: _SeriesCacheKey, retries: int) -> None:
         labels, backend, protocol, method, status, reason = cache_key
@@ -207,7 +273,7 @@ class Recorder:
     def _line(self, record: RequestRecord) -> str:
         """The text line; the common case is one f-string."""
         (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
-         error, duration, llm, retries, _) = record  # fmt: skip
+         error, duration, llm, retries, _, _, _, _) = record  # fmt: skip
         line = (
             f"info request {self._prefix(labels)}"
             f"{f'endpoint={endpoint} ' if endpoint else ''}src.addr={peer} "
@@ -229,7 +295,7 @@ class Recorder:
 def _fields(record: RequestRecord) -> dict[str, object]:
     """The JSON line's fields, in the text line's order."""
     (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
-     error, duration, llm, retries, _) = record  # fmt: skip
+     error, duration, llm, retries, _, _, _, _) = record  # fmt: skip
     fields: dict[str, object] = {
         "gateway": labels.gateway,
         "listener": labels.listener,

@@ -9,7 +9,7 @@ Measured cost: ~70 ns per request over a process-local list (two float64 stores 
 memoryview), where publishing a marshalled snapshot cost 2 µs (1 series) to 650 µs (2000).
 
 Slot layout (native byte order, little endian where we run; records 8-byte aligned):
-  header   magic u32 | format u32 | end u64 | attaches u64 | pad to 64
+  header   magic u32 | format u32 | end u64 | attaches u64 | pid u64 | pad to 64
   records  size u32 | kind u32 | key_len u32 | crc32 u32 | key (marshal) | pad | f64 * n
 `end` is the offset just past the last complete record: a writer fills a record, then
 advances `end`, so a worker killed mid-append leaves no half record behind (its replacement
@@ -24,18 +24,23 @@ from __future__ import annotations
 import logging
 import marshal
 import mmap
+import os
 import struct
 import zlib
 from collections.abc import Iterator
 from typing import cast
 
 from agw_fast.telemetry.metrics import (
+    CALL,
+    CONNECT,
+    CONNECTION,
     GUARDRAILS,
-    LLM_BOUNDS,
-    LLM_KINDS,
     REQUEST,
-    REQUEST_DURATION_BUCKETS,
+    REQUEST_EXTRA,
     RETRIES,
+    SERIES_SIZES,
+    CallKey,
+    ConnectionKey,
     GuardrailKey,
     Hist,
     LLMKey,
@@ -48,12 +53,13 @@ __all__ = ["DEFAULT_SLOT_SIZE", "SharedSlots", "SlotWriter"]
 _log = logging.getLogger(__name__)
 
 _MAGIC = 0x4D574741  # "AGWM"
-_FORMAT = 2  # bump when keys, kinds or bucket layouts change
+_FORMAT = 3  # bump when keys, kinds or bucket layouts change
 _HEADER = struct.Struct("<IIQQ")
 _HEADER_SIZE = 64
 _END = struct.Struct("<Q")
 _END_AT = 8
 _ATTACHES_AT = 16
+_PID_AT = 24  # the process that attached last (the `process_*` metrics read it)
 _RECORD = struct.Struct("<IIII")
 # Room kept back for the overflow series (one request and six LLM histograms), so that new
 # label sets still count somewhere once the slot is full.
@@ -62,10 +68,9 @@ _RESERVE = 16 * 1024
 # so only cost memory) as series are added.
 DEFAULT_SLOT_SIZE = 8 * 1024 * 1024
 
-_SIZES = {REQUEST: len(REQUEST_DURATION_BUCKETS) + 2}
-_SIZES.update({kind: len(LLM_BOUNDS[kind]) + 2 for kind in LLM_KINDS})
-_SIZES[RETRIES] = 1
-_SIZES[GUARDRAILS] = 1
+_SIZES = SERIES_SIZES
+# Key lengths of the kinds whose keys are all strings (the others: request and LLM keys).
+_STR_KEYS = {CONNECTION: 4, CONNECT: 1, CALL: 2, GUARDRAILS: 2}
 
 
 def _align(n: int) -> int:
@@ -75,9 +80,9 @@ def _align(n: int) -> int:
 def _valid_key(kind: int, key: object) -> bool:
     if type(key) is not tuple:
         return False
-    if kind == GUARDRAILS:
-        return len(key) == 2 and all(type(part) is str for part in key)
-    if kind in (REQUEST, RETRIES):
+    if kind in _STR_KEYS:
+        return len(key) == _STR_KEYS[kind] and all(type(part) is str for part in key)
+    if kind in (REQUEST, RETRIES, REQUEST_EXTRA):
         return len(key) == 10 and all(
             type(part) is (int if i == 8 else str) for i, part in enumerate(key)
         )
@@ -121,6 +126,13 @@ class SharedSlots:
         attaches: int = _END.unpack_from(self._mm, base + _ATTACHES_AT)[0]
         return attaches > 0
 
+    def pid(self, index: int) -> int:
+        """The process id of the worker that attached to slot `index` last (0: none)."""
+        if not self.is_attached(index):
+            return 0
+        pid: int = _END.unpack_from(self._mm, self._base(index) + _PID_AT)[0]
+        return pid
+
     def _records(self, index: int) -> Iterator[tuple[int, int, int, object]]:
         """(offset of values, count of values, kind, key) of each complete record."""
         mm = self._mm
@@ -156,18 +168,26 @@ class SharedSlots:
         requests: dict[RequestKey, list[float]] = {}
         llm: dict[LLMKey, list[list[float] | None]] = {}
         retries: dict[RequestKey, float] = {}
-        guardrails: dict[GuardrailKey, float] = {}
+        snapshot = Snapshot(requests, llm, retries)
         for at, count, kind, key in self._records(index):
             values = cast(list[float], self._view[at : at + 8 * count].cast("d").tolist())
             if kind == REQUEST:
                 requests[cast(RequestKey, key)] = values
             elif kind == RETRIES:
                 retries[cast(RequestKey, key)] = values[0]
+            elif kind == REQUEST_EXTRA:
+                snapshot.extras[cast(RequestKey, key)] = values
+            elif kind == CONNECTION:
+                snapshot.connections[cast(ConnectionKey, key)] = values
+            elif kind == CONNECT:
+                snapshot.connects[cast(tuple[str], key)[0]] = values
+            elif kind == CALL:
+                snapshot.calls[cast(CallKey, key)] = values
             elif kind == GUARDRAILS:
-                guardrails[cast(GuardrailKey, key)] = values[0]
+                snapshot.guardrails[cast(GuardrailKey, key)] = values[0]
             else:
                 llm.setdefault(cast(LLMKey, key), [None] * 7)[kind] = values
-        return Snapshot(requests, llm, retries, guardrails)
+        return snapshot
 
     def read_all(self) -> list[Snapshot]:
         """Snapshots of every slot a worker attached to, in slot order."""
@@ -205,6 +225,7 @@ class SlotWriter:
         if self._end != end:
             _log.warning("metrics slot %d: dropped records that did not check out", index)
             _END.pack_into(mm, self._base + _END_AT, self._end)
+        _END.pack_into(mm, self._base + _PID_AT, os.getpid())
         _END.pack_into(mm, self._base + _ATTACHES_AT, attaches + 1)
 
     def series(self) -> Iterator[tuple[int, tuple[str | int, ...], Hist]]:

@@ -23,7 +23,7 @@ BACKEND = "/default/default/bind/3000/listener0/default/route0/backend0"
 
 FIELDS = (
     "labels backend endpoint protocol method host path http_version peer status reason error "
-    "duration llm retries request"
+    "duration llm retries request body_bytes request_processing response_processing"
 ).split()
 
 
@@ -31,7 +31,8 @@ def record(**changes: object) -> RequestRecord:
     """A proxied GET as the exchange records it, with `changes` by field name."""
     base: RequestRecord = (
         ROUTE, BACKEND, "127.0.0.1:8080", "http", b"GET", b"api.example.com", b"/v1/models",
-        "HTTP/1.1", "127.0.0.1:50000", 200, Reason.UPSTREAM, None, 0.0123, None, 0, None,
+        "HTTP/1.1", "127.0.0.1:50000", 200, Reason.UPSTREAM, None, 0.0123, None, 0, None, 0,
+        None, None,
     )  # fmt: skip
     assert set(changes) <= set(FIELDS)
     return tuple(changes.get(name, value) for name, value in zip(FIELDS, base, strict=True))  # type: ignore[return-value]
