@@ -47,6 +47,7 @@ from agw_fast.policies import DEFER, PolicyAnswer, PolicyRequest, run_steps
 from agw_fast.proxy.exchange import Exchange, ReadPause, Services
 from agw_fast.proxy.mirror import send_mirror
 from agw_fast.telemetry.record import RequestRecord
+from agw_fast.telemetry.tracing import PendingSpan, Tracer
 
 __all__ = ["ConnectionServices", "DownstreamProtocol", "LiveBind", "parser_reason"]
 
@@ -96,6 +97,7 @@ class ConnectionServices(Services, Protocol):
     # as the connection is accepted, before `connection_made`) and here in `connection_lost`.
     open_clients: int
     stopping: bool  # the worker is draining: every connection closes after its answer
+    tracer: Tracer | None  # config.tracing / frontendPolicies.tracing; None: off
 
     def log_protocol_error(self, peer: str, status: int, message: str) -> None: ...
 
@@ -145,6 +147,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "sni_listener",
         "sni_bind",
         "delay_timer",
+        "span",
     )
 
     def __init__(self, ctx: ConnectionServices, bind: LiveBind | RuntimeBind) -> None:
@@ -178,6 +181,9 @@ class DownstreamProtocol(asyncio.Protocol):
         self.sni_bind: RuntimeBind | None = None  # the bind (config) it belongs to
         # A `delay` policy holding the current request (see `_defer`).
         self.delay_timer: asyncio.TimerHandle | None = None
+        # The current request's trace span (config with tracing, request sampled), until
+        # its exchange or local answer takes it.
+        self.span: PendingSpan | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -578,6 +584,10 @@ class DownstreamProtocol(asyncio.Protocol):
             log_request,
         )
         self.ctx.recorder.record(record)
+        span = self.span
+        if span is not None:
+            self.span = None
+            span.finish(record)
 
     def _on_request(self, request: h11.Request) -> None:
         started = time.monotonic()
@@ -712,6 +722,14 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         route = matched.route
         prefix = matched.match.path.value if matched.match.path.kind == "prefix" else None
+        tracer = self.ctx.tracer
+        if tracer is not None:
+            # After routing, for the span's name; before the route's policies, which see
+            # the gateway's `traceparent` as agentgateway's do.
+            self.span = tracer.begin(
+                headers if policy_request is None else policy_request.headers,
+                method, matched.match.path, policy_request,
+            )
         steps = route.request_steps
         if steps:
             if policy_request is None:
@@ -813,6 +831,10 @@ class DownstreamProtocol(asyncio.Protocol):
             exchange.policy_lines = policy_lines
             if policy_replaces is not None:
                 exchange.response_drop = exchange.response_drop | policy_replaces
+        span = self.span
+        if span is not None:
+            exchange.span = span
+            self.span = None
         self.exchange = exchange
         exchange.start(expect and self.h11.they_are_waiting_for_100_continue, spent)
         mirror = route.mirror

@@ -56,6 +56,7 @@ from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS
 from agw_fast.policies.request import PolicyRequest
 from agw_fast.proxy.upstream import UpstreamConnection
 from agw_fast.telemetry.record import RequestRecord, RequestRecorder
+from agw_fast.telemetry.tracing import PendingSpan
 
 if TYPE_CHECKING:
     from agw_fast.plan import RuntimeBackend, RuntimeRoute
@@ -170,6 +171,7 @@ class Exchange:
         "policy_request",
         "routed",
         "relay",
+        "span",
     )
 
     def __init__(
@@ -248,6 +250,7 @@ class Exchange:
         # The `llm:` form: the model the router chose, and a translated response's state.
         self.routed: Routed | None = None
         self.relay: TranslatedRelay | None = None
+        self.span: PendingSpan | None = None  # set by the client side when traced
 
     # -- request side -----------------------------------------------------------------------
 
@@ -1028,6 +1031,9 @@ class Exchange:
                 self.policy_request,
             )
             self.services.recorder.record(record)
+            span = self.span
+            if span is not None:
+                span.finish(record)
         finally:
             # Even if telemetry failed, the connection must move on (or close).
             self.down.exchange_finished(keep_alive)
