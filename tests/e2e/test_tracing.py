@@ -27,7 +27,6 @@ from tests.e2e.conftest import (  # noqa: E402
     GatewayFactory,
     Process,
     Upstream,
-    ai_route,
     poll,
     unused_port,
 )
@@ -151,10 +150,9 @@ def test_llm_call_span_with_gen_ai_attributes_over_otlp_http(
     gateway: GatewayFactory, plain_upstream: Process, http_receiver: tuple[int, Received]
 ) -> None:
     port, received = http_receiver
-    route = ai_route(plain_upstream.port, auth_key=None, authority=None)
-    ai = route["backends"][0]["ai"]  # type: ignore[index]
-    backend = "{ai: {name: %s, hostOverride: '%s', provider: {openAI: {}}}}" % (
-        ai["name"], ai["hostOverride"],
+    backend = (
+        f"{{ai: {{name: mock, hostOverride: 'localhost:{plain_upstream.port}', "
+        "provider: {openAI: {}}}}"
     )
     tracing = f"""    otlpEndpoint: http://127.0.0.1:{port}
     otlpProtocol: http
@@ -165,7 +163,8 @@ def test_llm_call_span_with_gen_ai_attributes_over_otlp_http(
         gen_ai.system: 'llm.provider'
         llm.usage.total_tokens: 'llm.totalTokens'
         llm.is_streaming: 'llm.streaming'
-        gen_ai.completion: 'flattenRecursive(["a", "b"].map(c, {{"role": "assistant", "content": c}}))'
+        gen_ai.completion: >-
+          flattenRecursive(["a", "b"].map(c, {{"role": "assistant", "content": c}}))
       remove: [src.addr]
 """
     gw = gateway(tracing_config(tracing, backend))
@@ -255,7 +254,8 @@ def test_sampling_decisions(
         with httpx.Client(base_url=f"http://127.0.0.1:{gw.port}", timeout=DEADLINE) as client:
             assert client.get("/v1/untraced").status_code == 200
             unsampled = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"
-            assert client.get("/v1/unsampled", headers={"traceparent": unsampled}).status_code == 200
+            response = client.get("/v1/unsampled", headers={"traceparent": unsampled})
+            assert response.status_code == 200
             malformed = "00-xyz-00f067aa0ba902b7-01"
             assert client.get("/v1/bad", headers={"traceparent": malformed}).status_code == 200
             sampled = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agw_fast.config import load_config, load_config_file
-from agw_fast.errors import ConfigError
+from agw_fast.config import load_config_file
 from agw_fast.plan import compile_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
