@@ -314,3 +314,33 @@ def test_dead_collector_does_not_fail_requests(gateway: GatewayFactory) -> None:
             assert statuses == [200] * 200
             assert len(upstream.requests) == 200
             assert gw.stop() == 0  # drains, and the exporter's bounded wait ends
+
+
+def test_reload_follows_frontend_tracing_and_keeps_config_tracing(
+    gateway: GatewayFactory, http_receiver: tuple[int, Received]
+) -> None:
+    """`frontendPolicies.tracing` follows a reload (agentgateway reads it with the routes);
+    `config.tracing` is read at start-up only: a change is reported, the running one kept."""
+    port, received = http_receiver
+    on = f"    host: 127.0.0.1:{port}\n    protocol: http\n    randomSampling: true\n"
+    off = on.replace("randomSampling: true", "randomSampling: false")
+    with Upstream() as upstream:
+        backend = f'{{host: "127.0.0.1:{upstream.port}"}}'
+        gw = gateway(tracing_config(on, backend, frontend=True))
+        path = gateway.tmp / f"gateway{gateway.started.index(gw)}.yaml"
+        url = f"http://127.0.0.1:{gw.port}/v1/x"
+        assert httpx.get(url, timeout=DEADLINE).status_code == 200
+        spans_of(received, 1)
+        assert upstream.requests[-1].header("traceparent") is not None
+        path.write_text(tracing_config(off, backend, frontend=True))
+
+        def untraced() -> bool:
+            assert httpx.get(url, timeout=DEADLINE).status_code == 200
+            return upstream.requests[-1].header("traceparent") is None
+
+        poll(untraced, bool, what="a request the new policy does not trace")
+        static = f"    otlpEndpoint: http://127.0.0.1:{port}\n    randomSampling: true\n"
+        path.write_text(tracing_config(static, backend))
+        poll(gw.output, lambda out: "config.tracing changed" in out, what="the restart notice")
+        assert httpx.get(url, timeout=DEADLINE).status_code == 200
+        assert upstream.requests[-1].header("traceparent") is None  # still the running one
