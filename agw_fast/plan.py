@@ -69,6 +69,7 @@ from agw_fast.policies import RequestStep, compile_gateway_steps, compile_reques
 from agw_fast.policies.access_log import capture_step, compile_access_log
 from agw_fast.policies.localratelimit import RATE_LIMIT_FIELDS, TokenLimits, build_token_limits
 from agw_fast.policies.retry import RetryCondition, compile_condition
+from agw_fast.policies.tracing import compile_tracing
 
 __all__ = [
     "DEFAULT_LLM_BUFFER",
@@ -295,8 +296,13 @@ class _Compiler:
         # Compiled here so a bad accessLog expression fails the load; the worker's recorder
         # compiles its own copy. Its `request`/auth variables need each request's PolicyRequest.
         access_log = compile_access_log(config.frontend.access_log)
+        # Tracing's CEL likewise (telemetry/tracing.py compiles the worker's own).
+        tracing = compile_tracing(config.frontend.tracing or config.static.tracing)
         self.capture: tuple[RequestStep, ...] = (
-            (capture_step,) if access_log is not None and access_log.needs_request else ()
+            (capture_step,)
+            if (access_log is not None and access_log.needs_request)
+            or (tracing is not None and tracing.needs_request)
+            else ()
         )
         self.google_token: AccessToken | None = None
 

@@ -34,6 +34,7 @@ from agw_fast.config.load_policies import (
     parse_value_match,
 )
 from agw_fast.config.load_tls import parse_frontend_tls, parse_listener_tls
+from agw_fast.config.load_tracing import parse_config_tracing, parse_frontend_tracing
 from agw_fast.config.model import (
     AccessLogPolicy,
     AIBackend,
@@ -127,6 +128,11 @@ def _root(raw: object, env: Mapping[str, str], base_dir: Path) -> Config:
         if not attach_llm_route(gateways, llm.gateways, llm.own_port, route, where):
             binds.append((llm.bind, join(o.child("llm"), "port")))
     o.close()
+    if static.tracing is not None and frontend.tracing is not None:
+        raise ConfigError(
+            static.tracing.path,
+            "cannot use config.tracing together with frontendPolicies.tracing",
+        )
     binds = gateway_binds(gateways) + binds
     if targeted:
         with_policies = apply_route_and_gateway_policies(targeted, [b for b, _ in binds])
@@ -197,6 +203,7 @@ def _static(raw: object | None, path: str, env: Mapping[str, str]) -> StaticConf
 
     backend_raw = o.get("backend")
     logging_raw = o.get("logging")
+    tracing_raw = o.get("tracing")
     result = StaticConfig(
         admin_addr=addr("adminAddr", "ADMIN_ADDR", default.admin_addr),
         stats_addr=addr("statsAddr", "STATS_ADDR", default.stats_addr),
@@ -211,6 +218,9 @@ def _static(raw: object | None, path: str, env: Mapping[str, str]) -> StaticConf
         logging=default.logging
         if logging_raw is None
         else _logging(logging_raw, o.child("logging")),
+        tracing=None
+        if tracing_raw is None
+        else parse_config_tracing(tracing_raw, o.child("tracing"), env),
     )
     o.close()
     return result
@@ -342,10 +352,15 @@ def _frontend(raw: object | None, path: str) -> FrontendPolicies:
     http_raw = o.get("http")
     tls_raw = o.get("tls")
     log_raw = o.get("accessLog")
+    tracing_raw = o.get("tracing")
     o.close()
     handshake = None if tls_raw is None else parse_frontend_tls(tls_raw, o.child("tls"))
     if handshake is not None:
         default = FrontendPolicies(tls_handshake_timeout=handshake)
+    if tracing_raw is not None:
+        default = replace(
+            default, tracing=parse_frontend_tracing(tracing_raw, o.child("tracing"))
+        )
     if log_raw is not None:
         default = replace(default, access_log=_access_log(log_raw, o.child("accessLog")))
     if http_raw is None:
@@ -364,6 +379,7 @@ def _frontend(raw: object | None, path: str) -> FrontendPolicies:
         http1_idle_timeout=default.http1_idle_timeout if idle is None else idle,
         tls_handshake_timeout=default.tls_handshake_timeout,
         access_log=default.access_log,
+        tracing=default.tracing,
     )
     h.close()
     return result

@@ -67,6 +67,7 @@ __all__ = [
     "RouteMatch",
     "RoutePolicies",
     "StaticConfig",
+    "TracingPolicy",
     "TimeoutPolicy",
     "RetryPolicy",
     "UrlRewrite",
@@ -759,6 +760,28 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingPolicy:
+    """OpenTelemetry tracing: `config.tracing` (read at start-up) or `frontendPolicies.tracing`
+    (follows reloads), one shape once loaded, as agentgateway migrates the first into the
+    second (types/local.rs `merge_deprecated_frontend_policies`). CEL is compiled by
+    telemetry/tracing.py; `path` is where it sits in the file."""
+
+    path: str
+    endpoint: str  # "http://host:port" or "https://host:port"
+    protocol: Literal["grpc", "http"] = "grpc"
+    otlp_path: str = "/v1/traces"  # the OTLP/HTTP path (gRPC has its own)
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every export (credentials)
+    attributes: tuple[tuple[str, str], ...] = ()  # (name, CEL), in file order (`fields.add`)
+    resources: tuple[tuple[str, str], ...] = ()  # resource attributes (name, CEL)
+    remove: frozenset[str] = frozenset()
+    # CEL texts (a boolean or a 0..1 float); None: agentgateway's default (random: never
+    # start a trace; client: follow the client's traceparent).
+    random_sampling: str | None = None
+    client_sampling: str | None = None
+    filter: str | None = None  # keep-filter (frontendPolicies.tracing only)
+
+
+@dataclass(frozen=True, slots=True)
 class StaticConfig:
     """Top-level `config:`. Addresses are "host:port" strings, or None for "off"."""
 
@@ -771,6 +794,7 @@ class StaticConfig:
     # for this long, then the listening sockets close; agentgateway's default is zero.
     connection_min_termination_deadline: float = 0 * SECONDS
     logging: LoggingConfig = LoggingConfig()
+    tracing: TracingPolicy | None = None  # `config.tracing`
 
 
 @dataclass(frozen=True, slots=True)
@@ -790,6 +814,7 @@ class FrontendPolicies:
     http1_idle_timeout: float = 600 * SECONDS
     tls_handshake_timeout: float = 15 * SECONDS  # `tls.handshakeTimeout`
     access_log: AccessLogPolicy | None = None
+    tracing: TracingPolicy | None = None  # `frontendPolicies.tracing`
 
 
 @dataclass(frozen=True, slots=True)

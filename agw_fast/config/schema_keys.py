@@ -32,21 +32,30 @@ _TABLE: dict[str, tuple[str, str]] = {
     ),
     "RawConfig": (
         "adminAddr statsAddr readinessAddr backend connectionTerminationDeadline "
-        "connectionMinTerminationDeadline logging",
+        "connectionMinTerminationDeadline logging tracing",
         "additionalTrustDomains caAddress caAuthToken clusterId "
         "customFunctions database dns enableIpv6 gateway "
         "hbone histograms localXdsPath mcp metrics modelCatalog namespace network "
         "sensitiveHeaders serviceAccount session skipValidateTrustDomain spiffe "
-        "standardAttributes storage tracing trustDomain workerThreads xdsAddress "
+        "standardAttributes storage trustDomain workerThreads xdsAddress "
         "xdsAuthToken",
     ),
     "BackendConfig": ("keepalives connectTimeout poolIdleTimeout poolMaxSize", ""),
     "KeepaliveConfig": ("enabled time interval retries", ""),
     "RawLogging": ("level format", "database fields filter"),
     "LocalFrontendPolicies": (
-        "http tls accessLog",
+        "http tls accessLog tracing",
         "connect logging networkAuthorization networkExtAuthz proxy "
-        "proxyProtocol tcp tracing",
+        "proxyProtocol tcp",
+    ),
+    "RawTracing": (
+        "otlpEndpoint headers otlpProtocol fields randomSampling clientSampling path",
+        "",
+    ),
+    "RawLoggingFields": ("add remove", ""),
+    "TracingConfig": (
+        "host attributes resources remove randomSampling clientSampling filter path protocol",
+        "service backend policies",
     ),
     "FrontendHTTP": (
         "maxBufferSize http1IdleTimeout http1HeaderCase",

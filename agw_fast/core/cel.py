@@ -40,6 +40,7 @@ __all__ = [
     "CelCompileError",
     "CelProgram",
     "EvaluationError",
+    "FLATTEN_MARKERS",
     "Activation",
     "activation",
     "available",
@@ -144,16 +145,19 @@ class EvaluationError:
         return f"EvaluationError({self.message!r})"
 
 
-def compile_expression(text: str, variables: tuple[str, ...] = VARIABLES) -> CelProgram:
+def compile_expression(
+    text: str, variables: tuple[str, ...] = VARIABLES, *, flatten: bool = False
+) -> CelProgram:
     """Compile `text` with `variables` declared (`VARIABLES` or `LOG_VARIABLES`); raises
-    `CelCompileError` with the engine's message (one line)."""
+    `CelCompileError` with the engine's message (one line). `flatten`: also declare
+    agentgateway's `flatten`/`flattenRecursive` (for callers that expand `FLATTEN_MARKERS`)."""
     if _cel is None:
         raise CelCompileError(f"CEL expressions need the `cel` extra: {CEL_EXTRA_HINT}")
     source = _lowercase_header_keys(text)
     if "default" in source:
         source = _rewrite_default(source)
     try:
-        program = _environment(variables).compile(source)
+        program = _environment(variables, flatten).compile(source)
     except RuntimeError as error:
         raise CelCompileError(_one_line(str(error))) from None
     return CelProgram(text, program, _variables_used(text, variables))
@@ -309,22 +313,65 @@ _AGENTGATEWAY_VARIABLES = frozenset(
 )  # fmt: skip
 
 
-_ENVIRONMENTS: dict[tuple[str, ...], Any] = {}
+_ENVIRONMENTS: dict[tuple[tuple[str, ...], bool], Any] = {}
 
 
-def _environment(variables: tuple[str, ...] = VARIABLES) -> Any:
+def _environment(variables: tuple[str, ...] = VARIABLES, flatten: bool = False) -> Any:
     # Built once per process and variable set on first use, so a config without CEL never
     # loads the engine.
-    environment = _ENVIRONMENTS.get(variables)
+    environment = _ENVIRONMENTS.get((variables, flatten))
     if environment is None:
         t = _cel.Type
         dyn_map = t.Map(t.STRING, t.DYN)
-        environment = _ENVIRONMENTS[variables] = _cel.NewEnv(
+        functions = _function_declarations()
+        if flatten:
+            functions += _flatten_declarations()
+        environment = _ENVIRONMENTS[(variables, flatten)] = _cel.NewEnv(
             variables=dict.fromkeys(variables, dyn_map),
             extensions=[ext_strings.ExtStrings(), ext_math.ExtMath(), ext_optional.ExtOptional()],
-            functions=_function_declarations(),
+            functions=functions,
         )
     return environment
+
+
+# agentgateway's `flatten(x)` / `flattenRecursive(x)` (crates/celx/src/flatten.rs) wrap a
+# list or map in a one-entry map under one of these keys; whoever writes the value out
+# (span attributes) expands it into `name.0`, `name.key`... fields.
+FLATTEN_MARKERS = {
+    "$_meta_flatten_list": False,
+    "$_meta_flatten_map": False,
+    "$_meta_flatten_list_recursive": True,
+    "$_meta_flatten_map_recursive": True,
+}
+
+
+def _flatten_declarations() -> list[Any]:
+    c = _cel
+    t = c.Type
+
+    def marker(recursive: bool) -> Callable[[object], dict[str, object]]:
+        def wrap(value: object) -> dict[str, object]:
+            kind = "list" if isinstance(value, list | tuple) else "map"
+            if not isinstance(value, list | tuple | dict):
+                raise ValueError("flatten only works on Map or List")
+            return {f"$_meta_flatten_{kind}{'_recursive' if recursive else ''}": value}
+
+        return wrap
+
+    result = t.Map(t.STRING, t.DYN)
+    return [
+        c.FunctionDecl(
+            name,
+            [
+                c.Overload(f"agw_{name}_{kind}", return_type=result, parameters=[param],
+                           is_member=False, impl=marker(recursive))
+                for kind, param in (("list", t.List(t.DYN)), ("map", t.Map(t.DYN, t.DYN)))
+            ],
+        )  # fmt: skip
+        for name, recursive in (
+            ("flatten", False), ("flattenRecursive", True), ("flatten_recursive", True),
+        )
+    ]
 
 
 def _cidr(text: str) -> dict[str, str]:

@@ -239,6 +239,7 @@ class LLMResponseObserver:
             ttft,
             request.temperature,
             request.max_tokens,
+            request.stream,
         )
 
 
@@ -265,3 +266,4 @@ class LLMOutcome(NamedTuple):
     time_to_first_token: float | None  # seconds from the request's arrival (streams only)
     temperature: float | None
     max_tokens: int | None
+    streaming: bool = False  # the client asked for a stream

@@ -56,6 +56,7 @@ from agw_fast.telemetry.metrics import (
     observe,
 )
 from agw_fast.telemetry.record import RequestRecord
+from agw_fast.telemetry.tracing import PendingSpan, Tracer
 
 __all__ = ["ConnectionServices", "DownstreamProtocol", "LiveBind", "parser_reason"]
 
@@ -105,6 +106,7 @@ class ConnectionServices(Services, Protocol):
     # as the connection is accepted, before `connection_made`) and here in `connection_lost`.
     open_clients: int
     stopping: bool  # the worker is draining: every connection closes after its answer
+    tracer: Tracer | None  # config.tracing / frontendPolicies.tracing; None: off
 
     def log_protocol_error(self, peer: str, status: int, message: str) -> None: ...
 
@@ -158,6 +160,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "sent",
         "connection_series",
         "accepted_at",
+        "span",
     )
 
     def __init__(self, ctx: ConnectionServices, bind: LiveBind | RuntimeBind) -> None:
@@ -198,6 +201,9 @@ class DownstreamProtocol(asyncio.Protocol):
         self.sent = 0
         self.connection_series: Hist | None = None
         self.accepted_at = 0.0
+        # The current request's trace span (config with tracing, request sampled), until
+        # its exchange or local answer takes it.
+        self.span: PendingSpan | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -619,6 +625,10 @@ class DownstreamProtocol(asyncio.Protocol):
             None,
         )
         self.ctx.recorder.record(record)
+        span = self.span
+        if span is not None:
+            self.span = None
+            span.finish(record)
 
     def _on_request(self, request: h11.Request) -> None:
         started = time.monotonic()
@@ -753,6 +763,14 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         route = matched.route
         prefix = matched.match.path.value if matched.match.path.kind == "prefix" else None
+        tracer = self.ctx.tracer
+        if tracer is not None:
+            # After routing, for the span's name; before the route's policies, which see
+            # the gateway's `traceparent` as agentgateway's do.
+            self.span = tracer.begin(
+                headers if policy_request is None else policy_request.headers,
+                method, matched.match.path, policy_request,
+            )
         steps = route.request_steps
         if steps:
             if policy_request is None:
@@ -854,6 +872,10 @@ class DownstreamProtocol(asyncio.Protocol):
             exchange.policy_lines = policy_lines
             if policy_replaces is not None:
                 exchange.response_drop = exchange.response_drop | policy_replaces
+        span = self.span
+        if span is not None:
+            exchange.span = span
+            self.span = None
         self.exchange = exchange
         exchange.start(expect and self.h11.they_are_waiting_for_100_continue, spent)
         mirror = route.mirror

@@ -67,6 +67,7 @@ from agw_fast.policies.request import PolicyRequest
 from agw_fast.proxy.guard_call import GuardCallError, call_guard
 from agw_fast.proxy.upstream import UpstreamConnection
 from agw_fast.telemetry.record import RequestRecord, RequestRecorder
+from agw_fast.telemetry.tracing import PendingSpan
 
 if TYPE_CHECKING:
     from agw_fast.plan import RuntimeBackend, RuntimeRoute
@@ -187,6 +188,7 @@ class Exchange:
         "request_processing",
         "response_processing",
         "body_bytes",
+        "span",
     )
 
     def __init__(
@@ -274,6 +276,7 @@ class Exchange:
         self.request_processing: float | None = None
         self.response_processing: float | None = None
         self.body_bytes = 0
+        self.span: PendingSpan | None = None  # set by the client side when traced
 
     # -- request side -----------------------------------------------------------------------
 
@@ -1250,6 +1253,9 @@ class Exchange:
                 self.response_processing,
             )
             self.services.recorder.record(record)
+            span = self.span
+            if span is not None:
+                span.finish(record)
         finally:
             # Even if telemetry failed, the connection must move on (or close).
             self.down.exchange_finished(keep_alive)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import uvloop
 
 from agw_fast.config.limits import SharedLimitsConfig
-from agw_fast.config.model import Config
+from agw_fast.config.model import Config, TracingPolicy
 from agw_fast.log import apply_log_directive, logger
 from agw_fast.plan import RuntimeBind, compile_config
 from agw_fast.policies.access_log import compile_access_log
@@ -47,6 +47,7 @@ from agw_fast.telemetry.record import RequestRecorder
 from agw_fast.telemetry.recorder import Recorder
 from agw_fast.telemetry.shared_slots import SharedSlots
 from agw_fast.telemetry.store_status import StoreStatus
+from agw_fast.telemetry.tracing import Tracer, start_tracer
 
 if TYPE_CHECKING:
     from agw_fast.server.shared_store import SharedStore  # needs the `redis` extra
@@ -100,6 +101,8 @@ class WorkerContext:
         self.open_clients = 0  # see `ConnectionServices.open_clients`
         self.idle_timeout = config.frontend.http1_idle_timeout
         self.recorder = recorder  # told about every finished request
+        # Built by `_serve` after the fork (the exporter's thread belongs to this process).
+        self.tracer: Tracer | None = None
         self.stopping = False
         self.stop_began = 0.0
         self.tasks: set[asyncio.Task[None]] = set()  # upstream connections being opened
@@ -438,6 +441,7 @@ class _Reloads:
         ctx.idle_timeout = config.frontend.http1_idle_timeout
         if self.recorder.access_log is not None:
             self.recorder.policy = compile_access_log(config.frontend.access_log)
+        _swap_tracer(ctx, config)
         served.start_services(runtime, previous)
         served.swap_store(limiter)
         self.generation = update.generation
@@ -477,6 +481,7 @@ async def _serve(
     for sock, bind in binds:
         await served.open(sock.getsockname()[1], sock, bind)
     loop.call_later(HOUSEKEEPING_INTERVAL, ctx.housekeeping)
+    ctx.tracer = start_tracer(_tracing(config))
     served.start_services([bind for _, bind in binds], [])
     reloads = None
     if control is not None:
@@ -495,7 +500,26 @@ async def _serve(
     ctx.pool.close_all()
     if recorder.access_log is not None:
         recorder.access_log.flush()
+    if ctx.tracer is not None:
+        ctx.tracer.shutdown()  # the spans of the requests drained, within a bounded wait
     return 0
+
+
+def _tracing(config: Config) -> TracingPolicy | None:
+    """`frontendPolicies.tracing`, else `config.tracing` (the loader refuses both)."""
+    return config.frontend.tracing or config.static.tracing
+
+
+def _swap_tracer(ctx: WorkerContext, config: Config) -> None:
+    """A reload: a changed tracing policy gets a new tracer (requests in flight finish
+    their spans on the old one, which then flushes and closes in the background)."""
+    policy = _tracing(config)
+    old = ctx.tracer
+    if (None if old is None else old.compiled.policy) == policy:
+        return
+    ctx.tracer = start_tracer(policy)
+    if old is not None:
+        old.retire()
 
 
 async def _drain(

@@ -65,7 +65,7 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
             "response": [{"azureContentSafety": {"endpoint": "e"}}]}}}},
     ),
     ("llm.policies.remoteRateLimit", {"llm": {"models": [], "policies": {"remoteRateLimit": {}}}}),
-    ("config.tracing", {"config": {"tracing": {"otlpEndpoint": "x"}}}),
+    ("frontendPolicies.tracing.service", {"frontendPolicies": {"tracing": {"service": {}}}}),
     ("config.workerThreads", {"config": {"workerThreads": 2}}),
     ("config.adminAddr", {"config": {"adminAddr": "unix:/tmp/admin.sock"}}),
     ("config.logging.filter", {"config": {"logging": {"filter": "true"}}}),

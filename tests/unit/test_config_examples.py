@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agw_fast.config import load_config, load_config_file
-from agw_fast.errors import ConfigError
+from agw_fast.config import load_config_file
 from agw_fast.plan import compile_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -53,13 +52,33 @@ def test_agentgateway_traffic_http_example() -> None:
 
 
 def test_agentgateway_traffic_ratelimiting_local_example() -> None:
-    # agentgateway's examples/traffic-ratelimiting-local/config.yaml: its `config.tracing`
-    # belongs to the operations issue (OpenTelemetry) and is refused by name until then;
-    # the rate limit itself loads.
-    text = (UPSTREAM_EXAMPLES / "traffic-ratelimiting-local.yaml").read_text()
-    with pytest.raises(ConfigError) as info:
-        compile_config(load_config(text, {}, base_dir=UPSTREAM_EXAMPLES))
-    assert str(info.value) == "config.tracing: not supported: config.tracing"
-    binds_only = "binds:" + text.split("\nbinds:", 1)[1]
-    (bind,) = compile_config(load_config(binds_only, {}, base_dir=UPSTREAM_EXAMPLES))
+    # agentgateway's examples/traffic-ratelimiting-local/config.yaml, unchanged: its
+    # `config.tracing` and the rate limit load.
+    path = UPSTREAM_EXAMPLES / "traffic-ratelimiting-local.yaml"
+    config = load_config_file(path, {})
+    (bind,) = compile_config(config)
     assert bind.port == 3000
+    tracing = config.static.tracing
+    assert tracing is not None
+    assert (tracing.endpoint, tracing.protocol, tracing.random_sampling) == (
+        "http://localhost:4317", "grpc", "true",
+    )
+
+
+@pytest.mark.parametrize("name", ["otel", "langfuse", "openllmetry", "phoenix"])
+def test_agentgateway_llm_telemetry_tracing_examples(name: str) -> None:
+    # agentgateway's examples/llm-telemetry/tracing/*.yaml, unchanged: `config.tracing` with
+    # GenAI span fields (CEL, flattenRecursive) in front of the gemini provider.
+    path = UPSTREAM_EXAMPLES / f"llm-telemetry-tracing-{name}.yaml"
+    config = load_config_file(path, {"GEMINI_API_KEY": "test-key"})
+    (bind,) = compile_config(config)
+    assert bind.port == 3000
+    tracing = config.static.tracing
+    assert tracing is not None
+    if name == "langfuse":
+        assert (tracing.endpoint, tracing.protocol, tracing.otlp_path) == (
+            "https://us.cloud.langfuse.com:443", "http", "/api/public/otel",
+        )
+        assert tracing.headers == (("authorization", "Basic xx"),)
+    else:
+        assert (tracing.endpoint, tracing.protocol) == ("http://localhost:4317", "grpc")
