@@ -668,8 +668,8 @@ _FAST_ROUTE_TYPES = frozenset({"completions", "responses", "embeddings", "detect
 
 
 def _openai_fast_path(target: AIBackend, route: Route, declared: RouteBackend) -> bool:
-    if target.groups or target.provider != "openAI":
-        return False
+    if target.groups or target.provider != "openAI" or target.tokenize:
+        return False  # the router's path: it has the parsed request `tokenize` counts
     _, _, ai_policy = _merged(route.policies, target.policies, declared.policies)
     routes = ai_policy.routes if ai_policy is not None else ()
     return all(route_type in _FAST_ROUTE_TYPES for _, route_type in routes)
@@ -718,6 +718,7 @@ def _provider_model(
         backend_tls=tls,
         auth=auth,
         health=own.health if own is not None else None,
+        tokenize=provider.tokenize,
     )
 
 

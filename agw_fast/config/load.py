@@ -14,7 +14,7 @@ from typing import Literal, cast
 
 from agw_fast.config.durations import parse_duration
 from agw_fast.config.envsubst import expand_env
-from agw_fast.config.load_llm import parse_llm, vertex_params
+from agw_fast.config.load_llm import parse_llm, tokenize_flag, vertex_params
 from agw_fast.config.load_policies import (
     one_key,
     parse_backend_policies,
@@ -498,8 +498,7 @@ def _named_provider(raw: object, path: str, base_dir: Path) -> AIBackend:
     host_override = o.get("hostOverride")
     path_override = o.get("pathOverride")
     path_prefix = o.get("pathPrefix")
-    if o.opt_bool("tokenize"):
-        raise not_supported(o.child("tokenize"), "token counting")
+    tokenize = tokenize_flag(o.opt_bool("tokenize"), o.child("tokenize"))
     policies_raw = o.get("policies")
     o.close()
     policies = (
@@ -529,6 +528,7 @@ def _named_provider(raw: object, path: str, base_dir: Path) -> AIBackend:
         azure=azure,
         bedrock=bedrock,
         vertex=vertex,
+        tokenize=tokenize,
     )
 
 

@@ -395,6 +395,7 @@ class AIBackend:
     bedrock: BedrockParams | None = None
     vertex: VertexParams | None = None
     groups: tuple[tuple[AIBackend, ...], ...] = ()
+    tokenize: bool = False  # count the prompt's tokens before the call (llm/tokenizer.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +508,7 @@ class LLMModel:
     # (field, CEL text): set on the provider-format body, after translation.
     final_transformation: tuple[tuple[str, str], ...] = ()
     authorization: Authorization | None = None  # rules the router checks choosing this model
+    tokenize: bool = False  # params.tokenize: count the prompt's tokens before the call
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,9 @@ class LLMRequest:
     provider: str = PROVIDER  # agentgateway's provider name for telemetry
     # The `llm:` form: how the provider's response becomes the client's (None: relayed as is).
     translation: Translation | None = None
+    # `tokenize`: the prompt's estimated tokens (llm/tokenizer.py), taken from `type: tokens`
+    # limits before the call; None without tokenize (agentgateway's LLMRequest.input_tokens).
+    input_tokens: int | None = None
 
 
 def prepare_llm_request(
@@ -228,17 +231,30 @@ class LLMResponseObserver:
             ttft = self._sse.ttft(self.started)
         elif self._json is not None:
             usage, response_model = self._json.finish()
+        input_tokens = usage.input_tokens if usage is not None else None
+        if input_tokens is None:
+            # agentgateway's `normalized_input_tokens`: the estimate when the provider said
+            # nothing.
+            input_tokens = request.input_tokens
+        if usage is None:
+            return LLMOutcome(
+                request.provider, request.route_type, request.request_model, response_model,
+                input_tokens, None, None, ttft, request.temperature, request.max_tokens,
+            )
         return LLMOutcome(
             request.provider,
             request.route_type,
             request.request_model,
             response_model,
-            usage.input_tokens if usage is not None else None,
-            usage.output_tokens if usage is not None else None,
-            usage.cached_input_tokens if usage is not None else None,
+            input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
             ttft,
             request.temperature,
             request.max_tokens,
+            usage.reasoning_tokens,
+            usage.cache_write_tokens,
+            usage.input_excludes_cache,
         )
 
 
@@ -265,3 +281,16 @@ class LLMOutcome(NamedTuple):
     time_to_first_token: float | None  # seconds from the request's arrival (streams only)
     temperature: float | None
     max_tokens: int | None
+    reasoning_tokens: int | None = None  # part of output_tokens
+    cache_write_tokens: int | None = None  # Anthropic's cache_creation_input_tokens
+    # Whether `input_tokens` leaves the cached ones out (Anthropic, Bedrock) rather than
+    # including them (OpenAI, Gemini): agentgateway's CacheTokenConvention.
+    input_excludes_cache: bool = False
+
+    def normalized_input_tokens(self) -> int | None:
+        """Input tokens with cache reads and writes included, whatever the provider's way
+        (agentgateway's `normalized_input_tokens`, what token limits are charged)."""
+        tokens = self.input_tokens
+        if tokens is not None and self.input_excludes_cache:
+            tokens += (self.cached_input_tokens or 0) + (self.cache_write_tokens or 0)
+        return tokens

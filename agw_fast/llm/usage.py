@@ -30,6 +30,10 @@ class Usage:
     total_tokens: int | None = None
     cached_input_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cache_write_tokens: int | None = None  # Anthropic's and Bedrock's cache writes
+    # Whether `input_tokens` leaves cache reads and writes out (Anthropic, Bedrock) rather
+    # than counting them in (OpenAI, Gemini): agentgateway's CacheTokenConvention.
+    input_excludes_cache: bool = False
 
 
 def _count(value: object) -> int | None:

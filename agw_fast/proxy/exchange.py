@@ -36,6 +36,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol, cast
 
 from agw_fast.core import cel
@@ -48,6 +49,7 @@ from agw_fast.llm.exchange import LLMRequest, LLMResponseObserver, prepare_llm_r
 from agw_fast.llm.health import retry_after_seconds
 from agw_fast.llm.providers.openai import decode_request_body
 from agw_fast.llm.router import LocalAnswer, ModelRouter, ProviderGroups, Routed
+from agw_fast.llm.tokenizer import count_prompt_tokens
 from agw_fast.llm.translate import Translation, TranslationError
 from agw_fast.llm.translate.relay import TranslatedRelay
 from agw_fast.log import logger
@@ -393,7 +395,7 @@ class Exchange:
         if limits is not None:
             # agentgateway checks `type: tokens` limits once the LLM request is parsed; the
             # fields of a `type: requests` limit, already set, are kept (set_ratelimit_headers).
-            allowed, fields = limits.check()
+            allowed, fields = limits.check(llm_request.input_tokens or 0)
             if not allowed:
                 self.fail(429, "rate limit exceeded", Reason.RATE_LIMIT, extra_headers=fields)
                 return
@@ -462,9 +464,15 @@ class Exchange:
             return None
         self.routed = resolved
         route = resolved.route
+        estimate = None
+        if route.config.tokenize and resolved.obj is not None:
+            # Counted before the provider's translation, as agentgateway's to_llm_request.
+            estimate = count_prompt_tokens(resolved.route_type, resolved.obj)
         llm_request = prepare_call(
             route.config, resolved.route_type, self.target, resolved.obj, body, resolved.changed
         )
+        if estimate is not None:
+            llm_request = replace(llm_request, input_tokens=estimate)
         final = route.final_transformations
         if final and _final_applies(llm_request.route_type, self.headers):
             llm_request = final_transformation(final, llm_request, variables)
@@ -1002,12 +1010,18 @@ class Exchange:
         try:
             down = self.down
             llm = self.llm
-            outcome = llm.outcome() if llm is not None else None
-            if outcome is not None:
+            outcome = None
+            if llm is not None:
+                outcome = llm.outcome()
                 limits = self._token_limits()
                 if limits is not None:
-                    # agentgateway's amend_tokens: the call's real input and output usage.
-                    limits.charge((outcome.input_tokens or 0) + (outcome.output_tokens or 0))
+                    # agentgateway's amend_tokens: the call's real input (cache included)
+                    # and output usage, less the `tokenize` estimate its check took.
+                    limits.charge(
+                        (outcome.normalized_input_tokens() or 0)
+                        + (outcome.output_tokens or 0)
+                        - (llm.request.input_tokens or 0)
+                    )
             backend = self.backend
             record: RequestRecord = (
                 self.route.labels,

@@ -73,8 +73,8 @@ def test_agentgateway_llm_config_fixture_binds_groups() -> None:
 @pytest.mark.parametrize(
     ("name", "refused"),
     [
-        ("llm_simple", "llm.models[0].params.tokenize"),
-        ("llm_provider_reference", "llm.providers[0].params.tokenize"),
+        # `params.tokenize` loads (with the tokenize extra); guardrails are another helper's.
+        ("llm_simple", "llm.models[0].guardrails"),
     ],
 )
 def test_llm_fixtures_with_features_of_other_issues_are_refused_by_name(
@@ -85,6 +85,15 @@ def test_llm_fixtures_with_features_of_other_issues_are_refused_by_name(
         load_config(text, ENV, base_dir=Path("."))
     assert info.value.path == refused
     assert "not supported" in str(info.value)
+
+
+def test_llm_provider_reference_fixture_loads_with_tokenize() -> None:
+    text = (EXAMPLES / "llm_provider_reference.yaml").read_text()
+    config = load_config(text, ENV, base_dir=Path("."))
+    router = config.binds[-1].listeners[0].routes[0].backends[0].target
+    assert isinstance(router, LLMRouter)
+    # The provider's `params.tokenize` reaches the model that references it.
+    assert [m.tokenize for m in router.models] == [True, False]
 
 
 BASIC = """

@@ -292,6 +292,8 @@ def test_anthropic_response_matches_agentgateway(name: str) -> None:
         parsed["output_tokens"],
         parsed["total_tokens"],
         parsed.get("cached_input_tokens"),
+        cache_write_tokens=parsed.get("cache_creation_input_tokens"),
+        input_excludes_cache=True,
     )
 
 
@@ -320,6 +322,8 @@ def test_anthropic_stream_matches_agentgateway(name: str) -> None:
         parsed["output_tokens"],
         parsed["total_tokens"],
         parsed.get("cached_input_tokens"),
+        cache_write_tokens=parsed.get("cache_creation_input_tokens"),
+        input_excludes_cache=True,
     )
 
 
@@ -347,10 +351,11 @@ def test_anthropic_stream_first_token_at_first_content_delta() -> None:
     assert stream.feed(source[:first_delta]) == b""  # message_start, block start: no chunk yet
     assert stream.first_token_at is None
     assert stream.model == "claude-haiku-4-5-20251001"
-    assert stream.usage == Usage(15, 5, 20, 0)  # message_start's counts until message_delta
+    # message_start's counts until message_delta
+    assert stream.usage == Usage(15, 5, 20, 0, cache_write_tokens=0, input_excludes_cache=True)
     stream.feed(source[first_delta:])
     assert stream.first_token_at == 1000
-    assert stream.usage == Usage(15, 21, 36, 0)
+    assert stream.usage == Usage(15, 21, 36, 0, cache_write_tokens=0, input_excludes_cache=True)
 
 
 def test_anthropic_stream_include_usage_sends_openais_final_usage_chunk() -> None:
@@ -382,7 +387,7 @@ def test_anthropic_stream_usage_missing_from_message_delta_keeps_message_start_i
     ]
     assert chunk["usage"]["prompt_tokens"] == 7
     assert chunk["usage"]["completion_tokens"] == 4
-    assert stream.usage == Usage(7, 4, 11, 3)
+    assert stream.usage == Usage(7, 4, 11, 3, input_excludes_cache=True)
 
 
 def test_anthropic_stream_error_event_becomes_openai_stream_error() -> None:
@@ -638,6 +643,8 @@ def test_passthrough_stream_is_unchanged_and_reads_usage(name: str) -> None:
         parsed["output_tokens"],
         parsed["total_tokens"],
         parsed.get("cached_input_tokens"),
+        cache_write_tokens=parsed.get("cache_creation_input_tokens"),
+        input_excludes_cache=True,
     )
 
 
@@ -654,7 +661,7 @@ def test_passthrough_first_token_and_whole_response() -> None:
     whole = (DATA / "response/anthropic/basic.json").read_bytes()
     assert translation.response_json(whole) == (
         whole,
-        Usage(15, 21, 36, 12),
+        Usage(15, 21, 36, 12, cache_write_tokens=13, input_excludes_cache=True),
         "claude-haiku-4-5-20251001",
     )
     assert translation.response_json(b"oops") == (b"oops", None, None)

@@ -188,8 +188,11 @@ def test_json_response_matches_agentgateway(name: str) -> None:
     out, usage, model = BedrockToCompletions(MODEL, {}).response_json(body)
     assert _normalized_response(out) == without_nulls(expected["response"])
     parsed = expected["parsed"]
-    assert usage == Usage(parsed["input_tokens"], parsed["output_tokens"],
-                          parsed["total_tokens"], parsed.get("cached_input_tokens"))
+    assert usage == Usage(
+        parsed["input_tokens"], parsed["output_tokens"], parsed["total_tokens"],
+        parsed.get("cached_input_tokens"),
+        cache_write_tokens=parsed.get("cache_creation_input_tokens"), input_excludes_cache=True,
+    )
     assert model == parsed["provider_model"]
 
 
@@ -236,7 +239,8 @@ def test_stream_matches_agentgateway(name: str) -> None:
     out = stream.feed((RESPONSES / f"{name}.bin").read_bytes()) + stream.finish()
     assert _events(out) == expected
     assert stream.usage == Usage(
-        telemetry["input_tokens"], telemetry["output_tokens"], telemetry["total_tokens"]
+        telemetry["input_tokens"], telemetry["output_tokens"], telemetry["total_tokens"],
+        input_excludes_cache=True,
     )
     assert stream.model == MODEL
     assert stream.first_token_at == 101.0

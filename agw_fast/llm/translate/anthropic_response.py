@@ -69,7 +69,10 @@ def count(value: object) -> int | None:
 
 
 def anthropic_usage(
-    input_tokens: int | None, output_tokens: int | None, cache_read: int | None
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cache_read: int | None,
+    cache_write: int | None = None,
 ) -> Usage:
     total = None if input_tokens is None or output_tokens is None else input_tokens + output_tokens
     return Usage(
@@ -77,6 +80,8 @@ def anthropic_usage(
         output_tokens=output_tokens,
         total_tokens=total,
         cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        input_excludes_cache=True,
     )
 
 
@@ -167,7 +172,9 @@ def messages_response_to_chat(body: bytes, created: int) -> tuple[bytes, Usage, 
     tier = usage.get("service_tier")
     if type(tier) is str:
         out["service_tier"] = tier
-    return _dumps(out).encode(), anthropic_usage(input_tokens, output_tokens, cache_read), model
+    return _dumps(out).encode(), anthropic_usage(
+        input_tokens, output_tokens, cache_read, cache_write
+    ), model
 
 
 def chat_usage_for_anthropic(usage: Mapping[str, object] | None) -> dict[str, object]:

@@ -90,7 +90,11 @@ def _usage(raw: object) -> tuple[dict[str, object], Usage]:
             details["cache_write_tokens"] = cache_write
             out["cache_creation_input_tokens"] = cache_write
         out["prompt_tokens_details"] = details
-    return out, Usage(prompt, completion, total, cache_read)
+    # Bedrock's inputTokens leaves the cache out (agentgateway's InputExcludesCache).
+    return out, Usage(
+        prompt, completion, total, cache_read, cache_write_tokens=cache_write,
+        input_excludes_cache=True,
+    )
 
 
 def _finish(reason: object) -> str:
