@@ -42,6 +42,7 @@ from agw_fast.config.model import (
     StaticConfig,
     VertexParams,
 )
+from agw_fast.config.model_catalog import parse_model_catalog
 from agw_fast.config.validate import (
     Obj,
     as_list,
@@ -94,7 +95,7 @@ def load_config_file(
 def _root(raw: object, env: Mapping[str, str], base_dir: Path) -> Config:
     # An empty file is a valid config with nothing to serve.
     o = Obj({} if raw is None else raw, "", "Root")
-    static = _static(o.get("config"), o.child("config"), env)
+    static = _static(o.get("config"), o.child("config"), env, base_dir)
     frontend = _frontend(o.get("frontendPolicies"), o.child("frontendPolicies"))
     binds = tuple(_bind(item, p, base_dir) for p, item in o.items("binds"))
     llm_raw = o.get("llm")
@@ -115,7 +116,9 @@ def _root(raw: object, env: Mapping[str, str], base_dir: Path) -> Config:
     return Config(binds=binds, static=static, frontend=frontend)
 
 
-def _static(raw: object | None, path: str, env: Mapping[str, str]) -> StaticConfig:
+def _static(
+    raw: object | None, path: str, env: Mapping[str, str], base_dir: Path
+) -> StaticConfig:
     """`config:`; as in agentgateway, some environment variables take precedence over it."""
     default = StaticConfig()
     o = Obj({} if raw is None else raw, path, "RawConfig")
@@ -127,6 +130,7 @@ def _static(raw: object | None, path: str, env: Mapping[str, str]) -> StaticConf
 
     backend_raw = o.get("backend")
     logging_raw = o.get("logging")
+    catalog_raw = o.get("modelCatalog")
     result = StaticConfig(
         admin_addr=addr("adminAddr", "ADMIN_ADDR", default.admin_addr),
         stats_addr=addr("statsAddr", "STATS_ADDR", default.stats_addr),
@@ -141,6 +145,9 @@ def _static(raw: object | None, path: str, env: Mapping[str, str]) -> StaticConf
         logging=default.logging
         if logging_raw is None
         else _logging(logging_raw, o.child("logging")),
+        model_catalog=None
+        if catalog_raw is None
+        else parse_model_catalog(catalog_raw, o.child("modelCatalog"), base_dir),
     )
     o.close()
     return result

@@ -8,7 +8,10 @@ into runtime objects. Durations are seconds (float); byte sizes are ints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from agw_fast.config.model_catalog import ModelCatalog
 
 __all__ = [
     "AIBackend",
@@ -641,6 +644,8 @@ class StaticConfig:
     # for this long, then the listening sockets close; agentgateway's default is zero.
     connection_min_termination_deadline: float = 0 * SECONDS
     logging: LoggingConfig = LoggingConfig()
+    # `modelCatalog`: LLM prices, merged from its sources at load (None: calls are unpriced).
+    model_catalog: ModelCatalog | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import logging
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol, TypeVar, cast
 
 __all__ = [
     "DEFAULT_MAX_LLM_SERIES",
@@ -31,11 +31,14 @@ __all__ = [
     "REQUEST",
     "REQUEST_DURATION_BUCKETS",
     "RETRIES",
+    "COST",
+    "COST_LOOKUPS",
     "TOKEN_BUCKETS",
     "TPOT_BUCKETS",
     "TTFT_BUCKETS",
     "Hist",
     "LLMKey",
+    "LookupKey",
     "MetricsRegistry",
     "RequestKey",
     "SeriesStore",
@@ -44,6 +47,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_K = TypeVar("_K", bound=tuple[str, ...])
 
 # agentgateway's HTTP_REQUEST_DURATION_BUCKET.
 REQUEST_DURATION_BUCKETS = (
@@ -68,6 +72,8 @@ RequestKey = tuple[str, str, str, str, str, str, str, str, int, str]
 # (bind, gateway, listener, route, route_rule, operation, system, request_model,
 #  response_model)
 LLMKey = tuple[str, str, str, str, str, str, str, str, str]
+# An LLMKey and the cost lookup's status (Exact, Unpriced, Missing).
+LookupKey = tuple[str, str, str, str, str, str, str, str, str, str]
 
 # Series kinds, as stored with each series: a request histogram, or one of an LLM series'
 # histograms (each created on first use).
@@ -76,6 +82,10 @@ TOKENS_IN, TOKENS_OUT, TOKENS_CACHE_READ, LLM_DURATION, LLM_TTFT, LLM_TPOT = ran
 LLM_KINDS = range(1, 7)
 # `retries_total` of a request label set: one counter, stored as a series of one value.
 RETRIES = 7
+# `gen_ai_client_cost_usd_total` of an LLM label set (USD, one value), and
+# `cost_catalog_lookups_total` of an LLM label set plus the lookup status (a count).
+COST = 8
+COST_LOOKUPS = 9
 LLM_BOUNDS: dict[int, tuple[float, ...]] = {
     TOKENS_IN: TOKEN_BUCKETS,
     TOKENS_OUT: TOKEN_BUCKETS,
@@ -145,7 +155,8 @@ class MetricsRegistry:
     """
 
     __slots__ = (
-        "_llm", "_max_llm", "_max_requests", "_requests", "_retries", "_store", "_warned",
+        "_cost", "_llm", "_lookups", "_max_llm", "_max_requests", "_requests", "_retries",
+        "_store", "_warned",
     )
 
     def __init__(
@@ -158,6 +169,8 @@ class MetricsRegistry:
         self._requests: dict[RequestKey, Hist] = {}
         self._llm: dict[LLMKey, list[Hist | None]] = {}
         self._retries: dict[RequestKey, Hist] = {}
+        self._cost: dict[LLMKey, Hist] = {}
+        self._lookups: dict[LookupKey, Hist] = {}
         self._max_requests = max(max_request_series, 1)
         self._max_llm = max(max_llm_series, 1)
         self._store = store
@@ -168,6 +181,10 @@ class MetricsRegistry:
                     self._requests[cast(RequestKey, key)] = hist
                 elif kind == RETRIES:
                     self._retries[cast(RequestKey, key)] = hist
+                elif kind == COST:
+                    self._cost[cast(LLMKey, key)] = hist
+                elif kind == COST_LOOKUPS:
+                    self._lookups[cast(LookupKey, key)] = hist
                 else:
                     entry = self._llm.setdefault(cast(LLMKey, key), [None] * 7)
                     entry[kind] = hist
@@ -231,6 +248,37 @@ class MetricsRegistry:
             self._observe(key, entry, LLM_TTFT, ttft_s)
         if tpot_s is not None and _valid(tpot_s):
             self._observe(key, entry, LLM_TPOT, tpot_s)
+
+    def record_cost(self, key: LLMKey, status: str, cost: float | None) -> None:
+        """One priced (or unpriceable) LLM call: `cost_catalog_lookups_total` by status and,
+        when priced, `gen_ai_client_cost_usd_total`. Bounded like the LLM series."""
+        lookup_key = cast(LookupKey, _clip(key + (status,)))
+        hist = self._lookups.get(lookup_key)
+        if hist is None:
+            hist = self._counter(self._lookups, COST_LOOKUPS, lookup_key, _LOOKUP_OVERFLOW)
+        hist[0] += 1
+        if cost is not None and _valid(cost):
+            llm_key = cast(LLMKey, _clip(key))
+            hist = self._cost.get(llm_key)
+            if hist is None:
+                hist = self._counter(self._cost, COST, llm_key, _LLM_OVERFLOW)
+            hist[0] += cost
+
+    def _counter(
+        self, series: dict[_K, Hist], kind: int, key: _K, overflow: _K
+    ) -> Hist:
+        """A new one-value series for `key`, or the overflow one past the cap or when full."""
+        hist = None
+        if len(series) < self._max_llm:
+            hist = self._new(kind, key, 1, last=False)
+        if hist is None:
+            self._warn_overflow()
+            key = overflow
+            hist = series.get(key)
+            if hist is None:
+                hist = self._new_last(kind, key, 1)
+        series[key] = hist
+        return hist
 
     def _observe(self, key: LLMKey, entry: list[Hist | None], kind: int, value: float) -> None:
         bounds = LLM_BOUNDS[kind]
@@ -318,11 +366,14 @@ class MetricsRegistry:
                 for key, entry in self._llm.items()
             },
             {key: hist[0] for key, hist in self._retries.items()},
+            {key: hist[0] for key, hist in self._cost.items()},
+            {key: hist[0] for key, hist in self._lookups.items()},
         )
 
 
 _REQUEST_OVERFLOW: RequestKey = (OVERFLOW,) * 8 + (0, OVERFLOW)
 _LLM_OVERFLOW: LLMKey = (OVERFLOW,) * 9
+_LOOKUP_OVERFLOW: LookupKey = (OVERFLOW,) * 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +386,8 @@ class Snapshot:
     requests: dict[RequestKey, list[float]]
     llm: dict[LLMKey, list[list[float] | None]]
     retries: dict[RequestKey, float] = field(default_factory=dict)
+    cost: dict[LLMKey, float] = field(default_factory=dict)  # USD
+    cost_lookups: dict[LookupKey, float] = field(default_factory=dict)
 
     @classmethod
     def merge(cls, snapshots: Iterable[Snapshot]) -> Snapshot:
@@ -342,9 +395,15 @@ class Snapshot:
         requests: dict[RequestKey, list[float]] = {}
         llm: dict[LLMKey, list[list[float] | None]] = {}
         retries: dict[RequestKey, float] = {}
+        cost: dict[LLMKey, float] = {}
+        lookups: dict[LookupKey, float] = {}
         for snapshot in snapshots:
             for key, count in snapshot.retries.items():
                 retries[key] = retries.get(key, 0.0) + count
+            for ckey, usd in snapshot.cost.items():
+                cost[ckey] = cost.get(ckey, 0.0) + usd
+            for lookup, count in snapshot.cost_lookups.items():
+                lookups[lookup] = lookups.get(lookup, 0.0) + count
             for key, hist in snapshot.requests.items():
                 requests[key] = _sum_into(requests.get(key), hist)
             for lkey, entry in snapshot.llm.items():
@@ -354,7 +413,7 @@ class Snapshot:
                 for kind, lhist in enumerate(entry):
                     if lhist is not None:
                         mine[kind] = _sum_into(mine[kind], lhist)
-        return cls(requests, llm, retries)
+        return cls(requests, llm, retries, cost, lookups)
 
 
 def _sum_into(mine: list[float] | None, hist: list[float]) -> list[float]:

@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from typing import cast
 
 from agw_fast.telemetry.metrics import (
+    COST,
+    COST_LOOKUPS,
     LLM_BOUNDS,
     LLM_KINDS,
     REQUEST,
@@ -37,6 +39,7 @@ from agw_fast.telemetry.metrics import (
     RETRIES,
     Hist,
     LLMKey,
+    LookupKey,
     RequestKey,
     Snapshot,
 )
@@ -46,7 +49,7 @@ __all__ = ["DEFAULT_SLOT_SIZE", "SharedSlots", "SlotWriter"]
 _log = logging.getLogger(__name__)
 
 _MAGIC = 0x4D574741  # "AGWM"
-_FORMAT = 2  # bump when keys, kinds or bucket layouts change
+_FORMAT = 3  # bump when keys, kinds or bucket layouts change
 _HEADER = struct.Struct("<IIQQ")
 _HEADER_SIZE = 64
 _END = struct.Struct("<Q")
@@ -63,6 +66,8 @@ DEFAULT_SLOT_SIZE = 8 * 1024 * 1024
 _SIZES = {REQUEST: len(REQUEST_DURATION_BUCKETS) + 2}
 _SIZES.update({kind: len(LLM_BOUNDS[kind]) + 2 for kind in LLM_KINDS})
 _SIZES[RETRIES] = 1
+_SIZES[COST] = 1
+_SIZES[COST_LOOKUPS] = 1
 
 
 def _align(n: int) -> int:
@@ -76,7 +81,9 @@ def _valid_key(kind: int, key: object) -> bool:
         return len(key) == 10 and all(
             type(part) is (int if i == 8 else str) for i, part in enumerate(key)
         )
-    return len(key) == 9 and all(type(part) is str for part in key)
+    return len(key) == (10 if kind == COST_LOOKUPS else 9) and all(
+        type(part) is str for part in key
+    )
 
 
 class SharedSlots:
@@ -151,15 +158,21 @@ class SharedSlots:
         requests: dict[RequestKey, list[float]] = {}
         llm: dict[LLMKey, list[list[float] | None]] = {}
         retries: dict[RequestKey, float] = {}
+        cost: dict[LLMKey, float] = {}
+        lookups: dict[LookupKey, float] = {}
         for at, count, kind, key in self._records(index):
             values = cast(list[float], self._view[at : at + 8 * count].cast("d").tolist())
             if kind == REQUEST:
                 requests[cast(RequestKey, key)] = values
             elif kind == RETRIES:
                 retries[cast(RequestKey, key)] = values[0]
+            elif kind == COST:
+                cost[cast(LLMKey, key)] = values[0]
+            elif kind == COST_LOOKUPS:
+                lookups[cast(LookupKey, key)] = values[0]
             else:
                 llm.setdefault(cast(LLMKey, key), [None] * 7)[kind] = values
-        return Snapshot(requests, llm, retries)
+        return Snapshot(requests, llm, retries, cost, lookups)
 
     def read_all(self) -> list[Snapshot]:
         """Snapshots of every slot a worker attached to, in slot order."""

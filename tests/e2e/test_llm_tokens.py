@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +18,12 @@ from tests.e2e.conftest import (
     Process,
     RawClient,
     RawMessage,
+    access_log_lines,
     child_pids,
     http_request,
+    metric_total,
+    poll,
+    scrape_metrics,
     serving_worker,
     start_mock,
 )
@@ -134,3 +140,79 @@ def test_tokenize_refuses_a_model_agentgateway_cannot_count(
     response, _ = _chat(gw, "hello world", model="davinci")  # an r50k_base model
     assert response.status == 400
     assert response.body == b"failed to process LLM request: unsupported model"
+
+
+# -- cost: config.modelCatalog -> agw.ai.usage.cost.total and the cost counter ----------------
+
+
+def _cost_config(mock_port: int, catalog_file: str) -> str:
+    base = f"http://127.0.0.1:{mock_port}/v1"
+    overlay = json.dumps({"providers": {"openai": {"models": {"gpt-4o": {"rates": {
+        "output": "12"}}}}}})  # fmt: skip
+    return f"""config:
+  statsAddr: 127.0.0.1:0
+  adminAddr: "off"
+  readinessAddr: "off"
+  modelCatalog:
+  - file: {catalog_file}
+  - inline: '{overlay}'
+llm:
+  port: 0
+  models:
+  - name: gpt-4o
+    provider: openAI
+    params: {{apiKey: {KEY}, baseUrl: "{base}"}}
+  - name: unlisted
+    provider: openAI
+    params: {{apiKey: {KEY}, baseUrl: "{base}"}}
+"""
+
+
+def _expected_cost(content: str) -> Decimal:
+    """The file's input rate and the inline overlay's output rate, per million tokens."""
+    prompt = len(content.encode()) // 4 + 1  # the mock's counts: 5 output tokens
+    return prompt * Decimal("2.5") / 1_000_000 + 5 * Decimal("12") / 1_000_000
+
+
+def test_cost_from_a_catalog_in_the_access_log_and_metrics(
+    gateway: GatewayFactory, mock: Process, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"providers": {"openai": {"models": {
+        "gpt-4o": {"rates": {"input": "2.5", "output": "10"}}}}}}))  # fmt: skip
+    gw = gateway(_cost_config(mock.port, str(catalog)), workers=2, expect_stats=True)
+    served_by: dict[int, int] = {}
+    expected: list[str] = []
+    total = Decimal(0)
+    while len(expected) < 4 or len(served_by) < 2:
+        assert len(expected) < MAX_REQUESTS, f"one worker served everything: {served_by}"
+        content = "price me " * (len(expected) + 1)
+        response, owner = _chat(gw, content)
+        assert response.status == 200, response.raw[:300]
+        served_by[owner] = served_by.get(owner, 0) + 1
+        cost = _expected_cost(content)
+        expected.append(format(cost, "f"))
+        total += cost
+    unlisted, _ = _chat(gw, "no price", model="unlisted")
+    assert unlisted.status == 200
+
+    lines = poll(lambda: access_log_lines(gw.output()),
+                 lambda found: len(found) >= len(expected) + 1, what="access log lines")
+    # Each call's total, as agentgateway writes its decimal (no exponent, no float rounding).
+    assert [line.get("agw.ai.usage.cost.total") for line in lines] == expected + [None]
+    samples = poll(
+        lambda: scrape_metrics(gw.extra_ports["stats"]),
+        lambda s: metric_total(s, "agentgateway_cost_catalog_lookups_total")
+        >= len(expected) + 1,
+        what="cost lookups",
+    )
+    # Summed over both workers' slots.
+    cost_total = metric_total(
+        samples, "agentgateway_gen_ai_client_cost_usd_total",
+        gen_ai_request_model="gpt-4o", gen_ai_system="openai",
+    )  # fmt: skip
+    assert cost_total == pytest.approx(float(total))
+    assert metric_total(samples, "agentgateway_cost_catalog_lookups_total",
+                        status="Exact") == len(expected)  # fmt: skip
+    assert metric_total(samples, "agentgateway_cost_catalog_lookups_total", status="Missing",
+                        gen_ai_request_model="unlisted") == 1  # fmt: skip
