@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from types import MappingProxyType
 
 from agw_fast.errors import ConfigError
 
@@ -103,9 +102,8 @@ class ModelCatalog:
     """The merged catalog: provider -> model id -> prices. `missing`: configured files that
     did not exist at load."""
 
-    providers: Mapping[str, Mapping[str, CatalogModel]] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    # Plain dicts (the admin's /config_dump deep-copies the config), never changed after load.
+    providers: Mapping[str, Mapping[str, CatalogModel]] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
 
     def resolve(self, provider: str, model: str) -> CatalogModel | None:
@@ -152,9 +150,7 @@ def parse_model_catalog(raw: object, path: str, base_dir: Path) -> ModelCatalog 
             "no configured model catalog sources are currently readable; missing files: "
             + ", ".join(missing),
         )
-    return ModelCatalog(
-        MappingProxyType({p: MappingProxyType(m) for p, m in merged.items()}), tuple(missing)
-    )
+    return ModelCatalog(merged, tuple(missing))
 
 
 def _source(

@@ -5,6 +5,7 @@ by cache convention, tiers, fallbacks, the access-log field and the summed count
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 from decimal import Decimal
@@ -181,6 +182,9 @@ def test_sources_merge_in_order(tmp_path: Path) -> None:
     gpt4o = cat.resolve("openai", "gpt-4o")
     assert gpt4o is not None and gpt4o.rates.input == D("2.5")
     assert cat.missing == ("missing.json",)
+    # The admin's /config_dump deep-copies the config: the catalog must survive it.
+    dumped = json.dumps(dataclasses.asdict(cat), default=str)
+    assert '"input": "1.25"' in dumped
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,26 @@ def test_llm_provider_reference_fixture_loads_with_tokenize() -> None:
     assert [m.tokenize for m in router.models] == [True, False]
 
 
+def test_binds_ai_tokenize_takes_the_router_path_and_needs_tiktoken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("tiktoken")
+    text = json.dumps({"binds": [{"port": 3000, "listeners": [{"routes": [{"backends": [
+        {"ai": {"name": "o", "provider": {"openAI": {}}, "tokenize": True}}]}]}]}]})  # fmt: skip
+    (bind,) = compile_config(load_config(text, ENV, base_dir=Path(".")))
+    assert bind.single is not None
+    (route,) = bind.single.routes()
+    (backend,) = route.backends
+    # The OpenAI fast path never parses the messages: a tokenizing provider uses the router.
+    assert isinstance(backend.router, ProviderGroups)
+    assert backend.router.routes[0].config.tokenize
+    monkeypatch.setattr("agw_fast.config.load_llm.tiktoken_available", lambda: False)
+    with pytest.raises(ConfigError) as info:
+        load_config(text, ENV, base_dir=Path("."))
+    assert info.value.path == "binds[0].listeners[0].routes[0].backends[0].ai.tokenize"
+    assert "pip install 'agw-fast[tokenize]'" in str(info.value)
+
+
 BASIC = """
 llm:
   port: 0
