@@ -36,7 +36,6 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol, cast
 
 from agw_fast.core import cel
@@ -472,7 +471,7 @@ class Exchange:
             route.config, resolved.route_type, self.target, resolved.obj, body, resolved.changed
         )
         if estimate is not None:
-            llm_request = replace(llm_request, input_tokens=estimate)
+            llm_request = llm_request.with_estimate(estimate)
         final = route.final_transformations
         if final and _final_applies(llm_request.route_type, self.headers):
             llm_request = final_transformation(final, llm_request, variables)

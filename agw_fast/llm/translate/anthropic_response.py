@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from agw_fast.llm.jsonbytes import loads as _loads
 from agw_fast.llm.translate import TranslationError
 from agw_fast.llm.translate.anthropic_request import tool_arguments_to_input
-from agw_fast.llm.usage import Usage, usage_from_mapping
+from agw_fast.llm.usage import CacheExcludedUsage, Usage, usage_from_mapping
 
 __all__ = [
     "anthropic_error_type",
@@ -75,13 +75,12 @@ def anthropic_usage(
     cache_write: int | None = None,
 ) -> Usage:
     total = None if input_tokens is None or output_tokens is None else input_tokens + output_tokens
-    return Usage(
+    return CacheExcludedUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         total_tokens=total,
         cached_input_tokens=cache_read,
         cache_write_tokens=cache_write,
-        input_excludes_cache=True,
     )
 
 
