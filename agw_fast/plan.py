@@ -728,8 +728,8 @@ _FAST_ROUTE_TYPES = frozenset({"completions", "responses", "embeddings", "detect
 
 
 def _openai_fast_path(target: AIBackend, route: Route, declared: RouteBackend) -> bool:
-    if target.groups or target.provider != "openAI":
-        return False
+    if target.groups or target.provider != "openAI" or target.tokenize:
+        return False  # the router's path: it has the parsed request `tokenize` counts
     _, _, ai_policy = _merged(route.policies, target.policies, declared.policies)
     if ai_policy is None:
         return True
@@ -796,6 +796,7 @@ def _provider_model(
             and provider.path_prefix is None
         ),
         guardrails=ai.prompt_guard if ai is not None else None,
+        tokenize=provider.tokenize,
     )
 
 

@@ -25,7 +25,7 @@ from agw_fast.config.load_gateways import (
     parse_gateways,
     parse_targeted_policies,
 )
-from agw_fast.config.load_llm import parse_llm, vertex_params
+from agw_fast.config.load_llm import parse_llm, tokenize_flag, vertex_params
 from agw_fast.config.load_policies import (
     one_key,
     parse_backend_policies,
@@ -55,6 +55,7 @@ from agw_fast.config.model import (
     StaticConfig,
     VertexParams,
 )
+from agw_fast.config.model_catalog import parse_model_catalog
 from agw_fast.config.validate import (
     Obj,
     as_list,
@@ -109,7 +110,7 @@ def load_config_file(
 def _root(raw: object, env: Mapping[str, str], base_dir: Path) -> Config:
     # An empty file is a valid config with nothing to serve.
     o = Obj({} if raw is None else raw, "", "Root")
-    static = _static(o.get("config"), o.child("config"), env)
+    static = _static(o.get("config"), o.child("config"), env, base_dir)
     frontend = _frontend(o.get("frontendPolicies"), o.child("frontendPolicies"))
     targeted = parse_targeted_policies(o.items("policies"), base_dir)
     named = _named_backends(o, base_dir)
@@ -191,7 +192,9 @@ def _attached_route(
     return AttachedRoute(path, refs, route, has_name)
 
 
-def _static(raw: object | None, path: str, env: Mapping[str, str]) -> StaticConfig:
+def _static(
+    raw: object | None, path: str, env: Mapping[str, str], base_dir: Path
+) -> StaticConfig:
     """`config:`; as in agentgateway, some environment variables take precedence over it."""
     default = StaticConfig()
     o = Obj({} if raw is None else raw, path, "RawConfig")
@@ -204,6 +207,7 @@ def _static(raw: object | None, path: str, env: Mapping[str, str]) -> StaticConf
     backend_raw = o.get("backend")
     logging_raw = o.get("logging")
     tracing_raw = o.get("tracing")
+    catalog_raw = o.get("modelCatalog")
     result = StaticConfig(
         admin_addr=addr("adminAddr", "ADMIN_ADDR", default.admin_addr),
         stats_addr=addr("statsAddr", "STATS_ADDR", default.stats_addr),
@@ -221,6 +225,9 @@ def _static(raw: object | None, path: str, env: Mapping[str, str]) -> StaticConf
         tracing=None
         if tracing_raw is None
         else parse_config_tracing(tracing_raw, o.child("tracing"), env),
+        model_catalog=None
+        if catalog_raw is None
+        else parse_model_catalog(catalog_raw, o.child("modelCatalog"), base_dir),
     )
     o.close()
     return result
@@ -619,8 +626,7 @@ def _named_provider(raw: object, path: str, base_dir: Path) -> AIBackend:
     host_override = o.get("hostOverride")
     path_override = o.get("pathOverride")
     path_prefix = o.get("pathPrefix")
-    if o.opt_bool("tokenize"):
-        raise not_supported(o.child("tokenize"), "token counting")
+    tokenize = tokenize_flag(o.opt_bool("tokenize"), o.child("tokenize"))
     policies_raw = o.get("policies")
     o.close()
     policies = (
@@ -650,6 +656,7 @@ def _named_provider(raw: object, path: str, base_dir: Path) -> AIBackend:
         azure=azure,
         bedrock=bedrock,
         vertex=vertex,
+        tokenize=tokenize,
     )
 
 

@@ -9,6 +9,7 @@ them before it builds its backends.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -69,12 +70,21 @@ from agw_fast.config.validate import (
 from agw_fast.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_LLM_PORT", "LLM_LISTENER", "LLM_ROUTE", "LLMForm", "parse_llm", "vertex_params",
+    "DEFAULT_LLM_PORT",
+    "LLM_LISTENER",
+    "LLM_ROUTE",
+    "LLMForm",
+    "TIKTOKEN_MISSING",
+    "parse_llm",
+    "tiktoken_available",
+    "tokenize_flag",
+    "vertex_params",
 ]
 
 DEFAULT_LLM_PORT = 4000
 LLM_LISTENER = "llm"  # agentgateway's llm::LOCAL_LISTENER_NAME
 LLM_ROUTE = "llm:request"
+TIKTOKEN_MISSING = "needs the tiktoken package: pip install 'agw-fast[tokenize]'"
 _PROVIDERS = ("openai", "openAI", "gemini", "vertex", "anthropic", "bedrock", "azure", "copilot")
 _SERVED_PROVIDERS = {"openai": "openAI", "openAI": "openAI", "anthropic": "anthropic",
                      "gemini": "gemini", "azure": "azure", "bedrock": "bedrock",
@@ -368,8 +378,7 @@ def _model(
     api_key = (
         None if api_key_raw is None else parse_secret(api_key_raw, p.child("apiKey"), base_dir)
     )
-    if p.opt_bool("tokenize"):
-        raise not_supported(p.child("tokenize"), "token counting")
+    tokenize = tokenize_flag(p.opt_bool("tokenize"), p.child("tokenize"))
     azure = _azure(p, kind)
     bedrock = _bedrock(p, kind)
     vertex = _vertex(p, kind)
@@ -490,6 +499,7 @@ def _model(
         guardrails=None if guardrails_raw is None else parse_guardrails(
             guardrails_raw, o.child("guardrails"), base_dir
         ),
+        tokenize=tokenize,
     )
     o.close()
     return result
@@ -661,3 +671,16 @@ def _virtual_model(raw: object, path: str) -> LLMVirtualModel:
     return LLMVirtualModel(
         name, cast(Literal["weighted", "failover", "conditional"], kind), tuple(targets)
     )
+
+
+def tiktoken_available() -> bool:
+    """Whether the `tokenize` extra (the tiktoken library) is installed."""
+    return importlib.util.find_spec("tiktoken") is not None
+
+
+def tokenize_flag(value: bool | None, path: str) -> bool:
+    """`tokenize` (binds `ai` providers, `llm` params): counting needs tiktoken, so a config
+    that asks for it without the extra is refused at load rather than at the first request."""
+    if value and not tiktoken_available():
+        raise ConfigError(path, TIKTOKEN_MISSING)
+    return bool(value)

@@ -8,7 +8,10 @@ into runtime objects. Durations are seconds (float); byte sizes are ints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from agw_fast.config.model_catalog import ModelCatalog
 
 __all__ = [
     "AIBackend",
@@ -516,6 +519,7 @@ class AIBackend:
     bedrock: BedrockParams | None = None
     vertex: VertexParams | None = None
     groups: tuple[tuple[AIBackend, ...], ...] = ()
+    tokenize: bool = False  # count the prompt's tokens before the call (llm/tokenizer.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -633,6 +637,7 @@ class LLMModel:
     keep_client_path: bool = False
     # `guardrails`, merged with `llm.policies.guardrails` (agentgateway's merge_prompt_guards)
     guardrails: PromptGuard | None = None
+    tokenize: bool = False  # params.tokenize: count the prompt's tokens before the call
 
 
 @dataclass(frozen=True, slots=True)
@@ -795,6 +800,8 @@ class StaticConfig:
     connection_min_termination_deadline: float = 0 * SECONDS
     logging: LoggingConfig = LoggingConfig()
     tracing: TracingPolicy | None = None  # `config.tracing`
+    # `modelCatalog`: LLM prices, merged from its sources at load (None: calls are unpriced).
+    model_catalog: ModelCatalog | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,10 @@ _TABLE: dict[str, tuple[str, str]] = {
     ),
     "RawConfig": (
         "adminAddr statsAddr readinessAddr backend connectionTerminationDeadline "
-        "connectionMinTerminationDeadline logging tracing",
+        "connectionMinTerminationDeadline logging tracing modelCatalog",
         "additionalTrustDomains caAddress caAuthToken clusterId "
         "customFunctions database dns enableIpv6 gateway "
-        "hbone histograms localXdsPath mcp metrics modelCatalog namespace network "
+        "hbone histograms localXdsPath mcp metrics namespace network "
         "sensitiveHeaders serviceAccount session skipValidateTrustDomain spiffe "
         "standardAttributes storage trustDomain workerThreads xdsAddress "
         "xdsAuthToken",

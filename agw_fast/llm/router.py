@@ -25,6 +25,7 @@ from agw_fast.config.rust_regex import compile_rust_regex
 from agw_fast.core import cel
 from agw_fast.core.authorization import RuleSet
 from agw_fast.errors import ConfigError, ProxyError
+from agw_fast.llm import tokenizer
 from agw_fast.llm.health import HealthState, choose_failover
 from agw_fast.llm.jsonbytes import loads
 from agw_fast.llm.providers.openai import LLMRequestError, RouteTypeResolver
@@ -484,6 +485,8 @@ def compile_model_route(config: LLMModel, index: int) -> ModelRoute:
         (key, _compile(text, f"{config.path}.finalTransformation.{key}", cel.LLM_VARIABLES))
         for key, text in config.final_transformation
     )
+    if config.tokenize:
+        tokenizer.preload()  # at load, before the workers fork: never on the request path
     return ModelRoute(
         config,
         index,

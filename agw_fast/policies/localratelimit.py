@@ -13,8 +13,9 @@ pelikan's ratelimiter there):
     limit: the fewest tokens left, the first such limit on a tie (`most_constrained`);
   * a limit whose capacity is 0 refuses everything, with reset 0 (`try_wait_n`, n > capacity);
   * `type: tokens` limits (`TokenLimits`) apply to LLM exchanges only: once the request is
-    parsed each needs one token left (nothing taken), and the call's input + output usage is
-    taken when it ends, never below 0 (`check_llm_request`, `amend_tokens` in llm/mod.rs);
+    parsed each needs one token left (nothing taken), or with `tokenize` takes the prompt's
+    estimate; the call's input + output usage (less any estimate) is taken when it ends,
+    never below 0 (`check_llm_request`, `amend_tokens` in llm/mod.rs);
   * a limited route's responses carry these fields in place of the upstream's own;
   * `conditional` entries (`RequestPolicy::select`, store/policy.rs): each is one bucket; the
     first entry whose CEL condition is true (or the last, condition-less fallback) is the
@@ -317,9 +318,16 @@ def _conditional(limits: Sequence[LocalRateLimit], clock: Callable[[], int]) -> 
 
 class TokenLimits:
     """A route's `type: tokens` limits, which apply to LLM requests only (agentgateway's
-    `check_llm_request` and `amend_tokens`, without `tokenize`): once the request is parsed,
-    every bucket must hold at least one token; once the response's usage is known, input plus
-    output tokens are taken from every bucket, leaving it at 0 rather than below."""
+    `check_llm_request` and `amend_tokens`). Once the request is parsed: without `tokenize`,
+    every bucket must hold at least one token (nothing is taken); with it, the prompt's
+    estimate is taken from each bucket in turn, all or nothing per bucket, and a bucket that
+    cannot give it refuses the request (a larger estimate than the capacity always does; the
+    buckets before it keep what they gave, as for `type: requests`). Once the response's usage
+    is known, the difference is settled: input (cache included) plus output tokens, less the
+    estimate already taken, is taken from every bucket, leaving it at 0 rather than below; an
+    estimate larger than the usage gives the rest back, never filling a bucket past its
+    capacity (agentgateway's `amend_tokens` has no cap, so a refund there can lift a bucket
+    above `maxTokens`)."""
 
     __slots__ = ("_buckets", "_clock", "_plan")
 
@@ -339,9 +347,10 @@ class TokenLimits:
             for i, limit in enumerate(limits)
         )
 
-    def check(self) -> tuple[bool, bytes]:
+    def check(self, estimate: int = 0) -> tuple[bool, bytes]:
         """(whether the request may go on, the x-ratelimit-* lines for its response): the
-        first empty bucket's numbers when refused, else the most constrained bucket's."""
+        first refusing bucket's numbers when refused, else the most constrained bucket's.
+        `estimate`: the prompt's tokens counted up front (`tokenize`), 0 when not counted."""
         cells, fd = self._buckets.cells, self._buckets.fd
         best: tuple[int, int, int] | None = None
         allowed = True
@@ -349,10 +358,17 @@ class TokenLimits:
         try:
             now = self._clock()
             for at, capacity, per_fill, interval in self._plan:
-                available, wait = peek(cells, at, capacity, per_fill, interval, now)
-                if available == 0:
-                    best, allowed = (capacity, 0, wait), False
+                if estimate > capacity:
+                    # agentgateway's try_wait_n: more than the bucket can ever hold, reset 0.
+                    best, allowed = (capacity, cells[at], 0), False
                     break
+                available, wait = peek(cells, at, capacity, per_fill, interval, now)
+                if available < max(estimate, 1):
+                    best, allowed = (capacity, available, wait), False
+                    break
+                if estimate:
+                    available -= estimate
+                    cells[at] = available
                 if best is None or available < best[1]:
                     best = (capacity, available, wait)
         finally:
@@ -362,14 +378,15 @@ class TokenLimits:
         return allowed, _FIELDS % (capacity, left, max(wait, 0) // _NS)
 
     def charge(self, tokens: int) -> None:
-        """Take the usage of a finished LLM call from every bucket (no refill first)."""
-        if tokens <= 0:
+        """Settle a finished LLM call with every bucket (no refill first): take `tokens`,
+        down to 0 at most, or give back `-tokens`, up to the capacity at most."""
+        if tokens == 0:
             return
         cells, fd = self._buckets.cells, self._buckets.fd
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
-            for at, _, _, _ in self._plan:
-                cells[at] = max(0, cells[at] - tokens)
+            for at, capacity, _, _ in self._plan:
+                cells[at] = min(capacity, max(0, cells[at] - tokens))
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN)
 

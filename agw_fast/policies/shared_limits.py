@@ -364,7 +364,7 @@ class SharedTokenLimits:
     """The `type: tokens` buckets of one LLM call (`LLMTokenLimits`): shared slots, and the
     local limits the request had before (a route's own, or a `conditional` entry's)."""
 
-    __slots__ = ("_limiter", "_local", "_slots")
+    __slots__ = ("_estimate", "_limiter", "_local", "_slots")
 
     def __init__(
         self, limiter: Limiter, slots: list[Slot], local: LLMTokenLimits | None
@@ -372,11 +372,15 @@ class SharedTokenLimits:
         self._limiter = limiter
         self._slots = slots
         self._local = local
+        self._estimate = 0
 
-    def check(self) -> tuple[bool, bytes]:
+    def check(self, estimate: int = 0) -> tuple[bool, bytes]:
+        """`estimate`: a `tokenize` count the local limits take up front; the shared buckets
+        are charged the call's whole usage when it ends (their leases settle then)."""
+        self._estimate = estimate
         fields = b""
         if self._local is not None:
-            allowed, fields = self._local.check()
+            allowed, fields = self._local.check(estimate)
             if not allowed:
                 return allowed, fields
         now = self._limiter.clock()
@@ -391,10 +395,12 @@ class SharedTokenLimits:
         return True, fields
 
     def charge(self, tokens: int) -> None:
+        """`tokens`: the call's usage less the estimate `check` took (agentgateway's
+        amend_tokens); the shared buckets took nothing up front, so they get it all."""
         if self._local is not None:
             self._local.charge(tokens)
         for slot in self._slots:
-            self._limiter.charge(slot, tokens)
+            self._limiter.charge(slot, tokens + self._estimate)
 
 
 Keyed = tuple[BucketSpec, CelProgram | None]

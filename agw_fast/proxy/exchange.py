@@ -58,6 +58,7 @@ from agw_fast.llm.guardrails import (
 from agw_fast.llm.health import retry_after_seconds
 from agw_fast.llm.providers.openai import decode_request_body
 from agw_fast.llm.router import LocalAnswer, ModelRouter, ProviderGroups, Routed
+from agw_fast.llm.tokenizer import count_prompt_tokens
 from agw_fast.llm.translate import Translation, TranslationError
 from agw_fast.llm.translate.relay import TranslatedRelay
 from agw_fast.log import logger
@@ -426,7 +427,7 @@ class Exchange:
         if limits is not None:
             # agentgateway checks `type: tokens` limits once the LLM request is parsed; the
             # fields of a `type: requests` limit, already set, are kept (set_ratelimit_headers).
-            allowed, fields = limits.check()
+            allowed, fields = limits.check(llm_request.input_tokens or 0)
             if not allowed:
                 self.fail(429, "rate limit exceeded", Reason.RATE_LIMIT, extra_headers=fields)
                 return
@@ -518,6 +519,10 @@ class Exchange:
     ) -> LLMRequest:
         """The routed request as its provider's call; this exchange now uses its backend."""
         route = resolved.route
+        estimate = None
+        if route.config.tokenize and resolved.obj is not None:
+            # Counted before the provider's translation, as agentgateway's to_llm_request.
+            estimate = count_prompt_tokens(resolved.route_type, resolved.obj)
         llm_request = prepare_call(
             route.config, resolved.route_type, self.target, resolved.obj, body, resolved.changed
         )
@@ -529,6 +534,8 @@ class Exchange:
             )
             if translation is not llm_request.translation:
                 llm_request = replace(llm_request, translation=translation)
+        if estimate is not None:
+            llm_request = llm_request.with_estimate(estimate)
         final = route.final_transformations
         if final and _final_applies(llm_request.route_type, self.headers):
             llm_request = final_transformation(final, llm_request, variables)
@@ -1222,14 +1229,20 @@ class Exchange:
         try:
             down = self.down
             llm = self.llm
-            outcome = llm.outcome() if llm is not None else None
+            outcome = None
             if self.guard is not None and self.guard.checks:
                 self.services.recorder.guardrail_checks(self.guard.checks)
-            if outcome is not None:
+            if llm is not None:
+                outcome = llm.outcome()
                 limits = self._token_limits()
                 if limits is not None:
-                    # agentgateway's amend_tokens: the call's real input and output usage.
-                    limits.charge((outcome.input_tokens or 0) + (outcome.output_tokens or 0))
+                    # agentgateway's amend_tokens: the call's real input (cache included)
+                    # and output usage, less the `tokenize` estimate its check took.
+                    limits.charge(
+                        (outcome.normalized_input_tokens() or 0)
+                        + (outcome.output_tokens or 0)
+                        - (llm.request.input_tokens or 0)
+                    )
             backend = self.backend
             record: RequestRecord = (
                 self.route.labels,

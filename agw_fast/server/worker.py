@@ -73,7 +73,7 @@ def worker_recorder(
         else None
     )
     policy = compile_access_log(config.frontend.access_log) if access_log is not None else None
-    return Recorder(registry, access_log, policy)
+    return Recorder(registry, access_log, policy, config.static.model_catalog)
 
 
 class WorkerContext:

@@ -18,7 +18,7 @@ import logging
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol, TypeVar, cast
 
 __all__ = [
     "CALL",
@@ -39,6 +39,8 @@ __all__ = [
     "REQUEST_EXTRA",
     "REQUEST_EXTRA_SIZE",
     "RETRIES",
+    "COST",
+    "COST_LOOKUPS",
     "GUARDRAILS",
     "GuardrailKey",
     "SERIES_SIZES",
@@ -49,6 +51,7 @@ __all__ = [
     "ConnectionKey",
     "Hist",
     "LLMKey",
+    "LookupKey",
     "MetricsRegistry",
     "RequestKey",
     "SeriesStore",
@@ -58,6 +61,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_K = TypeVar("_K", bound=tuple[str, ...])
 
 # agentgateway's HTTP_REQUEST_DURATION_BUCKET.
 REQUEST_DURATION_BUCKETS = (
@@ -91,6 +95,8 @@ RequestKey = tuple[str, str, str, str, str, str, str, str, int, str]
 # (bind, gateway, listener, route, route_rule, operation, system, request_model,
 #  response_model)
 LLMKey = tuple[str, str, str, str, str, str, str, str, str]
+# An LLMKey and the cost lookup's status (Exact, Unpriced, Missing).
+LookupKey = tuple[str, str, str, str, str, str, str, str, str, str]
 
 # agentgateway's TCPLabels: (bind, gateway, listener, protocol), protocol "http" or "https".
 ConnectionKey = tuple[str, str, str, str]
@@ -99,6 +105,10 @@ CallKey = tuple[str, str]
 
 # Series kinds, as stored with each series: a request histogram, or one of an LLM series'
 # histograms (each created on first use).
+# `gen_ai_client_cost_usd_total` of an LLM label set (USD, one value), and
+# `cost_catalog_lookups_total` of an LLM label set plus the lookup status (a count).
+COST = 13
+COST_LOOKUPS = 14
 REQUEST = 0
 TOKENS_IN, TOKENS_OUT, TOKENS_CACHE_READ, LLM_DURATION, LLM_TTFT, LLM_TPOT = range(1, 7)
 LLM_KINDS = range(1, 7)
@@ -146,6 +156,8 @@ SERIES_SIZES.update({
     CONNECT: len(CONNECT_DURATION_BUCKETS) + 2,
     CALL: len(REQUEST_DURATION_BUCKETS) + 2,
     GUARDRAILS: 1,
+    COST: 1,
+    COST_LOOKUPS: 1,
 })  # fmt: skip
 
 OVERFLOW = "__overflow__"
@@ -217,8 +229,8 @@ class MetricsRegistry:
     """
 
     __slots__ = (
-        "_extras", "_fixed", "_guardrails", "_llm", "_max_llm", "_max_requests", "_requests",
-        "_retries", "_store", "_warned",
+        "_cost", "_extras", "_fixed", "_guardrails", "_llm", "_lookups", "_max_llm",
+        "_max_requests", "_requests", "_retries", "_store", "_warned",
     )
 
     def __init__(
@@ -236,6 +248,8 @@ class MetricsRegistry:
         # connects and calls): (kind, key) -> values.
         self._fixed: dict[tuple[int, tuple[str, ...]], Hist] = {}
         self._guardrails: dict[GuardrailKey, Hist] = {}
+        self._cost: dict[LLMKey, Hist] = {}
+        self._lookups: dict[LookupKey, Hist] = {}
         self._max_requests = max(max_request_series, 1)
         self._max_llm = max(max_llm_series, 1)
         self._store = store
@@ -250,6 +264,10 @@ class MetricsRegistry:
                     self._extras[cast(RequestKey, key)] = hist
                 elif kind == GUARDRAILS:
                     self._guardrails[cast(GuardrailKey, key)] = hist
+                elif kind == COST:
+                    self._cost[cast(LLMKey, key)] = hist
+                elif kind == COST_LOOKUPS:
+                    self._lookups[cast(LookupKey, key)] = hist
                 elif kind in (CONNECTION, CONNECT, CALL):
                     self._fixed[kind, cast(tuple[str, ...], key)] = hist
                 else:
@@ -348,6 +366,37 @@ class MetricsRegistry:
             self._observe(key, entry, LLM_TTFT, ttft_s)
         if tpot_s is not None and _valid(tpot_s):
             self._observe(key, entry, LLM_TPOT, tpot_s)
+
+    def record_cost(self, key: LLMKey, status: str, cost: float | None) -> None:
+        """One priced (or unpriceable) LLM call: `cost_catalog_lookups_total` by status and,
+        when priced, `gen_ai_client_cost_usd_total`. Bounded like the LLM series."""
+        lookup_key = cast(LookupKey, _clip(key + (status,)))
+        hist = self._lookups.get(lookup_key)
+        if hist is None:
+            hist = self._counter(self._lookups, COST_LOOKUPS, lookup_key, _LOOKUP_OVERFLOW)
+        hist[0] += 1
+        if cost is not None and _valid(cost):
+            llm_key = cast(LLMKey, _clip(key))
+            hist = self._cost.get(llm_key)
+            if hist is None:
+                hist = self._counter(self._cost, COST, llm_key, _LLM_OVERFLOW)
+            hist[0] += cost
+
+    def _counter(
+        self, series: dict[_K, Hist], kind: int, key: _K, overflow: _K
+    ) -> Hist:
+        """A new one-value series for `key`, or the overflow one past the cap or when full."""
+        hist = None
+        if len(series) < self._max_llm:
+            hist = self._new(kind, key, 1, last=False)
+        if hist is None:
+            self._warn_overflow()
+            key = overflow
+            hist = series.get(key)
+            if hist is None:
+                hist = self._new_last(kind, key, 1)
+        series[key] = hist
+        return hist
 
     def _observe(self, key: LLMKey, entry: list[Hist | None], kind: int, value: float) -> None:
         bounds = LLM_BOUNDS[kind]
@@ -457,11 +506,14 @@ class MetricsRegistry:
                 if kind == CALL
             },
             {key: hist[0] for key, hist in self._guardrails.items()},
+            {key: hist[0] for key, hist in self._cost.items()},
+            {key: hist[0] for key, hist in self._lookups.items()},
         )
 
 
 _REQUEST_OVERFLOW: RequestKey = (OVERFLOW,) * 8 + (0, OVERFLOW)
 _LLM_OVERFLOW: LLMKey = (OVERFLOW,) * 9
+_LOOKUP_OVERFLOW: LookupKey = (OVERFLOW,) * 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +532,8 @@ class Snapshot:
     connects: dict[str, list[float]] = field(default_factory=dict)
     calls: dict[CallKey, list[float]] = field(default_factory=dict)
     guardrails: dict[GuardrailKey, float] = field(default_factory=dict)
+    cost: dict[LLMKey, float] = field(default_factory=dict)  # USD
+    cost_lookups: dict[LookupKey, float] = field(default_factory=dict)
 
     @classmethod
     def merge(cls, snapshots: Iterable[Snapshot]) -> Snapshot:
@@ -492,7 +546,13 @@ class Snapshot:
         connects: dict[str, list[float]] = {}
         calls: dict[CallKey, list[float]] = {}
         guardrails: dict[GuardrailKey, float] = {}
+        cost: dict[LLMKey, float] = {}
+        lookups: dict[LookupKey, float] = {}
         for snapshot in snapshots:
+            for cost_key, usd in snapshot.cost.items():
+                cost[cost_key] = cost.get(cost_key, 0.0) + usd
+            for lookup, count in snapshot.cost_lookups.items():
+                lookups[lookup] = lookups.get(lookup, 0.0) + count
             for gkey, count in snapshot.guardrails.items():
                 guardrails[gkey] = guardrails.get(gkey, 0.0) + count
             for key, count in snapshot.retries.items():
@@ -514,7 +574,10 @@ class Snapshot:
                 for kind, lhist in enumerate(entry):
                     if lhist is not None:
                         mine[kind] = _sum_into(mine[kind], lhist)
-        return cls(requests, llm, retries, extras, connections, connects, calls, guardrails)
+        return cls(
+            requests, llm, retries, extras, connections, connects, calls, guardrails, cost,
+            lookups,
+        )
 
 
 def _sum_into(mine: list[float] | None, hist: list[float]) -> list[float]:

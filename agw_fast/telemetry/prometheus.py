@@ -177,6 +177,24 @@ def render_prometheus(snapshots: Iterable[Snapshot]) -> bytes:
             hist = llm[lkey][kind]
             if hist is not None:
                 _render_histogram(out, name, labels, hist, LLM_BOUNDS[kind])
+    cost = total.cost
+    if cost:
+        # agentgateway registers `gen_ai_client_cost` with the unit "usd": a counter whose
+        # samples are named ..._usd_total; GenAI labels as the token usage.
+        name = "agentgateway_gen_ai_client_cost_usd_total"
+        _header(out, name, "counter", "Cumulative USD cost of generative AI requests")
+        for ckey in sorted(cost):
+            labels = _labels(_GEN_AI_LABELS, (*ckey[5:], *ckey[:5]))
+            out.append(f"{name}{{{labels}}} {_number(cost[ckey])}")
+    lookups = total.cost_lookups
+    if lookups:
+        name = "agentgateway_cost_catalog_lookups_total"
+        _header(
+            out, name, "counter", "Total number of model cost catalog lookups by resolution status"
+        )
+        for lookup in sorted(lookups):
+            labels = _labels(("status", *_GEN_AI_LABELS), (lookup[9], *lookup[5:9], *lookup[:5]))
+            out.append(f"{name}{{{labels}}} {_count(lookups[lookup])}")
     out.append("")
     return "\n".join(out).encode("utf-8")
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from agw_fast.core.cel import LOG_VARIABLES, activation
 from agw_fast.core.reason import Reason
+from agw_fast.llm.cost import format_amount, price
 from agw_fast.log import format_fields, logger, text_value
 from agw_fast.plan import UNKNOWN
 from agw_fast.policies.cel_context import cel_variables, source_variable
@@ -43,6 +44,9 @@ from agw_fast.telemetry.metrics import (
 from agw_fast.telemetry.record import RequestRecord
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
+    from agw_fast.config.model_catalog import ModelCatalog
     from agw_fast.llm.exchange import LLMOutcome
     from agw_fast.plan import RouteLabels
     from agw_fast.policies.access_log import CompiledAccessLog
@@ -94,7 +98,7 @@ class Recorder:
 
     __slots__ = (
         "_calls", "_connections", "_connects", "_last_failure_log", "_prefixes", "_series",
-        "access_log", "policy", "registry",
+        "access_log", "catalog", "policy", "registry",
     )  # fmt: skip
 
     def __init__(
@@ -102,10 +106,14 @@ class Recorder:
         registry: MetricsRegistry,
         access_log: AccessLog | None,
         policy: CompiledAccessLog | None = None,
+        catalog: ModelCatalog | None = None,
     ) -> None:
         self.registry = registry
         self.access_log = access_log
         self.policy = policy  # frontendPolicies.accessLog (filter, add, remove), compiled
+        # config.modelCatalog: LLM calls are priced when set. One immutable object, read per
+        # call: a reload replaces it here and the next call is priced with the new one.
+        self.catalog = catalog
         # Each request label set's REQUEST histogram and its REQUEST_EXTRA record.
         self._series: dict[_SeriesCacheKey, tuple[Hist, Hist]] = {}
         self._connections: dict[tuple[RouteLabels, str], Hist] = {}
@@ -135,16 +143,19 @@ class Recorder:
                 observe(extra, RESPONSE_PROCESSING, PROCESSING_BUCKETS, response_processing)
             if retries:
                 self._record_retries(cache_key, retries)
+            cost = None
             if llm is not None:
                 self._record_llm(labels, llm, duration)
+                if self.catalog is not None:
+                    cost = self._record_cost(labels, llm, self.catalog)
             access_log = self.access_log
             if access_log is not None:
                 if self.policy is not None:
-                    self._log_with_policy(access_log, self.policy, record)
+                    self._log_with_policy(access_log, self.policy, record, cost)
                 elif access_log.json:
-                    access_log.emit(_fields(record))
+                    access_log.emit(_fields(record, cost))
                 else:
-                    access_log.emit_line(self._line(record))
+                    access_log.emit_line(self._line(record, cost))
         except Exception:
             # Telemetry must never cost the connection its next request: log, go on.
             self._failed()
@@ -230,10 +241,27 @@ class Recorder:
             tpot_s=_time_per_output_token(llm, duration),
         )
 
+    def _record_cost(
+        self, labels: RouteLabels, llm: LLMOutcome, catalog: ModelCatalog
+    ) -> Decimal | None:
+        """The call's cost from the catalog (None when unpriced), counted under the labels of
+        its token usage; every lookup is counted by status (agentgateway's `add_llm_metrics`)."""
+        status, breakdown = price(catalog, llm)
+        total = breakdown.total() if breakdown is not None else None
+        key: LLMKey = labels.values + (
+            "chat", llm.provider, llm.request_model or UNKNOWN, llm.response_model or UNKNOWN,
+        )  # fmt: skip
+        self.registry.record_cost(key, status, float(total) if total is not None else None)
+        return total
+
     # -- the access line ------------------------------------------------------------------
 
     def _log_with_policy(
-        self, access_log: AccessLog, policy: CompiledAccessLog, record: RequestRecord
+        self,
+        access_log: AccessLog,
+        policy: CompiledAccessLog,
+        record: RequestRecord,
+        cost: Decimal | None = None,
     ) -> None:
         """agentgateway's order (telemetry/log.rs `DropOnLog::drop`): the filter, then the
         built-in fields less the removed and replaced ones, then the added ones."""
@@ -245,11 +273,11 @@ class Recorder:
         as_json = access_log.json
         if not policy.hidden:  # a filter alone: the default line
             if as_json:
-                access_log.emit(_fields(record))
+                access_log.emit(_fields(record, cost))
             else:
-                access_log.emit_line(self._line(record))
+                access_log.emit_line(self._line(record, cost))
             return
-        fields = _fields(record)
+        fields = _fields(record, cost)
         for name in policy.hidden:
             fields.pop(name, None)
         if bound is not None:
@@ -270,7 +298,7 @@ class Recorder:
             self._prefixes[labels] = prefix
         return prefix
 
-    def _line(self, record: RequestRecord) -> str:
+    def _line(self, record: RequestRecord, cost: Decimal | None = None) -> str:
         """The text line; the common case is one f-string."""
         (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
          error, duration, llm, retries, _, _, _, _) = record  # fmt: skip
@@ -282,7 +310,7 @@ class Recorder:
             f"{f' http.status={status}' if status else ''} protocol={protocol}"
         )
         if llm is not None:
-            line += " " + format_fields(_llm_fields(llm, duration))
+            line += " " + format_fields(_llm_fields(llm, duration, cost))
         if retries:
             line += f" retry.attempt={retries}"  # agentgateway's field, in its place
         if error is not None:
@@ -292,7 +320,7 @@ class Recorder:
         return f"{line} duration={_millis(duration)}"
 
 
-def _fields(record: RequestRecord) -> dict[str, object]:
+def _fields(record: RequestRecord, cost: Decimal | None = None) -> dict[str, object]:
     """The JSON line's fields, in the text line's order."""
     (labels, _, endpoint, protocol, method, host, path, version, peer, status, reason,
      error, duration, llm, retries, _, _, _, _) = record  # fmt: skip
@@ -311,7 +339,7 @@ def _fields(record: RequestRecord) -> dict[str, object]:
         "protocol": protocol,
     }
     if llm is not None:
-        fields.update(_llm_fields(llm, duration))
+        fields.update(_llm_fields(llm, duration, cost))
     fields["retry.attempt"] = retries or None
     fields["error"] = error
     fields["reason"] = reason if reason != Reason.UPSTREAM else None
@@ -319,8 +347,11 @@ def _fields(record: RequestRecord) -> dict[str, object]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _llm_fields(llm: LLMOutcome, duration: float) -> dict[str, object]:
-    """The `gen_ai.*` fields; times in seconds, as agentgateway logs them."""
+def _llm_fields(
+    llm: LLMOutcome, duration: float, cost: Decimal | None = None
+) -> dict[str, object]:
+    """The `gen_ai.*` fields; times in seconds, as agentgateway logs them; the cost total as
+    its decimal string (only the total: agentgateway logs the breakdown in traces)."""
     return {
         "gen_ai.operation.name": "embeddings" if llm.route_type == "embeddings" else "chat",
         "gen_ai.provider.name": llm.provider,
@@ -331,6 +362,7 @@ def _llm_fields(llm: LLMOutcome, duration: float) -> dict[str, object]:
         "gen_ai.usage.output_tokens": llm.output_tokens,
         "agw.ai.time_to_first_token": llm.time_to_first_token,
         "agw.ai.time_per_output_token": _time_per_output_token(llm, duration),
+        "agw.ai.usage.cost.total": format_amount(cost) if cost is not None else None,
         "gen_ai.request.temperature": llm.temperature,
         "gen_ai.request.max_tokens": llm.max_tokens,
     }

@@ -34,6 +34,8 @@ from agw_fast.telemetry.metrics import (
     CALL,
     CONNECT,
     CONNECTION,
+    COST,
+    COST_LOOKUPS,
     GUARDRAILS,
     REQUEST,
     REQUEST_EXTRA,
@@ -44,6 +46,7 @@ from agw_fast.telemetry.metrics import (
     GuardrailKey,
     Hist,
     LLMKey,
+    LookupKey,
     RequestKey,
     Snapshot,
 )
@@ -53,7 +56,7 @@ __all__ = ["DEFAULT_SLOT_SIZE", "SharedSlots", "SlotWriter"]
 _log = logging.getLogger(__name__)
 
 _MAGIC = 0x4D574741  # "AGWM"
-_FORMAT = 3  # bump when keys, kinds or bucket layouts change
+_FORMAT = 4  # bump when keys, kinds or bucket layouts change
 _HEADER = struct.Struct("<IIQQ")
 _HEADER_SIZE = 64
 _END = struct.Struct("<Q")
@@ -70,7 +73,7 @@ DEFAULT_SLOT_SIZE = 8 * 1024 * 1024
 
 _SIZES = SERIES_SIZES
 # Key lengths of the kinds whose keys are all strings (the others: request and LLM keys).
-_STR_KEYS = {CONNECTION: 4, CONNECT: 1, CALL: 2, GUARDRAILS: 2}
+_STR_KEYS = {CONNECTION: 4, CONNECT: 1, CALL: 2, GUARDRAILS: 2, COST: 9, COST_LOOKUPS: 10}
 
 
 def _align(n: int) -> int:
@@ -185,6 +188,10 @@ class SharedSlots:
                 snapshot.calls[cast(CallKey, key)] = values
             elif kind == GUARDRAILS:
                 snapshot.guardrails[cast(GuardrailKey, key)] = values[0]
+            elif kind == COST:
+                snapshot.cost[cast(LLMKey, key)] = values[0]
+            elif kind == COST_LOOKUPS:
+                snapshot.cost_lookups[cast(LookupKey, key)] = values[0]
             else:
                 llm.setdefault(cast(LLMKey, key), [None] * 7)[kind] = values
         return snapshot

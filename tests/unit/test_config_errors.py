@@ -158,7 +158,6 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
     (f"{AI}.provider.custom", backend({"ai": {"name": "x", "provider": {"custom": {}}}})),
     (f"{AI}.provider.copilot", backend({"ai": {"name": "x", "provider": {"copilot": {}}}})),
     (f"{AI}.provider.openAI.moderation", ai({"provider": {"openAI": {"moderation": {}}}})),
-    (f"{AI}.tokenize", ai({"tokenize": True})),
     (f"{B}.policies.health", backend({"host": "h:1", "policies": {"health": {}}})),
     (
         f"{AI}.provider.azure",

@@ -70,21 +70,49 @@ def test_agentgateway_llm_config_fixture_binds_groups() -> None:
     assert b"authorization: Bearer example-key" in backend.request_headers.extra
 
 
-@pytest.mark.parametrize(
-    ("name", "refused"),
-    [
-        ("llm_simple", "llm.models[0].params.tokenize"),
-        ("llm_provider_reference", "llm.providers[0].params.tokenize"),
-    ],
-)
-def test_llm_fixtures_with_features_of_other_issues_are_refused_by_name(
-    name: str, refused: str
+def test_agentgateway_llm_simple_fixture_loads_up_to_azure_entra_id() -> None:
+    """Its every feature loads: guardrails (shared and per model), cors, localRateLimit
+    tokens, jwtAuth, authorization, tokenize, health, matches, promptCaching, the vertex,
+    azure and preset providers. Serving it stops at its azure model, which has no API key:
+    agentgateway would use Microsoft Entra ID credentials, which agw-fast does not have."""
+    text = (EXAMPLES / "llm_simple.yaml").read_text()
+    config = load_config(text, ENV, base_dir=Path("."))
+    router = config.binds[-1].listeners[0].routes[0].backends[0].target
+    assert isinstance(router, LLMRouter)
+    names = {model.name for model in router.models}
+    assert {"claude-3-haiku", "gpt-7-max", "llama-3.1-8b-instant", "*"} <= names
+    with pytest.raises(ConfigError) as info:
+        compile_config(config)
+    assert "Entra ID" in str(info.value)
+
+
+def test_llm_provider_reference_fixture_loads_with_tokenize() -> None:
+    text = (EXAMPLES / "llm_provider_reference.yaml").read_text()
+    config = load_config(text, ENV, base_dir=Path("."))
+    router = config.binds[-1].listeners[0].routes[0].backends[0].target
+    assert isinstance(router, LLMRouter)
+    # The provider's `params.tokenize` reaches the model that references it.
+    assert [m.tokenize for m in router.models] == [True, False]
+
+
+def test_binds_ai_tokenize_takes_the_router_path_and_needs_tiktoken(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    text = (EXAMPLES / f"{name}.yaml").read_text()
+    pytest.importorskip("tiktoken")
+    text = json.dumps({"binds": [{"port": 3000, "listeners": [{"routes": [{"backends": [
+        {"ai": {"name": "o", "provider": {"openAI": {}}, "tokenize": True}}]}]}]}]})  # fmt: skip
+    (bind,) = compile_config(load_config(text, ENV, base_dir=Path(".")))
+    assert bind.single is not None
+    (route,) = bind.single.routes()
+    (backend,) = route.backends
+    # The OpenAI fast path never parses the messages: a tokenizing provider uses the router.
+    assert isinstance(backend.router, ProviderGroups)
+    assert backend.router.routes[0].config.tokenize
+    monkeypatch.setattr("agw_fast.config.load_llm.tiktoken_available", lambda: False)
     with pytest.raises(ConfigError) as info:
         load_config(text, ENV, base_dir=Path("."))
-    assert info.value.path == refused
-    assert "not supported" in str(info.value)
+    assert info.value.path == "binds[0].listeners[0].routes[0].backends[0].ai.tokenize"
+    assert "pip install 'agw-fast[tokenize]'" in str(info.value)
 
 
 BASIC = """

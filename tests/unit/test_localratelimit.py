@@ -331,6 +331,50 @@ def test_token_limits_need_one_token_and_charge_usage() -> None:
     assert build_token_limits(None) is None
 
 
+def test_token_limits_take_a_tokenize_estimate_and_settle_the_difference() -> None:
+    # agentgateway's check_llm_request with input_tokens (try_wait_n), then amend_tokens.
+    clock = Clock()
+    policies = RoutePolicies(
+        local_rate_limit=(
+            LocalRateLimit(100, 100, 60 * S, "tokens"),
+            LocalRateLimit(30, 30, 3600 * S, "tokens"),
+        )
+    )
+    limits = build_token_limits(policies, clock)
+    assert limits is not None
+    # 20 estimated tokens come out of both buckets; the fields are the most constrained's.
+    assert limits.check(20) == (
+        True, b"x-ratelimit-limit: 30\r\nx-ratelimit-remaining: 10\r\nx-ratelimit-reset: 3600\r\n"
+    )
+    # The call used 15 input + 10 output: 5 more than estimated are taken.
+    limits.charge(15 + 10 - 20)
+    assert limits.check(6) == (
+        False, b"x-ratelimit-limit: 30\r\nx-ratelimit-remaining: 5\r\nx-ratelimit-reset: 3600\r\n"
+    )
+    # The first bucket gave its 6 before the second refused; agentgateway keeps them too.
+    allowed, fields = limits.check(5)
+    assert allowed and fields.startswith(b"x-ratelimit-limit: 30\r\nx-ratelimit-remaining: 0\r\n")
+    # An estimate above the usage is given back, never past the capacity.
+    limits.charge(-5)
+    assert limits.check() == (
+        True, b"x-ratelimit-limit: 30\r\nx-ratelimit-remaining: 5\r\nx-ratelimit-reset: 3600\r\n"
+    )
+    limits.charge(-1000)  # both buckets full again, not above
+    assert limits.check()[1].startswith(b"x-ratelimit-limit: 30\r\nx-ratelimit-remaining: 30\r\n")
+
+
+def test_token_limits_refuse_an_estimate_above_the_capacity() -> None:
+    # try_wait_n: n > capacity can never succeed; the reset is 0 and nothing is taken.
+    limits = build_token_limits(
+        RoutePolicies(local_rate_limit=(LocalRateLimit(50, 50, 60 * S, "tokens"),)), Clock()
+    )
+    assert limits is not None
+    assert limits.check(51) == (
+        False, b"x-ratelimit-limit: 50\r\nx-ratelimit-remaining: 50\r\nx-ratelimit-reset: 0\r\n"
+    )
+    assert limits.check(50)[0]
+
+
 def test_tokens_limits_make_no_request_step() -> None:
     policies = RoutePolicies(local_rate_limit=(LocalRateLimit(5, 5, S, "tokens"),))
     assert compile_request_steps(policies) == ()

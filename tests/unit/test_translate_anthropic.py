@@ -22,7 +22,7 @@ from agw_fast.llm.translate.anthropic import (
     messages_passthrough,
     messages_to_completions,
 )
-from agw_fast.llm.usage import Usage, usage_from_mapping
+from agw_fast.llm.usage import CacheExcludedUsage, Usage, usage_from_mapping
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "agentgateway-llm"
 
@@ -287,11 +287,12 @@ def test_anthropic_response_matches_agentgateway(name: str) -> None:
     assert got == expected["response"]
     parsed = expected["parsed"]
     assert model == parsed["provider_model"]
-    assert usage == Usage(
+    assert usage == CacheExcludedUsage(
         parsed["input_tokens"],
         parsed["output_tokens"],
         parsed["total_tokens"],
         parsed.get("cached_input_tokens"),
+        cache_write_tokens=parsed.get("cache_creation_input_tokens"),
     )
 
 
@@ -315,11 +316,12 @@ def test_anthropic_stream_matches_agentgateway(name: str) -> None:
     out = _run(stream, source)
     assert _sse(out.decode()) == _sse(sse)
     assert stream.model == parsed["provider_model"]
-    assert stream.usage == Usage(
+    assert stream.usage == CacheExcludedUsage(
         parsed["input_tokens"],
         parsed["output_tokens"],
         parsed["total_tokens"],
         parsed.get("cached_input_tokens"),
+        cache_write_tokens=parsed.get("cache_creation_input_tokens"),
     )
 
 
@@ -347,10 +349,11 @@ def test_anthropic_stream_first_token_at_first_content_delta() -> None:
     assert stream.feed(source[:first_delta]) == b""  # message_start, block start: no chunk yet
     assert stream.first_token_at is None
     assert stream.model == "claude-haiku-4-5-20251001"
-    assert stream.usage == Usage(15, 5, 20, 0)  # message_start's counts until message_delta
+    # message_start's counts until message_delta
+    assert stream.usage == CacheExcludedUsage(15, 5, 20, 0, cache_write_tokens=0)
     stream.feed(source[first_delta:])
     assert stream.first_token_at == 1000
-    assert stream.usage == Usage(15, 21, 36, 0)
+    assert stream.usage == CacheExcludedUsage(15, 21, 36, 0, cache_write_tokens=0)
 
 
 def test_anthropic_stream_include_usage_sends_openais_final_usage_chunk() -> None:
@@ -382,7 +385,7 @@ def test_anthropic_stream_usage_missing_from_message_delta_keeps_message_start_i
     ]
     assert chunk["usage"]["prompt_tokens"] == 7
     assert chunk["usage"]["completion_tokens"] == 4
-    assert stream.usage == Usage(7, 4, 11, 3)
+    assert stream.usage == CacheExcludedUsage(7, 4, 11, 3)
 
 
 def test_anthropic_stream_error_event_becomes_openai_stream_error() -> None:
@@ -633,11 +636,12 @@ def test_passthrough_stream_is_unchanged_and_reads_usage(name: str) -> None:
     out = b"".join(stream.feed(source[i : i + 7]) for i in range(0, len(source), 7))
     assert out + stream.finish() == source
     assert stream.model == parsed["provider_model"]
-    assert stream.usage == Usage(
+    assert stream.usage == CacheExcludedUsage(
         parsed["input_tokens"],
         parsed["output_tokens"],
         parsed["total_tokens"],
         parsed.get("cached_input_tokens"),
+        cache_write_tokens=parsed.get("cache_creation_input_tokens"),
     )
 
 
@@ -654,7 +658,7 @@ def test_passthrough_first_token_and_whole_response() -> None:
     whole = (DATA / "response/anthropic/basic.json").read_bytes()
     assert translation.response_json(whole) == (
         whole,
-        Usage(15, 21, 36, 12),
+        CacheExcludedUsage(15, 21, 36, 12, cache_write_tokens=13),
         "claude-haiku-4-5-20251001",
     )
     assert translation.response_json(b"oops") == (b"oops", None, None)

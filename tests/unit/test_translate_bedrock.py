@@ -28,7 +28,7 @@ from agw_fast.llm.translate.bedrock_response import (
     BedrockToCompletionsStream,
     openai_error_from_bedrock,
 )
-from agw_fast.llm.usage import Usage
+from agw_fast.llm.usage import CacheExcludedUsage
 
 FIXTURES = Path(__file__).parent.parent / "data" / "agentgateway-llm"
 REQUESTS = FIXTURES / "requests" / "completions"
@@ -188,8 +188,11 @@ def test_json_response_matches_agentgateway(name: str) -> None:
     out, usage, model = BedrockToCompletions(MODEL, {}).response_json(body)
     assert _normalized_response(out) == without_nulls(expected["response"])
     parsed = expected["parsed"]
-    assert usage == Usage(parsed["input_tokens"], parsed["output_tokens"],
-                          parsed["total_tokens"], parsed.get("cached_input_tokens"))
+    assert usage == CacheExcludedUsage(
+        parsed["input_tokens"], parsed["output_tokens"], parsed["total_tokens"],
+        parsed.get("cached_input_tokens"),
+        cache_write_tokens=parsed.get("cache_creation_input_tokens"),
+    )
     assert model == parsed["provider_model"]
 
 
@@ -235,8 +238,8 @@ def test_stream_matches_agentgateway(name: str) -> None:
     stream = BedrockToCompletions(MODEL, {}, Clock()).stream()
     out = stream.feed((RESPONSES / f"{name}.bin").read_bytes()) + stream.finish()
     assert _events(out) == expected
-    assert stream.usage == Usage(
-        telemetry["input_tokens"], telemetry["output_tokens"], telemetry["total_tokens"]
+    assert stream.usage == CacheExcludedUsage(
+        telemetry["input_tokens"], telemetry["output_tokens"], telemetry["total_tokens"],
     )
     assert stream.model == MODEL
     assert stream.first_token_at == 101.0

@@ -118,6 +118,7 @@ class MessagesPassthrough:
                 count(usage.get("input_tokens")),
                 count(usage.get("output_tokens")),
                 count(usage.get("cache_read_input_tokens")),
+                count(usage.get("cache_creation_input_tokens")),
             )
         return body, read, model if type(model) is str else None
 

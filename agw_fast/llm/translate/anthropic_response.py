@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from agw_fast.llm.jsonbytes import loads as _loads
 from agw_fast.llm.translate import TranslationError
 from agw_fast.llm.translate.anthropic_request import tool_arguments_to_input
-from agw_fast.llm.usage import Usage, usage_from_mapping
+from agw_fast.llm.usage import CacheExcludedUsage, Usage, usage_from_mapping
 
 __all__ = [
     "anthropic_error_type",
@@ -69,14 +69,18 @@ def count(value: object) -> int | None:
 
 
 def anthropic_usage(
-    input_tokens: int | None, output_tokens: int | None, cache_read: int | None
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cache_read: int | None,
+    cache_write: int | None = None,
 ) -> Usage:
     total = None if input_tokens is None or output_tokens is None else input_tokens + output_tokens
-    return Usage(
+    return CacheExcludedUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         total_tokens=total,
         cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
 
 
@@ -167,7 +171,9 @@ def messages_response_to_chat(body: bytes, created: int) -> tuple[bytes, Usage, 
     tier = usage.get("service_tier")
     if type(tier) is str:
         out["service_tier"] = tier
-    return _dumps(out).encode(), anthropic_usage(input_tokens, output_tokens, cache_read), model
+    return _dumps(out).encode(), anthropic_usage(
+        input_tokens, output_tokens, cache_read, cache_write
+    ), model
 
 
 def chat_usage_for_anthropic(usage: Mapping[str, object] | None) -> dict[str, object]:

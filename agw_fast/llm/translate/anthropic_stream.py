@@ -90,7 +90,7 @@ class AnthropicTotals:
                 setattr(self, attr, value)
 
     def usage(self) -> Usage:
-        return anthropic_usage(self.input, self.output, self.cache_read)
+        return anthropic_usage(self.input, self.output, self.cache_read, self.cache_write)
 
 
 class MessagesToChatStream:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from agw_fast.llm.jsonbytes import loads
 from agw_fast.llm.translate import TranslationError
 from agw_fast.llm.translate.bedrock_eventstream import EventStreamDecoder, EventStreamMessage
-from agw_fast.llm.usage import Usage
+from agw_fast.llm.usage import CacheExcludedUsage, Usage
 
 __all__ = [
     "BedrockToCompletions",
@@ -90,7 +90,10 @@ def _usage(raw: object) -> tuple[dict[str, object], Usage]:
             details["cache_write_tokens"] = cache_write
             out["cache_creation_input_tokens"] = cache_write
         out["prompt_tokens_details"] = details
-    return out, Usage(prompt, completion, total, cache_read)
+    # Bedrock's inputTokens leaves the cache out (agentgateway's InputExcludesCache).
+    return out, CacheExcludedUsage(
+        prompt, completion, total, cache_read, cache_write_tokens=cache_write
+    )
 
 
 def _finish(reason: object) -> str:
