@@ -54,6 +54,7 @@ from agw_fast.errors import ConfigError
 from agw_fast.llm.calls import ANTHROPIC_VERSION, GEMINI_KEY_PREFIX, default_host
 from agw_fast.llm.exchange import AIRuntime
 from agw_fast.llm.guardrails import Endpoint, GuardPipeline, compile_pipeline
+from agw_fast.llm.guardrails.cloud import CloudGuard, require_model_armor_auth
 from agw_fast.llm.providers.aws_sigv4 import SigV4Signer, signer_for
 from agw_fast.llm.providers.openai import RouteTypeResolver
 from agw_fast.llm.providers.vertex import AccessToken, require_google_auth
@@ -594,13 +595,20 @@ class _Compiler:
         config = model.guardrails
         if config is None:
             return None
-        pipeline = compile_pipeline(config, _moderation_endpoint())
+        pipeline = compile_pipeline(config, _moderation_endpoint(), os.environ)
         if pipeline is None:
             return None
         for guard in pipeline.remote:
             endpoint = guard.endpoint
             assert endpoint is not None
             guard.target = self.service(endpoint.host, endpoint.port, endpoint.tls, endpoint.where)
+            if isinstance(guard, CloudGuard):
+                # The guard's own cloud credential (none when a backendAuth key replaces it).
+                if guard.needs == "aws":
+                    guard.signer = signer_for(guard.region, endpoint.where)
+                elif guard.needs == "google":
+                    require_model_armor_auth(endpoint.where)
+                    guard.credential = self.google_token = self.google_token or AccessToken()
         return pipeline
 
     def service(self, host: str, port: int, tls: BackendTLS | None, where: str

@@ -4,8 +4,12 @@ form, `guardrails` in `llm:`), raw YAML to frozen dataclasses.
 Semantics follow agentgateway's crates/agentgateway/src/llm/policy/mod.rs: a request guard
 inspects `scope` (default system prompt and messages; only `regex` may set another), a regex
 guard's `action` defaults to `mask`, a `rejection` defaults to 403 with agentgateway's text,
-a webhook fails closed unless `failureMode: failOpen`. The cloud guards (Azure Content
-Safety, Bedrock Guardrails, Google Model Armor) are refused at load for now.
+a webhook fails closed unless `failureMode: failOpen`. The cloud guards: Bedrock Guardrails
+(SigV4 with the ambient AWS credentials unless `policies.backendAuth.key`), Google Model Armor
+(Application Default Credentials unless a key), Azure Content Safety (refused: agentgateway
+always authenticates it with Microsoft Entra ID, which agw-fast does not implement). Remote
+response guards (webhook, cloud) apply to JSON responses; with `streaming: Enabled` they are
+refused (agentgateway calls them per stream window).
 """
 
 from __future__ import annotations
@@ -18,11 +22,16 @@ from typing import Literal, NamedTuple, cast
 from agw_fast.config.model import (
     DEFAULT_REJECTION_BODY,
     DEFAULT_SCOPE,
+    AzureContentSafetyConfig,
     BackendAuth,
     BackendTLS,
+    BedrockGuardConfig,
     GuardConfig,
+    GuardKind,
     GuardRejection,
+    GuardServicePolicies,
     HeaderModifier,
+    ModelArmorConfig,
     ModerationConfig,
     PromptGuard,
     RegexGuardConfig,
@@ -34,6 +43,7 @@ from agw_fast.config.validate import (
     Obj,
     as_int,
     as_list,
+    as_str,
     as_str_map,
     check_header_name,
     check_regex,
@@ -100,6 +110,16 @@ def parse_prompt_guard(
         _guard(item, p, base_dir, parsers, request=False) for p, item in o.items("response")
     )
     o.close()
+    if streaming:
+        for guard in response:
+            if guard.kind != "regex":
+                # agentgateway asks a remote guard about each window of a stream; here only
+                # regex guards read streams.
+                raise not_supported(
+                    f"{guard.path}.{guard.kind}",
+                    "remote response guards with streaming: Enabled (streams are checked by "
+                    "regex guards only; without streaming, remote guards check JSON responses)",
+                )
     return PromptGuard(streaming, request, response)
 
 
@@ -110,14 +130,12 @@ def _guard(
     kinds = [k for k in ("regex", "webhook", "openAIModeration", *_CLOUD_GUARDS) if o.has(k)]
     if len(kinds) != 1:
         found = f" (found {', '.join(kinds)})" if kinds else ""
-        options = "regex, webhook, openAIModeration" if request else "regex, webhook"
+        options = ", ".join(
+            ("regex", "webhook", *(("openAIModeration",) if request else ()), *_CLOUD_GUARDS)
+        )
         raise ConfigError(path, f"a guard needs exactly one of: {options}{found}")
-    (guard_kind,) = kinds
+    guard_kind = cast(GuardKind, kinds[0])
     where = o.child(guard_kind)
-    if guard_kind in _CLOUD_GUARDS:
-        raise not_supported(where, f"the {guard_kind} guard is not implemented yet")
-    if guard_kind == "webhook" and not request:
-        raise not_supported(where, "webhook response guards (webhook request guards work)")
     rejection_raw = o.get("rejection")
     rejection = GuardRejection() if rejection_raw is None else _rejection(
         rejection_raw, o.child("rejection"), parsers
@@ -135,6 +153,15 @@ def _guard(
         return GuardConfig(
             "webhook", rejection, path, scope, webhook=_webhook(body, where, parsers)
         )
+    if guard_kind == "bedrockGuardrails":
+        return GuardConfig(guard_kind, rejection, path, scope,
+                           bedrock=_bedrock(body, where, base_dir, parsers))
+    if guard_kind == "googleModelArmor":
+        return GuardConfig(guard_kind, rejection, path, scope,
+                           model_armor=_model_armor(body, where, base_dir, parsers))
+    if guard_kind == "azureContentSafety":
+        return GuardConfig(guard_kind, rejection, path, scope,
+                           azure=_azure(body, where, base_dir, parsers))
     return GuardConfig(
         "openAIModeration", rejection, path, scope,
         moderation=_moderation(body, where, base_dir, parsers),
@@ -148,7 +175,7 @@ def _scope(raw: object, path: str, guard_kind: str) -> frozenset[str]:
             path, "scope must not be empty; omit it to use the default (systemPrompt + messages)"
         )
     scope = frozenset(choice(item, f"{path}[{i}]", CONTENT_SCOPES) for i, item in enumerate(items))
-    if guard_kind != "regex" and scope != DEFAULT_SCOPE:
+    if guard_kind not in ("regex", "bedrockGuardrails") and scope != DEFAULT_SCOPE:
         raise ConfigError(
             path,
             "only regex and bedrockGuardrails guards support a non-default scope; "
@@ -246,22 +273,148 @@ def _moderation(
 ) -> ModerationConfig:
     o = Obj(raw if raw is not None else {}, path, "Moderation")
     model = o.opt_str("model") or DEFAULT_MODERATION_MODEL
-    auth = tls = headers = None
-    policies_raw = o.get("policies")
-    if policies_raw is not None:
-        p = Obj(policies_raw, o.child("policies"), "SimpleLocalBackendPolicies")
-        auth_raw, tls_raw = p.get("backendAuth"), p.get("backendTLS")
-        headers_raw = p.get("requestHeaderModifier")
-        auth = None if auth_raw is None else parsers.backend_auth(
-            auth_raw, p.child("backendAuth"), base_dir
-        )
-        tls = None if tls_raw is None else parsers.backend_tls(
-            tls_raw, p.child("backendTLS"), base_dir
-        )
-        headers = None if headers_raw is None else parsers.header_modifier(
-            headers_raw, p.child("requestHeaderModifier")
-        )
-        p.close()
+    policies = _service_policies(o, base_dir, parsers, None)
     o.close()
-    return ModerationConfig(model, auth, tls, headers, path)
+    return ModerationConfig(model, policies.auth, policies.backend_tls, policies.request_headers,
+                            path)
+
+
+def _service_policies(o: Obj, base_dir: Path, parsers: GuardParsers,
+                      implicit: Literal["aws", "gcp"] | None) -> GuardServicePolicies:
+    """A guard's `policies`. `implicit`: the cloud credential the guard uses by default,
+    which `backendAuth` may also name explicitly (`aws: {}`, `gcp: {}`: the same)."""
+    policies_raw = o.get("policies")
+    if policies_raw is None:
+        return GuardServicePolicies()
+    p = Obj(policies_raw, o.child("policies"), "SimpleLocalBackendPolicies")
+    auth_raw, tls_raw = p.get("backendAuth"), p.get("backendTLS")
+    headers_raw = p.get("requestHeaderModifier")
+    auth_path = p.child("backendAuth")
+    auth = None
+    if isinstance(auth_raw, dict) and implicit is not None and implicit in auth_raw:
+        _implicit_auth(auth_raw, auth_path, implicit)
+    elif auth_raw is not None:
+        auth = parsers.backend_auth(auth_raw, auth_path, base_dir)
+    tls = None if tls_raw is None else parsers.backend_tls(
+        tls_raw, p.child("backendTLS"), base_dir
+    )
+    headers = None if headers_raw is None else parsers.header_modifier(
+        headers_raw, p.child("requestHeaderModifier")
+    )
+    p.close()
+    return GuardServicePolicies(auth, tls, headers)
+
+
+def _implicit_auth(raw: dict[str, object], path: str, implicit: Literal["aws", "gcp"]) -> None:
+    """`backendAuth: {aws: {...}}` / `{gcp: {...}}` naming the guard's default credential."""
+    if len(raw) != 1:
+        raise ConfigError(path, f"expected only {implicit}")
+    where = join(path, implicit)
+    if implicit == "aws":
+        a = Obj(raw[implicit] if raw[implicit] is not None else {}, where, "AwsAuth")
+        service = a.opt_str("serviceName")
+        if service is not None and service != "bedrock":
+            raise not_supported(a.child("serviceName"), "Bedrock guardrails are signed for bedrock")
+        if a.opt_str("region") is not None:
+            raise not_supported(a.child("region"), "the guardrail's region signs its calls")
+        a.close()
+        return
+    g = Obj(raw[implicit] if raw[implicit] is not None else {}, where, "GcpAuth")
+    token_type = g.get("type")
+    if token_type is not None and choice(token_type, g.child("type"),
+                                         ("accessToken", "idToken")) == "idToken":
+        raise not_supported(g.child("type"), "an ID token (Model Armor takes an access token)")
+    g.close()
+
+
+def _bedrock(raw: object, path: str, base_dir: Path, parsers: GuardParsers
+             ) -> BedrockGuardConfig:
+    o = Obj(raw, path, "BedrockGuardrails")
+    identifier = _path_segment(o, "guardrailIdentifier")
+    version = _path_segment(o, "guardrailVersion")
+    region = _host_label(o, "region")
+    policies = _service_policies(o, base_dir, parsers, "aws")
+    o.close()
+    return BedrockGuardConfig(identifier, version, region, policies, path)
+
+
+def _model_armor(raw: object, path: str, base_dir: Path, parsers: GuardParsers
+                 ) -> ModelArmorConfig:
+    o = Obj(raw, path, "GoogleModelArmor")
+    template = _path_segment(o, "templateId")
+    project = _path_segment(o, "projectId")
+    location = _host_label(o, "location") if o.has("location") else "us-central1"
+    policies = _service_policies(o, base_dir, parsers, "gcp")
+    o.close()
+    return ModelArmorConfig(template, project, location, policies, path)
+
+
+def _azure(raw: object, path: str, base_dir: Path, parsers: GuardParsers
+           ) -> AzureContentSafetyConfig:
+    o = Obj(raw, path, "AzureContentSafety")
+    endpoint = o.req_str("endpoint").rstrip("/")
+    for scheme in ("https://", "http://"):
+        endpoint = endpoint.removeprefix(scheme)
+    if not endpoint or any(c in endpoint for c in "/?# "):
+        raise ConfigError(o.child("endpoint"), f"expected a hostname, got {endpoint!r}")
+    if o.has("policies"):
+        _service_policies(o, base_dir, parsers, None)  # checked; see below
+    analyze = detect = False
+    threshold, analyze_version = 2, "2024-09-01"
+    names: tuple[str, ...] = ()
+    halt: bool | None = None
+    jailbreak_version = "2024-02-15-preview"
+    analyze_raw = o.get("analyzeText")
+    if analyze_raw is not None:
+        analyze = True
+        a = Obj(analyze_raw, o.child("analyzeText"), "AnalyzeTextConfig")
+        given = a.opt_int("severityThreshold", -(2**31), 2**31 - 1)  # an i32
+        threshold = 2 if given is None else given
+        analyze_version = _query_value(a, "apiVersion") or analyze_version
+        names = tuple(as_str(n, f"{a.child('blocklistNames')}[{i}]")
+                      for i, n in enumerate(as_list(a.get("blocklistNames") or [],
+                                                    a.child("blocklistNames"))))
+        halt = a.opt_bool("haltOnBlocklistHit")
+        a.close()
+    detect_raw = o.get("detectJailbreak")
+    if detect_raw is not None:
+        detect = True
+        d = Obj(detect_raw, o.child("detectJailbreak"), "DetectJailbreakConfig")
+        jailbreak_version = _query_value(d, "apiVersion") or jailbreak_version
+        d.close()
+    o.close()
+    config = AzureContentSafetyConfig(endpoint, analyze, threshold, analyze_version, names, halt,
+                                      detect, jailbreak_version, path)
+    # agentgateway puts its implicit Azure credential (Entra ID: environment, workload or
+    # managed identity, developer tools) before the guard's `policies`, so the calls always
+    # carry an Entra token and a `backendAuth` key is never used.
+    raise not_supported(
+        path,
+        "Azure Content Safety authenticates with Microsoft Entra ID (agentgateway's implicit "
+        "Azure credential, which policies.backendAuth cannot replace); agw-fast does not "
+        f"implement Entra ID credentials yet ({config.endpoint})",
+    )
+
+
+def _path_segment(o: Obj, key: str) -> str:
+    """A value that goes into the service's URL path as one segment."""
+    value = o.req_str(key)
+    if not value or any(c in value for c in "/?#%") or not value.isprintable() or " " in value:
+        raise ConfigError(o.child(key), f"invalid {key} {value!r}")
+    return value
+
+
+def _host_label(o: Obj, key: str) -> str:
+    """A region or location: one DNS label of the service's hostname."""
+    value = o.req_str(key)
+    if not value or not all(c.isascii() and (c.isalnum() or c == "-") for c in value):
+        raise ConfigError(o.child(key), f"invalid {key} {value!r}")
+    return value
+
+
+def _query_value(o: Obj, key: str) -> str | None:
+    value = o.opt_str(key)
+    if value is not None and (not value or any(c in value for c in "&#? %/")):
+        raise ConfigError(o.child(key), f"invalid {key} {value!r}")
+    return value
 

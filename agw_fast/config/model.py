@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AIBackend",
+    "AzureContentSafetyConfig",
     "AzureParams",
+    "BedrockGuardConfig",
     "BedrockParams",
     "CustomFormat",
     "ProviderFormat",
@@ -76,6 +78,9 @@ __all__ = [
     "UrlRewrite",
     "ValueMatch",
     "VertexParams",
+    "GuardKind",
+    "GuardServicePolicies",
+    "ModelArmorConfig",
 ]
 
 SECONDS = 1.0
@@ -278,16 +283,73 @@ class ModerationConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class GuardConfig:
-    """One request or response guard: exactly one of `regex`, `webhook`, `moderation`."""
+class GuardServicePolicies:
+    """A cloud guard's `policies` (SimpleLocalBackendPolicies). `auth` None: the guard's own
+    cloud credential (AWS SigV4, Google ADC); a `key` replaces it, as agentgateway puts the
+    user's policies before its implicit ones."""
 
-    kind: Literal["regex", "webhook", "openAIModeration"]
+    auth: BackendAuth | None = None
+    backend_tls: BackendTLS | None = None
+    request_headers: HeaderModifier | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BedrockGuardConfig:
+    """`bedrockGuardrails`: AWS Bedrock's ApplyGuardrail API."""
+
+    identifier: str
+    version: str
+    region: str
+    policies: GuardServicePolicies
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelArmorConfig:
+    """`googleModelArmor`: Google Cloud Model Armor's sanitize APIs."""
+
+    template_id: str
+    project_id: str
+    location: str
+    policies: GuardServicePolicies
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class AzureContentSafetyConfig:
+    """`azureContentSafety`: Azure AI Content Safety's text:analyze and detectJailbreak."""
+
+    endpoint: str  # a hostname (a scheme and trailing slash are dropped, as agentgateway does)
+    analyze_text: bool
+    severity_threshold: int
+    analyze_api_version: str
+    blocklist_names: tuple[str, ...]
+    halt_on_blocklist_hit: bool | None
+    detect_jailbreak: bool
+    jailbreak_api_version: str
+    path: str
+
+
+GuardKind = Literal[
+    "regex", "webhook", "openAIModeration", "bedrockGuardrails", "googleModelArmor",
+    "azureContentSafety",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardConfig:
+    """One request or response guard: the field named by `kind` is set."""
+
+    kind: GuardKind
     rejection: GuardRejection
     path: str
     scope: frozenset[str] = DEFAULT_SCOPE
     regex: RegexGuardConfig | None = None
     webhook: WebhookConfig | None = None
     moderation: ModerationConfig | None = None
+    bedrock: BedrockGuardConfig | None = None
+    model_armor: ModelArmorConfig | None = None
+    azure: AzureContentSafetyConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -228,8 +228,7 @@ _TABLE: dict[str, tuple[str, str]] = {
     "PromptCachingConfig": (
         "cacheSystem cacheMessages cacheTools minTokens cacheMessageOffset", "",
     ),
-    # Guardrails (config/load_guardrails.py). The cloud guards are keys the loader reads to refuse
-    # with its own message.
+    # Guardrails (config/load_guardrails.py).
     "PromptGuard": ("streaming request response", ""),
     "RequestGuard": (
         "rejection scope regex webhook openAIModeration bedrockGuardrails googleModelArmor "
@@ -244,6 +243,15 @@ _TABLE: dict[str, tuple[str, str]] = {
     "RegexRule": ("builtin pattern", ""),
     "Webhook": ("target headers forwardHeaderMatches failureMode", ""),
     "Moderation": ("model policies", ""),
+    "BedrockGuardrails": ("guardrailIdentifier guardrailVersion region policies", ""),
+    "GoogleModelArmor": ("templateId projectId location policies", ""),
+    "AzureContentSafety": ("endpoint policies analyzeText detectJailbreak", ""),
+    "AnalyzeTextConfig": (
+        "severityThreshold apiVersion blocklistNames haltOnBlocklistHit", "",
+    ),
+    "DetectJailbreakConfig": ("apiVersion", ""),
+    "AwsAuth": ("serviceName region", "accessKeyId secretAccessKey sessionToken assumeRole"),
+    "GcpAuth": ("type", "audience credential"),
     "SimpleLocalBackendPolicies": (
         "requestHeaderModifier backendTLS backendAuth",
         "transformations http tcp backendTunnel",

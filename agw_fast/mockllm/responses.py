@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
 
-from . import apis, bedrock
+from . import apis, bedrock, guards
 from .apis import ANTHROPIC, GEMINI, OPENAI, ApiError, Completion
 from .parser import Request
 
@@ -367,6 +367,8 @@ class MockApp:
             return self._api(request, ANTHROPIC, self._anthropic)
         if path.endswith(b"/v1/messages/count_tokens"):
             return self._api(request, ANTHROPIC, self._anthropic_count)
+        if guards.is_guard_path(path):
+            return self._guard(request, path)
         if b"/publishers/anthropic/models/" in path and b":" in path:
             return self._vertex_anthropic(request, path)
         if b":" in path and b"/models/" in path:
@@ -686,6 +688,39 @@ class MockApp:
             body, fields = bedrock.error_body(exc.status, exc.message)
             return _fixed(request, exc.status, _JSON + fields, body)
         return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+
+    def _guard(self, request: Request, path: bytes) -> Reply:
+        """The cloud guard services (guards.py): Bedrock Guardrails wants a SigV4 signature
+        or a Bedrock API key, the others a bearer token (Azure: or a resource key)."""
+        bedrock_api = path.endswith(b"/apply")
+
+        def handle(request: Request, payload: dict[str, Any]) -> Reply:
+            authorization = _header(request, b"authorization")
+            if bedrock_api:
+                bedrock.check_auth(authorization)
+                doc = guards.bedrock_apply_guardrail(payload)
+            elif b"/contentsafety/" in path:
+                if not (authorization or b"").startswith(b"Bearer ") and _header(
+                    request, b"ocp-apim-subscription-key"
+                ) is None:
+                    raise ApiError(401, "Access denied due to missing subscription key or token")
+                if path.endswith(b":analyze"):
+                    doc = guards.azure_analyze(payload)
+                else:
+                    doc = guards.azure_detect_jailbreak(payload)
+            else:
+                if not (authorization or b"").startswith(b"Bearer "):
+                    raise ApiError(401, "Request is missing required authentication credential")
+                doc = guards.model_armor_sanitize(path, payload)
+            return _fixed(request, 200, _JSON, _DUMPS(doc).encode())
+
+        if bedrock_api:
+            try:
+                bedrock.check_auth(_header(request, b"authorization"))
+            except ApiError as exc:
+                body, fields = bedrock.error_body(exc.status, exc.message)
+                return _fixed(request, exc.status, _JSON + fields, body)
+        return self._api(request, GEMINI if b"/templates/" in path else OPENAI, handle)
 
     def _anthropic_auth(self, request: Request) -> None:
         # As the real API: a key is required (any value is accepted here), then the version.

@@ -50,6 +50,7 @@ from agw_fast.llm.guardrails import (
     GuardCall,
     GuardedStream,
     GuardFailed,
+    GuardPending,
     GuardRejected,
     GuardState,
     Rejection,
@@ -883,21 +884,14 @@ class Exchange:
         self.response_started = True
         try:
             body = relay.body()
+        except GuardPending as pending:
+            # A response guard asks its service: the answer waits for it (`_finish` too).
+            assert self.guard is not None
+            self.guard.pending = True
+            self.services.spawn(self._response_guards(relay, pending, close))
+            return
         except GuardRejected as rejected:
-            llm.translated(relay.usage, relay.model, None)
-            rejection = rejected.rejection
-            self.status = rejection.status
-            self.reason = Reason.GUARDRAIL
-            self.error = "response rejected by a prompt guard"
-            down.write(
-                local_response(
-                    rejection.status,
-                    rejection.body,
-                    content_type=rejection.content_type,
-                    extra_headers=_merged_fields(self.policy_lines, rejection.lines),
-                    close=close,
-                )
-            )
+            self._response_rejected(relay, rejected.rejection, close)
             return
         except TranslationError as error:
             self.status = 502
@@ -910,10 +904,16 @@ class Exchange:
                 local_response(502, message, extra_headers=self.policy_lines, close=close)
             )
             return
+        self._write_translated(relay, body, close)
+
+    def _write_translated(self, relay: TranslatedRelay, body: bytes, close: bool) -> None:
+        llm = self.llm
+        assert llm is not None
         llm.translated(relay.usage, relay.model, None)
         self.body_bytes = len(body)
-        self.response_processing = time.monotonic() - self.head_at
-        down.write(
+        if self.head_at:
+            self.response_processing = time.monotonic() - self.head_at
+        self.down.write(
             b"".join(
                 (
                     relay.status_line,
@@ -926,6 +926,83 @@ class Exchange:
                     body,
                 )
             )
+        )
+
+    def _response_rejected(self, relay: TranslatedRelay, rejection: Rejection, close: bool
+                           ) -> None:
+        llm = self.llm
+        assert llm is not None
+        llm.translated(relay.usage, relay.model, None)
+        self.status = rejection.status
+        self.reason = Reason.GUARDRAIL
+        self.error = "response rejected by a prompt guard"
+        self.down.write(
+            local_response(
+                rejection.status,
+                rejection.body,
+                content_type=rejection.content_type,
+                extra_headers=_merged_fields(self.policy_lines, rejection.lines),
+                close=close,
+            )
+        )
+
+    async def _response_guards(self, relay: TranslatedRelay, pending: GuardPending,
+                               close: bool) -> None:
+        """Ask the response guards' services, in order, then answer: the (perhaps masked)
+        response, the rejection, or agentgateway's 503 when a call fails (unless its guard
+        fails open). The exchange finishes here."""
+        try:
+            await self._run_response_guards(relay, pending, close)
+        except Exception:
+            logger.exception("internal error running response guards")
+            self._response_guard_failed(relay, close)
+        guard = self.guard
+        assert guard is not None
+        if guard.pending:
+            guard.pending = False
+            self._finish(keep_alive=not close)
+
+    async def _run_response_guards(self, relay: TranslatedRelay, pending: GuardPending,
+                                   close: bool) -> None:
+        run = pending.run
+        step: GuardCall | None = pending.step
+        while step is not None:
+            try:
+                status, answer = await call_guard(self.services.pool, step)
+                if self.finished:
+                    return
+                step = run.answer(status, answer)
+            except (GuardCallError, GuardFailed) as error:
+                if self.finished:
+                    return
+                if not run.failed():
+                    logger.warning("response guard %s failed: %s", run.current_kind, error)
+                    self._response_guard_failed(relay, close)
+                    return
+                logger.warning("response guard %s failed, failing open: %s", run.current_kind,
+                               error)
+                step = run.advance()
+        if self.finished:
+            return
+        relay.usage, relay.model = run.usage, run.model
+        try:
+            body, _, _ = run.result()
+        except GuardRejected as rejected:
+            self._response_rejected(relay, rejected.rejection, close)
+            return
+        self._write_translated(relay, body, close)
+
+    def _response_guard_failed(self, relay: TranslatedRelay, close: bool) -> None:
+        if self.finished:
+            return
+        llm = self.llm
+        assert llm is not None
+        llm.translated(relay.usage, relay.model, None)
+        self.status = 503
+        self.reason = Reason.INTERNAL
+        self.error = "failed to process LLM response: prompt guard failed"
+        self.down.write(
+            local_response(503, self.error.encode(), extra_headers=self.policy_lines, close=close)
         )
 
     def _record_health(self, status: int, lines: list[bytes] | None) -> None:
@@ -1012,6 +1089,9 @@ class Exchange:
                 self.services.pool.put(upstream)
             else:
                 upstream.close()
+        guard = self.guard
+        if guard is not None and guard.pending:
+            return  # the response guards' step answers and finishes (`_response_guards`)
         self._finish(keep_alive=not self.response_close)
 
     def on_upstream_lost(self, message: str, response_started: bool, retryable: bool) -> None:

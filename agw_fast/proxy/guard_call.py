@@ -80,6 +80,15 @@ class _Answer:
 async def call_guard(pool: UpstreamPool, call: GuardCall) -> tuple[int, bytes]:
     """(status, body) of the guard service's answer; raises GuardCallError."""
     target: RuntimeBackend = call.target  # type: ignore[assignment]
+    request = call.request
+    credential = call.credential
+    if credential is not None:
+        line = credential.line
+        if not line:
+            raise GuardCallError("no Google access token yet (see the gateway log)")
+        # After the request line: the token's field joins the head.
+        end = request.index(b"\r\n") + 2
+        request = request[:end] + line + request[end:]
     loop = pool.loop
     connection: UpstreamConnection | None = None
     try:
@@ -90,7 +99,7 @@ async def call_guard(pool: UpstreamPool, call: GuardCall) -> tuple[int, bytes]:
             done: asyncio.Future[bool] = loop.create_future()
             answer = _Answer(connection, done)
             connection.attach(answer)
-            connection.write(call.request)
+            connection.write(request)
             reusable = await done
     except TimeoutError:
         if connection is not None:

@@ -54,10 +54,13 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
     ("gateways.g.oidc", {"gateways": {"g": {"port": 1, "oidc": {}}}}),
     ("backends[0].mcp", {"backends": [{"name": "b", "mcp": {"targets": []}}]}),
     (
-        "llm.models[0].guardrails.request[0].bedrockGuardrails",
+        "llm.models[0].guardrails.request[0].bedrockGuardrails.policies.backendAuth.aws"
+        ".accessKeyId",
         {"llm": {"models": [{"name": "m", "provider": "openAI", "guardrails": {
-            "request": [{"bedrockGuardrails": {"guardrailIdentifier": "g",
-                                               "guardrailVersion": "1", "region": "r"}}]}}]}},
+            "request": [{"bedrockGuardrails": {
+                "guardrailIdentifier": "g", "guardrailVersion": "1", "region": "r",
+                "policies": {"backendAuth": {"aws": {"accessKeyId": "a",
+                                                     "secretAccessKey": "s"}}}}}]}}]}},
     ),
     (
         "llm.policies.guardrails.response[0].azureContentSafety",
@@ -129,15 +132,17 @@ NOT_SUPPORTED: list[tuple[str, object]] = [
         ),
     ),
     (
-        f"{R}.policies.ai.promptGuard.request[1].googleModelArmor",
+        f"{R}.policies.ai.promptGuard.request[1].googleModelArmor.policies.backendAuth.gcp"
+        ".credential",
         policies({"ai": {"promptGuard": {"request": [
             {"regex": {"rules": [{"builtin": "email"}]}},
-            {"googleModelArmor": {"templateId": "t", "projectId": "p"}},
+            {"googleModelArmor": {"templateId": "t", "projectId": "p", "policies": {
+                "backendAuth": {"gcp": {"credential": "{}"}}}}},
         ]}}}),
     ),
     (
         f"{R}.policies.ai.promptGuard.response[0].webhook",
-        policies({"ai": {"promptGuard": {"response": [
+        policies({"ai": {"promptGuard": {"streaming": "Enabled", "response": [
             {"webhook": {"target": {"host": "127.0.0.1:9"}}}]}}}),
     ),
     (

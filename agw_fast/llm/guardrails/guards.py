@@ -41,6 +41,7 @@ from agw_fast.llm.guardrails.content import (
 )
 from agw_fast.llm.guardrails.regex import PatternDetector, RegexMatcher, builtin_detector
 from agw_fast.llm.jsonbytes import loads
+from agw_fast.llm.providers.vertex import AccessToken
 
 __all__ = [
     "ALLOW",
@@ -59,10 +60,13 @@ __all__ = [
     "Verdict",
     "WebhookGuard",
     "compile_guard",
+    "dumps",
+    "modified_lines",
+    "rejection_of",
 ]
 
 GUARD_TIMEOUT = 10.0  # agentgateway's `with_default_timeout` for guard services
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class Rejection(NamedTuple):
@@ -100,6 +104,9 @@ class GuardCall(NamedTuple):
     target: object
     request: bytes  # head and body, ready to write
     timeout: float
+    # A token a worker keeps fresh (Google's): its header line goes in as the call is made,
+    # and the call fails while there is none.
+    credential: AccessToken | None = None
 
 
 class Endpoint(NamedTuple):
@@ -120,7 +127,7 @@ class GuardFailed(Exception):
 class Prompt:
     """The client's parsed request as the request guards see and change it."""
 
-    __slots__ = ("route_type", "obj", "headers", "variables", "_slots")
+    __slots__ = ("route_type", "obj", "headers", "variables", "stage", "_slots")
 
     def __init__(
         self,
@@ -133,6 +140,7 @@ class Prompt:
         self.obj = obj
         self.headers = headers  # the client's request fields (lowercase names)
         self.variables = variables  # CEL variables of the client request (built on demand)
+        self.stage = 0  # which of a guard's calls is being answered (a guard of several)
         self._slots: list[TextSlot] | None = None
 
     def slots(self) -> list[TextSlot]:
@@ -180,7 +188,9 @@ class Guard:
     def on_request(self, prompt: Prompt) -> Verdict | GuardCall:
         return ALLOW
 
-    def request_answer(self, prompt: Prompt, status: int, body: bytes) -> Verdict:
+    def request_answer(self, prompt: Prompt, status: int, body: bytes
+                       ) -> Verdict | GuardCall:
+        """The verdict, or the guard's next call (a guard that asks twice)."""
         return ALLOW
 
     def on_response(self, reply: Reply) -> Verdict | GuardCall:
@@ -325,7 +335,7 @@ class WebhookGuard(Guard):
 
     def on_request(self, prompt: Prompt) -> GuardCall:
         messages = request_messages(prompt.route_type, prompt.obj)
-        body = _dumps({"body": {"messages": messages}}).encode()
+        body = dumps({"body": {"messages": messages}}).encode()
         return self._call(b"/request", prompt.headers, prompt.variables, prompt.obj, body)
 
     def request_answer(self, prompt: Prompt, status: int, body: bytes) -> Verdict:
@@ -344,7 +354,7 @@ class WebhookGuard(Guard):
         choices = [
             {"message": {"role": "assistant", "content": t.text}} for t in reply.texts
         ]
-        body = _dumps({"body": {"choices": choices}}).encode()
+        body = dumps({"body": {"choices": choices}}).encode()
         return self._call(b"/response", reply.headers, dict, None, body)
 
     def response_answer(self, reply: Reply, status: int, body: bytes) -> Verdict:
@@ -451,11 +461,11 @@ class ModerationGuard(Guard):
         auth = moderation.auth
         if auth is not None:
             lines.append(f"{auth.header_name}: {auth.prefix}{auth.key}".encode("latin-1"))
-        self.lines = _modified(lines, moderation.request_headers)
+        self.lines = modified_lines(lines, moderation.request_headers)
 
     def on_request(self, prompt: Prompt) -> GuardCall:
         texts = [m["content"] for m in request_messages(prompt.route_type, prompt.obj)]
-        body = _dumps({"input": texts, "model": self.config.model}).encode()
+        body = dumps({"input": texts, "model": self.config.model}).encode()
         request = _request_bytes(b"POST", self.path, self.authority, self.lines, body)
         return GuardCall(self.target, request, GUARD_TIMEOUT)
 
@@ -474,7 +484,7 @@ class ModerationGuard(Guard):
         return ALLOW
 
 
-def _modified(lines: list[bytes], modifier: HeaderModifier | None) -> list[bytes]:
+def modified_lines(lines: list[bytes], modifier: HeaderModifier | None) -> list[bytes]:
     if modifier is None:
         return lines
     names = {n.lower() for n, _ in modifier.set} | {n.lower() for n in modifier.remove}

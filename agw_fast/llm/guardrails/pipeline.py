@@ -8,9 +8,11 @@ exchange makes it, then `answer` or `failed`), a rejection, or the end.
 
 Response guards wrap the call's translation (`GuardedTranslation`), so they read and change
 the response in the client's format: a JSON body is checked whole (masked, or replaced by
-the rejection: `GuardRejected`); with `streaming: Enabled`, a stream goes through a
-`StreamScanner`. A call that was not translated gets the identity translation, so guarded
-routes use the translated relay and routes without response guards keep their own path.
+the rejection: `GuardRejected`); when a guard must ask a service (a webhook, a cloud guard),
+`GuardPending` hands the exchange a `ResponseRun` to drive as the request side's; with
+`streaming: Enabled`, a stream goes through a `StreamScanner`. A call that was not
+translated gets the identity translation, so guarded routes use the translated relay and
+routes without response guards keep their own path.
 
 Each guard evaluated adds (phase, action) to `checks`, agentgateway's
 `guardrail_checks{phase,action}`. Sans-IO.
@@ -18,17 +20,17 @@ Each guard evaluated adds (phase, action) to `checks`, agentgateway's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from agw_fast.config.model import PromptGuard
+from agw_fast.config.model import GuardConfig, PromptGuard
+from agw_fast.llm.guardrails.cloud import compile_cloud_guard
 from agw_fast.llm.guardrails.content import GUARDED_ROUTE_TYPES, response_texts
 from agw_fast.llm.guardrails.guards import (
     FAIL_OPEN,
     Endpoint,
     Guard,
     GuardCall,
-    GuardFailed,
     Prompt,
     Rejection,
     Reply,
@@ -50,7 +52,9 @@ __all__ = [
     "GuardRejected",
     "GuardState",
     "GuardedTranslation",
+    "GuardPending",
     "RequestRun",
+    "ResponseRun",
     "compile_pipeline",
 ]
 
@@ -60,11 +64,12 @@ Checks = list[tuple[str, str]]  # (phase, action): "Request"/"Response", agentga
 class GuardState:
     """One exchange's guard bookkeeping: the checks made, and its guarded stream if any."""
 
-    __slots__ = ("checks", "stream")
+    __slots__ = ("checks", "stream", "pending")
 
     def __init__(self) -> None:
         self.checks: Checks = []
         self.stream: GuardedStream | None = None
+        self.pending = False  # response guards are asking their services
 
 
 class GuardRejected(TranslationError):
@@ -73,6 +78,15 @@ class GuardRejected(TranslationError):
     def __init__(self, rejection: Rejection) -> None:
         super().__init__("rejected by a response guard")
         self.rejection = rejection
+
+
+class GuardPending(TranslationError):
+    """A response guard must ask its service: the exchange drives `run` (its `step` first)."""
+
+    def __init__(self, run: ResponseRun, step: GuardCall) -> None:
+        super().__init__("a response guard is asking its service")
+        self.run = run
+        self.step = step
 
 
 class GuardPipeline:
@@ -140,9 +154,12 @@ class RequestRun:
         self.prompt.finish()
         return None
 
-    def answer(self, status: int, body: bytes) -> Rejection | None:
-        """The current guard's service answered. Raises GuardFailed (then call `failed`)."""
+    def answer(self, status: int, body: bytes) -> Rejection | GuardCall | None:
+        """The current guard's service answered: a rejection, the guard's next call, or None
+        (call `advance`). Raises GuardFailed (then call `failed`)."""
         verdict = self.guards[self.index].request_answer(self.prompt, status, body)
+        if isinstance(verdict, GuardCall):
+            return verdict
         return self._done(verdict)
 
     def failed(self) -> bool:
@@ -158,16 +175,88 @@ class RequestRun:
         if verdict.action == "Mask":
             self.changed = True
         self.index += 1
+        self.prompt.stage = 0
         return verdict.rejection if verdict.action == "Reject" else None
 
 
-def compile_pipeline(config: PromptGuard, moderation: Endpoint) -> GuardPipeline | None:
-    """The guards of `config`; `moderation` is where openAIModeration guards call."""
+class ResponseRun:
+    """The response guards' run over one JSON response, from the first remote guard on:
+    `answer`/`failed` as RequestRun's, then `result` (raises GuardRejected)."""
+
+    __slots__ = ("guards", "reply", "index", "checks", "masked", "out", "usage", "model",
+                 "rejection")  # fmt: skip
+
+    def __init__(self, guards: tuple[Guard, ...], reply: Reply, checks: Checks, out: bytes,
+                 usage: Usage | None, model: str | None) -> None:
+        self.guards = guards
+        self.reply = reply
+        self.index = 0
+        self.checks = checks
+        self.masked = False
+        self.out = out
+        self.usage = usage
+        self.model = model
+        self.rejection: Rejection | None = None
+
+    @property
+    def current_kind(self) -> str:
+        return self.guards[min(self.index, len(self.guards) - 1)].kind
+
+    def advance(self) -> GuardCall | None:
+        """Run guards from the current one: a call to make, or None (done or rejected)."""
+        guards = self.guards
+        while self.index < len(guards) and self.rejection is None:
+            step = guards[self.index].on_response(self.reply)
+            if isinstance(step, GuardCall):
+                return step
+            self._done(step)
+        return None
+
+    def answer(self, status: int, body: bytes) -> GuardCall | None:
+        """The current guard's service answered; the next call to make, or None. Raises
+        GuardFailed (then call `failed`)."""
+        verdict = self.guards[self.index].response_answer(self.reply, status, body)
+        self._done(verdict)
+        return self.advance()
+
+    def failed(self) -> bool:
+        if self.guards[self.index].fail_open:
+            self._done(FAIL_OPEN)
+            return True
+        return False
+
+    def _done(self, verdict: Verdict) -> None:
+        self.checks.append(("Response", verdict.action))
+        self.index += 1
+        if verdict.action == "Reject":
+            self.rejection = verdict.rejection
+        elif verdict.action == "Mask":
+            self.masked = True
+
+    def result(self) -> tuple[bytes, Usage | None, str | None]:
+        """The response to send; raises GuardRejected."""
+        if self.rejection is not None:
+            raise GuardRejected(self.rejection)
+        out = serialize_body(self.reply.obj) if self.masked else self.out
+        return out, self.usage, self.model
+
+
+def _compile(config: GuardConfig, moderation: Endpoint, environ: Mapping[str, str]) -> Guard:
+    if config.kind in ("bedrockGuardrails", "googleModelArmor", "azureContentSafety"):
+        return compile_cloud_guard(config, environ)
+    return compile_guard(config, moderation)
+
+
+def compile_pipeline(config: PromptGuard, moderation: Endpoint,
+                     environ: Mapping[str, str] | None = None) -> GuardPipeline | None:
+    """The guards of `config`; `moderation` is where openAIModeration guards call, `environ`
+    holds the cloud guards' endpoint overrides (cloud.py's `*_URL_VARIABLE`)."""
     if not config.request and not config.response:
         return None
+    env = environ if environ is not None else {}
     return GuardPipeline(
-        [compile_guard(g, moderation) for g in config.request],
-        [compile_guard(g, moderation) for g in config.response],
+        [_compile(g, moderation, env) for g in config.request],
+        [_compile(g, moderation, env) for g in config.response],
         config.streaming,
     )
 
@@ -199,20 +288,11 @@ class GuardedTranslation:
             return out, usage, model
         reply = Reply(self.route_type, obj)
         reply.texts = response_texts(self.route_type, obj)
-        masked = False
-        for guard in self.pipeline.response:
-            step = guard.on_response(reply)
-            if isinstance(step, GuardCall):
-                # The loader refuses remote response guards for now (no async step here).
-                raise GuardFailed("remote response guards are not supported")
-            self.checks.append(("Response", step.action))
-            if step.action == "Reject":
-                assert step.rejection is not None
-                raise GuardRejected(step.rejection)
-            masked = masked or step.action == "Mask"
-        if masked:
-            out = serialize_body(obj)
-        return out, usage, model
+        run = ResponseRun(self.pipeline.response, reply, self.checks, out, usage, model)
+        step = run.advance()
+        if step is not None:
+            raise GuardPending(run, step)
+        return run.result()
 
     def error_json(self, status: int, body: bytes) -> bytes:
         return body if self.inner is None else self.inner.error_json(status, body)
