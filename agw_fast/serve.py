@@ -352,8 +352,10 @@ class _Gateway:
 
     def _keep_static(self, config: Config) -> Config:
         """`config:` is read at start-up only, as agentgateway reads it: a changed setting is
-        reported and the running value kept."""
-        old, new = self.config.static, config.static
+        reported and the running value kept. Except `modelCatalog`, which agentgateway
+        re-reads: each reload prices calls with the catalog it just read."""
+        old = dataclasses.replace(self.config.static, model_catalog=None)
+        new = dataclasses.replace(config.static, model_catalog=None)
         if new == old:
             return config
         for item in dataclasses.fields(old):
@@ -362,7 +364,8 @@ class _Gateway:
                     "config.%s changed: it takes effect at restart only; the running value "
                     "stays in use", _camel(item.name),
                 )
-        return dataclasses.replace(config, static=old)
+        kept = dataclasses.replace(self.config.static, model_catalog=config.static.model_catalog)
+        return dataclasses.replace(config, static=kept)
 
 
 def attach_shared_limits(

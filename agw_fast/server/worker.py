@@ -441,6 +441,7 @@ class _Reloads:
         ctx.idle_timeout = config.frontend.http1_idle_timeout
         if self.recorder.access_log is not None:
             self.recorder.policy = compile_access_log(config.frontend.access_log)
+        self.recorder.catalog = config.static.model_catalog  # re-read with every reload
         _swap_tracer(ctx, config)
         served.start_services(runtime, previous)
         served.swap_store(limiter)

@@ -6,6 +6,7 @@ log's cost field and the cost counter on /metrics."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -216,3 +217,33 @@ def test_cost_from_a_catalog_in_the_access_log_and_metrics(
                         status="Exact") == len(expected)  # fmt: skip
     assert metric_total(samples, "agentgateway_cost_catalog_lookups_total", status="Missing",
                         gen_ai_request_model="unlisted") == 1  # fmt: skip
+
+
+def test_a_reload_reads_the_catalog_again(
+    gateway: GatewayFactory, mock: Process, tmp_path: Path
+) -> None:
+    """agentgateway re-reads `modelCatalog` on reload (the other `config:` settings wait for
+    a restart): after SIGHUP, calls are priced with the file as it is now."""
+    catalog = tmp_path / "catalog.json"
+
+    def prices(input_rate: str) -> None:
+        catalog.write_text(json.dumps({"providers": {"openai": {"models": {
+            "gpt-4o": {"rates": {"input": input_rate, "output": "10"}}}}}}))  # fmt: skip
+
+    prices("2.5")
+    gw = gateway(_cost_config(mock.port, str(catalog)))
+    content = "price me again"
+    response, _ = _chat(gw, content)
+    assert response.status == 200
+    prices("7.5")
+    gw.proc.send_signal(signal.SIGHUP)
+    prompt = len(content.encode()) // 4 + 1
+    repriced = format(prompt * Decimal("7.5") / 1_000_000 + 5 * Decimal("12") / 1_000_000, "f")
+
+    def last_cost() -> object:
+        _chat(gw, content)
+        lines = access_log_lines(gw.output())
+        return lines[-1].get("agw.ai.usage.cost.total") if lines else None
+
+    poll(last_cost, lambda cost: cost == repriced, what="a call priced with the new file")
+    assert "modelCatalog changed" not in gw.output()
