@@ -441,7 +441,6 @@ class Exchange:
                         self.relay_drop = self.relay_drop | RATE_LIMIT_FIELDS
                     else:
                         self.response_drop = self.response_drop | RATE_LIMIT_FIELDS
-        framing = b"content-length: %d\r\n" % len(llm_request.body)
         self.llm = LLMResponseObserver(llm_request, self.started)
         self.target = llm_request.target
         headers = self.headers
@@ -952,15 +951,17 @@ class Exchange:
         response, the rejection, or agentgateway's 503 when a call fails (unless its guard
         fails open). The exchange finishes here."""
         try:
-            await self._run_response_guards(relay, pending, close)
-        except Exception:
-            logger.exception("internal error running response guards")
-            self._response_guard_failed(relay, close)
-        guard = self.guard
-        assert guard is not None
-        if guard.pending:
-            guard.pending = False
-            self._finish(keep_alive=not close)
+            try:
+                await self._run_response_guards(relay, pending, close)
+            except Exception:
+                logger.exception("internal error running response guards")
+                self._response_guard_failed(relay, close)
+        finally:
+            # Whatever happened above, the exchange finishes exactly once.
+            guard = self.guard
+            if guard is not None and guard.pending:
+                guard.pending = False
+                self._finish(keep_alive=not close)
 
     async def _run_response_guards(self, relay: TranslatedRelay, pending: GuardPending,
                                    close: bool) -> None:
@@ -1098,6 +1099,12 @@ class Exchange:
         upstream = self.upstream
         self.upstream = None
         if self.finished:
+            return
+        relay = self.relay
+        if relay is not None and not relay.streaming and not self.response_started:
+            # A translated or guarded JSON answer is held until it is whole: nothing reached
+            # the client, so it gets a proper error instead of a closed connection.
+            self.fail(502, f"upstream call failed: {message}", Reason.UPSTREAM_FAILURE)
             return
         if response_started or self.response_started:
             if upstream is not None and self.relay is None:

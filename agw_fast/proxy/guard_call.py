@@ -30,6 +30,10 @@ class GuardCallError(Exception):
     """The guard service could not be asked (connect, TLS, timeout, a broken answer)."""
 
 
+class _Unanswered(GuardCallError):
+    """The connection closed before any answer byte: a pooled one the server had closed."""
+
+
 class _Answer:
     """The ResponseSink of one guard call: collects the answer, resolves `done`."""
 
@@ -68,7 +72,8 @@ class _Answer:
 
     def on_upstream_lost(self, message: str, response_started: bool, retryable: bool) -> None:
         if not self.done.done():
-            self.done.set_exception(GuardCallError(message))
+            error = _Unanswered(message) if retryable else GuardCallError(message)
+            self.done.set_exception(error)
 
     def pause_request_body(self) -> None:
         pass
@@ -94,13 +99,24 @@ async def call_guard(pool: UpstreamPool, call: GuardCall) -> tuple[int, bytes]:
     try:
         async with asyncio.timeout(call.timeout):
             connection = pool.take(target.pool_key)
-            if connection is None:
-                connection = await pool.connect(target)
-            done: asyncio.Future[bool] = loop.create_future()
-            answer = _Answer(connection, done)
-            connection.attach(answer)
-            connection.write(request)
-            reusable = await done
+            pooled = connection is not None
+            while True:
+                if connection is None:
+                    connection = await pool.connect(target)
+                done: asyncio.Future[bool] = loop.create_future()
+                answer = _Answer(connection, done)
+                connection.attach(answer)
+                connection.write(request)
+                try:
+                    reusable = await done
+                    break
+                except _Unanswered:
+                    if not pooled:
+                        raise
+                    # The server closed the idle connection as we reused it: once more, on
+                    # a fresh one (as the proxy does for a client's request).
+                    connection.close()
+                    connection, pooled = None, False
     except TimeoutError:
         if connection is not None:
             connection.close()

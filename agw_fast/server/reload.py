@@ -307,6 +307,11 @@ def receive_latest(channel: socket.socket, newer_than: int) -> Update | None:
             update.close()
             continue
         if latest is not None:
+            # The supervisor sends a bind's sockets once, with the update that adds it: the
+            # newer update still serves that port, so it takes them over.
+            for port in list(latest.sockets):
+                if port in update.ports and port not in update.sockets:
+                    update.sockets[port] = latest.sockets.pop(port)
             latest.close()
         latest = update
 

@@ -434,8 +434,9 @@ class _Reloads:
                 continue
             sock = update.sockets.pop(port, None)
             if sock is None:
-                logger.error("worker %d: no socket received for new port %d", self.index, port)
-                continue
+                # Serving the port without its socket would leave connections queued on it
+                # unanswered: replaced, this worker starts with every socket.
+                raise RuntimeError(f"no socket received for new port {port}")
             await served.open(port, sock, bind)
         ctx = served.ctx
         ctx.idle_timeout = config.frontend.http1_idle_timeout

@@ -236,3 +236,33 @@ def test_a_broken_provider_stream_cuts_the_translated_stream(
             assert response.status_code == 200
         wait_until(lambda: "failed to translate the LLM response" in gw.output(),
                    what="a log line for the broken stream")
+
+
+def test_a_provider_lost_mid_json_answer_is_a_502_not_a_silent_close(
+    gateway: GatewayFactory,
+) -> None:
+    """A translated JSON answer is held until whole; the provider closing halfway through
+    must give the client an error response (an OpenAI SDK would otherwise see a dropped
+    connection and send the paid call again)."""
+
+    def handler(conn: UpstreamConnection) -> None:
+        request = conn.read_request()
+        assert request is not None
+        conn.send(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                  b"content-length: 400\r\n\r\n{\"id\": \"msg_1\", \"type\": \"mess")
+
+    with Upstream(handler) as upstream:
+        gw = gateway(QUIET + f"""llm:
+  port: 0
+  models:
+  - name: c
+    provider: anthropic
+    params: {{apiKey: k, baseUrl: "http://127.0.0.1:{upstream.port}/v1"}}
+""")
+        with gateway_client(gw.port) as client:
+            response = client.post("/v1/chat/completions", json={
+                "model": "c", "messages": MESSAGES})
+            assert response.status_code == 502
+            assert response.text.startswith("upstream call failed")
+            # The connection stays usable for the next request.
+            assert client.get("/v1/models").status_code == 200

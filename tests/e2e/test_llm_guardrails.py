@@ -419,3 +419,37 @@ def test_agentgateway_prompt_guard_example_with_metrics(gateway: GatewayFactory,
     assert metric_total(samples, name, phase="Request", action="Reject") == 6
     assert metric_total(samples, name, phase="Request", action="Allow") == 9
     assert metric_total(samples, name, phase="Response") == 0
+
+
+def _answers_once(conn: UpstreamConnection) -> None:
+    """A guard service that answers the first request of a connection, keeps it open (as
+    a keep-alive server does), and closes it unanswered when a second request comes: what a
+    reused idle connection meets when the server timed it out just then."""
+    if conn.read_request() is None:
+        return
+    conn.send(http_response(200, json.dumps({"action": {"reason": "fine"}}).encode(),
+                            [("content-type", "application/json")]))  # fmt: skip
+    conn.read_request()  # then close without answering
+
+
+def test_a_guard_call_on_a_stale_pooled_connection_is_sent_again(
+    gateway: GatewayFactory, mock: Process
+) -> None:
+    with Upstream(_answers_once) as hook:
+        gw = gateway(f"""config: {{statsAddr: "off", adminAddr: "off", readinessAddr: "off"}}
+llm:
+  port: 0
+  models:
+  - name: hooked
+    provider: openAI
+    params: {{apiKey: k, baseUrl: "http://127.0.0.1:{mock.port}/v1"}}
+    guardrails:
+      request:
+      - webhook: {{target: {{host: "127.0.0.1:{hook.port}"}}}}
+""")
+        for _ in range(3):
+            assert _ask(gw, "hooked", "a fine question") == CONTENT
+        with hook.lock:
+            # Every call after the first found its pooled connection closed, and was sent
+            # again on a new one: one answered request per connection, none failed.
+            assert hook.accepted == 3

@@ -125,3 +125,24 @@ def test_buckets_received_must_match_the_compile() -> None:
     with pytest.raises(RuntimeError, match="fewer rate-limit buckets"), bucket_files([]):
         TokenLimits(_limits(1).local_rate_limit, lambda: 0)
     assert kept.check()[0]
+
+
+def test_a_superseded_update_hands_its_new_sockets_on() -> None:
+    """A burst: update 8 adds a port (and carries its socket), update 9 keeps that port but,
+    as the supervisor sends a bind's sockets once, carries none for it. The worker applying
+    9 only must still get the socket, or it would serve the port without accepting on it."""
+    parent, child = channel_pair()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = Config()
+    for generation, sockets in ((8, {port: listener}), (9, {})):
+        config_fd = encode_config(config)
+        send_update(parent, generation, config_fd, [], [port], sockets)
+        os.close(config_fd)
+    update = receive_latest(child, 7)
+    assert update is not None and update.generation == 9
+    assert update.sockets[port].getsockname() == listener.getsockname()
+    update.close()
+    for sock in (listener, parent, child):
+        sock.close()
