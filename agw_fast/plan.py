@@ -244,6 +244,24 @@ _SIGNED_FIELDS = (
 )  # fmt: skip
 
 
+def _server_hostname(
+    context: ssl.SSLContext | None, tls: BackendTLS | None, host: str
+) -> str | None:
+    """The SNI and verification name of a TLS upstream: `backendTLS.hostname`, else the host."""
+    if context is None:
+        return None
+    return (tls.hostname if tls is not None else None) or host.strip("[]")
+
+
+def _auto_authority(host: str, port: int, tls: bool) -> bytes | None:
+    """The Host sent for a named upstream (the port left out when it is the scheme's);
+    None for an IP address, which keeps the client's."""
+    if _is_ip(host):
+        return None
+    default_port = 443 if tls else 80
+    return (host if port == default_port else f"{host}:{port}").encode()
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -359,14 +377,8 @@ class _Compiler:
             host, port = target.host, target.port
             own = [declared.policies]
         context = self.context(tls, path) if tls is not None else None
-        server_hostname = None
-        if context is not None:
-            server_hostname = (tls.hostname if tls is not None else None) or host.strip("[]")
-        if _is_ip(host):
-            auto_authority = None
-        else:
-            default_port = 443 if context is not None else 80
-            auto_authority = (host if port == default_port else f"{host}:{port}").encode()
+        server_hostname = _server_hostname(context, tls, host)
+        auto_authority = _auto_authority(host, port, context is not None)
         request_modifiers = [route_policies.request_header_modifier if route_policies else None]
         response_modifiers = [route_policies.response_header_modifier if route_policies else None]
         redirect: RequestRedirect | None = None
@@ -417,12 +429,29 @@ class _Compiler:
             route.guards = self.guards(model)
             routes.append(route)
         model_router = ModelRouter(routes, router.virtual_models, int(time.time()))
+        return self.router_backend(
+            name, 1, "", 0, "", RouteTypeResolver(DEFAULT_ROUTE_TYPES), model_router
+        )
+
+    def router_backend(
+        self,
+        name: str,
+        weight: int,
+        host: str,
+        port: int,
+        endpoint: str,
+        route_types: RouteTypeResolver,
+        router: ModelRouter | ProviderGroups,
+    ) -> RuntimeBackend:
+        """A route's backend that picks one of its models' (providers') backends per request:
+        it has no upstream of its own, only the LLM body collection (`ai`) and the router.
+        `host`/`port`/`endpoint` only name it in telemetry."""
         return RuntimeBackend(
             name=name,
-            weight=1,
-            host="",
-            port=0,
-            endpoint="",
+            weight=weight,
+            host=host,
+            port=port,
+            endpoint=endpoint,
             protocol="llm",
             ssl=None,
             server_hostname=None,
@@ -435,13 +464,13 @@ class _Compiler:
             backend_request_timeout=None,
             ai=AIRuntime(
                 model_override=None,
-                route_types=RouteTypeResolver(DEFAULT_ROUTE_TYPES),
+                route_types=route_types,
                 has_host_override=False,
                 path_prefix=None,
                 path_override=None,
                 max_body=self.llm_buffer,
             ),
-            router=model_router,
+            router=router,
         )
 
     def ai_groups(
@@ -476,31 +505,9 @@ class _Compiler:
         resolver = RouteTypeResolver(ai_policy.routes if ai_policy is not None else ())
         first = routes[0].backend
         assert isinstance(first, RuntimeBackend)
-        return RuntimeBackend(
-            name=name,
-            weight=declared.weight,
-            host=first.host,
-            port=first.port,
-            endpoint=first.endpoint,
-            protocol="llm",
-            ssl=None,
-            server_hostname=None,
-            pool_key=("", 0, 0),
-            auto_authority=None,
-            request_headers=RequestHeaderPlan.build([], None),
-            response_drop=RESPONSE_HOP_BY_HOP,
-            response_extra=b"",
-            redirect=None,
-            backend_request_timeout=None,
-            ai=AIRuntime(
-                model_override=None,
-                route_types=resolver,
-                has_host_override=False,
-                path_prefix=None,
-                path_override=None,
-                max_body=self.llm_buffer,
-            ),
-            router=ProviderGroups(routes, tuple(indexes), resolver),
+        return self.router_backend(
+            name, declared.weight, first.host, first.port, first.endpoint, resolver,
+            ProviderGroups(routes, tuple(indexes), resolver),
         )
 
     def llm_model(
@@ -558,14 +565,8 @@ class _Compiler:
         # The signature's fields replace any the client or `requestHeaders` would send.
         signed = None if signer is None else HeaderModifier(remove=_SIGNED_FIELDS)
         context = self.context(tls, f"{model.path}.tls") if tls is not None else None
-        server_hostname = None
-        if context is not None:
-            server_hostname = (tls.hostname if tls is not None else None) or host.strip("[]")
-        if _is_ip(host):
-            auto_authority = None
-        else:
-            default_port = 443 if context is not None else 80
-            auto_authority = (host if port == default_port else f"{host}:{port}").encode()
+        server_hostname = _server_hostname(context, tls, host)
+        auto_authority = _auto_authority(host, port, context is not None)
         response_plan = ResponseHeaderPlan.build([route_response, model.response_headers])
         return RuntimeBackend(
             name=name,
@@ -615,9 +616,7 @@ class _Compiler:
                 ) -> RuntimeBackend:
         """The upstream of a guard service (its calls use the worker's pool)."""
         context = self.context(tls, where) if tls is not None else None
-        server_hostname = None
-        if context is not None:
-            server_hostname = (tls.hostname if tls is not None else None) or host.strip("[]")
+        server_hostname = _server_hostname(context, tls, host)
         return RuntimeBackend(
             name=where,
             weight=1,
@@ -645,9 +644,7 @@ class _Compiler:
             return None
         assert policies is not None
         host, port = mirror.target.host, mirror.target.port
-        auto_authority = None if _is_ip(host) else (
-            host if port == 80 else f"{host}:{port}"
-        ).encode()
+        auto_authority = _auto_authority(host, port, tls=False)
         backend = RuntimeBackend(
             name=name,
             weight=1,
