@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from agw_fast.policies.access_log import CompiledAccessLog
     from agw_fast.telemetry.access_log import AccessLog
 
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "log_variables"]
 
 # The methods nearly every request uses, decoded once.
 _METHODS = {
@@ -267,7 +267,7 @@ class Recorder:
         built-in fields less the removed and replaced ones, then the added ones."""
         bound = None
         if policy.filter is not None or policy.additions_programs:
-            bound = activation(_log_variables(record, policy.uses), LOG_VARIABLES)
+            bound = activation(log_variables(record, policy.uses), LOG_VARIABLES)
             if not policy.keep(bound):
                 return
         as_json = access_log.json
@@ -368,7 +368,7 @@ def _llm_fields(
     }
 
 
-def _log_variables(record: RequestRecord, uses: frozenset[str]) -> dict[str, object]:
+def log_variables(record: RequestRecord, uses: frozenset[str]) -> dict[str, object]:
     """The CEL variables the policy's expressions name, from the record."""
     variables: dict[str, object] = {}
     request = record[15]
@@ -389,14 +389,20 @@ def _log_variables(record: RequestRecord, uses: frozenset[str]) -> dict[str, obj
 
 
 def _llm_variable(llm: LLMOutcome) -> dict[str, object]:
-    """`llm` as agentgateway's LLMContext names its fields; unknown values are absent."""
-    values = {
+    """`llm` as agentgateway's LLMContext names its fields; unknown values are absent
+    (`prompt` and `completion` are not captured)."""
+    total = None
+    if llm.input_tokens is not None and llm.output_tokens is not None:
+        total = llm.input_tokens + llm.output_tokens
+    values: dict[str, object | None] = {
         "provider": llm.provider,
         "requestModel": llm.request_model,
         "responseModel": llm.response_model,
         "inputTokens": llm.input_tokens,
         "cachedInputTokens": llm.cached_input_tokens,
         "outputTokens": llm.output_tokens,
+        "totalTokens": total,
+        "streaming": llm.streaming,
     }
     return {k: v for k, v in values.items() if v is not None}
 

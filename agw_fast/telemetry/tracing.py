@@ -32,13 +32,14 @@ from agw_fast.config.model import PathMatch, TracingPolicy
 from agw_fast.core.cel import FLATTEN_MARKERS, LOG_VARIABLES, VARIABLES, EvaluationError, activation
 from agw_fast.core.reason import Reason
 from agw_fast.log import logger
-from agw_fast.policies.cel_context import cel_variables, source_variable
+from agw_fast.policies.cel_context import cel_variables
 from agw_fast.policies.tracing import (
     CompiledTracing,
     compile_tracing,
     format_traceparent,
     parse_traceparent,
 )
+from agw_fast.telemetry.recorder import log_variables
 
 if TYPE_CHECKING:
     from agw_fast.llm.exchange import LLMOutcome
@@ -157,7 +158,7 @@ class PendingSpan:
         compiled = tracer.compiled
         bound = None
         if compiled.attributes or compiled.filter is not None:
-            bound = activation(_variables(record, compiled.uses), LOG_VARIABLES)
+            bound = activation(log_variables(record, compiled.uses), LOG_VARIABLES)
         if compiled.filter is not None and not compiled.filter.evaluate_bool(bound):
             return
         attributes = span_attributes(record, self.trace_id, self.span_id, compiled.remove)
@@ -258,44 +259,6 @@ def _span_name(method: bytes, path_match: PathMatch) -> str:
     else:
         match = path_match.value
     return f"{method.decode('latin-1')} {match}"
-
-
-def _variables(record: RequestRecord, uses: frozenset[str]) -> dict[str, object]:
-    variables: dict[str, object] = {}
-    request = record[15]
-    for name in uses:
-        if name == "source":
-            variables[name] = source_variable(record[8])
-        elif name == "response":
-            status = record[9]
-            variables[name] = {"code": status} if status else {}
-        elif name == "llm":
-            llm = record[13]
-            variables[name] = {} if llm is None else _llm_variable(llm)
-        elif request is not None:
-            variables.update(cel_variables(request, frozenset((name,))))
-        else:
-            variables[name] = {}
-    return variables
-
-
-def _llm_variable(llm: LLMOutcome) -> dict[str, object]:
-    """`llm` as agentgateway's LLMContext names its fields; unknown values are absent
-    (`prompt` and `completion` are not captured)."""
-    total = None
-    if llm.input_tokens is not None and llm.output_tokens is not None:
-        total = llm.input_tokens + llm.output_tokens
-    values: dict[str, object | None] = {
-        "provider": llm.provider,
-        "requestModel": llm.request_model,
-        "responseModel": llm.response_model,
-        "inputTokens": llm.input_tokens,
-        "cachedInputTokens": llm.cached_input_tokens,
-        "outputTokens": llm.output_tokens,
-        "totalTokens": total,
-        "streaming": llm.streaming,
-    }
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def _add_value(attributes: dict[str, Any], key: str, value: object, recursive: bool) -> None:
