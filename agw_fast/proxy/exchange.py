@@ -542,8 +542,14 @@ class Exchange:
         backend = cast("RuntimeBackend", route.backend)
         self.backend = backend
         self.authority = backend.auto_authority or self.client_host
-        self.response_drop = self.response_drop | backend.response_drop
-        self.response_extra = backend.response_extra + self.response_extra
+        drop = self.response_drop
+        # The router's own drop is the hop-by-hop set the model's includes: a new set only
+        # when a policy step added names of its own.
+        self.response_drop = backend.response_drop if drop <= backend.response_drop else (
+            drop | backend.response_drop
+        )
+        if backend.response_extra:
+            self.response_extra = backend.response_extra + self.response_extra
         return llm_request
 
     async def _guard_calls(
