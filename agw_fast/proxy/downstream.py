@@ -4,10 +4,11 @@ h11 owns request framing and its strictness (smuggling rules, 400/431 via
 `error_status_hint`), made stricter where RFC 9112 asks by `core.h11_strict` (chunk
 extensions, obsolete line folding); `_on_request` adds the rules h11 leaves to its caller
 (HTTP version, Content-Length range, Transfer-Encoding on HTTP/1.0, both framings at once,
-field names with `_`). The response never passes through h11: it is relayed as framed bytes,
-so after each response a fresh `h11.Connection` takes over the bytes that were pipelined
-behind the request (h11 would re-validate every header of a response it writes, a
-measured ~10 µs a request we do not need: the upstream's framing is checked in core/http1).
+field names with `_`). The response never passes through h11: it is relayed as framed bytes
+(h11 would re-validate every header of a response it writes, a measured ~10 µs a request we
+do not need: the upstream's framing is checked in core/http1), so h11's parser is driven
+without its two-party state machine (`core.h11_request`), and after each response it goes
+on with the bytes that were pipelined behind the request.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Protocol, cast
 import h11
 
 from agw_fast.config.model import RequestRedirect
+from agw_fast.core.h11_request import RequestParser
 from agw_fast.core.h11_strict import harden_h11
 from agw_fast.core.http1 import connection_tokens
 from agw_fast.core.reason import Reason
@@ -129,7 +131,7 @@ class DownstreamProtocol(asyncio.Protocol):
 
     For each request it either answers locally (errors, direct responses, redirects) or
     hands the request to an `Exchange`, which it implements the `Client` interface for.
-    Between requests a fresh `h11.Connection` takes over whatever was pipelined.
+    Between requests the parser goes on with whatever was pipelined.
     """
 
     __slots__ = (
@@ -138,6 +140,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "loop",
         "transport",
         "h11",
+        "cycle",
         "exchange",
         "mode",
         "keep_alive",
@@ -168,7 +171,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.live = bind if isinstance(bind, LiveBind) else LiveBind(bind)
         self.loop = ctx.loop
         self.transport: asyncio.Transport | None = None
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        self.h11 = RequestParser(MAX_REQUEST_HEAD)
+        self.cycle = 0  # requests begun on this connection: `_process_events` sees a new one
         self.exchange: Exchange | None = None
         self.mode = _IDLE
         self.keep_alive = True
@@ -423,18 +427,15 @@ class DownstreamProtocol(asyncio.Protocol):
         self.mode = _IDLE
         self.discarded = 0
         now = self.last_active = self.loop.time()
-        old = self.h11
-        trailing, closed = old.trailing_data
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        parser = self.h11
+        parser.next_cycle()
+        self.cycle += 1
         self.buffered = 0
         if self.read_pauses & ReadPause.PIPELINE:
             self.resume_reading(ReadPause.PIPELINE)
-        if trailing or closed:
+        if parser.buffered or parser.closed:
             # Pipelined bytes are (the start of) the next head: its time starts now.
             self.head_started = now
-            self.h11.receive_data(trailing)
-            if closed:
-                self.h11.receive_data(b"")
             self._process()
 
     def _process(self) -> None:
@@ -454,7 +455,8 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def _process_events(self) -> None:
         connection = self.h11
-        while self.transport is not None and connection is self.h11:
+        cycle = self.cycle
+        while self.transport is not None and cycle == self.cycle:
             try:
                 event = connection.next_event()
             except h11.RemoteProtocolError as error:
