@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from agw_fast.core.cel import LOG_VARIABLES, activation
 from agw_fast.core.reason import Reason
 from agw_fast.llm.cost import format_amount, price
-from agw_fast.log import format_fields, logger, text_value
+from agw_fast.log import logger, text_value
 from agw_fast.plan import UNKNOWN
 from agw_fast.policies.cel_context import cel_variables, source_variable
 from agw_fast.telemetry.metrics import (
@@ -310,7 +310,7 @@ class Recorder:
             f"{f' http.status={status}' if status else ''} protocol={protocol}"
         )
         if llm is not None:
-            line += " " + format_fields(_llm_fields(llm, duration, cost))
+            line += _llm_text(llm, duration, cost)
         if retries:
             line += f" retry.attempt={retries}"  # agentgateway's field, in its place
         if error is not None:
@@ -366,6 +366,39 @@ def _llm_fields(
         "gen_ai.request.temperature": llm.temperature,
         "gen_ai.request.max_tokens": llm.max_tokens,
     }
+
+
+def _llm_text(llm: LLMOutcome, duration: float, cost: Decimal | None) -> str:
+    """`_llm_fields` as text-line fields, each after a space (one f-string per field that
+    has a value: the generic `format_fields` cost ~4x more on every LLM call)."""
+    text = (
+        " gen_ai.operation.name=embeddings"
+        if llm.route_type == "embeddings"
+        else " gen_ai.operation.name=chat"
+    ) + f" gen_ai.provider.name={text_value(llm.provider)}"
+    if llm.request_model is not None:
+        text += f" gen_ai.request.model={text_value(llm.request_model)}"
+    if llm.response_model is not None:
+        text += f" gen_ai.response.model={text_value(llm.response_model)}"
+    # Token counts are ints and times floats: their text never needs quotes.
+    if llm.input_tokens is not None:
+        text += f" gen_ai.usage.input_tokens={llm.input_tokens}"
+    if llm.cached_input_tokens is not None:
+        text += f" gen_ai.usage.cache_read.input_tokens={llm.cached_input_tokens}"
+    if llm.output_tokens is not None:
+        text += f" gen_ai.usage.output_tokens={llm.output_tokens}"
+    if llm.time_to_first_token is not None:
+        text += f" agw.ai.time_to_first_token={llm.time_to_first_token}"
+        per_token = _time_per_output_token(llm, duration)
+        if per_token is not None:
+            text += f" agw.ai.time_per_output_token={per_token}"
+    if cost is not None:
+        text += f" agw.ai.usage.cost.total={text_value(format_amount(cost))}"
+    if llm.temperature is not None:
+        text += f" gen_ai.request.temperature={llm.temperature}"
+    if llm.max_tokens is not None:
+        text += f" gen_ai.request.max_tokens={llm.max_tokens}"
+    return text
 
 
 def log_variables(record: RequestRecord, uses: frozenset[str]) -> dict[str, object]:

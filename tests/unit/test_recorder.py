@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 
 from agw_fast.core.reason import Reason
 from agw_fast.llm.exchange import LLMOutcome
+from agw_fast.log import format_fields
 from agw_fast.plan import RouteLabels
+from agw_fast.telemetry import recorder as recorder_module
 from agw_fast.telemetry.access_log import AccessLog
 from agw_fast.telemetry.metrics import MetricsRegistry
 from agw_fast.telemetry.record import RequestRecord
@@ -184,3 +187,22 @@ def test_retries_reach_the_line_and_the_counter(loop: asyncio.AbstractEventLoop)
     json_recorder = Recorder(MetricsRegistry(), AccessLog(loop, "json", fd=-1))
     json_recorder.record(record(retries=1))
     assert json.loads(lines(json_recorder)[0])["retry.attempt"] == 1
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        LLMOutcome("openai", "embeddings", None, None, None, None, None, None, None, None),
+        LLMOutcome("open ai", "completions", 'a "b"', "x=y", 1, 2, 3, 0.5, 1.5, 7),
+        LLMOutcome("anthropic", "completions", "m", "", 0, 0, 0, 0.01, 0.0, 0),
+        LLMOutcome("openai", "completions", "gpt-4o-mini", "bench", 9, 12, None, None, 0.2, 64),
+    ],
+)
+@pytest.mark.parametrize("cost", [None, Decimal("0.000123")])
+@pytest.mark.parametrize("duration", [0.001, 2.0])
+def test_llm_text_fields_match_the_generic_formatting(
+    outcome: LLMOutcome, cost: Decimal | None, duration: float
+) -> None:
+    """The text line's hand-built `gen_ai.*` fields say exactly what the JSON line's do."""
+    expected = format_fields(recorder_module._llm_fields(outcome, duration, cost))
+    assert recorder_module._llm_text(outcome, duration, cost) == " " + expected
