@@ -113,7 +113,7 @@ def default_path(route_type: str, path_prefix: str | None) -> str:
     return base + _SUFFIX_BY_ROUTE_TYPE.get(route_type, _CHAT_SUFFIX)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (see LLMRequest)
 class RewrittenBody:
     """Result of `rewrite_request_body`.
 
