@@ -51,12 +51,12 @@ __all__ = [
 ]
 
 # LiteLLM 1.80.17, inspected before pinning (see bench/README.md, "Peers"): the 1.82 line was
-# compromised upstream (a `.pth` start-up hook and a payload in the proxy server) and the index
-# no longer lists 1.107.x. 1.80.17 predates both; its wheel is pure Python (py3-none-any,
-# poetry-core), holds only `litellm/` and its dist-info, no `.pth`, every file matches RECORD,
-# and no exec of decoded data. The 1.106.x wheels carry a 37 MB native `rust_bridge` that cannot
-# be read the same way. Its `[proxy]` extra pins litellm-enterprise 0.1.27 and
-# litellm-proxy-extras 0.4.23 exactly.
+# compromised upstream (1.82.7/1.82.8: a credential stealer, in 1.82.8 also a `litellm_init.pth`
+# start-up hook; BerriAI/litellm#24512) and the index no longer lists 1.107.x. 1.80.17 predates
+# both; its wheel is pure Python (py3-none-any, poetry-core), holds only `litellm/` and its
+# dist-info, no `.pth`, every file matches RECORD, and no exec of decoded data. The 1.106.x
+# wheels carry a 37 MB native `rust_bridge` that cannot be read the same way. Its `[proxy]`
+# extra pins litellm-enterprise 0.1.27 and litellm-proxy-extras 0.4.23 exactly.
 LITELLM_VERSION = os.environ.get("BENCH_LITELLM_VERSION", "1.80.17")
 SECONDS = 1.0
 REPLY_TIMEOUT = 60 * SECONDS  # LiteLLM's first request imports a lot
