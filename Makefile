@@ -50,7 +50,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	bash bench/ensure_tools.sh
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --peer all
 	$(BIN)/python -m bench.shared_limits_bench
 
 bench-quick: $(STAMP)

@@ -18,8 +18,10 @@ __all__ = [
     "Stat",
     "format_details",
     "format_number",
+    "format_peer_table",
     "format_table",
     "key_figures",
+    "peer_rows",
     "rows_json",
     "section",
 ]
@@ -423,6 +425,14 @@ def key_figures(results: Results) -> list[Row]:
                 nginx="nginx",
                 direct="direct",
             ),
+            _added_row(
+                lat,
+                f"{peer}: added latency c=1 p99",
+                "p99_us",
+                peer,
+                nginx="nginx",
+                direct="direct",
+            ),
         ]
     return [row for row in rows if row is not None]
 
@@ -471,6 +481,110 @@ def _translate_rows(results: Results) -> list[Row | None]:
             ),
         ]
     return rows
+
+
+# --- against other gateways (--peer) ------------------------------------------------------------
+
+# The project's own targets shown beside the peers, in this order, and how the table names them.
+_PEER_TABLE_OWN = (
+    ("nginx", "nginx (reference proxy, no LLM logic)"),
+    ("agw-1w", "agw-fast plain route, 1 worker"),
+    ("agw-ai", "agw-fast AI route, 1 worker"),
+)
+_PEER_LABELS = {"portkey": "Portkey gateway (Node.js)", "litellm": "LiteLLM proxy (Python)"}
+
+
+def _own_version(results: Results, name: str) -> str:
+    machine = results.get("machine", {})
+    if name == "nginx":
+        text = str(machine.get("nginx") or "")
+        return text.rsplit("/", 1)[-1] if "/" in text else text or "?"
+    version = machine.get("packages", {}).get("agw-fast", "?")
+    return f"{version} ({results.get('commit_short', '?')})"
+
+
+def peer_rows(results: Results) -> list[dict[str, Any]]:
+    """One row per proxy: nginx and agw-fast's plain and AI routes, then each peer. Figures
+    are medians over repetitions with [min, max]; the ratio to nginx and the added c=1
+    latency (target − direct) are paired per repetition, as in the key figures."""
+    peers = results.get("peers") or {}
+    if not peers:
+        return []
+    sat, lat = section(results, "saturation"), section(results, "latency")
+    notes = results.get("notes", {})
+    nginx_sat, direct_lat = _reps(sat, "nginx"), _reps(lat, "direct")
+    names = [(name, label, _own_version(results, name)) for name, label in _PEER_TABLE_OWN]
+    for name in peers:
+        details = peers[name] if isinstance(peers, dict) else {}
+        version = details.get("installed") or details.get("version") or "?"
+        names.append((name, _PEER_LABELS.get(name, name), str(version)))
+    rows = []
+    for name, label, version in names:
+        if name not in sat and name not in lat and name not in notes:
+            continue  # not selected in this run
+        sat_reps, lat_reps = _reps(sat, name), _reps(lat, name)
+
+        def stat(values: list[float]) -> dict[str, float] | None:
+            found = Stat.of(values)
+            return None if found is None else asdict(found)
+
+        error = notes.get(name) or sat.get(name, {}).get("error") or lat.get(name, {}).get("error")
+        rows.append(
+            {
+                "proxy": name,
+                "label": label,
+                "version": version,
+                "req_per_cpu_s": stat(_values(sat_reps, "req_per_cpu_s")),
+                "ratio_to_nginx": stat(_paired(sat_reps, nginx_sat, _ratio, "req_per_cpu_s")),
+                "added_p50_us": stat(_paired(lat_reps, direct_lat, _minus, "p50_us")),
+                "added_p99_us": stat(_paired(lat_reps, direct_lat, _minus, "p99_us")),
+                "error": error,
+            }
+        )
+    return rows
+
+
+def _span(stat: dict[str, float] | None, fmt: Callable[[float], str]) -> str:
+    if stat is None:
+        return "–"
+    low, high = fmt(stat["min"]), fmt(stat["max"])
+    return fmt(stat["median"]) + ("" if low == high else f" [{low}…{high}]")
+
+
+def _rate(value: float) -> str:
+    return f"{value / 1000:.1f}k" if value >= 10_000 else f"{value:,.0f}"
+
+
+def _ratio_text(value: float) -> str:
+    return f"{value:.2f}×" if value >= 0.01 else f"{value:.4f}×"
+
+
+def _added(value: float) -> str:
+    if abs(value) >= 1000:
+        return f"{value / 1000:+.1f} ms"
+    return f"{value:+,.0f} µs"
+
+
+def format_peer_table(results: Results) -> str:
+    """The peers beside nginx and agw-fast, as a Markdown table (paste-ready)."""
+    rows = peer_rows(results)
+    if not rows:
+        return ""
+    lines = [
+        "| proxy | version | req per proxy CPU-s | × nginx | added at c=1, p50 | p99 |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if row["req_per_cpu_s"] is None and row["added_p50_us"] is None:
+            why = (row["error"] or "no result").replace("|", "/").replace("\n", " ")
+            lines.append(f"| {row['label']} | {row['version']} | {why[:160]} | | | |")
+            continue
+        lines.append(
+            f"| {row['label']} | {row['version']} | {_span(row['req_per_cpu_s'], _rate)} | "
+            f"{_span(row['ratio_to_nginx'], _ratio_text)} | "
+            f"{_span(row['added_p50_us'], _added)} | {_span(row['added_p99_us'], _added)} |"
+        )
+    return "\n".join(lines)
 
 
 def rows_json(rows: list[Row]) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
     python bench/run.py                   # every scenario, 3 interleaved repetitions
     python bench/run.py --quick           # all scenarios, short (a smoke run, ~1 min)
     python bench/run.py --saturation --latency --reps 5 --duration 10
-    python bench/run.py --peer litellm --saturation --latency
+    python bench/run.py --peer all --saturation --latency   # + Portkey and LiteLLM
 
 See bench/README.md for what each scenario measures and how.
 """
@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 from bench import chart, history, report  # noqa: E402
 from bench.harness import Bench, Settings  # noqa: E402
 from bench.micro import run_micro  # noqa: E402
-from bench.peers import LITELLM_VERSION, PEERS  # noqa: E402
+from bench.peers import PEERS, parse_peers, peer_details  # noqa: E402
 from bench.procs import raise_nofile_limit  # noqa: E402
 from bench.scenarios import SCENARIOS  # noqa: E402
 from bench.targets import Stack, Tools  # noqa: E402
@@ -71,9 +71,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peer",
         action="append",
-        choices=sorted(PEERS),
         default=[],
-        help=f"also measure a peer gateway (litellm {LITELLM_VERSION}, own venv)",
+        metavar="NAMES",
+        help="also measure peer gateways in saturation and c=1: comma-separated, or `all` ("
+        + ", ".join(f"{p.name} {p.version}" for p in PEERS.values())
+        + "; installed once into bench/.work/peers)",
     )
     parser.add_argument(
         "--pin",
@@ -100,7 +102,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="apt-get install wrk and nginx-light when missing (needs root)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.peer = parse_peers(args.peer)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -281,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         log=log,
     )
     if args.targets:
-        stack.only = [p.strip() for p in args.targets.split(",") if p.strip()]
-    bench = Bench(stack, settings, work, log, {}, [PEERS[name] for name in args.peer])
+        # Peers asked for with --peer run whatever --targets selects.
+        stack.only = [p.strip() for p in args.targets.split(",") if p.strip()] + args.peer
+    bench = Bench(stack, settings, work, log, {}, [PEERS[name].start for name in args.peer])
     log(
         f"agw-fast command: {' '.join(stack.agw_cmd)}; mode {mode}; reps {settings.reps}; "
         f"{settings.duration:g} s runs; scenarios: {', '.join(selected) or '-'}"
@@ -296,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:] if argv is None else argv,
         "settings": vars(settings).copy(),
         "machine": machine_info(tools),
-        "peers": list(args.peer),
+        "peers": {name: {} for name in args.peer},  # filled in after the run (versions)
         "scenarios": {},
     }
     try:
@@ -314,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.close()
     results["scenarios"] = bench.results
     results["notes"] = stack.notes
+    results["peers"] = {name: peer_details(name, work) for name in args.peer}
     if run_micro_bench:
         log("== micro")
         results["micro"] = run_micro(quick=args.quick, log=log)
@@ -321,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = report.key_figures(results)
     results["key_figures"] = report.rows_json(rows)
+    if args.peer:
+        results["peer_table"] = report.peer_rows(results)
     path = result_path(out, now, results["commit_short"])
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
 
@@ -336,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         if note.startswith("skipped:"):
             print(f"{name} {note}")
     print()
+    if args.peer:
+        print(f"Against other gateways ({now:%Y-%m-%d}, {settings.reps} rep(s), same upstream)")
+        print(report.format_peer_table(results))
+        print()
     if not args.no_chart:
         plt = chart.load_matplotlib(allow_install=not args.no_install, log=log)
         if plt is not None and chart.plot_latency(results, path.with_suffix(".png"), plt):
