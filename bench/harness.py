@@ -55,6 +55,9 @@ class Settings:
     balance_conns: int = 64
     rate_fraction: float = 0.5
     rate_max: float = 6000.0  # the Python open-loop generator keeps up to ~6k req/s here
+    stream_count: int = 10_000  # --streams: concurrent slow SSE streams (bench/streams.py)
+    stream_events: int = 50  # content events per stream
+    stream_interval: float = 0.1  # seconds between a stream's events
     pin: bool = False
 
     @classmethod
@@ -68,6 +71,8 @@ class Settings:
             sse_conns=64,
             sse_events=20,
             rate_max=1000.0,
+            stream_count=500,
+            stream_events=30,
         )
 
 

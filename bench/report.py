@@ -51,7 +51,7 @@ class Stat:
 @dataclass(frozen=True)
 class Row:
     figure: str
-    unit: str  # "rate", "us", "bytes", "ratio", "pct"
+    unit: str  # "rate", "us", "ms", "bytes", "ratio", "pct"
     agw: Stat | None
     nginx: Stat | None
     direct: Stat | None
@@ -414,6 +414,9 @@ def key_figures(results: Results) -> list[Row]:
                     met,
                 )
             )
+    from bench.streams import stream_rows  # bench.streams builds Rows: import it late
+
+    rows += stream_rows(results)
     for peer in results.get("peers", []):
         rows += [
             _ratio_row(sat, f"{peer}: req per proxy CPU-s", "req_per_cpu_s", peer),
@@ -605,6 +608,8 @@ def format_number(value: float, unit: str) -> str:
         return f"{value:+,.0f} µs" if abs(value) >= 10 else f"{value:+.1f} µs"
     if unit == "us":
         return f"{value:,.0f} µs" if abs(value) >= 100 else f"{value:.1f} µs"
+    if unit == "ms":
+        return f"{value:,.0f} ms" if abs(value) >= 100 else f"{value:.1f} ms"
     if abs(value) >= 10_000:
         return f"{value / 1000:,.1f}k"
     return f"{value:,.0f}"
@@ -716,4 +721,10 @@ _DETAIL_KEYS = {
     "conns_per_cpu_s",
     "max_deviation",
     "achieved_rps",
+    "complete",
+    "dropped",
+    "stalled",
+    "gap_max_ms",
+    "bytes_per_stream",
+    "hold_cpu_per_event_us",
 }

@@ -64,6 +64,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--idle-conns", type=int, help="idle connections for --memory (5000)")
     parser.add_argument("--rate-max", type=float, help="cap on the open-loop offered rate")
     parser.add_argument(
+        "--stream-count", type=int, help="concurrent streams for --streams (10000; quick 500)"
+    )
+    parser.add_argument("--stream-events", type=int, help="events per stream for --streams (50)")
+    parser.add_argument(
+        "--stream-interval", type=float, help="seconds between a stream's events (0.1)"
+    )
+    parser.add_argument(
         "--targets",
         help="comma-separated fnmatch patterns of targets to run, "
         "e.g. 'nginx*,agw-1w' (direct always runs)",
@@ -119,6 +126,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "workers": args.workers,
         "idle_conns": args.idle_conns,
         "rate_max": args.rate_max,
+        "stream_count": args.stream_count,
+        "stream_events": args.stream_events,
+        "stream_interval": args.stream_interval,
     }
     for key, value in overrides.items():
         if value is not None:

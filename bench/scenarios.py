@@ -37,6 +37,7 @@ from bench.procs import (
     rss_bytes,
     sockets_per_pid,
 )
+from bench.streams import streams
 from bench.targets import CPU_LOAD, LLM_MODEL, Target
 from bench.wrk import run_wrk
 
@@ -49,6 +50,7 @@ __all__ = [
     "rate",
     "saturation",
     "sse",
+    "streams",
     "translate",
 ]
 
@@ -545,4 +547,5 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, object]]] = {
     "memory": memory,
     "churn": churn,
     "balance": balance,
+    "streams": streams,
 }
