@@ -8,7 +8,9 @@ state machine that a server writing its responses through h11 needs and a proxy 
 framed bytes does not. It cost about a third of h11's time per request (three state-machine
 transitions, reader lookups, a new Connection per request, the copy of pipelined bytes).
 
-The client side's states here are h11's: IDLE (reading a head), SEND_BODY, DONE, ERROR.
+The client side's states here are h11's: IDLE (reading a head), SEND_BODY (a Content-Length
+body, read as h11's ContentLengthReader does, or a chunked one, read by h11's ChunkedReader),
+DONE, ERROR.
 Events, exceptions and edge cases are h11's too: `NEED_DATA` until an event is complete,
 `PAUSED` once a request is done and more bytes wait, `ConnectionClosed` at a clean EOF,
 `RemoteProtocolError` (with h11's status hint) for anything else, a head that outgrows
@@ -31,7 +33,7 @@ import h11._receivebuffer
 
 __all__ = ["RequestEvent", "RequestParser"]
 
-_IDLE, _BODY, _DONE, _ERROR = 0, 1, 2, 3
+_IDLE, _LENGTH, _CHUNKED, _DONE, _ERROR = 0, 1, 2, 3, 4
 _EndOfMessage = h11.EndOfMessage
 _NEED_DATA = h11.NEED_DATA
 _PAUSED = h11.PAUSED
@@ -47,7 +49,6 @@ def _check_internals() -> None:
     version = getattr(h11, "__version__", "?")
     for module, name in (
         (h11._readers, "maybe_read_from_IDLE_client"),
-        (h11._readers, "ContentLengthReader"),
         (h11._readers, "ChunkedReader"),
         (h11._receivebuffer, "ReceiveBuffer"),
         (h11._headers, "get_comma_header"),
@@ -68,7 +69,7 @@ def _check_internals() -> None:
 
 _check_internals()
 _ReceiveBuffer = h11._receivebuffer.ReceiveBuffer
-_ContentLengthReader = h11._readers.ContentLengthReader
+_END = h11.EndOfMessage()  # frozen: one serves every request
 _ChunkedReader = h11._readers.ChunkedReader
 
 
@@ -76,8 +77,8 @@ class RequestParser:
     """One client connection's request parser (sans-IO): bytes in, h11 events out."""
 
     __slots__ = (
-        "_body", "_buffer", "_closed", "_must_close", "_state", "_switch", "max_head",
-        "waiting_for_continue",
+        "_body", "_buffer", "_closed", "_length", "_must_close", "_remaining", "_state",
+        "_switch", "max_head", "waiting_for_continue",
     )  # fmt: skip
 
     def __init__(self, max_head: int) -> None:
@@ -89,6 +90,8 @@ class RequestParser:
         # No keep-alive (HTTP/1.0, `Connection: close`): h11 expects EOF after the request.
         self._must_close = False
         self._body: Callable[[Any], h11.Data | h11.EndOfMessage | None] | None = None
+        self._length = 0  # a Content-Length body: its length, and what is still to come
+        self._remaining = 0
         self.max_head = max_head  # h11's max_incomplete_event_size: a longer head is a 431
         # The request asked for 100-continue and none of its body has been read yet.
         self.waiting_for_continue = False
@@ -126,7 +129,27 @@ class RequestParser:
         state = self._state
         buffer = self._buffer
         try:
-            if state == _BODY:
+            if state == _LENGTH:
+                # h11's ContentLengthReader, inline: the same events, without a reader
+                # object per request and with one shared (frozen) EndOfMessage.
+                remaining = self._remaining
+                if remaining == 0:
+                    self._state = _DONE
+                    self.waiting_for_continue = False
+                    return _END
+                data = buffer.maybe_extract_at_most(remaining)
+                if data is None:
+                    if self._closed:
+                        raise _RemoteProtocolError(
+                            "peer closed connection without sending complete message body "
+                            f"(received {self._length - remaining} bytes, expected "
+                            f"{self._length})"
+                        )
+                    return _NEED_DATA
+                self._remaining = remaining - len(data)
+                self.waiting_for_continue = False
+                return h11.Data(data=data)  # type: ignore[arg-type]  # a bytearray, as h11 gives
+            if state == _CHUNKED:
                 body = self._body
                 assert body is not None
                 event = body(buffer)
@@ -196,7 +219,12 @@ class RequestParser:
                 upgrade = True
             elif name == b"connection":
                 connection = True
-        self._body = _ChunkedReader() if chunked else _ContentLengthReader(length)
+        if chunked:
+            self._body = _ChunkedReader()
+            self._state = _CHUNKED
+        else:
+            self._length = self._remaining = length
+            self._state = _LENGTH
         if expect and request.http_version >= b"1.1":
             expected = h11._headers.get_comma_header(request.headers, b"expect")
             self.waiting_for_continue = b"100-continue" in expected
@@ -209,5 +237,4 @@ class RequestParser:
             self._switch = request.method == b"CONNECT" or bool(
                 h11._headers.get_comma_header(request.headers, b"upgrade")
             )
-        self._state = _BODY
         return request
