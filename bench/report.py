@@ -357,6 +357,7 @@ def key_figures(results: Results) -> list[Row]:
             )
         )
     rows += _translate_rows(results)
+    rows += _policy_cost_rows(results)
     idle = section(results, "memory", "idle")
     row = _ratio_row(
         idle,
@@ -471,6 +472,29 @@ def _translate_rows(results: Results) -> list[Row | None]:
             ),
         ]
     return rows
+
+
+# --policy-costs: a policy on other routes must cost the plain route nothing; this box's
+# paired run-to-run noise on proxy CPU µs per request is a few per cent.
+UNUSED_NOISE = 0.03
+
+
+def _policy_cost_rows(results: Results) -> list[Row | None]:
+    """Every policy attached to other routes of the listener, against none (the per-policy
+    table is bench/policy_costs.py's)."""
+    data = section(results, "policy_costs")
+    row = _cost_row(
+        data,
+        "proxy CPU µs per request, policies on other routes − plain",
+        "cpu_us_per_req",
+        "agw-unused-policies",
+        "agw-1w",
+    )
+    plain = Stat.of(_values(_reps(data, "agw-1w"), "cpu_us_per_req"))
+    if row is None or row.agw is None or plain is None:
+        return [row]
+    met = abs(row.agw.median) <= UNUSED_NOISE * plain.median
+    return [replace(row, target=f"|Δ| ≤ {UNUSED_NOISE:.0%} of plain", met=met)]
 
 
 def rows_json(rows: list[Row]) -> list[dict[str, Any]]:
