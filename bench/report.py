@@ -474,8 +474,10 @@ def _translate_rows(results: Results) -> list[Row | None]:
     return rows
 
 
-# --policy-costs: a policy on other routes must cost the plain route nothing; this box's
-# paired run-to-run noise on proxy CPU µs per request is a few per cent.
+# --policy-costs: a policy on other routes must cost the plain route nothing. Met when the
+# paired differences straddle zero (some repetitions cheaper, some dearer: no cost this run
+# can tell from noise) or their median is within this share of the plain route's µs.
+# bench/policy_instructions.py gives the exact figure in instructions.
 UNUSED_NOISE = 0.03
 
 
@@ -493,8 +495,10 @@ def _policy_cost_rows(results: Results) -> list[Row | None]:
     plain = Stat.of(_values(_reps(data, "agw-1w"), "cpu_us_per_req"))
     if row is None or row.agw is None or plain is None:
         return [row]
-    met = abs(row.agw.median) <= UNUSED_NOISE * plain.median
-    return [replace(row, target=f"|Δ| ≤ {UNUSED_NOISE:.0%} of plain", met=met)]
+    spread = row.agw
+    met = spread.min <= 0 <= spread.max or abs(spread.median) <= UNUSED_NOISE * plain.median
+    target = f"≈ 0: Δ range spans 0 or |Δ| ≤ {UNUSED_NOISE:.0%} of plain"
+    return [replace(row, target=target, met=met)]
 
 
 def rows_json(rows: list[Row]) -> list[dict[str, Any]]:

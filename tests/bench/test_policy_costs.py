@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -186,3 +187,38 @@ def test_cost_table_pairs_repetitions() -> None:
     ratio = cors["cpu_ratio_to_base"]
     assert isinstance(ratio, dict) and ratio["median"] == pytest.approx(1.04)
     assert unused["error"] == "agw-fast did not start" and unused["cpu_us_minus_base"] is None
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.timeout(300)
+def test_quick_scenario_reports_a_line_per_policy(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    argv = [
+        sys.executable,
+        str(REPO / "bench" / "run.py"),
+        "--quick",
+        "--policy-costs",
+        "--targets",
+        "agw-1w,pc-apikey,pc-tracing,agw-unused-policies",
+        "--no-chart",
+        "--out",
+        str(out),
+        "--work",
+        str(tmp_path / "work"),
+    ]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (path,) = out.glob("*.json")
+    data = json.loads(path.read_text())["scenarios"]["policy_costs"]
+    table = {row["target"]: row for row in data["table"]}
+    traced = {"pc-tracing"} if _has("opentelemetry.sdk") else set()  # else skipped, noted
+    assert set(table) == {"pc-apikey", UNUSED} | traced, proc.stdout[-3000:]
+    for row in table.values():
+        assert row["base"] == "agw-1w" and "error" not in row, row
+        for key in ("cpu_us_per_req", "cpu_us_minus_base", "cpu_ratio_to_base",
+                    "c1_p50_us_minus_base"):  # fmt: skip
+            assert set(row[key]) == {"median", "min", "max"}, key
+    if _has("opentelemetry.sdk"):
+        assert data["otlp_sink"]["posts"] > 0  # the sampled target's spans reached the sink
+    assert "policy costs:" in proc.stdout and "pc-apikey" in proc.stdout
+    assert "policies on other routes − plain" in proc.stdout
