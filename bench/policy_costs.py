@@ -240,7 +240,7 @@ def unused_doc(chosen: list[Variant], upstream_port: int, port: int) -> dict[str
             "backends": ai_route[0]["listeners"][0]["routes"][0]["backends"],
             "policies": ai_policies,
         },
-        {"name": "plain", **plain},
+        plain,  # unnamed, exactly agw-1w's route: a name alone changes log and metric fields
     ]
     return doc
 
