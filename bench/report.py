@@ -7,7 +7,6 @@ with its min–max.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -246,7 +245,7 @@ def key_figures(results: Results) -> list[Row]:
             minimum=0.9,
         )
         if scaling is not None:
-            scaling = dataclasses.replace(scaling, target="≥ 0.9× 1 worker")
+            scaling = replace(scaling, target="≥ 0.9× 1 worker")
         rows.append(scaling)
     rows += [
         _ratio_row(
@@ -374,6 +373,7 @@ def key_figures(results: Results) -> list[Row]:
             )
         )
     rows += _translate_rows(results)
+    rows += _policy_cost_rows(results)
     idle = section(results, "memory", "idle")
     row = _ratio_row(
         idle,
@@ -603,6 +603,33 @@ def format_peer_table(results: Results) -> str:
             f"{_span(row['added_p50_us'], _added)} | {_span(row['added_p99_us'], _added)} |"
         )
     return "\n".join(lines)
+
+
+# --policy-costs: a policy on other routes must cost the plain route nothing. Met when the
+# paired differences straddle zero (some repetitions cheaper, some dearer: no cost this run
+# can tell from noise) or their median is within this share of the plain route's µs.
+# bench/policy_instructions.py gives the exact figure in instructions.
+UNUSED_NOISE = 0.03
+
+
+def _policy_cost_rows(results: Results) -> list[Row | None]:
+    """Every policy attached to other routes of the listener, against none (the per-policy
+    table is bench/policy_costs.py's)."""
+    data = section(results, "policy_costs")
+    row = _cost_row(
+        data,
+        "proxy CPU µs per request, policies on other routes − plain",
+        "cpu_us_per_req",
+        "agw-unused-policies",
+        "agw-1w",
+    )
+    plain = Stat.of(_values(_reps(data, "agw-1w"), "cpu_us_per_req"))
+    if row is None or row.agw is None or plain is None:
+        return [row]
+    spread = row.agw
+    met = spread.min <= 0 <= spread.max or abs(spread.median) <= UNUSED_NOISE * plain.median
+    target = f"≈ 0: Δ range spans 0 or |Δ| ≤ {UNUSED_NOISE:.0%} of plain"
+    return [replace(row, target=target, met=met)]
 
 
 def rows_json(rows: list[Row]) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from bench import chart, history, report  # noqa: E402
 from bench.harness import Bench, Settings  # noqa: E402
 from bench.micro import run_micro  # noqa: E402
 from bench.peers import PEERS, parse_peers, peer_details  # noqa: E402
+from bench.policy_costs import format_cost_table  # noqa: E402
 from bench.procs import raise_nofile_limit  # noqa: E402
 from bench.scenarios import SCENARIOS  # noqa: E402
 from bench.targets import Stack, Tools  # noqa: E402
@@ -49,7 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     group = parser.add_argument_group("scenarios")
     for name, fn in SCENARIOS.items():
         group.add_argument(
-            f"--{name}", action="store_true", help=(fn.__doc__ or "").strip().replace("%", "%%")
+            f"--{name.replace('_', '-')}",
+            action="store_true",
+            help=(fn.__doc__ or "").strip().replace("%", "%%"),
         )
     group.add_argument("--micro", action="store_true", help="micro-benchmarks of hot-path pieces")
     parser.add_argument(
@@ -353,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{settings.reps} rep(s): medians [min…max]; ratios paired per repetition"
     )
     print(report.format_table(rows))
+    cost_table = format_cost_table(results)
+    if cost_table:
+        print()
+        print(cost_table)
     for name, note in sorted(stack.notes.items()):
         if note.startswith("skipped:"):
             print(f"{name} {note}")

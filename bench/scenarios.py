@@ -29,6 +29,7 @@ from bench.harness import (
     measure_wrk,
 )
 from bench.payloads import CHAT_PATH, REQUEST_BODY, STREAM_REQUEST_BODY
+from bench.policy_costs import policy_costs
 from bench.procs import (
     cpu_delta,
     cpu_snapshot,
@@ -47,6 +48,7 @@ __all__ = [
     "churn",
     "latency",
     "memory",
+    "policy_costs",
     "rate",
     "saturation",
     "sse",
@@ -544,6 +546,7 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, object]]] = {
     "rate": rate,
     "sse": sse,
     "translate": translate,
+    "policy_costs": policy_costs,
     "memory": memory,
     "churn": churn,
     "balance": balance,

@@ -432,6 +432,43 @@ class Stack:
             name, "agw", desc, port, [proc], workers=workers, scheme=scheme, headers=headers
         )
 
+    def agw_doc(
+        self,
+        name: str,
+        doc: Callable[[int], dict[str, object]],
+        description: str,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> Target:
+        """agw-fast, 1 worker, on the config `doc(port)` (a scenario's own routes); refused
+        for a missing optional extra, it is a skipped target, as `agw-policies` is."""
+        return self.cached(
+            name, lambda: self._start_agw_doc(name, doc, description, dict(headers or {}))
+        )
+
+    def _start_agw_doc(
+        self,
+        name: str,
+        doc: Callable[[int], dict[str, object]],
+        description: str,
+        headers: dict[str, str],
+    ) -> Target:
+        port = free_port()
+        config = self.work / f"{name}.yaml"
+        config.write_text(json.dumps(doc(port), indent=2))
+        argv = [*self.agw_cmd, "-f", str(config), "--workers", "1"]
+        proc = self._proc(name, [*argv, "--bind-address", "127.0.0.1"], cpu=CPU_PROXY)
+        try:
+            proc.start().wait_ready(port)
+        except ProcStartError as exc:
+            error = str(exc).replace(name, "agw-fast", 1)
+            hint = _INSTALL_HINT.search(error)
+            if hint:
+                return self._skip(name, description, f"agw-fast needs an extra: {hint.group(0)}")
+            return Target(name, "agw", description, error=error)
+        self._wait_workers(proc, port, 1, None)
+        return Target(name, "agw", description, port, [proc], headers=headers)
+
     def policy_route(self) -> PolicyRoute:
         """One key and token for the whole run (RSA key generation takes ~0.1 s)."""
         if self._policy_route is None:
