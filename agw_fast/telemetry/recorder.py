@@ -64,6 +64,22 @@ def _method(raw: bytes) -> str:
     return _METHODS.get(raw) or raw.decode("ascii", "replace")
 
 
+# Hosts and paths as logged, by their raw bytes: a gateway sees few of each, so most lines
+# take a dict probe instead of a decode and a quoting check. Bounded: clients choose these.
+_RAW_TEXT: dict[bytes, str] = {}
+RAW_TEXT_LIMIT = 1024
+
+
+def _raw_text(raw: bytes) -> str:
+    text = _RAW_TEXT.get(raw)
+    if text is None:
+        text = text_value(raw.decode("latin-1"))
+        if len(_RAW_TEXT) >= RAW_TEXT_LIMIT:
+            _RAW_TEXT.clear()
+        _RAW_TEXT[raw] = text
+    return text
+
+
 def _millis(seconds: float) -> str:
     return f"{int(seconds * 1000)}ms"  # whole milliseconds, truncated (Rust's `as_millis`)
 
@@ -305,8 +321,8 @@ class Recorder:
         line = (
             f"info request {self._prefix(labels)}"
             f"{f'endpoint={endpoint} ' if endpoint else ''}src.addr={peer} "
-            f"http.method={_method(method)} http.host={text_value(host.decode('latin-1'))} "
-            f"http.path={text_value(path.decode('latin-1'))} http.version={version}"
+            f"http.method={_method(method)} http.host={_raw_text(host)} "
+            f"http.path={_raw_text(path)} http.version={version}"
             f"{f' http.status={status}' if status else ''} protocol={protocol}"
         )
         if llm is not None:
