@@ -80,6 +80,20 @@ def _raw_text(raw: bytes) -> str:
     return text
 
 
+_NAME_TEXT: dict[str, str] = {}
+
+
+def _name_text(name: str) -> str:
+    """`text_value` of a provider or model name, cached as `_raw_text` is (bounded)."""
+    text = _NAME_TEXT.get(name)
+    if text is None:
+        text = text_value(name)
+        if len(_NAME_TEXT) >= RAW_TEXT_LIMIT:
+            _NAME_TEXT.clear()
+        _NAME_TEXT[name] = text
+    return text
+
+
 def _millis(seconds: float) -> str:
     return f"{int(seconds * 1000)}ms"  # whole milliseconds, truncated (Rust's `as_millis`)
 
@@ -391,11 +405,11 @@ def _llm_text(llm: LLMOutcome, duration: float, cost: Decimal | None) -> str:
         " gen_ai.operation.name=embeddings"
         if llm.route_type == "embeddings"
         else " gen_ai.operation.name=chat"
-    ) + f" gen_ai.provider.name={text_value(llm.provider)}"
+    ) + f" gen_ai.provider.name={_name_text(llm.provider)}"
     if llm.request_model is not None:
-        text += f" gen_ai.request.model={text_value(llm.request_model)}"
+        text += f" gen_ai.request.model={_name_text(llm.request_model)}"
     if llm.response_model is not None:
-        text += f" gen_ai.response.model={text_value(llm.response_model)}"
+        text += f" gen_ai.response.model={_name_text(llm.response_model)}"
     # Token counts are ints and times floats: their text never needs quotes.
     if llm.input_tokens is not None:
         text += f" gen_ai.usage.input_tokens={llm.input_tokens}"
