@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per LLM call (see LLMRequest)
 class Usage:
     """Token counts reported by the provider; `None` where the provider said nothing."""
 
@@ -46,7 +46,7 @@ class Usage:
         return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CacheExcludedUsage(Usage):
     """Anthropic's and Bedrock's accounting: `input_tokens` is the uncached input only."""
 
