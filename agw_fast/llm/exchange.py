@@ -6,7 +6,7 @@ relaying anyway; nothing here touches a socket or changes a response byte.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -205,6 +205,16 @@ class LLMResponseObserver:
             self._json = JSONBodyCollector(RESPONSE_COLLECT_LIMIT)
         self.observing = True
         return True
+
+    def payload_reader(self) -> Callable[[bytes], None]:
+        """What to call with each slice of payload: `feed`, or when nothing is to inflate,
+        the reader `feed` would pass it to (one call fewer per SSE event)."""
+        if self._inflater is None:
+            if self._sse is not None:
+                return self._sse.feed
+            if self._json is not None:
+                return self._json.feed
+        return self.feed
 
     def feed(self, data: bytes) -> None:
         inflater = self._inflater

@@ -72,6 +72,20 @@ def _has_usage_object(data: bytes) -> bool:
     return False
 
 
+def _no_usage_object(chunk: bytes) -> bool:
+    """True if every `"usage"` in the raw SSE bytes `chunk` is followed by `:null`, as
+    OpenAI sends it in each chunk of a stream that asked for usage (so that common event
+    takes the fast path). Anything else, spacing or a value split over `data:` lines
+    included, says False and the events are parsed."""
+    find = chunk.find
+    i = find(_USAGE_KEY)
+    while i != -1:
+        if not chunk.startswith(b":null", i + 7):
+            return False
+        i = find(_USAGE_KEY, i + 12)
+    return True
+
+
 class SSEUsageObserver:
     """Watches an SSE body fed in arbitrary splits and keeps what telemetry needs.
 
@@ -131,6 +145,22 @@ class SSEUsageObserver:
     def feed(self, chunk: bytes) -> None:
         if not chunk or self._failed:
             return
+        if (
+            self.model is not None
+            and self.first_data_at is not None
+            and not self._tail
+            and not self._lines
+            and not self._skip_event
+            and not self._cr_pending
+            and not self._discarding_line
+            and chunk.endswith(b"\n\n")
+            and b"[DONE]" not in chunk
+            and _no_usage_object(chunk)
+        ):
+            # Whole events, at an event boundary, with nothing left to learn from them
+            # (model and first token known, no usage object, no end marker): parsing them
+            # would change nothing, so the common mid-stream event costs a few byte scans.
+            return
         try:
             self._feed(chunk)
         except Exception:
@@ -157,22 +187,6 @@ class SSEUsageObserver:
             _log.debug("SSE usage observer failed at close", exc_info=True)
 
     def _feed(self, chunk: bytes) -> None:
-        if (
-            self.model is not None
-            and self.first_data_at is not None
-            and not self._tail
-            and not self._lines
-            and not self._skip_event
-            and not self._cr_pending
-            and not self._discarding_line
-            and chunk.endswith(b"\n\n")
-            and b'"usage"' not in chunk
-            and b"[DONE]" not in chunk
-        ):
-            # Whole events, at an event boundary, with nothing left to learn from them
-            # (model and first token known, no usage, no end marker): parsing them would
-            # change nothing, so the common mid-stream event costs a few byte scans.
-            return
         if self._cr_pending:
             self._cr_pending = False
             if chunk[0] == _LF:

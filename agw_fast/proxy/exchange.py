@@ -805,7 +805,11 @@ class Exchange:
                 llm.chunked = True
             upstream = self.upstream
             assert upstream is not None
-            upstream.set_payload_observer(self._on_payload)
+            # Relayed as it came (not de-chunked): the scanner hands the payload straight to
+            # the observer's reader, two calls fewer per SSE event.
+            upstream.set_payload_observer(
+                self._on_payload if dechunk or llm is None else llm.payload_reader()
+            )
         self.response_processing = time.monotonic() - now
 
     def _translated_head(self, head: ResponseHead, translation: Translation) -> None:

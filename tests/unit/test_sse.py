@@ -298,3 +298,18 @@ def test_internal_error_disables_the_observer() -> None:
     obs.feed(b'data: {"model":"m"}\n\n')
     obs.close()
     assert obs.first_data_at is None
+
+
+def test_null_usage_in_every_chunk_still_reads_the_final_usage() -> None:
+    # OpenAI's streams that ask for usage carry `"usage":null` in every chunk: those chunks
+    # take the fast path, and the final usage object (spaced or compact) is still read.
+    for final in (
+        b'data: {"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}\n\n',
+        b'data: {"model":"m","choices":[],"usage" : {"prompt_tokens":3,"completion_tokens":5}}\n\n',
+    ):
+        obs = SSEUsageObserver()
+        obs.feed(b'data: {"model":"m","choices":[],"usage":null}\n\n')
+        obs.feed(b'data: {"model":"m","choices":[{"delta":{"content":"x"}}],"usage":null}\n\n')
+        obs.feed(final + b"data: [DONE]\n\n")
+        assert obs.usage == Usage(input_tokens=3, output_tokens=5)
+        assert obs.done and obs.model == "m"
