@@ -22,12 +22,13 @@ class SSEEventReader:
 
     Data lines of one event are joined with LF, as the SSE spec does."""
 
-    __slots__ = ("_buffer", "_event", "_data", "_max", "_cr_pending")
+    __slots__ = ("_buffer", "_event", "_data", "_size", "_max", "_cr_pending")
 
     def __init__(self, max_event: int = DEFAULT_MAX_EVENT) -> None:
         self._buffer = b""
         self._event: bytes | None = None
         self._data: list[bytes] = []
+        self._size = 0  # bytes of data values in the event being read
         self._max = max_event
         self._cr_pending = False
 
@@ -47,10 +48,20 @@ class SSEEventReader:
             if nl == -1:
                 break
             if nl == pos:
-                if self._data:
-                    events.append((self._event, b"\n".join(self._data)))
+                data = self._data
+                if data:
+                    events.append((self._event, data[0] if len(data) == 1 else b"\n".join(data)))
+                    self._data = []
+                    self._size = 0
                 self._event = None
-                self._data = []
+            elif buffer.startswith(b"data: ", pos):
+                # The two lines every LLM event has, without the general `_line`.
+                self._data.append(buffer[pos + 6 : nl])
+                self._size += nl - pos - 6
+                if self._size > self._max:
+                    raise EventTooLarge(f"an event is over {self._max} bytes")
+            elif buffer.startswith(b"event: ", pos):
+                self._event = buffer[pos + 7 : nl]
             else:
                 self._line(buffer[pos:nl])
             pos = nl + 1
@@ -70,6 +81,7 @@ class SSEEventReader:
             events.append((self._event, b"\n".join(self._data)))
         self._event = None
         self._data = []
+        self._size = 0
         return events
 
     def _line(self, line: bytes) -> None:
@@ -83,8 +95,12 @@ class SSEEventReader:
             if value.startswith(b" "):
                 value = value[1:]
         if name == b"data":
-            self._data.append(value)
-            if sum(map(len, self._data)) > self._max:
-                raise EventTooLarge(f"an event is over {self._max} bytes")
+            self._add_data(value)
         elif name == b"event":
             self._event = value
+
+    def _add_data(self, value: bytes) -> None:
+        self._data.append(value)
+        self._size += len(value)
+        if self._size > self._max:
+            raise EventTooLarge(f"an event is over {self._max} bytes")
