@@ -231,6 +231,8 @@ class RouteTable(Generic[R]):
         self._wildcard = {h: self._tier(p) for h, p in wildcard.items()}
         self._any = self._tier(anyhost)
         self._host_free = not exact and not wildcard
+        # No route names a host: `select` never reads it, so callers need not compute it.
+        self.host_free = self._host_free
         # The route every request gets when the table is one catch-all: callers skip
         # building a RequestView at all.
         self.constant: MatchedRoute[R] | None = self._any.always if self._host_free else None

@@ -751,7 +751,7 @@ class DownstreamProtocol(asyncio.Protocol):
         matched = table.constant
         if matched is None:
             if host_name is None:
-                host_name = host_without_port(host)
+                host_name = "" if table.host_free else host_without_port(host)
             view = RequestView(
                 method.decode("ascii"), path.decode("latin-1"), query[1:].decode("latin-1"),
                 headers,
