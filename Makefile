@@ -10,7 +10,8 @@ help:
 	@echo "make demo        start the gateway on config/demo.yaml with the bundled mock LLM"
 	@echo "make test        create .venv if needed, install, run ruff + mypy --strict + lint-imports + pytest"
 	@echo "                 (as root with apt-get, also installs wrk, nginx-light and redis-server)"
-	@echo "make bench       full benchmark, then shared (Redis) vs local limits per request"
+	@echo "make bench       full benchmark (~25 min) with the peer gateways Portkey and LiteLLM"
+	@echo "                 (installed once under bench/.work/peers), then shared (Redis) vs local limits"
 	@echo "                 (installs wrk/nginx/redis-server with apt-get when root)"
 	@echo "make bench-quick a few-second run of every scenario"
 
