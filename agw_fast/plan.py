@@ -36,7 +36,7 @@ from agw_fast.config.model import (
     RoutePolicies,
     UrlRewrite,
 )
-from agw_fast.config.validate import not_supported
+from agw_fast.config.validate import join_host_port, not_supported
 from agw_fast.core.rewrite import (
     RESPONSE_HOP_BY_HOP,
     RequestHeaderPlan,
@@ -244,6 +244,11 @@ _SIGNED_FIELDS = (
 )  # fmt: skip
 
 
+def _pool_key(host: str, port: int, context: ssl.SSLContext | None) -> tuple[str, int, int]:
+    """Connections are pooled per address and TLS settings (one context object per setting)."""
+    return (host, port, id(context) if context is not None else 0)
+
+
 def _server_hostname(
     context: ssl.SSLContext | None, tls: BackendTLS | None, host: str
 ) -> str | None:
@@ -399,7 +404,7 @@ class _Compiler:
             # agentgateway inserts its own x-ratelimit-* over the upstream's (merge_in_headers);
             # `conditional` limits, which may not apply, replace them per request instead.
             response_drop = response_drop | RATE_LIMIT_FIELDS
-        endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        endpoint = join_host_port(host, port)
         return RuntimeBackend(
             name=name,
             weight=declared.weight,
@@ -409,7 +414,7 @@ class _Compiler:
             protocol="llm" if ai_runtime is not None else "http",
             ssl=context,
             server_hostname=server_hostname,
-            pool_key=(host, port, id(context) if context is not None else 0),
+            pool_key=_pool_key(host, port, context),
             auto_authority=auto_authority,
             request_headers=RequestHeaderPlan.build(request_modifiers, auth),
             response_drop=response_drop,
@@ -573,11 +578,11 @@ class _Compiler:
             weight=1,
             host=host,
             port=port,
-            endpoint=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            endpoint=join_host_port(host, port),
             protocol="llm",
             ssl=context,
             server_hostname=server_hostname,
-            pool_key=(host, port, id(context) if context is not None else 0),
+            pool_key=_pool_key(host, port, context),
             auto_authority=auto_authority,
             request_headers=RequestHeaderPlan.build(
                 [own, route_request, model.request_headers, signed], auth
@@ -622,11 +627,11 @@ class _Compiler:
             weight=1,
             host=host,
             port=port,
-            endpoint=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            endpoint=join_host_port(host, port),
             protocol="http",
             ssl=context,
             server_hostname=server_hostname,
-            pool_key=(host, port, id(context) if context is not None else 0),
+            pool_key=_pool_key(host, port, context),
             auto_authority=None,
             request_headers=RequestHeaderPlan.build([], None),
             response_drop=RESPONSE_HOP_BY_HOP,
@@ -650,7 +655,7 @@ class _Compiler:
             weight=1,
             host=host,
             port=port,
-            endpoint=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            endpoint=join_host_port(host, port),
             protocol="http",
             ssl=None,
             server_hostname=None,

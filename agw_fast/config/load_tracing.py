@@ -28,6 +28,7 @@ from agw_fast.config.validate import (
     check_header_value,
     choice,
     join,
+    join_host_port,
     split_host_port,
 )
 from agw_fast.errors import ConfigError
@@ -105,7 +106,8 @@ def parse_frontend_tracing(raw: object, path: str) -> TracingPolicy:
     o = Obj(raw, path, "TracingConfig")
     host_text = o.req_str("host")
     host, port = split_host_port(host_text, o.child("host"), port_required=True)
-    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    assert port is not None  # port_required
+    authority = join_host_port(host, port)
     protocol_raw = o.get("protocol")
     protocol = "grpc" if protocol_raw is None else choice(
         protocol_raw, o.child("protocol"), _PROTOCOLS

@@ -40,6 +40,7 @@ __all__ = [
     "kind",
     "not_supported",
     "parse_host_port",
+    "join_host_port",
     "split_host_port",
 ]
 
@@ -265,6 +266,11 @@ def check_url_path(value: object, path: str) -> str:
     if re.search(r"[\x00-\x20\x7f]", text):
         raise ConfigError(path, f"invalid path {text!r}: spaces and control characters")
     return text
+
+
+def join_host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 literal in brackets (the inverse of `split_host_port`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def split_host_port(
