@@ -99,10 +99,6 @@ class RequestParser:
         self.waiting_for_continue = False
 
     @property
-    def they_are_waiting_for_100_continue(self) -> bool:
-        return self.waiting_for_continue
-
-    @property
     def buffered(self) -> int:
         """Bytes received and not yet taken by an event."""
         return len(self._buffer)

@@ -230,12 +230,11 @@ class RouteTable(Generic[R]):
         self._exact = {h: self._tier(p) for h, p in exact.items()}
         self._wildcard = {h: self._tier(p) for h, p in wildcard.items()}
         self._any = self._tier(anyhost)
-        self._host_free = not exact and not wildcard
         # No route names a host: `select` never reads it, so callers need not compute it.
-        self.host_free = self._host_free
+        self.host_free = not exact and not wildcard
         # The route every request gets when the table is one catch-all: callers skip
         # building a RequestView at all.
-        self.constant: MatchedRoute[R] | None = self._any.always if self._host_free else None
+        self.constant: MatchedRoute[R] | None = self._any.always if self.host_free else None
 
     def routes(self) -> list[R]:
         """Every runtime route in the table, once each (for introspection and tests)."""
@@ -252,7 +251,7 @@ class RouteTable(Generic[R]):
 
     def select(self, host: str, request: RequestView) -> MatchedRoute[R] | None:
         """The best route for a request to `host` (already lowercased, without port)."""
-        if self._host_free:
+        if self.host_free:
             return self._any.select(request)
         tier = self._exact.get(host)
         if tier is not None:

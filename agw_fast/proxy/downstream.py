@@ -578,7 +578,7 @@ class DownstreamProtocol(asyncio.Protocol):
             response = without_body(response)
         self.write(response)
         self._record_local(request, status, started, labels, reason, body, backend, log_request)
-        if self.h11.they_are_waiting_for_100_continue or not self.keep_alive:
+        if self.h11.waiting_for_continue or not self.keep_alive:
             # A client waiting for 100-continue will not send the body we must skip, and a
             # non-keep-alive client is done: either way this connection ends here.
             self._linger()
@@ -879,7 +879,7 @@ class DownstreamProtocol(asyncio.Protocol):
             exchange.span = span
             self.span = None
         self.exchange = exchange
-        exchange.start(expect and self.h11.they_are_waiting_for_100_continue, spent)
+        exchange.start(expect and self.h11.waiting_for_continue, spent)
         mirror = route.mirror
         if mirror is not None and mirror.chosen():
             # The copy's Host: the client's, or what an explicit rewrite made of it; the

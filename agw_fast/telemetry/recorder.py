@@ -64,33 +64,20 @@ def _method(raw: bytes) -> str:
     return _METHODS.get(raw) or raw.decode("ascii", "replace")
 
 
-# Hosts and paths as logged, by their raw bytes: a gateway sees few of each, so most lines
+# Hosts, paths, provider and model names as logged: a gateway sees few of each, so most lines
 # take a dict probe instead of a decode and a quoting check. Bounded: clients choose these.
-_RAW_TEXT: dict[bytes, str] = {}
-RAW_TEXT_LIMIT = 1024
+_LOGGED: dict[bytes | str, str] = {}
+LOGGED_LIMIT = 1024
 
 
-def _raw_text(raw: bytes) -> str:
-    text = _RAW_TEXT.get(raw)
+def _logged(value: bytes | str) -> str:
+    """`text_value` of a name or of raw (latin-1) bytes, cached."""
+    text = _LOGGED.get(value)
     if text is None:
-        text = text_value(raw.decode("latin-1"))
-        if len(_RAW_TEXT) >= RAW_TEXT_LIMIT:
-            _RAW_TEXT.clear()
-        _RAW_TEXT[raw] = text
-    return text
-
-
-_NAME_TEXT: dict[str, str] = {}
-
-
-def _name_text(name: str) -> str:
-    """`text_value` of a provider or model name, cached as `_raw_text` is (bounded)."""
-    text = _NAME_TEXT.get(name)
-    if text is None:
-        text = text_value(name)
-        if len(_NAME_TEXT) >= RAW_TEXT_LIMIT:
-            _NAME_TEXT.clear()
-        _NAME_TEXT[name] = text
+        text = text_value(value.decode("latin-1") if type(value) is bytes else value)
+        if len(_LOGGED) >= LOGGED_LIMIT:
+            _LOGGED.clear()
+        _LOGGED[value] = text
     return text
 
 
@@ -335,8 +322,8 @@ class Recorder:
         line = (
             f"info request {self._prefix(labels)}"
             f"{f'endpoint={endpoint} ' if endpoint else ''}src.addr={peer} "
-            f"http.method={_method(method)} http.host={_raw_text(host)} "
-            f"http.path={_raw_text(path)} http.version={version}"
+            f"http.method={_method(method)} http.host={_logged(host)} "
+            f"http.path={_logged(path)} http.version={version}"
             f"{f' http.status={status}' if status else ''} protocol={protocol}"
         )
         if llm is not None:
@@ -405,11 +392,11 @@ def _llm_text(llm: LLMOutcome, duration: float, cost: Decimal | None) -> str:
         " gen_ai.operation.name=embeddings"
         if llm.route_type == "embeddings"
         else " gen_ai.operation.name=chat"
-    ) + f" gen_ai.provider.name={_name_text(llm.provider)}"
+    ) + f" gen_ai.provider.name={_logged(llm.provider)}"
     if llm.request_model is not None:
-        text += f" gen_ai.request.model={_name_text(llm.request_model)}"
+        text += f" gen_ai.request.model={_logged(llm.request_model)}"
     if llm.response_model is not None:
-        text += f" gen_ai.response.model={_name_text(llm.response_model)}"
+        text += f" gen_ai.response.model={_logged(llm.response_model)}"
     # Token counts are ints and times floats: their text never needs quotes.
     if llm.input_tokens is not None:
         text += f" gen_ai.usage.input_tokens={llm.input_tokens}"

@@ -64,7 +64,7 @@ def _with_parser(reads: list[bytes], close: bool) -> list[object]:
     log: list[object] = []
     for data in [*reads, *([b""] if close else [])]:
         parser.receive_data(data)
-        if not _drain(parser.next_event, log, lambda: parser.they_are_waiting_for_100_continue):
+        if not _drain(parser.next_event, log, lambda: parser.waiting_for_continue):
             break
     return log
 
