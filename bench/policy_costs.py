@@ -34,7 +34,6 @@ import hashlib
 import json
 import statistics
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -42,6 +41,7 @@ from bench.harness import FAILURES, Bench, Collector, Rep, interleave, measure_w
 from bench.payloads import API_KEY, REQUEST_BODY
 from bench.policies import BUCKET, ORIGIN, PolicyUnavailable
 from bench.procs import Proc, ProcStartError, free_port
+from bench.report import _minus, _paired, _ratio, _reps, _values
 from bench.targets import CPU_LOAD, Stack, Target, agw_config
 
 __all__ = [
@@ -372,27 +372,6 @@ def _stat(values: list[float]) -> Stat | None:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def _by_rep(entry: dict[str, object]) -> dict[int, dict[str, float]]:
-    reps = entry.get("reps", [])
-    assert isinstance(reps, list)
-    return {int(rep.get("rep", i)): rep for i, rep in enumerate(reps)}
-
-
-def _paired(
-    a: dict[int, dict[str, float]],
-    b: dict[int, dict[str, float]],
-    metric: str,
-    fn: Callable[[float, float], float | None],
-) -> list[float]:
-    out = []
-    for index in sorted(set(a) & set(b)):
-        if metric in a[index] and metric in b[index]:
-            value = fn(float(a[index][metric]), float(b[index][metric]))
-            if value is not None:
-                out.append(value)
-    return out
-
-
 def cost_table(
     targets: dict[str, dict[str, object]], chosen: list[Variant]
 ) -> list[dict[str, object]]:
@@ -410,30 +389,18 @@ def cost_table(
         }
         if entry.get("error") or base is None or base.get("error"):
             row["error"] = entry.get("error") or (base or {}).get("error") or "no base"
-        mine, theirs = _by_rep(entry), _by_rep(base or {})
+        mine, theirs = _reps(targets, variant.name), _reps(targets, variant.base)
         row |= {
-            "cpu_us_per_req": _stat(
-                [r["cpu_us_per_req"] for r in mine.values() if "cpu_us_per_req" in r]
-            ),
-            "base_cpu_us_per_req": _stat(
-                [r["cpu_us_per_req"] for r in theirs.values() if "cpu_us_per_req" in r]
-            ),
-            "cpu_us_minus_base": _stat(_paired(mine, theirs, "cpu_us_per_req", _minus)),
-            "user_us_minus_base": _stat(_paired(mine, theirs, "user_us_per_req", _minus)),
-            "sys_us_minus_base": _stat(_paired(mine, theirs, "sys_us_per_req", _minus)),
-            "cpu_ratio_to_base": _stat(_paired(mine, theirs, "cpu_us_per_req", _ratio)),
-            "c1_p50_us_minus_base": _stat(_paired(mine, theirs, "c1_p50_us", _minus)),
+            "cpu_us_per_req": _stat(_values(mine, "cpu_us_per_req")),
+            "base_cpu_us_per_req": _stat(_values(theirs, "cpu_us_per_req")),
+            "cpu_us_minus_base": _stat(_paired(mine, theirs, _minus, "cpu_us_per_req")),
+            "user_us_minus_base": _stat(_paired(mine, theirs, _minus, "user_us_per_req")),
+            "sys_us_minus_base": _stat(_paired(mine, theirs, _minus, "sys_us_per_req")),
+            "cpu_ratio_to_base": _stat(_paired(mine, theirs, _ratio, "cpu_us_per_req")),
+            "c1_p50_us_minus_base": _stat(_paired(mine, theirs, _minus, "c1_p50_us")),
         }
         rows.append(row)
     return rows
-
-
-def _minus(x: float, y: float) -> float:
-    return x - y
-
-
-def _ratio(x: float, y: float) -> float | None:
-    return x / y if y else None
 
 
 def _cell(stat: object, fmt: str, short: str) -> str:

@@ -52,6 +52,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.payloads import CHAT_PATH, STREAM_REQUEST_BODY, request_bytes  # noqa: E402
+from bench.procs import raise_nofile_limit  # noqa: E402
 
 if TYPE_CHECKING:
     from bench.harness import Bench, Rep
@@ -682,15 +683,6 @@ async def run_client(plan: StreamPlan, port: int, *, phases: bool = False) -> di
     return client.result(conns_left=plan.streams - client.settled)
 
 
-def _raise_nofile(wanted: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        return target
-    return soft
-
-
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -718,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     cl.add_argument("--phases", action="store_true", help="print phase lines as they happen")
     args = parser.parse_args(argv)
     if args.role == "upstream":
-        limit = _raise_nofile(1 << 20)
+        limit = raise_nofile_limit(1 << 20)
         print(f"streams upstream on 127.0.0.1:{args.port}, open-file limit {limit}", flush=True)
 
         async def serve() -> None:
@@ -732,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = StreamPlan(
         args.streams, args.events, args.interval, args.ramp_step, args.ramp_every, args.stall
     )
-    limit = _raise_nofile(plan.streams + 256)
+    limit = raise_nofile_limit(plan.streams + 256)
     if limit < plan.streams + 64:
         print(
             json.dumps({"error": f"open-file limit {limit} < {plan.streams} streams: ulimit -n"}),
